@@ -1,0 +1,242 @@
+//! The typed builder with the runtime debugger attached, and the measured
+//! iterator it produces.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::boxed::{BoxIter, StepList};
+use super::name::step_name;
+use super::probe::{One, Probe};
+use crate::report::Schedule;
+use crate::stats::recorder::Recorder;
+use crate::stats::TargetGuard;
+use crate::{Debugger, Stats};
+
+/// An iterator pipeline with the runtime debugger attached (see
+/// [`Pipeline::debug`](super::Pipeline::debug)). Every step is wrapped in a
+/// [`Probe`] that counts its items and its exclusive time.
+///
+/// ```
+/// use paipa::iter::{chunk, flatten, Pipeline};
+/// use paipa::Debugger;
+///
+/// let pipeline = Pipeline::new(1..=8u32)
+///     .debug(Debugger::silent())
+///     .step(chunk(3).unwrap())
+///     .count_by(|batch: &Vec<u32>| batch.len() as u64)
+///     .step(flatten);
+/// let stats = pipeline.stats();
+/// let out: Vec<u32> = pipeline.into_iter().collect();
+/// assert_eq!(out, (1..=8).collect::<Vec<_>>());
+/// let snap = stats.snapshot();
+/// let counts: Vec<_> = snap.stages.iter().map(|s| (s.name.as_str(), s.count)).collect();
+/// assert_eq!(counts, [("source", 8), ("chunk", 8), ("flatten", 8)]);
+/// ```
+#[must_use = "a pipeline does nothing until it is iterated or consumed"]
+pub struct DebugPipeline<I> {
+    iter: I,
+    rec: Arc<Recorder>,
+    debugger: Debugger,
+}
+
+impl<I> fmt::Debug for DebugPipeline<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DebugPipeline")
+            .field("debugger", &self.debugger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I: Iterator> DebugPipeline<Probe<I>> {
+    pub(crate) fn new(source: I, debugger: Debugger) -> Self {
+        let rec = Arc::new(Recorder::new(
+            debugger.name.clone(),
+            debugger.source.clone(),
+            debugger.timing,
+        ));
+        DebugPipeline {
+            iter: Probe::new(source, 0, rec.clone()),
+            rec,
+            debugger,
+        }
+    }
+}
+
+impl<I: Iterator, W> DebugPipeline<Probe<I, W>> {
+    /// Says how much each item of the last stage counts for: a batch can
+    /// count as its length, as in the reference.
+    pub fn count_by<V: Fn(&I::Item) -> u64>(self, weigh: V) -> DebugPipeline<Probe<I, V>> {
+        DebugPipeline {
+            iter: self.iter.reweigh(weigh),
+            rec: self.rec,
+            debugger: self.debugger,
+        }
+    }
+}
+
+impl<I: Iterator> DebugPipeline<I> {
+    /// Adds a measured step named after its function.
+    pub fn step<F, J>(self, step: F) -> DebugPipeline<Probe<J::IntoIter, One>>
+    where
+        F: FnOnce(I) -> J,
+        J: IntoIterator,
+    {
+        self.step_named(step_name::<F>(), step)
+    }
+
+    /// Adds a measured step with an explicit name.
+    pub fn step_named<F, J>(
+        self,
+        name: impl Into<String>,
+        step: F,
+    ) -> DebugPipeline<Probe<J::IntoIter, One>>
+    where
+        F: FnOnce(I) -> J,
+        J: IntoIterator,
+    {
+        let index = self.rec.push_stage(name.into());
+        let out = step(self.iter).into_iter();
+        DebugPipeline {
+            iter: Probe::new(out, index, self.rec.clone()),
+            rec: self.rec,
+            debugger: self.debugger,
+        }
+    }
+
+    /// Applies a run-time list of boxed steps, each measured as a stage.
+    pub fn steps<'a>(
+        self,
+        steps: impl Into<StepList<'a, I::Item>>,
+    ) -> DebugPipeline<BoxIter<'a, I::Item>>
+    where
+        I: 'a,
+    {
+        let mut pipeline = self.boxed();
+        for step in steps.into().flatten() {
+            let (name, f) = step.into_parts();
+            pipeline = pipeline.step_named(name, f).boxed();
+        }
+        pipeline
+    }
+
+    /// Boxes the pipeline's iterator.
+    pub fn boxed<'a>(self) -> DebugPipeline<BoxIter<'a, I::Item>>
+    where
+        I: 'a,
+    {
+        DebugPipeline {
+            iter: Box::new(self.iter),
+            rec: self.rec,
+            debugger: self.debugger,
+        }
+    }
+
+    /// A handle on the stats, readable during and after the run.
+    pub fn stats(&self) -> Stats {
+        stats_of(&self.rec)
+    }
+}
+
+fn stats_of(rec: &Arc<Recorder>) -> Stats {
+    let rec = rec.clone();
+    Stats {
+        source: Arc::new(move |is_final| rec.snapshot(is_final)),
+    }
+}
+
+impl<I: Iterator> IntoIterator for DebugPipeline<I> {
+    type Item = I::Item;
+    type IntoIter = Debugged<I>;
+
+    /// Starts the run: periodic reports begin, and the final report is made
+    /// when the iterator is exhausted or dropped, whichever comes first.
+    fn into_iter(self) -> Debugged<I> {
+        let rec = self.rec.clone();
+        let schedule = Schedule::start(
+            self.debugger.reporters,
+            self.debugger.interval,
+            Arc::new(move |is_final| {
+                if is_final {
+                    rec.finish();
+                }
+                rec.snapshot(is_final)
+            }),
+        );
+        Debugged {
+            inner: self.iter,
+            rec: self.rec,
+            schedule,
+            done: false,
+        }
+    }
+}
+
+/// A running, measured iterator pipeline. It makes exactly one final report:
+/// when it returns `None` for the first time, or when it is dropped (the
+/// consumer stopped early, or a step panicked), whichever comes first.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct Debugged<I> {
+    inner: I,
+    rec: Arc<Recorder>,
+    schedule: Schedule,
+    done: bool,
+}
+
+impl<I> fmt::Debug for Debugged<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Debugged")
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I> Debugged<I> {
+    /// A handle on the stats, readable during and after the run.
+    pub fn stats(&self) -> Stats {
+        stats_of(&self.rec)
+    }
+
+    fn finish(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.schedule.finish();
+        }
+    }
+}
+
+impl<I: Iterator> Iterator for Debugged<I> {
+    type Item = I::Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        if self.done {
+            return None;
+        }
+        self.rec.begin_pull();
+        let item = {
+            // SAFETY: the recorder is kept alive by `self.rec` for longer
+            // than the guard, which is dropped at the end of this block (also
+            // on unwind).
+            let _counters = unsafe { TargetGuard::install(&*self.rec) };
+            self.inner.next()
+        };
+        if item.is_none() {
+            self.finish();
+        }
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.done {
+            (0, Some(0))
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+impl<I> Drop for Debugged<I> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,47 @@
+//! Stage names derived from a step's own type name.
+
+/// The name of a step's function: `my_crate::steps::caster<I>` gives
+/// `caster`; a closure gives the name of the function that made it
+/// (`cast(str)` returning a closure gives `cast`).
+pub(crate) fn step_name<F>() -> String {
+    name_from_type(std::any::type_name::<F>())
+}
+
+fn name_from_type(full: &str) -> String {
+    // Drop generic arguments, which may themselves contain `::`.
+    let mut plain = String::with_capacity(full.len());
+    let mut depth = 0usize;
+    for c in full.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain
+        .split("::")
+        .filter(|seg| !seg.is_empty() && !seg.starts_with('{'))
+        .last()
+        .unwrap_or("step")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_from_type;
+
+    #[test]
+    fn names_functions_generics_and_closures() {
+        assert_eq!(name_from_type("debugging::flip"), "flip");
+        assert_eq!(
+            name_from_type("debugging::caster<paipa::iter::Probe<core::ops::Range<u32>>>"),
+            "caster"
+        );
+        assert_eq!(name_from_type("debugging::cast<u32>::{{closure}}"), "cast");
+        assert_eq!(
+            name_from_type("paipa::iter::steps::chunk::{{closure}}"),
+            "chunk"
+        );
+    }
+}

@@ -1,0 +1,101 @@
+//! The probe: a transparent iterator on the output of one measured stage. It
+//! counts items and tells the recorder when control enters and leaves the
+//! stage (see `stats::recorder` for the attribution rule).
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::stats::recorder::Recorder;
+use crate::stats::StageCell;
+
+/// How much one item counts for: 1, or what the stage says (a batch counts
+/// as its length).
+pub trait Weigh<T> {
+    /// The count of one item.
+    fn weigh(&self, item: &T) -> u64;
+}
+
+/// Every item counts as one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct One;
+
+impl<T> Weigh<T> for One {
+    #[inline(always)]
+    fn weigh(&self, _: &T) -> u64 {
+        1
+    }
+}
+
+impl<T, F: Fn(&T) -> u64> Weigh<T> for F {
+    #[inline(always)]
+    fn weigh(&self, item: &T) -> u64 {
+        self(item)
+    }
+}
+
+/// The output of a measured stage. Built by
+/// [`DebugPipeline`](crate::iter::DebugPipeline); steps see it as their input
+/// iterator.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
+pub struct Probe<I, W = One> {
+    inner: I,
+    index: usize,
+    own: Arc<StageCell>,
+    consumer: Arc<StageCell>,
+    rec: Arc<Recorder>,
+    weigh: W,
+}
+
+impl<I, W> fmt::Debug for Probe<I, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Probe")
+            .field("stage", &self.own.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<I> Probe<I, One> {
+    pub(crate) fn new(inner: I, index: usize, rec: Arc<Recorder>) -> Self {
+        let (own, consumer) = rec.cells_at(index);
+        Probe {
+            inner,
+            index,
+            own,
+            consumer,
+            rec,
+            weigh: One,
+        }
+    }
+}
+
+impl<I, W> Probe<I, W> {
+    pub(crate) fn reweigh<V>(self, weigh: V) -> Probe<I, V> {
+        Probe {
+            inner: self.inner,
+            index: self.index,
+            own: self.own,
+            consumer: self.consumer,
+            rec: self.rec,
+            weigh,
+        }
+    }
+}
+
+impl<I: Iterator, W: Weigh<I::Item>> Iterator for Probe<I, W> {
+    type Item = I::Item;
+
+    #[inline]
+    fn next(&mut self) -> Option<I::Item> {
+        self.rec.enter(self.index, &self.consumer);
+        let item = self.inner.next();
+        self.rec.leave(self.index, &self.own);
+        if let Some(x) = &item {
+            StageCell::bump(&self.own.count, self.weigh.weigh(x));
+        }
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}

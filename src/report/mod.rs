@@ -1,0 +1,52 @@
+//! Reporters: where snapshots go. Both pipeline kinds call their reporters
+//! every interval while running (5 s unless set) and exactly once at the end,
+//! from a [`Schedule`].
+//!
+//! A reporter is anything that implements [`Reporter`], closures included:
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//! use paipa::{iter::Pipeline, Debugger, Snapshot};
+//!
+//! // A reporter for a metrics service in ten lines: here it keeps the
+//! // final count of every stage.
+//! let seen = Arc::new(Mutex::new(Vec::new()));
+//! let sink = seen.clone();
+//! let reporter = move |snap: &Snapshot| {
+//!     if snap.is_final {
+//!         for stage in &snap.stages {
+//!             sink.lock().unwrap().push((stage.name.clone(), stage.count));
+//!         }
+//!     }
+//! };
+//! let pipeline = Pipeline::new(0..5u8).debug(Debugger::silent().reporter(reporter));
+//! paipa::iter::consume(pipeline);
+//! assert_eq!(*seen.lock().unwrap(), vec![("source".to_string(), 5)]);
+//! ```
+
+mod log;
+mod schedule;
+mod table;
+
+pub use self::log::LogReporter;
+pub(crate) use schedule::Schedule;
+pub use table::format_table;
+
+use crate::stats::Snapshot;
+
+/// Receives snapshots of a pipeline: periodically while it runs, and once
+/// with [`Snapshot::is_final`] set when it is over.
+pub trait Reporter: Send {
+    /// Called with every snapshot, from the reporting thread or (for the
+    /// final one) from the thread that ends the run.
+    fn report(&mut self, snapshot: &Snapshot);
+}
+
+impl<F> Reporter for F
+where
+    F: FnMut(&Snapshot) + Send,
+{
+    fn report(&mut self, snapshot: &Snapshot) {
+        self(snapshot)
+    }
+}

@@ -1,0 +1,102 @@
+//! The live, shared counters of one stage. Writers are the threads running
+//! the stage; readers take snapshots from any thread. Every field is a
+//! relaxed atomic: a snapshot is a consistent-enough picture, never a lock on
+//! the hot path.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
+
+use std::time::Duration;
+
+use super::{ticks_to_duration, CounterTarget, StageSnapshot};
+
+/// Live counters of one stage.
+#[derive(Debug, Default)]
+pub(crate) struct StageCell {
+    /// Set once: at creation, or (for the pull model's pending consumer
+    /// cell) when the stage after it is added.
+    name: OnceLock<String>,
+    /// Items out (weighted where the stage says so).
+    pub(crate) count: AtomicU64,
+    /// Items in (threaded stages).
+    pub(crate) count_in: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// Exclusive busy time, in raw clock ticks.
+    pub(crate) busy_ticks: AtomicU64,
+    /// Time spent waiting for input, in raw ticks (threaded stages).
+    pub(crate) starved_ticks: AtomicU64,
+    /// Time spent waiting for output space, in raw ticks (threaded stages).
+    pub(crate) blocked_ticks: AtomicU64,
+    pub(crate) user_cpu_ns: AtomicU64,
+    pub(crate) sys_cpu_ns: AtomicU64,
+    pub(crate) mem_growth: AtomicI64,
+    pub(crate) counters: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl StageCell {
+    pub(crate) fn new(name: impl Into<String>) -> Self {
+        let cell = StageCell::default();
+        cell.set_name(name);
+        cell
+    }
+
+    /// A cell whose name is set later with [`StageCell::set_name`].
+    pub(crate) fn unnamed() -> Self {
+        StageCell::default()
+    }
+
+    /// Names the cell, if it has no name yet.
+    pub(crate) fn set_name(&self, name: impl Into<String>) {
+        let _ = self.name.set(name.into());
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.name.get().map_or("consumer", String::as_str)
+    }
+
+    /// Adds to a relaxed counter that only one thread writes: a plain load
+    /// and store, cheaper than a locked read-modify-write.
+    #[inline(always)]
+    pub(crate) fn bump(field: &AtomicU64, n: u64) {
+        field.store(field.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// A snapshot of the counters as they are now; `busy`, `starved` and
+    /// `blocked` are converted from raw ticks as stored.
+    pub(crate) fn snapshot(&self, workers: usize) -> StageSnapshot {
+        StageSnapshot {
+            name: self.name().to_string(),
+            workers,
+            count: self.count.load(Relaxed),
+            count_in: self.count_in.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            busy: ticks_to_duration(self.busy_ticks.load(Relaxed)),
+            starved: ticks_to_duration(self.starved_ticks.load(Relaxed)),
+            blocked: ticks_to_duration(self.blocked_ticks.load(Relaxed)),
+            user_cpu: Duration::from_nanos(self.user_cpu_ns.load(Relaxed)),
+            sys_cpu: Duration::from_nanos(self.sys_cpu_ns.load(Relaxed)),
+            queue_depth: 0,
+            mem_growth: self.mem_growth.load(Relaxed),
+            counters: self.counters(),
+        }
+    }
+
+    pub(crate) fn counters(&self) -> Vec<(String, u64)> {
+        let guard = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        guard.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+}
+
+impl CounterTarget for StageCell {
+    fn add_counter(&self, name: &'static str, n: u64) {
+        let mut guard = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        match guard.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, v)) => *v += n,
+            None => guard.push((name, n)),
+        }
+    }
+}
