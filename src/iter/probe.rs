@@ -3,6 +3,7 @@
 //! stage (see `stats::recorder` for the attribution rule).
 
 use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::stats::recorder::Recorder;
@@ -44,6 +45,9 @@ pub struct Probe<I, W = One> {
     consumer: Arc<StageCell>,
     rec: Arc<Recorder>,
     weigh: W,
+    /// Items out so far; this probe is the only writer of `own.count`, so it
+    /// publishes with a plain store.
+    count: u64,
 }
 
 impl<I, W> fmt::Debug for Probe<I, W> {
@@ -64,6 +68,7 @@ impl<I> Probe<I, One> {
             consumer,
             rec,
             weigh: One,
+            count: 0,
         }
     }
 }
@@ -77,6 +82,7 @@ impl<I, W> Probe<I, W> {
             consumer: self.consumer,
             rec: self.rec,
             weigh,
+            count: self.count,
         }
     }
 }
@@ -86,11 +92,13 @@ impl<I: Iterator, W: Weigh<I::Item>> Iterator for Probe<I, W> {
 
     #[inline]
     fn next(&mut self) -> Option<I::Item> {
-        self.rec.enter(self.index, &self.consumer);
+        let timed = self.rec.timed();
+        self.rec.enter(self.index, &self.consumer, timed);
         let item = self.inner.next();
-        self.rec.leave(self.index, &self.own);
+        self.rec.leave(self.index, &self.own, timed);
         if let Some(x) = &item {
-            StageCell::bump(&self.own.count, self.weigh.weigh(x));
+            self.count += self.weigh.weigh(x);
+            self.own.count.store(self.count, Relaxed);
         }
         item
     }

@@ -17,7 +17,7 @@
 //! what was used since the previous reading among the stages in proportion
 //! to the busy time each had in that window.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -56,6 +56,8 @@ pub(crate) struct Recorder {
     mode: Timing,
     pulls: AtomicU64,
     timed_pulls: AtomicU64,
+    /// Pulls left until the next timed one (sampled mode).
+    countdown: AtomicU32,
     started: Mutex<Option<Instant>>,
     finished: Mutex<Option<Duration>>,
     sampler: Mutex<Sampler>,
@@ -93,6 +95,7 @@ impl Recorder {
             mode,
             pulls: AtomicU64::new(0),
             timed_pulls: AtomicU64::new(0),
+            countdown: AtomicU32::new(0),
             started: Mutex::new(None),
             finished: Mutex::new(None),
             sampler: Mutex::new(Sampler::default()),
@@ -125,7 +128,11 @@ impl Recorder {
             self.last.store(self.clock.raw(), Relaxed);
         }
         if let Timing::Sampled(every) = self.mode {
-            let timed = pulls % u64::from(every) == 0;
+            // A countdown rather than `pulls % every`: a division per pull
+            // would cost more than the untimed probes themselves.
+            let left = self.countdown.load(Relaxed);
+            let timed = left == 0;
+            self.countdown.store(if timed { every - 1 } else { left - 1 }, Relaxed);
             self.timing.store(timed, Relaxed);
             if timed {
                 self.timed_pulls
@@ -135,11 +142,17 @@ impl Recorder {
         }
     }
 
+    /// Whether the current pull is timed.
+    #[inline(always)]
+    pub(crate) fn timed(&self) -> bool {
+        self.timing.load(Relaxed)
+    }
+
     /// Stage `index` is entered from its consumer.
     #[inline(always)]
-    pub(crate) fn enter(&self, index: usize, consumer: &StageCell) {
+    pub(crate) fn enter(&self, index: usize, consumer: &StageCell, timed: bool) {
         self.current.store(index, Relaxed);
-        if self.timing.load(Relaxed) {
+        if timed {
             let now = self.clock.raw();
             let spent = now.saturating_sub(self.last.load(Relaxed));
             StageCell::bump(&consumer.busy_ticks, spent);
@@ -149,9 +162,9 @@ impl Recorder {
 
     /// Stage `index` returns control to its consumer.
     #[inline(always)]
-    pub(crate) fn leave(&self, index: usize, own: &StageCell) {
+    pub(crate) fn leave(&self, index: usize, own: &StageCell, timed: bool) {
         self.current.store(index + 1, Relaxed);
-        if self.timing.load(Relaxed) {
+        if timed {
             let now = self.clock.raw();
             let spent = now.saturating_sub(self.last.load(Relaxed));
             StageCell::bump(&own.busy_ticks, spent);
