@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 const N: u64 = 10_000_000;
 
+type Variant = (&'static str, fn(u64) -> u64);
+
 fn median(f: fn(u64) -> u64) -> (Duration, u64) {
     let mut times = Vec::new();
     let mut out = 0;
@@ -25,15 +27,23 @@ fn median(f: fn(u64) -> u64) -> (Duration, u64) {
 
 fn main() {
     let (hand, expect) = median(workload::hand_written);
-    let rows: [(&str, fn(u64) -> u64); 3] = [
+    let rows: [Variant; 3] = [
         ("typed pipeline", workload::typed),
         ("debugger, exact", workload::exact),
         ("debugger, sampled 1/64", workload::sampled),
     ];
     let ns = |d: Duration| d.as_secs_f64() * 1e9 / N as f64;
     println!("{N} items, 4 steps; median of 7 runs");
-    println!("{:<24} {:>9} {:>8} {:>22}", "variant", "ns/item", "ratio", "added ns/item/stage");
-    println!("{:<24} {:>9.2} {:>8.2}", "hand-written chain", ns(hand), 1.0);
+    println!(
+        "{:<24} {:>9} {:>8} {:>22}",
+        "variant", "ns/item", "ratio", "added ns/item/stage"
+    );
+    println!(
+        "{:<24} {:>9.2} {:>8.2}",
+        "hand-written chain",
+        ns(hand),
+        1.0
+    );
     for (name, f) in rows {
         let (t, out) = median(f);
         assert_eq!(out, expect, "{name} computed a different result");

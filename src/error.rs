@@ -17,15 +17,19 @@ use std::fmt;
 pub struct ConfigError {
     field: &'static str,
     value: String,
-    rule: &'static str,
+    rule: String,
 }
 
 impl ConfigError {
-    pub(crate) fn new(field: &'static str, value: impl fmt::Display, rule: &'static str) -> Self {
+    pub(crate) fn new(
+        field: &'static str,
+        value: impl fmt::Display,
+        rule: impl Into<String>,
+    ) -> Self {
         ConfigError {
             field,
             value: value.to_string(),
-            rule,
+            rule: rule.into(),
         }
     }
 
@@ -47,3 +51,52 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// The error type steps return: any error that can cross threads.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a threaded pipeline run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A step returned an error that its stage's policy did not absorb.
+    #[error("stage {stage:?} (worker {worker}) failed: {source}")]
+    Step {
+        /// The stage's name.
+        stage: String,
+        /// The index of the worker that failed.
+        worker: usize,
+        /// The step's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A step panicked; the panic was caught and stopped the run.
+    #[error("stage {stage:?} (worker {worker}) panicked: {message}")]
+    Panic {
+        /// The stage's name.
+        stage: String,
+        /// The index of the worker that panicked.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
+    /// The pipeline was asked to run to completion with nothing to read.
+    #[error("pipeline has no input: give it a source, put items, or take an input handle before running")]
+    NoInput,
+    /// The pipeline was configured wrongly.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A thread of the pipeline could not be started.
+    #[error("could not start a pipeline thread: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+impl RunError {
+    /// The name of the stage that failed, if a stage failed.
+    pub fn stage(&self) -> Option<&str> {
+        match self {
+            RunError::Step { stage, .. } | RunError::Panic { stage, .. } => Some(stage),
+            _ => None,
+        }
+    }
+}

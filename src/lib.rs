@@ -117,8 +117,9 @@ mod error;
 pub mod iter;
 pub mod report;
 pub mod stats;
+pub mod threaded;
 
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
-pub use error::ConfigError;
+pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
 pub use stats::{Snapshot, StageSnapshot};

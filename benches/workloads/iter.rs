@@ -33,7 +33,12 @@ pub fn hand_written(n: u64) -> u64 {
 }
 
 pub fn typed(n: u64) -> u64 {
-    sum(Pipeline::new(0..black_box(n)).step(triple).step(mix).step(drop_sevens).step(inc).into_iter())
+    sum(Pipeline::new(0..black_box(n))
+        .step(triple)
+        .step(mix)
+        .step(drop_sevens)
+        .step(inc)
+        .into_iter())
 }
 
 pub fn debugged(n: u64, debugger: Debugger) -> u64 {

@@ -23,6 +23,10 @@ pub(crate) struct StageCell {
     pub(crate) skipped: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Items abandoned because the run was stopped (threaded stages).
+    pub(crate) discarded: AtomicU64,
+    /// Meta entries out (threaded stages).
+    pub(crate) metas: AtomicU64,
     /// Exclusive busy time, in raw clock ticks.
     pub(crate) busy_ticks: AtomicU64,
     /// Time spent waiting for input, in raw ticks (threaded stages).
@@ -74,6 +78,8 @@ impl StageCell {
             skipped: self.skipped.load(Relaxed),
             retried: self.retried.load(Relaxed),
             failed: self.failed.load(Relaxed),
+            discarded: self.discarded.load(Relaxed),
+            metas: self.metas.load(Relaxed),
             busy: ticks_to_duration(self.busy_ticks.load(Relaxed)),
             starved: ticks_to_duration(self.starved_ticks.load(Relaxed)),
             blocked: ticks_to_duration(self.blocked_ticks.load(Relaxed)),

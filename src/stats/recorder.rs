@@ -132,7 +132,8 @@ impl Recorder {
             // would cost more than the untimed probes themselves.
             let left = self.countdown.load(Relaxed);
             let timed = left == 0;
-            self.countdown.store(if timed { every - 1 } else { left - 1 }, Relaxed);
+            self.countdown
+                .store(if timed { every - 1 } else { left - 1 }, Relaxed);
             self.timing.store(timed, Relaxed);
             if timed {
                 self.timed_pulls

@@ -35,6 +35,13 @@ pub struct StageSnapshot {
     pub retried: u64,
     /// Items that failed for good.
     pub failed: u64,
+    /// Items abandoned because the run was stopped early (a failure
+    /// elsewhere, or the consumer went away). For threaded stages,
+    /// `count_in = count + skipped + failed + discarded` on stages that emit
+    /// one item per input.
+    pub discarded: u64,
+    /// Meta entries that came out of the stage (threaded stages).
+    pub metas: u64,
     /// Exclusive busy time: time inside this stage's own code, summed over
     /// its workers, not counting time spent waiting for upstream.
     pub busy: Duration,

@@ -1,0 +1,349 @@
+//! The threaded pipeline builder: input, stages, and the ways to run.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::channel::{edge, Cancel, Layout, Msg};
+use super::handle::{Outputs, Prepared, Running, Summary};
+use super::input::{source_job, Closed, Input, InputShared};
+use super::outbox::Weigher;
+use super::run::{Job, RunShared};
+use super::stage::{LaunchParts, Stage};
+use super::step::Meta;
+use crate::error::{ConfigError, RunError};
+use crate::stats::StageCell;
+use crate::Debugger;
+
+/// Items waiting on an edge unless set.
+pub const DEFAULT_CAPACITY: usize = 64;
+
+/// Collects the threads and hooks of a run while the stages are laid out.
+pub(crate) struct Planner<'a> {
+    pub(crate) shared: Arc<RunShared>,
+    pub(crate) capacity: usize,
+    pub(crate) before: Vec<Box<dyn FnOnce() + Send + 'a>>,
+    pub(crate) jobs: Vec<Job<'a>>,
+    pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
+}
+
+type Build<'a, In, Out> = Box<
+    dyn FnOnce(
+            Receiver<Msg<In>>,
+            Option<Weigher<In>>,
+            &mut Planner<'a>,
+        ) -> (Receiver<Msg<Out>>, Option<Weigher<Out>>)
+        + Send
+        + 'a,
+>;
+
+/// A threaded pipeline: stages, each on its own pool of worker threads,
+/// joined by bounded channels that carry batches.
+///
+/// `In` is what goes in, `Out` what the last stage emits; `'a` is what steps
+/// may borrow (a blocking [`run`](Pipeline::run) is scoped, so steps may
+/// borrow from the caller's stack).
+///
+/// ```
+/// use paipa::threaded::{Pipeline, Stage};
+///
+/// let words = vec!["pipelines", "in", "rust"]; // borrowed by a step
+/// let mut pipeline = Pipeline::new()
+///     .then(Stage::map("pick", |i: usize| words[i % 3].len()).workers(2))?
+///     .then(Stage::map("square", |n: usize| n * n))?;
+/// pipeline.put_all(0..6);
+/// let (total, summary) = pipeline.run_with(|out| out.sum::<usize>())?;
+/// assert_eq!(total, 2 * (81 + 4 + 16));
+/// assert_eq!(summary.items, 6);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a pipeline does nothing until it is run"]
+pub struct Pipeline<'a, In, Out> {
+    name: String,
+    capacity: usize,
+    debugger: Option<Debugger>,
+    cancel: Arc<Cancel>,
+    input: Arc<InputShared<In>>,
+    own_input: Option<Input<In>>,
+    first_rx: Receiver<Msg<In>>,
+    handles_taken: bool,
+    pending: Vec<Msg<In>>,
+    sealed: bool,
+    source: Option<Box<dyn Iterator<Item = In> + Send + 'a>>,
+    build: Build<'a, In, Out>,
+    stages: Vec<String>,
+}
+
+impl<In, Out> fmt::Debug for Pipeline<'_, In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("name", &self.name)
+            .field("capacity", &self.capacity)
+            .field("stages", &self.stages)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, T: Send + 'a> Default for Pipeline<'a, T, T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
+    /// An empty pipeline: what goes in comes out, until stages are added.
+    pub fn new() -> Self {
+        let cancel = Cancel::new();
+        let cell = Arc::new(StageCell::new("input"));
+        let layout = Layout::for_capacity(DEFAULT_CAPACITY);
+        let (tx, rx) = edge(layout);
+        let input = InputShared::new(tx, cancel.clone(), cell, layout);
+        Pipeline {
+            name: "pipeline".into(),
+            capacity: DEFAULT_CAPACITY,
+            debugger: None,
+            cancel,
+            own_input: Some(Input::new(input.clone())),
+            input,
+            first_rx: rx,
+            handles_taken: false,
+            pending: Vec::new(),
+            sealed: false,
+            source: None,
+            build: Box::new(|rx, weigh, _| (rx, weigh)),
+            stages: Vec::new(),
+        }
+    }
+}
+
+impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
+    /// Names the pipeline in reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Holds at most `capacity` items waiting on each edge (64 unless set).
+    /// Set it before taking input handles: the input edge is laid out then.
+    pub fn capacity(mut self, capacity: usize) -> Result<Self, ConfigError> {
+        if capacity == 0 {
+            return Err(ConfigError::new("capacity", 0, "must be at least 1"));
+        }
+        self.capacity = capacity;
+        if !self.handles_taken {
+            let layout = Layout::for_capacity(capacity);
+            let (tx, rx) = edge(layout);
+            let cell = self.input.cell.clone();
+            self.own_input = None;
+            self.input = InputShared::new(tx, self.cancel.clone(), cell, layout);
+            self.own_input = Some(Input::new(self.input.clone()));
+            self.first_rx = rx;
+        }
+        Ok(self)
+    }
+
+    /// Reports through `debugger`'s reporters while running and at the end.
+    pub fn debug(mut self, debugger: Debugger) -> Self {
+        self.name = debugger.name.clone();
+        self.input.cell.set_name(debugger.source.clone());
+        self.debugger = Some(debugger);
+        self
+    }
+
+    /// Reads the input lazily from `source` (any `Iterator + Send`, an
+    /// iterator pipeline included), pulled only as the pipeline drains.
+    pub fn source<S>(mut self, source: S) -> Self
+    where
+        S: IntoIterator<Item = In>,
+        S::IntoIter: Send + 'a,
+    {
+        self.source = Some(Box::new(source.into_iter()));
+        self
+    }
+
+    /// Puts one item before the run (kept in memory until the run starts).
+    pub fn put(&mut self, item: In) -> Result<(), Closed<In>> {
+        if self.sealed {
+            return Err(Closed(item));
+        }
+        match self.pending.last_mut() {
+            Some(Msg::Items(batch)) => batch.push(item),
+            _ => self.pending.push(Msg::Items(vec![item])),
+        }
+        Ok(())
+    }
+
+    /// Puts every item before the run. Returns how many.
+    pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> usize {
+        if self.sealed {
+            return 0;
+        }
+        let before = self.pending_items();
+        let mut items = items.into_iter().peekable();
+        if items.peek().is_some() {
+            match self.pending.last_mut() {
+                Some(Msg::Items(batch)) => batch.extend(items),
+                _ => self.pending.push(Msg::Items(items.collect())),
+            }
+        }
+        self.pending_items() - before
+    }
+
+    fn pending_items(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|m| match m {
+                Msg::Items(b) => b.len(),
+                Msg::Meta(_) => 0,
+            })
+            .sum()
+    }
+
+    /// Puts a meta entry before the run, after the items put so far.
+    pub fn put_meta(&mut self, meta: Meta) -> Result<(), Closed<Meta>> {
+        if self.sealed {
+            return Err(Closed(meta));
+        }
+        self.pending.push(Msg::Meta(meta));
+        Ok(())
+    }
+
+    /// Says nothing more will be put before the run; later puts are refused.
+    pub fn finish(&mut self) {
+        self.sealed = true;
+    }
+
+    /// A live input handle, cloneable and usable from other threads while
+    /// the pipeline runs. The run's input ends when every handle is dropped
+    /// (and any source and items put are drained): a run with a handle that
+    /// is never dropped runs until it is stopped.
+    pub fn input(&mut self) -> Input<In> {
+        self.handles_taken = true;
+        Input::new(self.input.clone())
+    }
+
+    /// Adds a stage. Refuses a stage with zero workers, zero capacity, or
+    /// settings its step kind cannot honour.
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    /// let err = Pipeline::<u8, u8>::new().then(Stage::map("x", |x: u8| x).workers(0)).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid workers: 0 (stage \"x\" needs at least 1)");
+    /// ```
+    pub fn then<Next: Send + 'a>(
+        mut self,
+        stage: Stage<'a, Out, Next>,
+    ) -> Result<Pipeline<'a, In, Next>, ConfigError> {
+        stage.validate()?;
+        self.stages.push(stage.settings.name.clone());
+        let prev = self.build;
+        let build: Build<'a, In, Next> = Box::new(move |rx, weigh_in, planner| {
+            let (mid, weigh_mid) = prev(rx, weigh_in, planner);
+            let settings = stage.settings;
+            let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
+            let (tx, out_rx) = edge::<Next>(out_layout);
+            let cell = Arc::new(StageCell::new(settings.name.clone()));
+            planner.cells.push((cell.clone(), settings.workers));
+            let parts = LaunchParts {
+                rx: mid,
+                tx,
+                batch: out_layout.batch,
+                cell,
+                shared: planner.shared.clone(),
+                weigh_in: weigh_mid,
+            };
+            let weigh_out = settings.weigh.clone();
+            let plan = (stage.launch)(&settings, parts);
+            planner.before.extend(plan.before);
+            planner.jobs.extend(plan.jobs);
+            (out_rx, weigh_out)
+        });
+        Ok(Pipeline {
+            name: self.name,
+            capacity: self.capacity,
+            debugger: self.debugger,
+            cancel: self.cancel,
+            input: self.input,
+            own_input: self.own_input,
+            first_rx: self.first_rx,
+            handles_taken: self.handles_taken,
+            pending: self.pending,
+            sealed: self.sealed,
+            source: self.source,
+            build,
+            stages: self.stages,
+        })
+    }
+
+    /// Lays out every thread of the run.
+    pub(crate) fn prepare(mut self) -> Result<Prepared<'a, Out>, RunError> {
+        if self.pending.is_empty() && self.source.is_none() && !self.handles_taken {
+            return Err(RunError::NoInput);
+        }
+        let shared = RunShared::new(self.cancel.clone());
+        let mut planner = Planner {
+            shared: shared.clone(),
+            capacity: self.capacity,
+            before: Vec::new(),
+            jobs: Vec::new(),
+            cells: vec![(self.input.cell.clone(), 1)],
+        };
+        let (rx_out, _) = (self.build)(self.first_rx, None, &mut planner);
+        if !self.pending.is_empty() || self.source.is_some() {
+            if let Some(tx) = self.input.sender() {
+                let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
+                let (cancel, cell) = (self.cancel.clone(), self.input.cell.clone());
+                let batch = Layout::for_capacity(self.capacity).batch;
+                planner.jobs.push(Job {
+                    name: "paipa:source".into(),
+                    run: Box::new(move || source_job(pending, source, tx, cancel, cell, batch)),
+                });
+            }
+        }
+        // The builder's own handle goes: from now on, the input ends when
+        // the source is drained and every handle the caller took is dropped.
+        drop(self.own_input.take());
+        let input = self.input.clone();
+        Ok(Prepared {
+            name: self.name,
+            debugger: self.debugger,
+            shared,
+            before: planner.before,
+            jobs: planner.jobs,
+            cells: planner.cells,
+            rx_out: Some(rx_out),
+            close_input: Arc::new(move || input.close()),
+        })
+    }
+
+    /// Runs to completion on this thread's scope (steps may borrow from the
+    /// caller), and returns what came out of the last stage, counted.
+    pub fn run(self) -> Result<Summary, RunError> {
+        self.prepare()?.run_counting()
+    }
+
+    /// Runs, handing the last stage's outputs to `consume` as an iterator on
+    /// this thread. Dropping the iterator early stops the pipeline cleanly.
+    pub fn run_with<R>(
+        self,
+        consume: impl FnOnce(Outputs<Out>) -> R,
+    ) -> Result<(R, Summary), RunError> {
+        self.prepare()?.run_with(consume)
+    }
+}
+
+impl<In: Send + 'static, Out: Send + 'static> Pipeline<'static, In, Out> {
+    /// Runs in the background; the handle tells whether the run is alive,
+    /// stops it (finish the input, drain, join), and stops it when dropped.
+    pub fn spawn(self) -> Result<Running, RunError> {
+        self.prepare()?.spawn()
+    }
+
+    /// Runs in the background and returns the outputs as an iterator that
+    /// the caller consumes (feed it to an iterator pipeline, for one).
+    /// Dropping it early stops the pipeline cleanly.
+    pub fn outputs(self) -> Result<Outputs<Out>, RunError> {
+        self.prepare()?.spawn_outputs()
+    }
+}

@@ -1,0 +1,368 @@
+//! Running pipelines: the prepared run, the background handle, the output
+//! iterator, and the summary a run returns.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use super::channel::Msg;
+use super::run::{execute, Job, RunShared};
+use crate::error::RunError;
+use crate::report::Schedule;
+use crate::stats::{Snapshot, StageCell};
+use crate::{Debugger, Stats};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Summary {
+    /// Items that came out of the last stage.
+    pub items: u64,
+    /// Meta entries that came out of the last stage.
+    pub metas: u64,
+    /// True if the consumer stopped reading before the end, or the run was
+    /// aborted: some items were discarded (see each stage's `discarded`).
+    pub stopped_early: bool,
+    /// The final stats of every stage.
+    pub snapshot: Snapshot,
+}
+
+type Cells = Arc<Vec<(Arc<StageCell>, usize)>>;
+
+/// A point-in-time snapshot of a threaded run.
+fn snapshot(name: &str, started: Instant, cells: &Cells, is_final: bool) -> Snapshot {
+    let mut stages: Vec<_> = cells
+        .iter()
+        .map(|(cell, workers)| cell.snapshot(*workers))
+        .collect();
+    for k in 1..stages.len() {
+        let upstream = stages[k - 1].count;
+        stages[k].queue_depth = upstream.saturating_sub(stages[k].count_in) as usize;
+    }
+    Snapshot {
+        pipeline: name.to_string(),
+        elapsed: started.elapsed(),
+        stages,
+        is_final,
+    }
+}
+
+/// A laid-out run, ready to start.
+pub(crate) struct Prepared<'a, Out> {
+    pub(crate) name: String,
+    pub(crate) debugger: Option<Debugger>,
+    pub(crate) shared: Arc<RunShared>,
+    pub(crate) before: Vec<Box<dyn FnOnce() + Send + 'a>>,
+    pub(crate) jobs: Vec<Job<'a>>,
+    pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
+    pub(crate) rx_out: Option<Receiver<Msg<Out>>>,
+    pub(crate) close_input: Arc<dyn Fn() + Send + Sync + 'a>,
+}
+
+impl<'a, Out: Send + 'a> Prepared<'a, Out> {
+    /// Runs in scoped threads; `consume` gets the last stage's outputs on
+    /// this thread.
+    fn execute<R>(
+        mut self,
+        consume: impl FnOnce(Receiver<Msg<Out>>, &Arc<RunShared>) -> R,
+    ) -> (R, Result<Summary, RunError>) {
+        let started = Instant::now();
+        let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
+        let snap = {
+            let (name, cells) = (self.name.clone(), cells.clone());
+            Arc::new(move |is_final| snapshot(&name, started, &cells, is_final))
+        };
+        let mut schedule = self
+            .debugger
+            .take()
+            .map(|d| Schedule::start(d.reporters, d.interval, snap.clone()));
+        let rx = self.rx_out.take().expect("outputs are taken once");
+        let shared = self.shared.clone();
+        let result = std::thread::scope(|scope| {
+            execute(scope, self.before, self.jobs, &shared, || {
+                consume(rx, &shared)
+            })
+        });
+        if let Some(s) = schedule.as_mut() {
+            s.finish();
+        }
+        let final_snap = snap(true);
+        let summary = match shared.take_error() {
+            Some(err) => Err(err),
+            None => {
+                let last = final_snap.stages.last().expect("the input row");
+                Ok(Summary {
+                    items: last.count,
+                    metas: last.metas,
+                    stopped_early: shared.cancel.is_cancelled(),
+                    snapshot: final_snap,
+                })
+            }
+        };
+        (result, summary)
+    }
+
+    pub(crate) fn run_counting(self) -> Result<Summary, RunError> {
+        let (counted, summary) = self.execute(|rx, _| drain(rx));
+        summary.map(|mut s| {
+            (s.items, s.metas) = counted;
+            s
+        })
+    }
+
+    pub(crate) fn run_with<R>(
+        self,
+        consume: impl FnOnce(Outputs<Out>) -> R,
+    ) -> Result<(R, Summary), RunError> {
+        let (r, summary) =
+            self.execute(|rx, shared| consume(Outputs::new(rx, shared.clone(), None)));
+        summary.map(|s| (r, s))
+    }
+}
+
+/// Reads everything that comes out, counting items and meta entries.
+fn drain<T>(rx: Receiver<Msg<T>>) -> (u64, u64) {
+    let (mut items, mut metas) = (0, 0);
+    for msg in rx {
+        match msg {
+            Msg::Items(b) => items += b.len() as u64,
+            Msg::Meta(_) => metas += 1,
+        }
+    }
+    (items, metas)
+}
+
+impl<Out: Send + 'static> Prepared<'static, Out> {
+    fn stats(&self) -> Stats {
+        let cells: Cells = Arc::new(self.cells.clone());
+        let name = self.name.clone();
+        let started = Instant::now();
+        Stats {
+            source: Arc::new(move |is_final| snapshot(&name, started, &cells, is_final)),
+        }
+    }
+
+    pub(crate) fn spawn(self) -> Result<Running, RunError> {
+        let stats = self.stats();
+        let shared = self.shared.clone();
+        let close_input = self.close_input.clone();
+        let thread = std::thread::Builder::new()
+            .name("paipa:run".into())
+            .spawn(move || self.run_counting())
+            .map_err(RunError::Spawn)?;
+        Ok(Running {
+            thread: Some(thread),
+            shared,
+            close_input,
+            stats,
+        })
+    }
+
+    pub(crate) fn spawn_outputs(mut self) -> Result<Outputs<Out>, RunError> {
+        let rx = self.rx_out.take().expect("outputs are taken once");
+        let (tx_keep, rx_keep) = crossbeam_channel::bounded::<Msg<Out>>(0);
+        drop(tx_keep);
+        self.rx_out = Some(rx_keep);
+        let shared = self.shared.clone();
+        let stats = self.stats();
+        let thread = std::thread::Builder::new()
+            .name("paipa:run".into())
+            .spawn(move || self.execute(|_, _| ()).1)
+            .map_err(RunError::Spawn)?;
+        Ok(Outputs::new(rx, shared, Some((thread, stats))))
+    }
+}
+
+type RunThread = JoinHandle<Result<Summary, RunError>>;
+
+/// A pipeline running in the background.
+///
+/// Dropping it stops the run the way [`Running::stop`] does (input closed,
+/// everything drained and joined); [`Running::detach`] lets the process exit
+/// without waiting instead, losing what is in flight.
+pub struct Running {
+    thread: Option<RunThread>,
+    shared: Arc<RunShared>,
+    close_input: Arc<dyn Fn() + Send + Sync>,
+    stats: Stats,
+}
+
+impl fmt::Debug for Running {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Running")
+            .field("alive", &self.alive())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// True while the run goes on and nothing has failed.
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            && !self.shared.has_error()
+            && !self.shared.cancel.is_cancelled()
+    }
+
+    /// Live stats of the run.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// Closes the input (every [`Input`](super::Input) handle is refused
+    /// from now on), lets everything put so far drain through, joins every
+    /// thread, and returns the result.
+    pub fn stop(mut self) -> Result<Summary, RunError> {
+        (self.close_input)();
+        self.join()
+    }
+
+    /// Waits for the run to end by itself (its input ended).
+    pub fn wait(mut self) -> Result<Summary, RunError> {
+        self.join()
+    }
+
+    /// Stops at once: in-flight items are discarded (and counted), every
+    /// thread is joined. Returns the summary, or the run's error if one
+    /// happened first.
+    pub fn abort(mut self) -> Result<Summary, RunError> {
+        (self.close_input)();
+        self.shared.cancel.cancel();
+        self.join()
+    }
+
+    /// Lets the run go on unjoined: the process may exit without waiting
+    /// for it, losing whatever is in flight at that moment.
+    pub fn detach(mut self) {
+        self.thread.take();
+    }
+
+    fn join(&mut self) -> Result<Summary, RunError> {
+        let thread = self.thread.take().expect("joined once");
+        thread.join().unwrap_or_else(|p| {
+            Err(RunError::Panic {
+                stage: "pipeline".into(),
+                worker: 0,
+                message: super::run::panic_message(&*p),
+            })
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            (self.close_input)();
+            if let Err(e) = self.join() {
+                tracing::error!(target: "paipa", "pipeline stopped on drop with an error: {e}");
+            }
+        }
+    }
+}
+
+/// The outputs of the last stage, as an iterator. Dropping it before the end
+/// stops the pipeline cleanly (counted as discarded, not as an error).
+pub struct Outputs<T> {
+    rx: Receiver<Msg<T>>,
+    current: std::vec::IntoIter<T>,
+    ended: bool,
+    metas: u64,
+    shared: Arc<RunShared>,
+    background: Option<(RunThread, Stats)>,
+}
+
+impl<T> fmt::Debug for Outputs<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outputs")
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Outputs<T> {
+    fn new(
+        rx: Receiver<Msg<T>>,
+        shared: Arc<RunShared>,
+        background: Option<(RunThread, Stats)>,
+    ) -> Self {
+        Outputs {
+            rx,
+            current: Vec::new().into_iter(),
+            ended: false,
+            metas: 0,
+            shared,
+            background,
+        }
+    }
+
+    /// Meta entries seen so far (they are counted, not yielded).
+    pub fn metas(&self) -> u64 {
+        self.metas
+    }
+
+    /// Live stats of a background run (`None` for a scoped run, whose
+    /// summary comes from `run_with`).
+    pub fn stats(&self) -> Option<Stats> {
+        self.background.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// Stops reading (if not at the end), joins a background run and
+    /// returns its result.
+    pub fn finish(mut self) -> Result<Summary, RunError> {
+        self.stop_reading();
+        match self.background.take() {
+            Some((thread, _)) => thread.join().unwrap_or_else(|p| {
+                Err(RunError::Panic {
+                    stage: "pipeline".into(),
+                    worker: 0,
+                    message: super::run::panic_message(&*p),
+                })
+            }),
+            None => Err(RunError::Config(crate::error::ConfigError::new(
+                "outputs",
+                "scoped",
+                "a scoped run returns its summary from run_with",
+            ))),
+        }
+    }
+
+    fn stop_reading(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.shared.cancel.cancel();
+        }
+    }
+}
+
+impl<T> Iterator for Outputs<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(x) = self.current.next() {
+                return Some(x);
+            }
+            if self.ended {
+                return None;
+            }
+            match self.rx.recv() {
+                Ok(Msg::Items(b)) => self.current = b.into_iter(),
+                Ok(Msg::Meta(_)) => self.metas += 1,
+                Err(_) => self.ended = true,
+            }
+        }
+    }
+}
+
+impl<T> Drop for Outputs<T> {
+    fn drop(&mut self) {
+        self.stop_reading();
+        if let Some((thread, _)) = self.background.take() {
+            if let Ok(Err(e)) = thread.join() {
+                tracing::error!(target: "paipa", "pipeline failed: {e}");
+            }
+        }
+    }
+}

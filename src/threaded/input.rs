@@ -1,0 +1,313 @@
+//! Feeding a threaded pipeline: the live input handle, cloneable and usable
+//! from any thread while the pipeline runs, and the source thread that
+//! drains items put before the run and a lazy iterator.
+
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Select, Sender};
+
+use super::channel::{send, Cancel, Layout, Msg};
+use super::step::Meta;
+use crate::stats::{clock, StageCell};
+
+/// The pipeline no longer takes input: it was stopped, or it failed. The
+/// item that could not be put is given back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the pipeline no longer takes input")]
+pub struct Closed<T>(pub T);
+
+impl<T> Closed<T> {
+    /// The item that was not put.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// Why [`Input::put_timeout`] did not put the item; the item is given back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PutError<T> {
+    /// The pipeline stayed full for the whole timeout.
+    #[error("the pipeline stayed full")]
+    Full(T),
+    /// The pipeline no longer takes input.
+    #[error("the pipeline no longer takes input")]
+    Closed(T),
+}
+
+/// Shared by every handle on a pipeline's input.
+pub(crate) struct InputShared<T> {
+    tx: RwLock<Option<Sender<Msg<T>>>>,
+    handles: AtomicUsize,
+    pub(crate) cancel: Arc<Cancel>,
+    pub(crate) cell: Arc<StageCell>,
+    layout: Layout,
+}
+
+impl<T> InputShared<T> {
+    pub(crate) fn new(
+        tx: Sender<Msg<T>>,
+        cancel: Arc<Cancel>,
+        cell: Arc<StageCell>,
+        layout: Layout,
+    ) -> Arc<Self> {
+        Arc::new(InputShared {
+            tx: RwLock::new(Some(tx)),
+            handles: AtomicUsize::new(0),
+            cancel,
+            cell,
+            layout,
+        })
+    }
+
+    /// A sender for the source thread (None if input is closed already).
+    pub(crate) fn sender(&self) -> Option<Sender<Msg<T>>> {
+        self.tx.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Closes the input: no handle can put any more, and once the source
+    /// thread is done the first stage sees the end.
+    pub(crate) fn close(&self) {
+        self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn deliver(&self, msg: Msg<T>, deadline: Option<Instant>) -> Result<(), (Msg<T>, bool)> {
+        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
+        let Some(tx) = guard.as_ref() else {
+            return Err((msg, false));
+        };
+        let n = match &msg {
+            Msg::Items(b) => b.len() as u64,
+            Msg::Meta(_) => 0,
+        };
+        let result = match deadline {
+            None => {
+                let mut blocked = 0;
+                let r = send(tx, msg, &self.cancel, &mut blocked);
+                self.cell
+                    .blocked_ticks
+                    .fetch_add(blocked, Ordering::Relaxed);
+                r.map_err(|m| (m, false))
+            }
+            Some(deadline) => send_until(tx, msg, &self.cancel, deadline),
+        };
+        if result.is_ok() {
+            if n == 0 {
+                self.cell.metas.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.cell.count.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// Sends before `deadline`, unless cancelled. The flag says whether the
+/// deadline passed (true) or the pipeline is gone (false).
+fn send_until<T>(
+    tx: &Sender<Msg<T>>,
+    msg: Msg<T>,
+    cancel: &Cancel,
+    deadline: Instant,
+) -> Result<(), (Msg<T>, bool)> {
+    if cancel.is_cancelled() {
+        return Err((msg, false));
+    }
+    let mut sel = Select::new();
+    let data = sel.send(tx);
+    sel.recv(cancel.rx());
+    match sel.select_deadline(deadline) {
+        Err(_) => Err((msg, true)),
+        Ok(op) if op.index() == data => op.send(tx, msg).map_err(|e| (e.into_inner(), false)),
+        Ok(op) => {
+            let _ = op.recv(cancel.rx());
+            Err((msg, false))
+        }
+    }
+}
+
+/// A live handle on a pipeline's input: cloneable, usable from any thread
+/// while the pipeline runs. The input ends when every handle is dropped or
+/// finished (and any source is drained).
+///
+/// `put` waits while the pipeline is full (backpressure); `put_timeout`
+/// gives up after a time.
+pub struct Input<T> {
+    shared: Arc<InputShared<T>>,
+}
+
+impl<T> fmt::Debug for Input<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Input").finish_non_exhaustive()
+    }
+}
+
+impl<T> Input<T> {
+    pub(crate) fn new(shared: Arc<InputShared<T>>) -> Self {
+        shared.handles.fetch_add(1, Ordering::SeqCst);
+        Input { shared }
+    }
+
+    /// Puts one item, waiting while the pipeline is full.
+    pub fn put(&self, item: T) -> Result<(), Closed<T>> {
+        self.shared
+            .deliver(Msg::Items(vec![item]), None)
+            .map_err(|(m, _)| Closed(single(m)))
+    }
+
+    /// Puts one item, waiting at most `timeout` for space.
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        match self
+            .shared
+            .deliver(Msg::Items(vec![item]), Some(Instant::now() + timeout))
+        {
+            Ok(()) => Ok(()),
+            Err((m, true)) => Err(PutError::Full(single(m))),
+            Err((m, false)) => Err(PutError::Closed(single(m))),
+        }
+    }
+
+    /// Puts every item (in batches), waiting while the pipeline is full.
+    /// Returns how many were put; stops at the first that could not be.
+    pub fn put_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<usize, Closed<Vec<T>>> {
+        let batch = self.shared.layout.batch;
+        let mut it = items.into_iter();
+        let mut put = 0;
+        loop {
+            let chunk: Vec<T> = it.by_ref().take(batch).collect();
+            if chunk.is_empty() {
+                return Ok(put);
+            }
+            let n = chunk.len();
+            match self.shared.deliver(Msg::Items(chunk), None) {
+                Ok(()) => put += n,
+                Err((Msg::Items(mut back), _)) => {
+                    back.extend(it);
+                    return Err(Closed(back));
+                }
+                Err((Msg::Meta(_), _)) => unreachable!("items were sent"),
+            }
+        }
+    }
+
+    /// Puts a meta entry, after every item put before it through this handle.
+    pub fn put_meta(&self, meta: Meta) -> Result<(), Closed<Meta>> {
+        self.shared
+            .deliver(Msg::Meta(meta), None)
+            .map_err(|(m, _)| match m {
+                Msg::Meta(meta) => Closed(meta),
+                Msg::Items(_) => unreachable!("a meta entry was sent"),
+            })
+    }
+
+    /// Whether the pipeline still takes input.
+    pub fn is_open(&self) -> bool {
+        !self.shared.cancel.is_cancelled()
+            && self.shared.tx.read().map(|t| t.is_some()).unwrap_or(false)
+    }
+
+    /// Says this handle will put nothing more (the same as dropping it).
+    pub fn finish(self) {}
+}
+
+fn single<T>(m: Msg<T>) -> T {
+    match m {
+        Msg::Items(mut v) => v.pop().expect("one item"),
+        Msg::Meta(_) => unreachable!("an item was sent"),
+    }
+}
+
+impl<T> Clone for Input<T> {
+    fn clone(&self) -> Self {
+        Input::new(self.shared.clone())
+    }
+}
+
+impl<T> Drop for Input<T> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.shared.close();
+        }
+    }
+}
+
+/// How long a source batch may wait for more items before it is sent.
+const SOURCE_LINGER: Duration = Duration::from_millis(1);
+
+/// The source thread: sends the items put before the run, then pulls the
+/// lazy source only as fast as the first stage takes batches.
+pub(crate) fn source_job<T>(
+    pending: Vec<Msg<T>>,
+    mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
+    tx: Sender<Msg<T>>,
+    cancel: Arc<Cancel>,
+    cell: Arc<StageCell>,
+    batch: usize,
+) {
+    let mut blocked = 0u64;
+    for msg in pending {
+        let pieces: Vec<Msg<T>> = match msg {
+            Msg::Items(mut items) if items.len() > batch => {
+                let mut out = Vec::new();
+                while !items.is_empty() {
+                    let rest = items.split_off(batch.min(items.len()));
+                    out.push(Msg::Items(std::mem::replace(&mut items, rest)));
+                }
+                out
+            }
+            other => vec![other],
+        };
+        for piece in pieces {
+            let n = match &piece {
+                Msg::Items(b) => b.len(),
+                Msg::Meta(_) => 0,
+            };
+            if send(&tx, piece, &cancel, &mut blocked).is_err() {
+                cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+                return;
+            }
+            if n == 0 {
+                cell.metas.fetch_add(1, Ordering::Relaxed);
+            } else {
+                cell.count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
+    }
+    let linger = crate::stats::duration_to_ticks(SOURCE_LINGER);
+    if let Some(src) = source.as_mut() {
+        loop {
+            let t0 = clock().raw();
+            let mut buf = Vec::with_capacity(batch);
+            let mut ended = false;
+            while buf.len() < batch {
+                match src.next() {
+                    Some(x) => buf.push(x),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+                // Never wait long to fill a batch: a slow source sends what
+                // it has after a millisecond.
+                if buf.len() % 16 == 0 && clock().raw().saturating_sub(t0) > linger {
+                    break;
+                }
+            }
+            cell.busy_ticks
+                .fetch_add(clock().raw().saturating_sub(t0), Ordering::Relaxed);
+            if !buf.is_empty() {
+                let n = buf.len() as u64;
+                if send(&tx, Msg::Items(buf), &cancel, &mut blocked).is_err() {
+                    break;
+                }
+                cell.count.fetch_add(n, Ordering::Relaxed);
+            }
+            if ended || cancel.is_cancelled() {
+                break;
+            }
+        }
+    }
+    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+}

@@ -1,0 +1,173 @@
+//! The worker loop for iterator steps: the step gets an iterator over the
+//! stage's input ([`InputIter`]) and may keep any state while it pulls.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::channel::{recv, try_recv, Msg, Recv};
+use super::outbox::{Outbox, WorkerClock};
+use super::worker::{drain_discarding, guarded, WorkerCtx};
+use crate::error::BoxError;
+use crate::stats::TargetGuard;
+
+/// The input of an iterator step in a threaded stage: the items that reach
+/// this worker, in the order it takes them. It sends what the worker has
+/// produced so far whenever it is about to wait for more input, and passes
+/// meta entries on.
+pub struct InputIter<'a, T> {
+    current: std::vec::IntoIter<T>,
+    side: Rc<RefCell<dyn Refill<T> + 'a>>,
+}
+
+impl<T> fmt::Debug for InputIter<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InputIter")
+            .field("buffered", &self.current.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> Iterator for InputIter<'_, T> {
+    type Item = T;
+
+    #[inline]
+    fn next(&mut self) -> Option<T> {
+        if let Some(x) = self.current.next() {
+            return Some(x);
+        }
+        let batch = self.side.borrow_mut().refill()?;
+        self.current = batch.into_iter();
+        self.current.next()
+    }
+}
+
+impl<T> Drop for InputIter<'_, T> {
+    fn drop(&mut self) {
+        // Items taken but never pulled by the step.
+        let left = self.current.len();
+        if left > 0 {
+            self.side.borrow_mut().discard(left);
+        }
+    }
+}
+
+trait Refill<T> {
+    fn refill(&mut self) -> Option<Vec<T>>;
+    fn discard(&mut self, n: usize);
+}
+
+struct Side<'a, In, Out> {
+    cx: WorkerCtx<'a, In>,
+    outbox: Rc<RefCell<Outbox<Out>>>,
+    clock: WorkerClock,
+    ended: bool,
+}
+
+impl<In, Out> Side<'_, In, Out> {
+    fn mark(&mut self) {
+        let mut ob = self.outbox.borrow_mut();
+        self.clock.mark(&mut ob.blocked);
+    }
+}
+
+impl<In, Out> Refill<In> for Side<'_, In, Out> {
+    fn refill(&mut self) -> Option<Vec<In>> {
+        loop {
+            if self.ended {
+                return None;
+            }
+            self.mark();
+            let got = match try_recv(&self.cx.rx) {
+                Some(got) => got,
+                None => {
+                    self.outbox.borrow_mut().flush();
+                    recv(
+                        &self.cx.rx,
+                        &self.cx.shared.cancel,
+                        None,
+                        &mut self.clock.starved,
+                    )
+                }
+            };
+            match got {
+                Recv::Msg(Msg::Items(batch)) => {
+                    self.cx.take(&batch);
+                    return Some(batch);
+                }
+                Recv::Msg(Msg::Meta(meta)) => self.outbox.borrow_mut().meta(meta),
+                Recv::End | Recv::Cancelled | Recv::Idle => {
+                    self.ended = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    fn discard(&mut self, n: usize) {
+        if self.cx.shared.cancel.is_cancelled() {
+            self.cx.discard(n);
+        }
+    }
+}
+
+/// The loop of one worker of an iterator stage. `step` turns the input
+/// iterator into an iterator of results.
+pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
+    step: impl FnOnce(InputIter<'a, In>) -> J,
+    cx: WorkerCtx<'a, In>,
+    outbox: Outbox<Out>,
+) where
+    J: IntoIterator<Item = Result<Out, BoxError>>,
+{
+    let cell = cx.cell.clone();
+    // SAFETY: `cell` outlives the guard (declared after it, dropped before).
+    let _counters = unsafe { TargetGuard::install(&*cell) };
+    let skip = cx.policy.skips_at_last();
+    let shared = cx.shared.clone();
+    let outbox = Rc::new(RefCell::new(outbox));
+    let side = Rc::new(RefCell::new(Side {
+        clock: WorkerClock::start(cell.clone()),
+        cx,
+        outbox: outbox.clone(),
+        ended: false,
+    }));
+    let input = InputIter {
+        current: Vec::new().into_iter(),
+        side: side.clone(),
+    };
+    let result = guarded(|| {
+        for r in step(input) {
+            match r {
+                Ok(x) => outbox.borrow_mut().push(x),
+                Err(_) if skip => {
+                    cell.skipped.fetch_add(1, Relaxed);
+                }
+                Err(e) => {
+                    cell.failed.fetch_add(1, Relaxed);
+                    return Err(e);
+                }
+            }
+            if shared.cancel.is_cancelled() {
+                break;
+            }
+        }
+        Ok(())
+    });
+    // The step and its input iterator are gone: this worker owns the rest.
+    let Ok(side) = Rc::try_unwrap(side).map(RefCell::into_inner) else {
+        return;
+    };
+    if let Err(f) = result {
+        side.cx.fatal(f);
+    }
+    let mut ob = outbox.borrow_mut();
+    if shared.cancel.is_cancelled() {
+        ob.discard_pending();
+        drain_discarding(&side.cx);
+    } else {
+        ob.flush();
+    }
+    side.clock.finish(&mut ob.blocked);
+}

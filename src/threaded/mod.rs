@@ -1,0 +1,38 @@
+//! Threaded pipelines: each stage runs on its own pool of worker threads,
+//! joined to the next by a bounded channel that carries batches.
+//!
+//! - Build with [`Pipeline::new`] and [`Pipeline::then`], one [`Stage`] at a
+//!   time: [`Stage::map`] (a function of one item), [`Stage::iter`] (an
+//!   iterator step, which may keep state; iterator-pipeline steps plug in
+//!   unchanged) or [`Stage::step`] (a [`Step`] type with lifecycle hooks).
+//! - Feed it with [`Pipeline::put_all`] before the run, a lazy
+//!   [`Pipeline::source`], or live [`Input`] handles from other threads.
+//! - Run it with [`Pipeline::run`] (blocking, scoped: steps may borrow),
+//!   [`Pipeline::run_with`] (outputs as an iterator on this thread),
+//!   [`Pipeline::spawn`] (background, with a [`Running`] handle) or
+//!   [`Pipeline::outputs`] (background, outputs as an iterator).
+//!
+//! See `channel.rs` for the shutdown protocol and why it cannot deadlock.
+
+mod builder;
+mod channel;
+mod chunk;
+mod handle;
+mod input;
+mod iter_worker;
+mod ordered;
+mod outbox;
+mod policy;
+mod run;
+mod stage;
+mod step;
+mod worker;
+
+pub use builder::{Pipeline, DEFAULT_CAPACITY};
+pub use chunk::TimedChunk;
+pub use handle::{Outputs, Running, Summary};
+pub use input::{Closed, Input, PutError};
+pub use iter_worker::InputIter;
+pub use policy::{AfterRetries, OnError};
+pub use stage::Stage;
+pub use step::{Meta, Output, Step, StepFactory, WorkerInfo};

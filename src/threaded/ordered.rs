@@ -1,0 +1,164 @@
+//! Ordered function stages: several workers, output in input order.
+//!
+//! Workers take batches one at a time under a lock and number them. Each
+//! processes its batch into a private vector, then hands it to the reorder
+//! buffer, which sends the batches downstream strictly by number. A worker
+//! must hold one of `window` tokens to take a batch, and a token comes back
+//! only when its batch has been sent, so at most `window` batches are ever
+//! in flight or waiting: the reorder buffer is bounded and counts toward
+//! backpressure.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Select, Sender};
+
+use super::channel::{recv, Msg, Recv};
+use super::outbox::{Outbox, WorkerClock};
+use super::worker::{drain_discarding, guarded, WorkerCtx};
+use crate::error::BoxError;
+use crate::stats::TargetGuard;
+
+/// Shared by the workers of one ordered stage.
+pub(crate) struct Reorder<Out> {
+    /// Number of the next batch taken from the input.
+    next_in: Mutex<u64>,
+    state: Mutex<ReorderState<Out>>,
+    tokens_tx: Sender<()>,
+    tokens_rx: Receiver<()>,
+}
+
+struct ReorderState<Out> {
+    next_out: u64,
+    waiting: BTreeMap<u64, Vec<Msg<Out>>>,
+    outbox: Outbox<Out>,
+}
+
+impl<Out> Reorder<Out> {
+    pub(crate) fn new(outbox: Outbox<Out>, window: usize) -> Arc<Self> {
+        let (tokens_tx, tokens_rx) = bounded(window);
+        for _ in 0..window {
+            let _ = tokens_tx.send(());
+        }
+        Arc::new(Reorder {
+            next_in: Mutex::new(0),
+            state: Mutex::new(ReorderState {
+                next_out: 0,
+                waiting: BTreeMap::new(),
+                outbox,
+            }),
+            tokens_tx,
+            tokens_rx,
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, ReorderState<Out>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands over batch `seq` and sends every batch that is now next.
+    fn submit(&self, seq: u64, msgs: Vec<Msg<Out>>) {
+        let mut st = self.state();
+        st.waiting.insert(seq, msgs);
+        loop {
+            let next = st.next_out;
+            let Some(msgs) = st.waiting.remove(&next) else {
+                break;
+            };
+            for m in msgs {
+                match m {
+                    Msg::Items(items) => items.into_iter().for_each(|x| st.outbox.push(x)),
+                    Msg::Meta(meta) => st.outbox.meta(meta),
+                }
+            }
+            st.next_out += 1;
+            let _ = self.tokens_tx.try_send(());
+        }
+    }
+}
+
+/// The loop of one worker of an ordered function stage.
+pub(crate) fn ordered_worker<In, Out, F>(
+    f: Arc<F>,
+    reorder: Arc<Reorder<Out>>,
+    cx: WorkerCtx<'_, In>,
+) where
+    F: Fn(In) -> Result<Out, BoxError>,
+{
+    let cell = cx.cell.clone();
+    // SAFETY: `cell` outlives the guard (declared after it, dropped before).
+    let _counters = unsafe { TargetGuard::install(&*cell) };
+    let mut clock = WorkerClock::start(cell.clone());
+    let mut blocked = 0u64;
+    loop {
+        // A token first: it bounds what is in flight.
+        let mut sel = Select::new();
+        let tok = sel.recv(&reorder.tokens_rx);
+        sel.recv(cx.shared.cancel.rx());
+        let op = sel.select();
+        if op.index() == tok {
+            if op.recv(&reorder.tokens_rx).is_err() {
+                break;
+            }
+        } else {
+            let _ = op.recv(cx.shared.cancel.rx());
+            break;
+        }
+        let (seq, got) = {
+            let mut next_in = reorder.next_in.lock().unwrap_or_else(|e| e.into_inner());
+            let got = match cx.rx.try_recv() {
+                Ok(m) => Recv::Msg(m),
+                Err(_) => {
+                    reorder.state().outbox.flush();
+                    recv(&cx.rx, &cx.shared.cancel, None, &mut clock.starved)
+                }
+            };
+            let seq = *next_in;
+            if matches!(got, Recv::Msg(_)) {
+                *next_in += 1;
+            }
+            (seq, got)
+        };
+        match got {
+            Recv::Msg(Msg::Items(batch)) => {
+                cx.take(&batch);
+                let total = batch.len();
+                let mut out = Vec::with_capacity(total);
+                let mut stop = false;
+                for (done, item) in batch.into_iter().enumerate() {
+                    let processed =
+                        cx.attempt(item, |item| guarded(|| f(item)).map(|o| out.push(o)));
+                    if !processed || cx.shared.cancel.is_cancelled() {
+                        cx.discard(total - done - 1);
+                        stop = true;
+                        break;
+                    }
+                }
+                if stop {
+                    cx.discard(out.len());
+                    break;
+                }
+                reorder.submit(seq, vec![Msg::Items(out)]);
+                clock.mark(&mut blocked);
+            }
+            Recv::Msg(Msg::Meta(meta)) => reorder.submit(seq, vec![Msg::Meta(meta)]),
+            Recv::End | Recv::Cancelled | Recv::Idle => {
+                let _ = reorder.tokens_tx.try_send(());
+                break;
+            }
+        }
+    }
+    {
+        let mut st = reorder.state();
+        if cx.shared.cancel.is_cancelled() {
+            st.outbox.discard_pending();
+        } else {
+            st.outbox.flush();
+        }
+        blocked += std::mem::take(&mut st.outbox.blocked);
+    }
+    if cx.shared.cancel.is_cancelled() {
+        drain_discarding(&cx);
+    }
+    clock.finish(&mut blocked);
+}

@@ -1,0 +1,180 @@
+//! A worker's output side (batching, counting, backpressure) and its clock
+//! (busy / starved / blocked split, sampled CPU time).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+
+use super::channel::{send, Msg};
+use super::run::RunShared;
+use super::step::Meta;
+use crate::stats::{clock, duration_to_ticks, thread_cpu_time, StageCell};
+
+/// How much an item counts for on an edge (a batch can count as its length).
+pub(crate) type Weigher<T> = Arc<dyn Fn(&T) -> u64 + Send + Sync>;
+
+/// The weight of a batch.
+pub(crate) fn weight<T>(batch: &[T], weigh: &Option<Weigher<T>>) -> u64 {
+    match weigh {
+        None => batch.len() as u64,
+        Some(w) => batch.iter().map(|x| w(x)).sum(),
+    }
+}
+
+/// Batches a worker's output and sends it downstream.
+pub(crate) struct Outbox<T> {
+    tx: Sender<Msg<T>>,
+    buf: Vec<T>,
+    batch: usize,
+    cell: Arc<StageCell>,
+    shared: Arc<RunShared>,
+    weigh: Option<Weigher<T>>,
+    /// Raw ticks spent waiting for space since the clock last looked.
+    pub(crate) blocked: u64,
+    /// Downstream is gone (cancelled, or the consumer stopped).
+    gone: bool,
+}
+
+impl<T> Outbox<T> {
+    pub(crate) fn new(
+        tx: Sender<Msg<T>>,
+        batch: usize,
+        cell: Arc<StageCell>,
+        shared: Arc<RunShared>,
+        weigh: Option<Weigher<T>>,
+    ) -> Self {
+        Outbox {
+            tx,
+            buf: Vec::with_capacity(batch),
+            batch,
+            cell,
+            shared,
+            weigh,
+            blocked: 0,
+            gone: false,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn push(&mut self, item: T) {
+        self.buf.push(item);
+        if self.buf.len() >= self.batch {
+            self.flush();
+        }
+    }
+
+    /// Sends what is ready (nothing, if nothing is).
+    pub(crate) fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let n = weight(&self.buf, &self.weigh);
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.batch));
+        self.deliver(Msg::Items(batch), n);
+    }
+
+    /// Sends a meta entry after everything emitted before it.
+    pub(crate) fn meta(&mut self, meta: Meta) {
+        self.flush();
+        self.deliver(Msg::Meta(meta), 0);
+    }
+
+    fn deliver(&mut self, msg: Msg<T>, n: u64) {
+        let is_meta = matches!(msg, Msg::Meta(_));
+        if !self.gone {
+            match send(&self.tx, msg, &self.shared.cancel, &mut self.blocked) {
+                Ok(()) => {
+                    if is_meta {
+                        self.cell.metas.fetch_add(1, Relaxed);
+                    } else {
+                        self.cell.count.fetch_add(n, Relaxed);
+                    }
+                    return;
+                }
+                Err(_) => {
+                    // Nobody receives any more: if the run was not cancelled,
+                    // the consumer stopped early; stop everything cleanly.
+                    self.gone = true;
+                    self.shared.cancel.cancel();
+                }
+            }
+        }
+        self.cell.discarded.fetch_add(n, Relaxed);
+    }
+
+    /// Counts what is still buffered as discarded (the run was stopped).
+    pub(crate) fn discard_pending(&mut self) {
+        let n = weight(&self.buf, &self.weigh);
+        self.buf.clear();
+        self.cell.discarded.fetch_add(n, Relaxed);
+    }
+}
+
+/// How often a worker reads its thread's CPU time.
+const CPU_EVERY: Duration = Duration::from_millis(50);
+
+/// Splits a worker's wall time into busy, starved and blocked, and samples
+/// its CPU time; publishes to the stage's cell at every `mark`.
+pub(crate) struct WorkerClock {
+    cell: Arc<StageCell>,
+    last: u64,
+    /// Raw ticks spent waiting for input since the last mark.
+    pub(crate) starved: u64,
+    cpu: (Duration, Duration),
+    cpu_next: u64,
+    cpu_every: u64,
+}
+
+impl WorkerClock {
+    pub(crate) fn start(cell: Arc<StageCell>) -> Self {
+        let now = clock().raw();
+        let cpu_every = duration_to_ticks(CPU_EVERY);
+        WorkerClock {
+            cell,
+            last: now,
+            starved: 0,
+            cpu: thread_cpu_time(),
+            cpu_next: now + cpu_every,
+            cpu_every,
+        }
+    }
+
+    /// Publishes the time since the previous mark: what was not spent
+    /// starved or blocked was busy.
+    pub(crate) fn mark(&mut self, blocked: &mut u64) {
+        let now = clock().raw();
+        let elapsed = now.saturating_sub(self.last);
+        let waiting = self.starved + *blocked;
+        self.cell
+            .busy_ticks
+            .fetch_add(elapsed.saturating_sub(waiting), Relaxed);
+        self.cell.starved_ticks.fetch_add(self.starved, Relaxed);
+        self.cell.blocked_ticks.fetch_add(*blocked, Relaxed);
+        self.starved = 0;
+        *blocked = 0;
+        self.last = now;
+        if now >= self.cpu_next {
+            self.cpu_next = now + self.cpu_every;
+            self.sample_cpu();
+        }
+    }
+
+    fn sample_cpu(&mut self) {
+        let (u, s) = thread_cpu_time();
+        self.cell
+            .user_cpu_ns
+            .fetch_add(u.saturating_sub(self.cpu.0).as_nanos() as u64, Relaxed);
+        self.cell
+            .sys_cpu_ns
+            .fetch_add(s.saturating_sub(self.cpu.1).as_nanos() as u64, Relaxed);
+        self.cpu = (u, s);
+    }
+
+    /// The last mark and CPU reading of a worker that is ending.
+    pub(crate) fn finish(mut self, blocked: &mut u64) {
+        self.mark(blocked);
+        self.sample_cpu();
+    }
+}

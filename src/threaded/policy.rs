@@ -1,0 +1,65 @@
+//! What a stage does when its step fails.
+
+use std::time::Duration;
+
+/// A stage's error policy. Panics in steps count as errors too.
+///
+/// Nothing is dropped uncounted: a skipped item adds to the stage's
+/// `skipped`, a retry to `retried`, a fatal failure to `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Stop the whole pipeline and return the error from `run` (default).
+    #[default]
+    Fail,
+    /// Drop the item, count it as skipped, and go on.
+    Skip,
+    /// Try the item again up to `times` more times, waiting `backoff` before
+    /// the first retry and twice as long before each next one; then fail or
+    /// skip. Needs the stage's input to be `Clone`.
+    Retry {
+        /// Retries after the first attempt.
+        times: u32,
+        /// Wait before the first retry.
+        backoff: Duration,
+        /// What to do once the retries are used up.
+        then: AfterRetries,
+    },
+}
+
+/// What a retrying stage does once its retries are used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterRetries {
+    /// Stop the pipeline with the last error.
+    Fail,
+    /// Count the item as skipped and go on.
+    Skip,
+}
+
+impl OnError {
+    pub(crate) fn retries(&self) -> u32 {
+        match self {
+            OnError::Retry { times, .. } => *times,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
+        match self {
+            OnError::Retry { backoff, .. } => {
+                backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn skips_at_last(&self) -> bool {
+        matches!(
+            self,
+            OnError::Skip
+                | OnError::Retry {
+                    then: AfterRetries::Skip,
+                    ..
+                }
+        )
+    }
+}

@@ -1,0 +1,109 @@
+//! What every thread of one run shares: the cancel signal, the first error,
+//! and the plan of threads to start.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Mutex};
+
+use super::channel::Cancel;
+use crate::error::RunError;
+
+/// Run-wide shared state.
+#[derive(Debug)]
+pub(crate) struct RunShared {
+    pub(crate) cancel: Arc<Cancel>,
+    error: Mutex<Option<RunError>>,
+}
+
+impl RunShared {
+    pub(crate) fn new(cancel: Arc<Cancel>) -> Arc<Self> {
+        Arc::new(RunShared {
+            cancel,
+            error: Mutex::new(None),
+        })
+    }
+
+    /// Records the run's first error and stops every stage.
+    pub(crate) fn fail(&self, err: RunError) {
+        {
+            let mut slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+            if slot.is_none() {
+                *slot = Some(err);
+            }
+        }
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn take_error(&self) -> Option<RunError> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    pub(crate) fn has_error(&self) -> bool {
+        self.error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_string()
+    }
+}
+
+/// A thread to start.
+pub(crate) struct Job<'a> {
+    pub(crate) name: String,
+    pub(crate) run: Box<dyn FnOnce() + Send + 'a>,
+}
+
+/// Starts every job of the plan in `scope`, calls `consume` on this thread,
+/// then joins every thread. A job that cannot start fails the run.
+pub(crate) fn execute<'scope, 'env: 'scope, R>(
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    plan_before: Vec<Box<dyn FnOnce() + Send + 'env>>,
+    jobs: Vec<Job<'env>>,
+    shared: &Arc<RunShared>,
+    consume: impl FnOnce() -> R,
+) -> R {
+    for hook in plan_before {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(hook)) {
+            shared.fail(RunError::Panic {
+                stage: "before_stage hook".into(),
+                worker: 0,
+                message: panic_message(&*p),
+            });
+        }
+    }
+    let mut handles = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if shared.cancel.is_cancelled() {
+            // Dropping the job drops its channel ends, so neighbours see an
+            // end or a disconnection and stop.
+            continue;
+        }
+        match std::thread::Builder::new()
+            .name(job.name)
+            .spawn_scoped(scope, job.run)
+        {
+            Ok(h) => handles.push(h),
+            Err(e) => shared.fail(RunError::Spawn(e)),
+        }
+    }
+    let result = consume();
+    for h in handles {
+        if let Err(p) = h.join() {
+            shared.fail(RunError::Panic {
+                stage: "pipeline thread".into(),
+                worker: 0,
+                message: panic_message(&*p),
+            });
+        }
+    }
+    result
+}

@@ -1,0 +1,430 @@
+//! One stage of a threaded pipeline: its step, worker count, error policy,
+//! ordering and counting, before it is added with
+//! [`Pipeline::then`](super::Pipeline::then).
+
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::channel::Msg;
+use super::iter_worker::{iter_worker, InputIter};
+use super::ordered::{ordered_worker, Reorder};
+use super::outbox::{Outbox, Weigher};
+use super::policy::{AfterRetries, OnError};
+use super::run::{Job, RunShared};
+use super::step::{Output, Step, StepFactory, WorkerInfo};
+use super::worker::{item_worker, StageEnd, WorkerCtx};
+use crate::error::{BoxError, ConfigError};
+use crate::stats::StageCell;
+
+/// The step kinds, for validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Map,
+    Iter,
+    Step,
+}
+
+type Launcher<'a, In, Out> =
+    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<In, Out>) -> StagePlan<'a> + Send + 'a>;
+
+/// What a launcher produces: worker threads, and a hook to run before them.
+pub(crate) struct StagePlan<'a> {
+    pub(crate) before: Option<Box<dyn FnOnce() + Send + 'a>>,
+    pub(crate) jobs: Vec<Job<'a>>,
+}
+
+/// The run-time parts of a stage launch.
+pub(crate) struct LaunchParts<In, Out> {
+    pub(crate) rx: Receiver<Msg<In>>,
+    pub(crate) tx: Sender<Msg<Out>>,
+    pub(crate) batch: usize,
+    pub(crate) cell: Arc<StageCell>,
+    pub(crate) shared: Arc<RunShared>,
+    pub(crate) weigh_in: Option<Weigher<In>>,
+}
+
+/// The settings of a stage.
+pub(crate) struct StageSettings<In, Out> {
+    pub(crate) name: String,
+    pub(crate) workers: usize,
+    pub(crate) policy: OnError,
+    pub(crate) ordered: bool,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) weigh: Option<Weigher<Out>>,
+    pub(crate) clone_in: Option<fn(&In) -> In>,
+    pub(crate) kind: Kind,
+}
+
+/// A stage of a threaded pipeline, ready to be added with
+/// [`Pipeline::then`](super::Pipeline::then).
+///
+/// ```
+/// use paipa::threaded::{Pipeline, Stage};
+/// use std::time::Duration;
+///
+/// let summary = Pipeline::new()
+///     .source(0..1000u64)
+///     .then(Stage::map("double", |x: u64| x * 2).workers(4))?
+///     .then(Stage::try_map("check", |x: u64| if x == 34 { Err("no 34") } else { Ok(x) })
+///         .retry(1, Duration::from_millis(1))
+///         .then_skip())?
+///     .run()?;
+/// assert_eq!(summary.items, 999);
+/// assert_eq!(summary.snapshot.stage("check").unwrap().skipped, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a stage does nothing until added to a pipeline"]
+pub struct Stage<'a, In, Out> {
+    pub(crate) settings: StageSettings<In, Out>,
+    pub(crate) launch: Launcher<'a, In, Out>,
+}
+
+impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.settings;
+        f.debug_struct("Stage")
+            .field("name", &s.name)
+            .field("workers", &s.workers)
+            .field("policy", &s.policy)
+            .field("ordered", &s.ordered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The per-worker contexts and outboxes of a stage.
+fn workers<'a, In, Out>(
+    s: &StageSettings<In, Out>,
+    p: LaunchParts<In, Out>,
+    after: Arc<dyn Fn() + Send + Sync + 'a>,
+) -> Vec<(WorkerCtx<'a, In>, Outbox<Out>)> {
+    let remaining = Arc::new(AtomicUsize::new(s.workers));
+    (0..s.workers)
+        .map(|index| {
+            let cx = WorkerCtx {
+                info: WorkerInfo {
+                    stage: s.name.clone(),
+                    index,
+                    workers: s.workers,
+                },
+                rx: p.rx.clone(),
+                cell: p.cell.clone(),
+                shared: p.shared.clone(),
+                policy: s.policy,
+                clone_in: s.clone_in,
+                weigh_in: p.weigh_in.clone(),
+                end: StageEnd {
+                    remaining: remaining.clone(),
+                    after: after.clone(),
+                },
+            };
+            let outbox = Outbox::new(
+                p.tx.clone(),
+                p.batch,
+                p.cell.clone(),
+                p.shared.clone(),
+                s.weigh.clone(),
+            );
+            (cx, outbox)
+        })
+        .collect()
+}
+
+fn job<'a>(name: &str, index: usize, run: impl FnOnce() + Send + 'a) -> Job<'a> {
+    Job {
+        name: format!("paipa:{name}:{index}"),
+        run: Box::new(run),
+    }
+}
+
+/// A function step as a [`Step`].
+struct MapStep<F, In, Out> {
+    f: Arc<F>,
+    _types: std::marker::PhantomData<fn(In) -> Out>,
+}
+
+impl<F, In: Send, Out: Send> Step for MapStep<F, In, Out>
+where
+    F: Fn(In) -> Result<Out, BoxError> + Send + Sync,
+{
+    type In = In;
+    type Out = Out;
+
+    #[inline]
+    fn process(&mut self, item: In, out: &mut Output<'_, Out>) -> Result<(), BoxError> {
+        out.emit((self.f)(item)?);
+        Ok(())
+    }
+}
+
+impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
+    fn with(name: impl Into<String>, kind: Kind, launch: Launcher<'a, In, Out>) -> Self {
+        Stage {
+            settings: StageSettings {
+                name: name.into(),
+                workers: 1,
+                policy: OnError::Fail,
+                ordered: false,
+                capacity: None,
+                weigh: None,
+                clone_in: None,
+                kind,
+            },
+            launch,
+        }
+    }
+
+    /// A stage that applies a function to each item.
+    pub fn map<F>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(In) -> Out + Send + Sync + 'a,
+    {
+        Self::try_map(name, move |x| Ok::<Out, BoxError>(f(x)))
+    }
+
+    /// A stage that applies a fallible function to each item; errors go to
+    /// the stage's policy.
+    pub fn try_map<F, E>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(In) -> Result<Out, E> + Send + Sync + 'a,
+        E: Into<BoxError>,
+    {
+        let f = Arc::new(move |x: In| f(x).map_err(Into::into));
+        Self::with(
+            name,
+            Kind::Map,
+            Box::new(move |s, p| {
+                if s.ordered && s.workers > 1 {
+                    let reorder = Reorder::new(
+                        Outbox::new(
+                            p.tx.clone(),
+                            p.batch,
+                            p.cell.clone(),
+                            p.shared.clone(),
+                            s.weigh.clone(),
+                        ),
+                        2 * s.workers,
+                    );
+                    let jobs = workers(s, p, Arc::new(|| {}))
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (cx, _))| {
+                            let (f, reorder) = (f.clone(), reorder.clone());
+                            job(&s.name, i, move || ordered_worker(f, reorder, cx))
+                        })
+                        .collect();
+                    return StagePlan { before: None, jobs };
+                }
+                let jobs = workers(s, p, Arc::new(|| {}))
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (cx, outbox))| {
+                        let step = MapStep {
+                            f: f.clone(),
+                            _types: std::marker::PhantomData,
+                        };
+                        job(&s.name, i, move || item_worker(step, cx, outbox))
+                    })
+                    .collect();
+                StagePlan { before: None, jobs }
+            }),
+        )
+    }
+
+    /// A stage whose workers each run an iterator step over the stage's
+    /// input: any function from an iterator to an iterator, which may keep
+    /// state (a running count, a batch). Iterator-pipeline steps plug in
+    /// unchanged.
+    pub fn iter<F, J>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
+        J: IntoIterator<Item = Out>,
+    {
+        Self::try_iter(name, move |it| f(it).into_iter().map(Ok::<Out, BoxError>))
+    }
+
+    /// An iterator stage whose items are results; an error goes to the
+    /// stage's policy (fail, or skip that entry).
+    pub fn try_iter<F, J, E>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
+        J: IntoIterator<Item = Result<Out, E>>,
+        E: Into<BoxError>,
+    {
+        let f = Arc::new(f);
+        Self::with(
+            name,
+            Kind::Iter,
+            Box::new(move |s, p| {
+                let jobs = workers(s, p, Arc::new(|| {}))
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (cx, outbox))| {
+                        let f = f.clone();
+                        job(&s.name, i, move || {
+                            iter_worker(
+                                move |input| f(input).into_iter().map(|r| r.map_err(Into::into)),
+                                cx,
+                                outbox,
+                            )
+                        })
+                    })
+                    .collect();
+                StagePlan { before: None, jobs }
+            }),
+        )
+    }
+
+    /// A stage of [`Step`] types, one per worker, made by `factory`, with
+    /// every lifecycle hook.
+    pub fn step<Fac>(name: impl Into<String>, factory: Fac) -> Self
+    where
+        Fac: StepFactory + 'a,
+        Fac::Step: Step<In = In, Out = Out>,
+    {
+        let factory = Arc::new(factory);
+        Self::with(
+            name,
+            Kind::Step,
+            Box::new(move |s, p| {
+                let after = {
+                    let factory = factory.clone();
+                    Arc::new(move || factory.after_stage())
+                };
+                let jobs = workers(s, p, after)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (cx, outbox))| {
+                        let factory = factory.clone();
+                        job(&s.name, i, move || {
+                            let step = factory.create(&cx.info);
+                            item_worker(step, cx, outbox)
+                        })
+                    })
+                    .collect();
+                let before = {
+                    let factory = factory.clone();
+                    Box::new(move || factory.before_stage()) as Box<dyn FnOnce() + Send + 'a>
+                };
+                StagePlan {
+                    before: Some(before),
+                    jobs,
+                }
+            }),
+        )
+    }
+
+    /// Runs the stage on `n` worker threads (1 unless set; 0 is refused when
+    /// the stage is added).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.settings.workers = n;
+        self
+    }
+
+    /// Keeps the stage's output in input order across its workers, with a
+    /// bounded reorder window (function stages only).
+    pub fn ordered(mut self) -> Self {
+        self.settings.ordered = true;
+        self
+    }
+
+    /// Skips (and counts) items whose step fails, instead of failing the run.
+    pub fn skip_errors(mut self) -> Self {
+        self.settings.policy = OnError::Skip;
+        self
+    }
+
+    /// Holds at most `capacity` items waiting on this stage's output edge
+    /// (the pipeline's capacity unless set; 0 is refused).
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.settings.capacity = Some(capacity);
+        self
+    }
+
+    /// Says how much each output item counts for (a batch as its length).
+    pub fn count_by<W>(mut self, weigh: W) -> Self
+    where
+        W: Fn(&Out) -> u64 + Send + Sync + 'static,
+    {
+        self.settings.weigh = Some(Arc::new(weigh));
+        self
+    }
+
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.settings;
+        if s.workers == 0 {
+            return Err(ConfigError::new(
+                "workers",
+                0,
+                format!("stage {:?} needs at least 1", s.name),
+            ));
+        }
+        if s.capacity == Some(0) {
+            return Err(ConfigError::new(
+                "capacity",
+                0,
+                format!("stage {:?} needs at least 1", s.name),
+            ));
+        }
+        if s.ordered && s.kind != Kind::Map && s.workers > 1 {
+            return Err(ConfigError::new(
+                "ordered",
+                true,
+                format!(
+                    "stage {:?}: ordered mode with several workers needs a function stage",
+                    s.name
+                ),
+            ));
+        }
+        if s.policy.retries() > 0 && s.kind == Kind::Iter {
+            return Err(ConfigError::new(
+                "retry",
+                s.policy.retries(),
+                format!(
+                    "stage {:?}: iterator stages cannot retry an item; use skip or fail",
+                    s.name
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
+    /// Retries a failed item up to `times` more times, waiting `backoff`
+    /// before the first retry and twice as long before each next one; then
+    /// fails the run (see [`Stage::then_skip`]).
+    pub fn retry(self, times: u32, backoff: Duration) -> Self {
+        self.on_error(OnError::Retry {
+            times,
+            backoff,
+            then: AfterRetries::Fail,
+        })
+    }
+
+    /// After the retries are used up, skips (and counts) the item instead of
+    /// failing the run.
+    pub fn then_skip(mut self) -> Self {
+        if let OnError::Retry { then, .. } = &mut self.settings.policy {
+            *then = AfterRetries::Skip;
+        } else {
+            self.settings.policy = OnError::Skip;
+        }
+        self
+    }
+
+    /// Sets the error policy.
+    pub fn on_error(mut self, policy: OnError) -> Self {
+        self.settings.policy = policy;
+        self.settings.clone_in = Some(<In as Clone>::clone);
+        self
+    }
+}

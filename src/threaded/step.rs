@@ -1,0 +1,163 @@
+//! The step type with lifecycle hooks, the handle through which a step emits
+//! items, and the meta entries that travel beside items.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::outbox::Outbox;
+use crate::error::BoxError;
+
+/// An out-of-band entry that travels through every stage beside the items,
+/// handled by [`Step::process_meta`] (passed through unchanged by default).
+///
+/// ```
+/// let meta = paipa::threaded::Meta::new("checkpoint 7");
+/// assert_eq!(meta.downcast_ref::<&str>(), Some(&"checkpoint 7"));
+/// ```
+#[derive(Clone)]
+pub struct Meta(Arc<dyn Any + Send + Sync>);
+
+impl Meta {
+    /// Wraps any value as a meta entry.
+    pub fn new<T: Any + Send + Sync>(value: T) -> Self {
+        Meta(Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Meta {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Meta").finish_non_exhaustive()
+    }
+}
+
+/// Who a worker is: its stage and its index among the stage's workers.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    /// The stage's name.
+    pub stage: String,
+    /// This worker's index, from 0.
+    pub index: usize,
+    /// How many workers the stage has.
+    pub workers: usize,
+}
+
+/// Where a step puts what it produces. Items are batched internally and sent
+/// downstream when a batch is full or the worker is about to wait.
+pub struct Output<'a, T> {
+    pub(crate) outbox: &'a mut Outbox<T>,
+}
+
+impl<T> fmt::Debug for Output<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Output").finish_non_exhaustive()
+    }
+}
+
+impl<T> Output<'_, T> {
+    /// Sends one item downstream (it may wait for space: backpressure). If
+    /// the run is stopping, the item is counted as discarded.
+    #[inline]
+    pub fn emit(&mut self, item: T) {
+        self.outbox.push(item);
+    }
+
+    /// Sends a meta entry downstream, after every item emitted before it.
+    pub fn emit_meta(&mut self, meta: Meta) {
+        self.outbox.meta(meta);
+    }
+}
+
+/// A step with state and lifecycle hooks: one instance per worker, made by a
+/// [`StepFactory`].
+///
+/// ```
+/// use paipa::threaded::{Output, Step};
+///
+/// /// Emits a running total of its worker's items.
+/// struct RunningSum(u64);
+///
+/// impl Step for RunningSum {
+///     type In = u64;
+///     type Out = u64;
+///     fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), paipa::BoxError> {
+///         self.0 += item;
+///         out.emit(self.0);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Step: Send {
+    /// The items the stage takes.
+    type In: Send;
+    /// The items the stage emits.
+    type Out: Send;
+
+    /// Handles one item, emitting any number of items.
+    fn process(&mut self, item: Self::In, out: &mut Output<'_, Self::Out>) -> Result<(), BoxError>;
+
+    /// Handles a meta entry; passes it on unchanged unless overridden.
+    fn process_meta(
+        &mut self,
+        meta: Meta,
+        out: &mut Output<'_, Self::Out>,
+    ) -> Result<(), BoxError> {
+        out.emit_meta(meta);
+        Ok(())
+    }
+
+    /// Called once in the worker's thread before its first item.
+    fn on_start(&mut self, _worker: &WorkerInfo) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// Called when the worker's input is empty, before it waits; and again
+    /// every [`Step::idle_timeout`] while the input stays empty.
+    fn on_idle(&mut self, _out: &mut Output<'_, Self::Out>) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    /// How often `on_idle` is called while the input stays empty (never
+    /// again after the first call, if `None`).
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Called once when the input has ended (not when the run was stopped by
+    /// an error); may emit a last partial result.
+    fn on_finish(&mut self, _out: &mut Output<'_, Self::Out>) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+/// Makes one [`Step`] per worker, and holds what the stage's workers share.
+///
+/// Any `Fn(&WorkerInfo) -> S` is a factory with no stage hooks; implement
+/// the trait to run code once per stage before the first worker starts and
+/// after the last one ends.
+pub trait StepFactory: Send + Sync {
+    /// The step each worker runs.
+    type Step: Step;
+
+    /// Makes the step for one worker.
+    fn create(&self, worker: &WorkerInfo) -> Self::Step;
+
+    /// Called once, before the stage's first worker starts.
+    fn before_stage(&self) {}
+
+    /// Called once, after the stage's last worker has ended.
+    fn after_stage(&self) {}
+}
+
+impl<S: Step, F: Fn(&WorkerInfo) -> S + Send + Sync> StepFactory for F {
+    type Step = S;
+    fn create(&self, worker: &WorkerInfo) -> S {
+        self(worker)
+    }
+}

@@ -1,0 +1,250 @@
+//! The worker loop for item steps (functions and [`Step`] types): receive a
+//! batch, process each item under the stage's error policy, send what is
+//! ready when the input runs dry.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+
+use super::channel::{recv, try_recv, Msg, Recv};
+use super::outbox::{weight, Outbox, Weigher, WorkerClock};
+use super::policy::OnError;
+use super::run::{panic_message, RunShared};
+use super::step::{Output, Step, WorkerInfo};
+use crate::error::{BoxError, RunError};
+use crate::stats::{StageCell, TargetGuard};
+
+/// Why a call into user code did not succeed.
+pub(crate) enum Failure {
+    Error(BoxError),
+    Panic(String),
+}
+
+/// Calls user code, turning a panic into a `Failure`.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, BoxError>) -> Result<R, Failure> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Failure::Error(e)),
+        Err(p) => Err(Failure::Panic(panic_message(&*p))),
+    }
+}
+
+/// Runs the stage's "after" hook when the last worker ends (also if a
+/// worker unwinds).
+pub(crate) struct StageEnd<'a> {
+    pub(crate) remaining: Arc<AtomicUsize>,
+    pub(crate) after: Arc<dyn Fn() + Send + Sync + 'a>,
+}
+
+impl Drop for StageEnd<'_> {
+    fn drop(&mut self) {
+        if self.remaining.fetch_sub(1, Relaxed) == 1 {
+            let _ = catch_unwind(AssertUnwindSafe(|| (self.after)()));
+        }
+    }
+}
+
+/// What one worker needs.
+pub(crate) struct WorkerCtx<'a, In> {
+    pub(crate) info: WorkerInfo,
+    pub(crate) rx: Receiver<Msg<In>>,
+    pub(crate) cell: Arc<StageCell>,
+    pub(crate) shared: Arc<RunShared>,
+    pub(crate) policy: OnError,
+    pub(crate) clone_in: Option<fn(&In) -> In>,
+    pub(crate) weigh_in: Option<Weigher<In>>,
+    /// Held for its `Drop`: the last worker to end runs the stage's hook.
+    #[allow(dead_code)]
+    pub(crate) end: StageEnd<'a>,
+}
+
+impl<In> WorkerCtx<'_, In> {
+    /// Records a fatal failure of this worker and stops the run.
+    pub(crate) fn fatal(&self, failure: Failure) {
+        let stage = self.info.stage.clone();
+        let worker = self.info.index;
+        self.shared.fail(match failure {
+            Failure::Error(source) => RunError::Step {
+                stage,
+                worker,
+                source,
+            },
+            Failure::Panic(message) => RunError::Panic {
+                stage,
+                worker,
+                message,
+            },
+        });
+    }
+
+    /// Processes one item under the stage's policy. Returns false if the
+    /// run must stop (a fatal failure, or cancellation during a backoff).
+    pub(crate) fn attempt(
+        &self,
+        item: In,
+        mut call: impl FnMut(In) -> Result<(), Failure>,
+    ) -> bool {
+        let retries = self.policy.retries();
+        let mut item = item;
+        let mut retry = 0;
+        loop {
+            let spare = match self.clone_in {
+                Some(clone) if retry < retries => Some(clone(&item)),
+                _ => None,
+            };
+            let failure = match call(item) {
+                Ok(()) => return true,
+                Err(f) => f,
+            };
+            match spare {
+                Some(again) => {
+                    retry += 1;
+                    self.cell.retried.fetch_add(1, Relaxed);
+                    if !self.shared.cancel.sleep(self.policy.backoff(retry)) {
+                        self.cell.discarded.fetch_add(1, Relaxed);
+                        return false;
+                    }
+                    item = again;
+                }
+                None if self.policy.skips_at_last() => {
+                    self.cell.skipped.fetch_add(1, Relaxed);
+                    return true;
+                }
+                None => {
+                    self.cell.failed.fetch_add(1, Relaxed);
+                    self.fatal(failure);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// Counts the items of a batch taken from the input.
+    pub(crate) fn take(&self, batch: &[In]) {
+        self.cell
+            .count_in
+            .fetch_add(weight(batch, &self.weigh_in), Relaxed);
+    }
+
+    /// Counts items abandoned because the run stopped.
+    pub(crate) fn discard(&self, n: usize) {
+        self.cell.discarded.fetch_add(n as u64, Relaxed);
+    }
+}
+
+/// The loop of one worker of an item stage.
+pub(crate) fn item_worker<S: Step>(
+    mut step: S,
+    cx: WorkerCtx<'_, S::In>,
+    mut outbox: Outbox<S::Out>,
+) {
+    let cell = cx.cell.clone();
+    // SAFETY: `cell` outlives the guard: both live until this function
+    // returns or unwinds, and the guard is declared after it.
+    let _counters = unsafe { TargetGuard::install(&*cell) };
+    let mut clock = WorkerClock::start(cell.clone());
+    let idle = step.idle_timeout();
+    let mut ok = match guarded(|| step.on_start(&cx.info)) {
+        Ok(()) => true,
+        Err(f) => {
+            cx.fatal(f);
+            false
+        }
+    };
+    while ok {
+        let got = match try_recv(&cx.rx) {
+            Some(got) => got,
+            None => {
+                // The input ran dry: send what is ready, then wait.
+                if let Err(f) = guarded(|| {
+                    step.on_idle(&mut Output {
+                        outbox: &mut outbox,
+                    })
+                }) {
+                    cx.fatal(f);
+                    break;
+                }
+                outbox.flush();
+                clock.mark(&mut outbox.blocked);
+                loop {
+                    match recv(&cx.rx, &cx.shared.cancel, idle, &mut clock.starved) {
+                        Recv::Idle => {
+                            if let Err(f) = guarded(|| {
+                                step.on_idle(&mut Output {
+                                    outbox: &mut outbox,
+                                })
+                            }) {
+                                cx.fatal(f);
+                                break Recv::Cancelled;
+                            }
+                            outbox.flush();
+                        }
+                        got => break got,
+                    }
+                }
+            }
+        };
+        match got {
+            Recv::Msg(Msg::Items(batch)) => {
+                cx.take(&batch);
+                let total = batch.len();
+                for (done, item) in batch.into_iter().enumerate() {
+                    let (out, step) = (&mut outbox, &mut step);
+                    let processed = cx.attempt(item, |item| {
+                        guarded(|| step.process(item, &mut Output { outbox: &mut *out }))
+                    });
+                    if !processed || cx.shared.cancel.is_cancelled() {
+                        cx.discard(total - done - 1);
+                        ok = false;
+                        break;
+                    }
+                }
+                clock.mark(&mut outbox.blocked);
+            }
+            Recv::Msg(Msg::Meta(meta)) => {
+                if let Err(f) = guarded(|| {
+                    step.process_meta(
+                        meta,
+                        &mut Output {
+                            outbox: &mut outbox,
+                        },
+                    )
+                }) {
+                    cx.fatal(f);
+                    ok = false;
+                }
+            }
+            Recv::End => {
+                if let Err(f) = guarded(|| {
+                    step.on_finish(&mut Output {
+                        outbox: &mut outbox,
+                    })
+                }) {
+                    cx.fatal(f);
+                }
+                break;
+            }
+            Recv::Cancelled | Recv::Idle => break,
+        }
+    }
+    if cx.shared.cancel.is_cancelled() {
+        outbox.discard_pending();
+        drain_discarding(&cx);
+    } else {
+        outbox.flush();
+    }
+    clock.finish(&mut outbox.blocked);
+}
+
+/// After a cancel, counts what is still queued on this stage's input as
+/// discarded, without waiting.
+pub(crate) fn drain_discarding<In>(cx: &WorkerCtx<'_, In>) {
+    while let Ok(msg) = cx.rx.try_recv() {
+        if let Msg::Items(b) = msg {
+            cx.take(&b);
+            cx.discard(b.len());
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Helpers shared by the behaviour tests.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+/// Runs `f` on its own thread and fails the test if it does not end within
+/// `limit`: a deadlock fails instead of hanging CI.
+pub fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(r) => {
+            handle.join().expect("test thread");
+            r
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+            // The closure panicked: re-raise its panic.
+            match handle.join() {
+                Err(p) => std::panic::resume_unwind(p),
+                Ok(()) => unreachable!("sent nothing but ended"),
+            }
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("did not finish within {limit:?}: deadlock or hang")
+        }
+    }
+}
+
+/// Threads of this process, from /proc (Linux).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
