@@ -4,7 +4,7 @@
 //! the hot path.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use std::time::Duration;
 
@@ -13,9 +13,9 @@ use super::{ticks_to_duration, CounterTarget, StageSnapshot};
 /// Live counters of one stage.
 #[derive(Debug, Default)]
 pub(crate) struct StageCell {
-    /// Set once: at creation, or (for the pull model's pending consumer
-    /// cell) when the stage after it is added.
-    name: OnceLock<String>,
+    /// Set at creation, or (for the pull model's pending consumer cell)
+    /// when the stage after it is added; renamed by a debugger's settings.
+    name: Mutex<Option<String>>,
     /// Items out (weighted where the stage says so).
     pub(crate) count: AtomicU64,
     /// Items in (threaded stages).
@@ -51,13 +51,14 @@ impl StageCell {
         StageCell::default()
     }
 
-    /// Names the cell, if it has no name yet.
+    /// Names (or renames) the cell.
     pub(crate) fn set_name(&self, name: impl Into<String>) {
-        let _ = self.name.set(name.into());
+        *self.name.lock().unwrap_or_else(|e| e.into_inner()) = Some(name.into());
     }
 
-    pub(crate) fn name(&self) -> &str {
-        self.name.get().map_or("consumer", String::as_str)
+    pub(crate) fn name(&self) -> String {
+        let name = self.name.lock().unwrap_or_else(|e| e.into_inner());
+        name.clone().unwrap_or_else(|| "consumer".to_string())
     }
 
     /// Adds to a relaxed counter that only one thread writes: a plain load
@@ -71,7 +72,7 @@ impl StageCell {
     /// `blocked` are converted from raw ticks as stored.
     pub(crate) fn snapshot(&self, workers: usize) -> StageSnapshot {
         StageSnapshot {
-            name: self.name().to_string(),
+            name: self.name(),
             workers,
             count: self.count.load(Relaxed),
             count_in: self.count_in.load(Relaxed),

@@ -95,7 +95,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
     /// An empty pipeline: what goes in comes out, until stages are added.
     pub fn new() -> Self {
         let cancel = Cancel::new();
-        let cell = Arc::new(StageCell::new("input"));
+        let cell = Arc::new(StageCell::new("source"));
         let layout = Layout::for_capacity(DEFAULT_CAPACITY);
         let (tx, rx) = edge(layout);
         let input = InputShared::new(tx, cancel.clone(), cell, layout);
