@@ -38,12 +38,7 @@ fn main() {
         "{:<24} {:>9} {:>8} {:>22}",
         "variant", "ns/item", "ratio", "added ns/item/stage"
     );
-    println!(
-        "{:<24} {:>9.2} {:>8.2}",
-        "hand-written chain",
-        ns(hand),
-        1.0
-    );
+    println!("{:<24} {:>9.2} {:>8.2}", "hand-written chain", ns(hand), 1.0);
     for (name, f) in rows {
         let (t, out) = median(f);
         assert_eq!(out, expect, "{name} computed a different result");

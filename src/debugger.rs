@@ -113,11 +113,7 @@ impl Debugger {
     /// ```
     pub fn sampled(mut self, every: u32) -> Result<Self, ConfigError> {
         if every == 0 {
-            return Err(ConfigError::new(
-                "sample interval",
-                every,
-                "must be at least 1",
-            ));
+            return Err(ConfigError::new("sample interval", every, "must be at least 1"));
         }
         self.timing = if every == 1 {
             Timing::Exact

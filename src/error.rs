@@ -21,11 +21,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(
-        field: &'static str,
-        value: impl fmt::Display,
-        rule: impl Into<String>,
-    ) -> Self {
+    pub(crate) fn new(field: &'static str, value: impl fmt::Display, rule: impl Into<String>) -> Self {
         ConfigError {
             field,
             value: value.to_string(),

@@ -105,12 +105,7 @@
 //! assert_eq!(err.to_string(), "invalid chunk size: 0 (must be at least 1)");
 //! ```
 
-#![warn(
-    missing_docs,
-    missing_debug_implementations,
-    unreachable_pub,
-    rust_2018_idioms
-)]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub, rust_2018_idioms)]
 
 mod debugger;
 mod error;

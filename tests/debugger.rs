@@ -62,11 +62,7 @@ fn reference_debugging_example_puts_the_time_in_flap() {
     let flap = snap.stage("flap").unwrap();
     let share = snap.share(flap);
     assert!(share >= 0.95, "flap share {share}");
-    assert!(
-        flap.busy >= Duration::from_millis(9_999),
-        "flap busy {:?}",
-        flap.busy
-    );
+    assert!(flap.busy >= Duration::from_millis(9_999), "flap busy {:?}", flap.busy);
     let cpu = (flap.user_cpu + flap.sys_cpu).as_secs_f64() / flap.busy.as_secs_f64();
     assert!(cpu < 0.20, "flap cpu/wall {cpu}");
     assert_eq!(snap.bottleneck().unwrap().name, "flap");
@@ -87,9 +83,7 @@ fn spin(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
 
 #[test]
 fn cpu_bound_stage_shows_cpu_close_to_its_wall_time() {
-    let pipeline = Pipeline::new(0..1_500u64)
-        .debug(Debugger::silent())
-        .step(spin);
+    let pipeline = Pipeline::new(0..1_500u64).debug(Debugger::silent()).step(spin);
     let stats = pipeline.stats();
     assert_eq!(consume(pipeline), 1_500);
     let snap = stats.snapshot();
@@ -108,9 +102,7 @@ fn sleepy(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
 
 #[test]
 fn times_are_exclusive_not_including_upstream() {
-    let pipeline = Pipeline::new(slow_source(60))
-        .debug(Debugger::silent())
-        .step(sleepy);
+    let pipeline = Pipeline::new(slow_source(60)).debug(Debugger::silent()).step(sleepy);
     let stats = pipeline.stats();
     consume(pipeline);
     let snap = stats.snapshot();
@@ -192,10 +184,7 @@ fn a_stage_stuck_in_one_call_shows_its_time_while_stuck() {
     let live = all
         .iter()
         .find(|s| !s.is_final && s.stage("stuck").unwrap().busy >= Duration::from_millis(60));
-    assert!(
-        live.is_some(),
-        "no periodic report showed the stuck stage's time"
-    );
+    assert!(live.is_some(), "no periodic report showed the stuck stage's time");
 }
 
 #[test]
@@ -220,17 +209,12 @@ fn a_panicking_step_still_makes_one_final_report() {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         let pipeline = Pipeline::new(0..100u64)
             .debug(debugger)
-            .step_named("boom", |it| {
-                it.map(|x| if x == 42 { panic!("boom at 42") } else { x })
-            });
+            .step_named("boom", |it| it.map(|x| if x == 42 { panic!("boom at 42") } else { x }));
         consume(pipeline)
     }));
     assert!(result.is_err());
     assert_eq!(reports.finals(), 1);
-    assert_eq!(
-        reports.all().pop().unwrap().stage("boom").unwrap().count,
-        42
-    );
+    assert_eq!(reports.all().pop().unwrap().stage("boom").unwrap().count, 42);
     // The counter target was removed on unwind: counting now is a no-op.
     paipa::stats::count("q", 1);
 }
@@ -258,10 +242,7 @@ fn sampled_mode_keeps_counts_exact_and_shares_close() {
         assert_eq!(s.stage(name).unwrap().count, 3_000);
         let de = e.share(e.stage(name).unwrap());
         let ds = s.share(s.stage(name).unwrap());
-        assert!(
-            (de - ds).abs() < 0.05,
-            "{name}: exact share {de}, sampled {ds}"
-        );
+        assert!((de - ds).abs() < 0.05, "{name}: exact share {de}, sampled {ds}");
     }
 }
 
@@ -277,14 +258,8 @@ fn log_table_lines_up() {
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0], "--------------------");
     let col = |l: &str| l.find("count:").unwrap();
-    assert!(
-        lines[1..].iter().all(|l| col(l) == col(&lines[1])),
-        "{lines:#?}"
-    );
+    assert!(lines[1..].iter().all(|l| col(l) == col(&lines[1])), "{lines:#?}");
     let rt = |l: &str| l.find("runtime:").unwrap();
-    assert!(
-        lines[1..].iter().all(|l| rt(l) == rt(&lines[1])),
-        "{lines:#?}"
-    );
+    assert!(lines[1..].iter().all(|l| rt(l) == rt(&lines[1])), "{lines:#?}");
     assert!(lines[2].contains("q: 15 q/e: 3.00"), "{}", lines[2]);
 }

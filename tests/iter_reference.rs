@@ -2,10 +2,7 @@
 
 use std::cell::RefCell;
 
-use paipa::iter::{
-    boxed, chunk, combine, consume, consume_n, flatten, identity, BoxIter, Pipeline, Recipe,
-    StepList,
-};
+use paipa::iter::{boxed, chunk, combine, consume, consume_n, flatten, identity, BoxIter, Pipeline, Recipe, StepList};
 
 fn remove_odd(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
     it.filter(|x| x % 2 == 0)
@@ -19,24 +16,15 @@ fn remove_odd_over_0_to_100_sums_to_2450() {
 
 #[test]
 fn chunk_3_over_1_to_8() {
-    let out: Vec<Vec<u32>> = Pipeline::new(1..=8)
-        .step(chunk(3).unwrap())
-        .into_iter()
-        .collect();
+    let out: Vec<Vec<u32>> = Pipeline::new(1..=8).step(chunk(3).unwrap()).into_iter().collect();
     assert_eq!(out, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8]]);
 }
 
 #[test]
 fn chunk_of_exact_multiple_and_of_nothing() {
-    let out: Vec<Vec<u32>> = Pipeline::new(1..=6)
-        .step(chunk(3).unwrap())
-        .into_iter()
-        .collect();
+    let out: Vec<Vec<u32>> = Pipeline::new(1..=6).step(chunk(3).unwrap()).into_iter().collect();
     assert_eq!(out, vec![vec![1, 2, 3], vec![4, 5, 6]]);
-    let empty: Vec<Vec<u32>> = Pipeline::new(0..0)
-        .step(chunk(3).unwrap())
-        .into_iter()
-        .collect();
+    let empty: Vec<Vec<u32>> = Pipeline::new(0..0).step(chunk(3).unwrap()).into_iter().collect();
     assert!(empty.is_empty());
 }
 
@@ -47,10 +35,7 @@ fn chunk_zero_is_a_clear_error() {
         .expect("chunk(0) must be refused");
     assert_eq!(err.field(), "chunk size");
     assert_eq!(err.value(), "0");
-    assert_eq!(
-        err.to_string(),
-        "invalid chunk size: 0 (must be at least 1)"
-    );
+    assert_eq!(err.to_string(), "invalid chunk size: 0 (must be at least 1)");
 }
 
 fn step(it: BoxIter<'_, u64>) -> impl Iterator<Item = u64> + '_ {

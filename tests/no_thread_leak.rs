@@ -35,9 +35,7 @@ fn no_thread_outlives_a_run_however_it_ends() {
 
         // Background handle dropped mid-run.
         {
-            let mut p = Pipeline::new()
-                .then(Stage::map("x", |x: u32| x).workers(4))
-                .unwrap();
+            let mut p = Pipeline::new().then(Stage::map("x", |x: u32| x).workers(4)).unwrap();
             let input = p.input();
             let running = p.spawn().unwrap();
             input.put_all(0..1000).unwrap();

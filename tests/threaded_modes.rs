@@ -102,19 +102,11 @@ impl StepFactory for CountingFactory {
         }
     }
     fn before_stage(&self) {
-        assert_eq!(
-            self.0.started.load(Ordering::SeqCst),
-            0,
-            "before any worker"
-        );
+        assert_eq!(self.0.started.load(Ordering::SeqCst), 0, "before any worker");
         self.0.before.fetch_add(1, Ordering::SeqCst);
     }
     fn after_stage(&self) {
-        assert_eq!(
-            self.0.finished.load(Ordering::SeqCst),
-            3,
-            "after every worker"
-        );
+        assert_eq!(self.0.finished.load(Ordering::SeqCst), 3, "after every worker");
         self.0.after.fetch_add(1, Ordering::SeqCst);
         self.0
             .after_saw_total
@@ -327,10 +319,7 @@ fn reporters_get_periodic_and_one_final_snapshot_naming_the_bottleneck() {
         assert_eq!(s.snapshot.stage("fast").unwrap().workers, 2);
         // Busy + starved + blocked covers each worker's wall time.
         let fast = s.snapshot.stage("fast").unwrap();
-        assert!(
-            fast.starved + fast.blocked > fast.busy,
-            "fast mostly waits: {fast:?}"
-        );
+        assert!(fast.starved + fast.blocked > fast.busy, "fast mostly waits: {fast:?}");
     });
 }
 
@@ -359,12 +348,9 @@ fn skip_policy_counts_and_goes_on() {
         let s = Pipeline::new()
             .source(0..1000u32)
             .then(
-                Stage::try_map(
-                    "odd_fail",
-                    |x: u32| if x % 2 == 1 { Err("odd") } else { Ok(x) },
-                )
-                .skip_errors()
-                .workers(3),
+                Stage::try_map("odd_fail", |x: u32| if x % 2 == 1 { Err("odd") } else { Ok(x) })
+                    .skip_errors()
+                    .workers(3),
             )
             .unwrap()
             .run()
@@ -396,9 +382,6 @@ fn retry_then_fail_returns_the_last_error_after_the_retries() {
             .run()
             .unwrap_err();
         assert_eq!(attempts.load(Ordering::SeqCst), 3);
-        assert_eq!(
-            err.to_string(),
-            "stage \"flaky\" (worker 0) failed: always fails"
-        );
+        assert_eq!(err.to_string(), "stage \"flaky\" (worker 0) failed: always fails");
     });
 }

@@ -74,10 +74,7 @@ fn check_reference_summary(summary: &paipa::threaded::Summary, uploaded: &Atomic
 fn reference_pipeline_fed_lazily_gives_999() {
     within(LIMIT, || {
         let uploaded = Arc::new(AtomicUsize::new(0));
-        let summary = reference_pipeline(uploaded.clone())
-            .source(0..1000u64)
-            .run()
-            .unwrap();
+        let summary = reference_pipeline(uploaded.clone()).source(0..1000u64).run().unwrap();
         check_reference_summary(&summary, &uploaded);
     });
 }
@@ -138,16 +135,7 @@ fn a_crashing_step_without_retries_makes_run_return_its_error() {
             .source(0..10_000u32)
             .then(Stage::map("fine", |x: u32| x).workers(2))
             .unwrap()
-            .then(
-                Stage::try_map("crash", |x: u32| {
-                    if x == 500 {
-                        Err("crashed on 500")
-                    } else {
-                        Ok(x)
-                    }
-                })
-                .workers(3),
-            )
+            .then(Stage::try_map("crash", |x: u32| if x == 500 { Err("crashed on 500") } else { Ok(x) }).workers(3))
             .unwrap();
         let err = p.run().unwrap_err();
         assert_eq!(err.stage(), Some("crash"));
@@ -162,13 +150,16 @@ fn a_panicking_step_is_an_error_naming_the_stage() {
     within(LIMIT, || {
         let err = Pipeline::new()
             .source(0..100u32)
-            .then(Stage::map("boom", |x: u32| {
-                if x == 7 {
-                    panic!("exploded at {x}")
-                } else {
-                    x
-                }
-            }))
+            .then(Stage::map(
+                "boom",
+                |x: u32| {
+                    if x == 7 {
+                        panic!("exploded at {x}")
+                    } else {
+                        x
+                    }
+                },
+            ))
             .unwrap()
             .run()
             .unwrap_err();
@@ -191,13 +182,8 @@ fn a_failing_iterator_step_stops_a_million_item_source_quickly() {
             .then(Stage::map("before", |x: u64| x).workers(2))
             .unwrap()
             .then(Stage::try_iter("fails_after_1000", |it| {
-                it.enumerate().map(|(i, x)| {
-                    if i == 1000 {
-                        Err("iterator step failed")
-                    } else {
-                        Ok(x)
-                    }
-                })
+                it.enumerate()
+                    .map(|(i, x)| if i == 1000 { Err("iterator step failed") } else { Ok(x) })
             }))
             .unwrap()
             .then(Stage::map("after", |x: u64| x))
@@ -239,10 +225,7 @@ fn timed_chunk_flushes_a_single_item_after_its_timeout_in_the_background() {
         // The input stays open: only the timeout can flush this batch.
         assert_eq!(outputs.next(), Some(vec![42]));
         let waited = t.elapsed();
-        assert!(
-            waited >= Duration::from_millis(50),
-            "flushed after {waited:?}"
-        );
+        assert!(waited >= Duration::from_millis(50), "flushed after {waited:?}");
         assert!(waited < Duration::from_secs(2), "flushed after {waited:?}");
         drop(input);
         assert_eq!(outputs.next(), None);
@@ -256,30 +239,18 @@ fn zero_settings_are_refused_with_their_field_and_value() {
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::map("x", |x: u8| x).workers(0))
         .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid workers: 0 (stage \"x\" needs at least 1)"
-    );
+    assert_eq!(err.to_string(), "invalid workers: 0 (stage \"x\" needs at least 1)");
     assert_eq!((err.field(), err.value()), ("workers", "0"));
     let err = Pipeline::<u8, u8>::new().capacity(0).unwrap_err();
     assert_eq!(err.to_string(), "invalid capacity: 0 (must be at least 1)");
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::map("y", |x: u8| x).capacity(0))
         .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid capacity: 0 (stage \"y\" needs at least 1)"
-    );
+    assert_eq!(err.to_string(), "invalid capacity: 0 (stage \"y\" needs at least 1)");
     let err = TimedChunk::<u8>::new(0, Duration::from_secs(1)).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid chunk size: 0 (must be at least 1)"
-    );
+    assert_eq!(err.to_string(), "invalid chunk size: 0 (must be at least 1)");
     let err = TimedChunk::<u8>::new(3, Duration::ZERO).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "invalid chunk timeout: 0s (must be more than zero)"
-    );
+    assert_eq!(err.to_string(), "invalid chunk timeout: 0s (must be more than zero)");
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::iter("it", |i| i).workers(2).ordered())
         .unwrap_err();

@@ -140,10 +140,7 @@ impl<'a, T, S: Into<StepList<'a, T>>> From<Vec<S>> for StepList<'a, T> {
 
 /// Combines a source and a run-time list of steps into a pipeline: the
 /// reference's `combine_pipeline`.
-pub fn combine<'a, S>(
-    source: S,
-    steps: impl Into<StepList<'a, S::Item>>,
-) -> super::Pipeline<BoxIter<'a, S::Item>>
+pub fn combine<'a, S>(source: S, steps: impl Into<StepList<'a, S::Item>>) -> super::Pipeline<BoxIter<'a, S::Item>>
 where
     S: IntoIterator,
     S::IntoIter: 'a,

@@ -85,11 +85,7 @@ impl<I: Iterator> DebugPipeline<I> {
     }
 
     /// Adds a measured step with an explicit name.
-    pub fn step_named<F, J>(
-        self,
-        name: impl Into<String>,
-        step: F,
-    ) -> DebugPipeline<Probe<J::IntoIter, One>>
+    pub fn step_named<F, J>(self, name: impl Into<String>, step: F) -> DebugPipeline<Probe<J::IntoIter, One>>
     where
         F: FnOnce(I) -> J,
         J: IntoIterator,
@@ -104,10 +100,7 @@ impl<I: Iterator> DebugPipeline<I> {
     }
 
     /// Applies a run-time list of boxed steps, each measured as a stage.
-    pub fn steps<'a>(
-        self,
-        steps: impl Into<StepList<'a, I::Item>>,
-    ) -> DebugPipeline<BoxIter<'a, I::Item>>
+    pub fn steps<'a>(self, steps: impl Into<StepList<'a, I::Item>>) -> DebugPipeline<BoxIter<'a, I::Item>>
     where
         I: 'a,
     {

@@ -39,9 +39,6 @@ mod tests {
             "caster"
         );
         assert_eq!(name_from_type("debugging::cast<u32>::{{closure}}"), "cast");
-        assert_eq!(
-            name_from_type("paipa::iter::steps::chunk::{{closure}}"),
-            "chunk"
-        );
+        assert_eq!(name_from_type("paipa::iter::steps::chunk::{{closure}}"), "chunk");
     }
 }

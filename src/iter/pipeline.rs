@@ -63,10 +63,7 @@ impl<I: Iterator> Pipeline<I> {
     }
 
     /// Applies a run-time list of boxed steps, flattened in order.
-    pub fn steps<'a>(
-        self,
-        steps: impl Into<StepList<'a, I::Item>>,
-    ) -> Pipeline<BoxIter<'a, I::Item>>
+    pub fn steps<'a>(self, steps: impl Into<StepList<'a, I::Item>>) -> Pipeline<BoxIter<'a, I::Item>>
     where
         I: 'a,
     {

@@ -29,9 +29,7 @@ pub struct Recipe<'a, T> {
 
 impl<T> fmt::Debug for Recipe<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.steps.iter().map(|(n, _)| n))
-            .finish()
+        f.debug_list().entries(self.steps.iter().map(|(n, _)| n)).finish()
     }
 }
 
@@ -70,10 +68,8 @@ impl<'a, T: 'a> Recipe<'a, T> {
         F: Fn(BoxIter<'a, T>) -> J + Send + Sync + 'a,
         J: IntoIterator<Item = T> + 'a,
     {
-        self.steps.push((
-            name.into(),
-            Arc::new(move |it| Box::new(step(it).into_iter())),
-        ));
+        self.steps
+            .push((name.into(), Arc::new(move |it| Box::new(step(it).into_iter()))));
         self
     }
 

@@ -51,14 +51,9 @@ fn deliver(reporters: &Reporters, snap: &Snapshot) {
 impl Schedule {
     /// Starts reporting every `interval` (never, if it is zero or there are
     /// no reporters).
-    pub(crate) fn start(
-        reporters: Vec<Box<dyn Reporter>>,
-        interval: Duration,
-        snapshot: SnapshotFn,
-    ) -> Self {
+    pub(crate) fn start(reporters: Vec<Box<dyn Reporter>>, interval: Duration, snapshot: SnapshotFn) -> Self {
         let reporters: Reporters = Arc::new(Mutex::new(reporters));
-        let periodic =
-            !interval.is_zero() && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
+        let periodic = !interval.is_zero() && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
         let (stop, thread) = if periodic {
             let (tx, rx) = bounded::<()>(0);
             let reporters = reporters.clone();

@@ -36,13 +36,7 @@ pub fn format_table(snapshot: &Snapshot) -> Vec<String> {
     let name_w = width(&|r| r.0.chars().count());
     let value_w: Vec<usize> = labels
         .iter()
-        .map(|l| {
-            width(&|r| {
-                r.1.iter()
-                    .find(|(k, _)| k == l)
-                    .map_or(0, |(_, v)| v.chars().count())
-            })
-        })
+        .map(|l| width(&|r| r.1.iter().find(|(k, _)| k == l).map_or(0, |(_, v)| v.chars().count())))
         .collect();
     let mut lines = vec!["-".repeat(20)];
     for (name, pairs) in &rows {
@@ -81,10 +75,7 @@ fn row(s: &StageSnapshot) -> Vec<(String, String)> {
         };
         pair(&format!("{name}/e:"), format!("{per:.2}"));
     }
-    pair(
-        "mem:",
-        format!("{:+.2}MiB", s.mem_growth as f64 / (1024.0 * 1024.0)),
-    );
+    pair("mem:", format!("{:+.2}MiB", s.mem_growth as f64 / (1024.0 * 1024.0)));
     if s.skipped + s.retried + s.failed > 0 {
         pair("skipped:", s.skipped.to_string());
         pair("retried:", s.retried.to_string());

@@ -71,11 +71,7 @@ pub fn peak_resident_bytes() -> Option<u64> {
         if rc == 0 {
             let max = usage.ru_maxrss.max(0) as u64;
             // Linux reports KiB, macOS bytes.
-            return Some(if cfg!(target_os = "macos") {
-                max
-            } else {
-                max * 1024
-            });
+            return Some(if cfg!(target_os = "macos") { max } else { max * 1024 });
         }
     }
     None

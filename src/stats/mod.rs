@@ -72,9 +72,7 @@ impl TargetGuard {
         // SAFETY: the caller promises that the target outlives the guard; the
         // lifetime is erased only for storage in the thread-local.
         let ptr: NonNull<dyn CounterTarget> = unsafe {
-            std::mem::transmute::<NonNull<dyn CounterTarget + '_>, NonNull<dyn CounterTarget>>(
-                NonNull::from(target),
-            )
+            std::mem::transmute::<NonNull<dyn CounterTarget + '_>, NonNull<dyn CounterTarget>>(NonNull::from(target))
         };
         let previous = TARGET.with(|t| t.replace(Some(ptr)));
         TargetGuard { previous }

@@ -23,8 +23,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::{
-    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget,
-    Snapshot, StageCell, StageSnapshot, CPU_SAMPLE_EVERY,
+    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Snapshot, StageCell,
+    StageSnapshot, CPU_SAMPLE_EVERY,
 };
 
 /// How the pull-model recorder reads the clock.
@@ -84,10 +84,7 @@ impl Recorder {
             name,
             last: AtomicU64::new(clock.raw()),
             clock,
-            cells: Mutex::new(vec![
-                Arc::new(StageCell::new(source)),
-                Arc::new(StageCell::unnamed()),
-            ]),
+            cells: Mutex::new(vec![Arc::new(StageCell::new(source)), Arc::new(StageCell::unnamed())]),
             current: AtomicUsize::new(usize::MAX),
             timing: AtomicBool::new(mode == Timing::Exact),
             next_sample: AtomicU64::new(0),
@@ -132,12 +129,10 @@ impl Recorder {
             // would cost more than the untimed probes themselves.
             let left = self.countdown.load(Relaxed);
             let timed = left == 0;
-            self.countdown
-                .store(if timed { every - 1 } else { left - 1 }, Relaxed);
+            self.countdown.store(if timed { every - 1 } else { left - 1 }, Relaxed);
             self.timing.store(timed, Relaxed);
             if timed {
-                self.timed_pulls
-                    .store(self.timed_pulls.load(Relaxed) + 1, Relaxed);
+                self.timed_pulls.store(self.timed_pulls.load(Relaxed) + 1, Relaxed);
                 self.last.store(self.clock.raw(), Relaxed);
             }
         }
@@ -243,8 +238,7 @@ impl Recorder {
     pub(crate) fn snapshot(&self, is_final: bool) -> Snapshot {
         let cells = lock(&self.cells).clone();
         let finished = *lock(&self.finished);
-        let elapsed =
-            finished.unwrap_or_else(|| lock(&self.started).map_or(Duration::ZERO, |s| s.elapsed()));
+        let elapsed = finished.unwrap_or_else(|| lock(&self.started).map_or(Duration::ZERO, |s| s.elapsed()));
         let scale = match self.mode {
             Timing::Exact => 1.0,
             Timing::Sampled(_) => {
@@ -271,11 +265,7 @@ impl Recorder {
                 if i == current {
                     ticks += in_flight;
                 }
-                let count_in = if i == 0 {
-                    0
-                } else {
-                    cells[i - 1].count.load(Relaxed)
-                };
+                let count_in = if i == 0 { 0 } else { cells[i - 1].count.load(Relaxed) };
                 StageSnapshot {
                     count_in,
                     busy: ticks_to_duration(ticks).mul_f64(scale),

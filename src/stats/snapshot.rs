@@ -74,10 +74,7 @@ impl StageSnapshot {
 
     /// The value of a user counter (0 if never incremented).
     pub fn counter(&self, name: &str) -> u64 {
-        self.counters
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or(0, |(_, v)| *v)
+        self.counters.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v)
     }
 
     /// Busy time per worker: the stage's wall-clock load.

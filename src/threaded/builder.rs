@@ -29,11 +29,7 @@ pub(crate) struct Planner<'a> {
 }
 
 type Build<'a, In, Out> = Box<
-    dyn FnOnce(
-            Receiver<Msg<In>>,
-            Option<Weigher<In>>,
-            &mut Planner<'a>,
-        ) -> (Receiver<Msg<Out>>, Option<Weigher<Out>>)
+    dyn FnOnce(Receiver<Msg<In>>, Option<Weigher<In>>, &mut Planner<'a>) -> (Receiver<Msg<Out>>, Option<Weigher<Out>>)
         + Send
         + 'a,
 >;
@@ -231,10 +227,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// let err = Pipeline::<u8, u8>::new().then(Stage::map("x", |x: u8| x).workers(0)).unwrap_err();
     /// assert_eq!(err.to_string(), "invalid workers: 0 (stage \"x\" needs at least 1)");
     /// ```
-    pub fn then<Next: Send + 'a>(
-        mut self,
-        stage: Stage<'a, Out, Next>,
-    ) -> Result<Pipeline<'a, In, Next>, ConfigError> {
+    pub fn then<Next: Send + 'a>(mut self, stage: Stage<'a, Out, Next>) -> Result<Pipeline<'a, In, Next>, ConfigError> {
         stage.validate()?;
         self.stages.push(stage.settings.name.clone());
         let prev = self.build;
@@ -293,11 +286,11 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         if !self.pending.is_empty() || self.source.is_some() {
             if let Some(tx) = self.input.sender() {
                 let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
-                let (cancel, cell) = (self.cancel.clone(), self.input.cell.clone());
+                let input = self.input.clone();
                 let batch = Layout::for_capacity(self.capacity).batch;
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
-                    run: Box::new(move || source_job(pending, source, tx, cancel, cell, batch)),
+                    run: Box::new(move || source_job(pending, source, tx, input, batch)),
                 });
             }
         }
@@ -313,7 +306,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: planner.jobs,
             cells: planner.cells,
             rx_out: Some(rx_out),
-            close_input: Arc::new(move || input.close()),
+            close_input: Arc::new(move || input.stop()),
         })
     }
 
@@ -325,10 +318,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
 
     /// Runs, handing the last stage's outputs to `consume` as an iterator on
     /// this thread. Dropping the iterator early stops the pipeline cleanly.
-    pub fn run_with<R>(
-        self,
-        consume: impl FnOnce(Outputs<Out>) -> R,
-    ) -> Result<(R, Summary), RunError> {
+    pub fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
         self.prepare()?.run_with(consume)
     }
 }

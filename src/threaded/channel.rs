@@ -7,7 +7,11 @@
 //!   finish hook, flushes, and drops the clone. When the last worker of a
 //!   stage does so, the next stage's input is disconnected in turn. No
 //!   sentinel values, no polling.
-//! - **Cancel** (a failure, or the consumer going away) drops the only
+//! - **Downstream gone** (the consumer dropped its outputs, or an iterator
+//!   step stopped pulling): a send finds the edge disconnected, the sending
+//!   stage stops taking input and drops its receiver, and so on up to the
+//!   source. Stages downstream of the stop finish normally.
+//! - **Cancel** (a failure, or an abort) drops the only
 //!   `Sender` of a zero-capacity signal channel. Every blocking operation is a
 //!   `Select` over its data channel *and* that signal, so every thread blocked
 //!   anywhere wakes at once, discards what it holds (counted), and returns.
@@ -81,10 +85,16 @@ pub(crate) struct Layout {
     pub(crate) batch: usize,
 }
 
+/// Times a blocked sender or receiver yields its time slice before it
+/// sleeps on the channel.
+const YIELDS: usize = 8;
+
 /// Largest batch handed over in one hop.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 4096;
 
 impl Layout {
+    /// Two slots (double buffering: one batch is filled while the other is
+    /// taken), each of half the capacity, up to `MAX_BATCH` items.
     pub(crate) fn for_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         let slots = if capacity == 1 {
@@ -107,21 +117,28 @@ pub(crate) fn edge<T>(layout: Layout) -> (Sender<Msg<T>>, Receiver<Msg<T>>) {
 /// Sends `msg`, waiting for space unless the run is cancelled; time spent
 /// waiting is added to `blocked` (raw ticks). Gives the message back if it
 /// could not be delivered (cancelled, or nobody receives any more).
-pub(crate) fn send<T>(
-    tx: &Sender<Msg<T>>,
-    msg: Msg<T>,
-    cancel: &Cancel,
-    blocked: &mut u64,
-) -> Result<(), Msg<T>> {
-    let msg = match tx.try_send(msg) {
-        Ok(()) => return Ok(()),
-        Err(TrySendError::Disconnected(m)) => return Err(m),
-        Err(TrySendError::Full(m)) => m,
-    };
+pub(crate) fn send<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, blocked: &mut u64) -> Result<(), Msg<T>> {
+    // Cancel first: after a cancel nothing new enters an edge, so what a
+    // stopping stage drains is all there is.
     if cancel.is_cancelled() {
         return Err(msg);
     }
     let t0 = clock().raw();
+    let mut msg = msg;
+    // Yield a few times before sleeping: on a busy machine the receiver is
+    // often runnable and frees a slot within a time slice, which is far
+    // cheaper than a sleep and a wake-up.
+    for _ in 0..YIELDS {
+        msg = match tx.try_send(msg) {
+            Ok(()) => {
+                *blocked += clock().raw().saturating_sub(t0);
+                return Ok(());
+            }
+            Err(TrySendError::Disconnected(m)) => return Err(m),
+            Err(TrySendError::Full(m)) => m,
+        };
+        std::thread::yield_now();
+    }
     let mut sel = Select::new();
     let data = sel.send(tx);
     sel.recv(&cancel.rx);
@@ -157,16 +174,25 @@ pub(crate) fn try_recv<T>(rx: &Receiver<Msg<T>>) -> Option<Recv<T>> {
 
 /// Waits for a message (up to `timeout`, if given) unless the run is
 /// cancelled; time spent waiting is added to `starved` (raw ticks).
-pub(crate) fn recv<T>(
-    rx: &Receiver<Msg<T>>,
-    cancel: &Cancel,
-    timeout: Option<Duration>,
-    starved: &mut u64,
-) -> Recv<T> {
+pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Duration>, starved: &mut u64) -> Recv<T> {
     if cancel.is_cancelled() {
         return Recv::Cancelled;
     }
     let t0 = clock().raw();
+    if timeout.is_none() {
+        for _ in 0..YIELDS {
+            std::thread::yield_now();
+            match rx.try_recv() {
+                Ok(m) => {
+                    *starved += clock().raw().saturating_sub(t0);
+                    return Recv::Msg(m);
+                }
+                Err(TryRecvError::Disconnected) => return Recv::End,
+                Err(TryRecvError::Empty) if cancel.is_cancelled() => return Recv::Cancelled,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+    }
     let mut sel = Select::new();
     let data = sel.recv(rx);
     sel.recv(&cancel.rx);
@@ -197,26 +223,12 @@ mod tests {
     fn layouts_bound_the_items_waiting_on_an_edge() {
         assert_eq!(Layout::for_capacity(1), Layout { slots: 1, batch: 1 });
         assert_eq!(Layout::for_capacity(2), Layout { slots: 2, batch: 1 });
-        assert_eq!(
-            Layout::for_capacity(64),
-            Layout {
-                slots: 2,
-                batch: 32
-            }
-        );
-        assert_eq!(
-            Layout::for_capacity(1000),
-            Layout {
-                slots: 4,
-                batch: 250
-            }
-        );
+        assert_eq!(Layout::for_capacity(64), Layout { slots: 2, batch: 32 });
+        assert_eq!(Layout::for_capacity(1000), Layout { slots: 2, batch: 500 });
+        assert_eq!(Layout::for_capacity(10_000), Layout { slots: 3, batch: 3333 });
         for c in 1..2000 {
             let l = Layout::for_capacity(c);
-            assert!(
-                l.slots * l.batch <= c && l.batch >= 1,
-                "capacity {c}: {l:?}"
-            );
+            assert!(l.slots * l.batch <= c && l.batch >= 1, "capacity {c}: {l:?}");
         }
     }
 }

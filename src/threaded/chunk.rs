@@ -49,11 +49,7 @@ impl<T> TimedChunk<T> {
             return Err(ConfigError::new("chunk size", 0, "must be at least 1"));
         }
         if timeout.is_zero() {
-            return Err(ConfigError::new(
-                "chunk timeout",
-                "0s",
-                "must be more than zero",
-            ));
+            return Err(ConfigError::new("chunk timeout", "0s", "must be more than zero"));
         }
         Ok(TimedChunk {
             size,

@@ -2,6 +2,7 @@
 //! iterator, and the summary a run returns.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -34,10 +35,7 @@ type Cells = Arc<Vec<(Arc<StageCell>, usize)>>;
 
 /// A point-in-time snapshot of a threaded run.
 fn snapshot(name: &str, started: Instant, cells: &Cells, is_final: bool) -> Snapshot {
-    let mut stages: Vec<_> = cells
-        .iter()
-        .map(|(cell, workers)| cell.snapshot(*workers))
-        .collect();
+    let mut stages: Vec<_> = cells.iter().map(|(cell, workers)| cell.snapshot(*workers)).collect();
     for k in 1..stages.len() {
         let upstream = stages[k - 1].count;
         stages[k].queue_depth = upstream.saturating_sub(stages[k].count_in) as usize;
@@ -81,11 +79,8 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             .map(|d| Schedule::start(d.reporters, d.interval, snap.clone()));
         let rx = self.rx_out.take().expect("outputs are taken once");
         let shared = self.shared.clone();
-        let result = std::thread::scope(|scope| {
-            execute(scope, self.before, self.jobs, &shared, || {
-                consume(rx, &shared)
-            })
-        });
+        let result =
+            std::thread::scope(|scope| execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared)));
         if let Some(s) = schedule.as_mut() {
             s.finish();
         }
@@ -97,7 +92,8 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
                 Ok(Summary {
                     items: last.count,
                     metas: last.metas,
-                    stopped_early: shared.cancel.is_cancelled(),
+                    stopped_early: shared.cancel.is_cancelled()
+                        || final_snap.stages.iter().any(|s| s.discarded > 0 || s.queue_depth > 0),
                     snapshot: final_snap,
                 })
             }
@@ -106,33 +102,30 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     }
 
     pub(crate) fn run_counting(self) -> Result<Summary, RunError> {
-        let (counted, summary) = self.execute(|rx, _| drain(rx));
-        summary.map(|mut s| {
-            (s.items, s.metas) = counted;
-            s
-        })
+        self.execute(|rx, _| drain(rx)).1
     }
 
-    pub(crate) fn run_with<R>(
-        self,
-        consume: impl FnOnce(Outputs<Out>) -> R,
-    ) -> Result<(R, Summary), RunError> {
-        let (r, summary) =
-            self.execute(|rx, shared| consume(Outputs::new(rx, shared.clone(), None)));
+    pub(crate) fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
+        let (r, summary) = self.execute(|rx, shared| {
+            let outputs = Outputs::new(rx, None);
+            let done = outputs.done.clone();
+            let r = consume(outputs);
+            // Outputs kept past `consume` (returned inside `r`) are not read
+            // by this run: stop it, or its last stage would wait forever.
+            if !done.load(Ordering::SeqCst) {
+                shared.cancel.cancel();
+            }
+            r
+        });
         summary.map(|s| (r, s))
     }
 }
 
-/// Reads everything that comes out, counting items and meta entries.
-fn drain<T>(rx: Receiver<Msg<T>>) -> (u64, u64) {
-    let (mut items, mut metas) = (0, 0);
+/// Reads (and drops) everything that comes out.
+fn drain<T>(rx: Receiver<Msg<T>>) {
     for msg in rx {
-        match msg {
-            Msg::Items(b) => items += b.len() as u64,
-            Msg::Meta(_) => metas += 1,
-        }
+        drop(msg);
     }
-    (items, metas)
 }
 
 impl<Out: Send + 'static> Prepared<'static, Out> {
@@ -166,13 +159,12 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
         let (tx_keep, rx_keep) = crossbeam_channel::bounded::<Msg<Out>>(0);
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
-        let shared = self.shared.clone();
         let stats = self.stats();
         let thread = std::thread::Builder::new()
             .name("paipa:run".into())
             .spawn(move || self.execute(|_, _| ()).1)
             .map_err(RunError::Spawn)?;
-        Ok(Outputs::new(rx, shared, Some((thread, stats))))
+        Ok(Outputs::new(rx, Some((thread, stats))))
     }
 }
 
@@ -228,8 +220,8 @@ impl Running {
     /// thread is joined. Returns the summary, or the run's error if one
     /// happened first.
     pub fn abort(mut self) -> Result<Summary, RunError> {
-        (self.close_input)();
         self.shared.cancel.cancel();
+        (self.close_input)();
         self.join()
     }
 
@@ -265,11 +257,12 @@ impl Drop for Running {
 /// The outputs of the last stage, as an iterator. Dropping it before the end
 /// stops the pipeline cleanly (counted as discarded, not as an error).
 pub struct Outputs<T> {
-    rx: Receiver<Msg<T>>,
+    rx: Option<Receiver<Msg<T>>>,
+    /// Set once the outputs reached their end or were dropped.
+    done: Arc<AtomicBool>,
     current: std::vec::IntoIter<T>,
     ended: bool,
     metas: u64,
-    shared: Arc<RunShared>,
     background: Option<(RunThread, Stats)>,
 }
 
@@ -282,17 +275,13 @@ impl<T> fmt::Debug for Outputs<T> {
 }
 
 impl<T> Outputs<T> {
-    fn new(
-        rx: Receiver<Msg<T>>,
-        shared: Arc<RunShared>,
-        background: Option<(RunThread, Stats)>,
-    ) -> Self {
+    fn new(rx: Receiver<Msg<T>>, background: Option<(RunThread, Stats)>) -> Self {
         Outputs {
-            rx,
+            rx: Some(rx),
+            done: Arc::new(AtomicBool::new(false)),
             current: Vec::new().into_iter(),
             ended: false,
             metas: 0,
-            shared,
             background,
         }
     }
@@ -328,11 +317,13 @@ impl<T> Outputs<T> {
         }
     }
 
+    /// Drops the receiving end: the last stage finds its output gone and
+    /// stops, and so on upstream (stages do not discard what is already
+    /// through).
     fn stop_reading(&mut self) {
-        if !self.ended {
-            self.ended = true;
-            self.shared.cancel.cancel();
-        }
+        self.ended = true;
+        self.rx = None;
+        self.done.store(true, Ordering::SeqCst);
     }
 }
 
@@ -347,10 +338,10 @@ impl<T> Iterator for Outputs<T> {
             if self.ended {
                 return None;
             }
-            match self.rx.recv() {
-                Ok(Msg::Items(b)) => self.current = b.into_iter(),
-                Ok(Msg::Meta(_)) => self.metas += 1,
-                Err(_) => self.ended = true,
+            match self.rx.as_ref().map(Receiver::recv) {
+                Some(Ok(Msg::Items(b))) => self.current = b.into_iter(),
+                Some(Ok(Msg::Meta(_))) => self.metas += 1,
+                Some(Err(_)) | None => self.stop_reading(),
             }
         }
     }

@@ -3,7 +3,7 @@
 //! drains items put before the run and a lazy iterator.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ pub enum PutError<T> {
 /// Shared by every handle on a pipeline's input.
 pub(crate) struct InputShared<T> {
     tx: RwLock<Option<Sender<Msg<T>>>>,
+    /// Set by `close`: the source thread stops pulling its iterator.
+    closed: AtomicBool,
     handles: AtomicUsize,
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) cell: Arc<StageCell>,
@@ -47,14 +49,10 @@ pub(crate) struct InputShared<T> {
 }
 
 impl<T> InputShared<T> {
-    pub(crate) fn new(
-        tx: Sender<Msg<T>>,
-        cancel: Arc<Cancel>,
-        cell: Arc<StageCell>,
-        layout: Layout,
-    ) -> Arc<Self> {
+    pub(crate) fn new(tx: Sender<Msg<T>>, cancel: Arc<Cancel>, cell: Arc<StageCell>, layout: Layout) -> Arc<Self> {
         Arc::new(InputShared {
             tx: RwLock::new(Some(tx)),
+            closed: AtomicBool::new(false),
             handles: AtomicUsize::new(0),
             cancel,
             cell,
@@ -73,11 +71,24 @@ impl<T> InputShared<T> {
         self.tx.write().unwrap_or_else(|e| e.into_inner()).take();
     }
 
+    /// Closes the input and stops the source thread from pulling more of
+    /// its iterator (what it pulled already is delivered).
+    pub(crate) fn stop(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.close();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     fn deliver(&self, msg: Msg<T>, deadline: Option<Instant>) -> Result<(), (Msg<T>, bool)> {
-        let guard = self.tx.read().unwrap_or_else(|e| e.into_inner());
-        let Some(tx) = guard.as_ref() else {
+        // Clone the sender out of the lock: a put that waits for space must
+        // not hold up `close`.
+        let Some(tx) = self.sender() else {
             return Err((msg, false));
         };
+        let tx = &tx;
         let n = match &msg {
             Msg::Items(b) => b.len() as u64,
             Msg::Meta(_) => 0,
@@ -86,9 +97,7 @@ impl<T> InputShared<T> {
             None => {
                 let mut blocked = 0;
                 let r = send(tx, msg, &self.cancel, &mut blocked);
-                self.cell
-                    .blocked_ticks
-                    .fetch_add(blocked, Ordering::Relaxed);
+                self.cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
                 r.map_err(|m| (m, false))
             }
             Some(deadline) => send_until(tx, msg, &self.cancel, deadline),
@@ -106,12 +115,7 @@ impl<T> InputShared<T> {
 
 /// Sends before `deadline`, unless cancelled. The flag says whether the
 /// deadline passed (true) or the pipeline is gone (false).
-fn send_until<T>(
-    tx: &Sender<Msg<T>>,
-    msg: Msg<T>,
-    cancel: &Cancel,
-    deadline: Instant,
-) -> Result<(), (Msg<T>, bool)> {
+fn send_until<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, deadline: Instant) -> Result<(), (Msg<T>, bool)> {
     if cancel.is_cancelled() {
         return Err((msg, false));
     }
@@ -170,7 +174,9 @@ impl<T> Input<T> {
     }
 
     /// Puts every item (in batches), waiting while the pipeline is full.
-    /// Returns how many were put; stops at the first that could not be.
+    /// Returns how many were put. If the pipeline stops taking input, the
+    /// batch that could not be put is given back and the rest of `items` is
+    /// left unread.
     pub fn put_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<usize, Closed<Vec<T>>> {
         let batch = self.shared.layout.batch;
         let mut it = items.into_iter();
@@ -183,10 +189,7 @@ impl<T> Input<T> {
             let n = chunk.len();
             match self.shared.deliver(Msg::Items(chunk), None) {
                 Ok(()) => put += n,
-                Err((Msg::Items(mut back), _)) => {
-                    back.extend(it);
-                    return Err(Closed(back));
-                }
+                Err((Msg::Items(back), _)) => return Err(Closed(back)),
                 Err((Msg::Meta(_), _)) => unreachable!("items were sent"),
             }
         }
@@ -194,18 +197,15 @@ impl<T> Input<T> {
 
     /// Puts a meta entry, after every item put before it through this handle.
     pub fn put_meta(&self, meta: Meta) -> Result<(), Closed<Meta>> {
-        self.shared
-            .deliver(Msg::Meta(meta), None)
-            .map_err(|(m, _)| match m {
-                Msg::Meta(meta) => Closed(meta),
-                Msg::Items(_) => unreachable!("a meta entry was sent"),
-            })
+        self.shared.deliver(Msg::Meta(meta), None).map_err(|(m, _)| match m {
+            Msg::Meta(meta) => Closed(meta),
+            Msg::Items(_) => unreachable!("a meta entry was sent"),
+        })
     }
 
     /// Whether the pipeline still takes input.
     pub fn is_open(&self) -> bool {
-        !self.shared.cancel.is_cancelled()
-            && self.shared.tx.read().map(|t| t.is_some()).unwrap_or(false)
+        !self.shared.cancel.is_cancelled() && self.shared.tx.read().map(|t| t.is_some()).unwrap_or(false)
     }
 
     /// Says this handle will put nothing more (the same as dropping it).
@@ -242,10 +242,10 @@ pub(crate) fn source_job<T>(
     pending: Vec<Msg<T>>,
     mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
     tx: Sender<Msg<T>>,
-    cancel: Arc<Cancel>,
-    cell: Arc<StageCell>,
+    input: Arc<InputShared<T>>,
     batch: usize,
 ) {
+    let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     let mut blocked = 0u64;
     for msg in pending {
         let pieces: Vec<Msg<T>> = match msg {
@@ -276,7 +276,7 @@ pub(crate) fn source_job<T>(
         }
     }
     let linger = crate::stats::duration_to_ticks(SOURCE_LINGER);
-    if let Some(src) = source.as_mut() {
+    if let Some(src) = source.as_mut().filter(|_| !input.is_closed()) {
         loop {
             let t0 = clock().raw();
             let mut buf = Vec::with_capacity(batch);
@@ -290,8 +290,10 @@ pub(crate) fn source_job<T>(
                     }
                 }
                 // Never wait long to fill a batch: a slow source sends what
-                // it has after a millisecond.
-                if buf.len() % 16 == 0 && clock().raw().saturating_sub(t0) > linger {
+                // it has after a millisecond. (The clock is read at 1, 2, 4,
+                // 8, 16 items and then every 16.)
+                let n = buf.len();
+                if (n.is_power_of_two() || n % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
                     break;
                 }
             }
@@ -304,7 +306,7 @@ pub(crate) fn source_job<T>(
                 }
                 cell.count.fetch_add(n, Ordering::Relaxed);
             }
-            if ended || cancel.is_cancelled() {
+            if ended || cancel.is_cancelled() || input.is_closed() {
                 break;
             }
         }

@@ -46,16 +46,15 @@ impl<T> Iterator for InputIter<'_, T> {
 impl<T> Drop for InputIter<'_, T> {
     fn drop(&mut self) {
         // Items taken but never pulled by the step.
-        let left = self.current.len();
-        if left > 0 {
-            self.side.borrow_mut().discard(left);
+        if !self.current.as_slice().is_empty() {
+            self.side.borrow_mut().discard(self.current.as_slice());
         }
     }
 }
 
 trait Refill<T> {
     fn refill(&mut self) -> Option<Vec<T>>;
-    fn discard(&mut self, n: usize);
+    fn discard(&mut self, items: &[T]);
 }
 
 struct Side<'a, In, Out> {
@@ -83,12 +82,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                 Some(got) => got,
                 None => {
                     self.outbox.borrow_mut().flush();
-                    recv(
-                        &self.cx.rx,
-                        &self.cx.shared.cancel,
-                        None,
-                        &mut self.clock.starved,
-                    )
+                    recv(&self.cx.rx, &self.cx.shared.cancel, None, &mut self.clock.starved)
                 }
             };
             match got {
@@ -105,10 +99,8 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
         }
     }
 
-    fn discard(&mut self, n: usize) {
-        if self.cx.shared.cancel.is_cancelled() {
-            self.cx.discard(n);
-        }
+    fn discard(&mut self, items: &[In]) {
+        self.cx.discard(items);
     }
 }
 
@@ -149,7 +141,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
                     return Err(e);
                 }
             }
-            if shared.cancel.is_cancelled() {
+            if shared.cancel.is_cancelled() || outbox.borrow().is_gone() {
                 break;
             }
         }
@@ -163,11 +155,16 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         side.cx.fatal(f);
     }
     let mut ob = outbox.borrow_mut();
-    if shared.cancel.is_cancelled() {
+    if shared.cancel.is_cancelled() || ob.is_gone() {
         ob.discard_pending();
-        drain_discarding(&side.cx);
     } else {
         ob.flush();
+    }
+    if !side.ended {
+        // The step stopped before its input ended (an error, a cancel, or
+        // a step like `take(n)`): count what is queued, then drop the input,
+        // which stops the stages upstream.
+        drain_discarding(&side.cx);
     }
     side.clock.finish(&mut ob.blocked);
 }

@@ -15,7 +15,7 @@ use crossbeam_channel::{bounded, Receiver, Select, Sender};
 
 use super::channel::{recv, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
-use super::worker::{drain_discarding, guarded, WorkerCtx};
+use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
 use crate::stats::TargetGuard;
 
@@ -74,15 +74,15 @@ impl<Out> Reorder<Out> {
             st.next_out += 1;
             let _ = self.tokens_tx.try_send(());
         }
+        // What is in order is ready: send it now rather than wait for a full
+        // batch (the input may stay quiet for a long time).
+        st.outbox.flush();
     }
 }
 
 /// The loop of one worker of an ordered function stage.
-pub(crate) fn ordered_worker<In, Out, F>(
-    f: Arc<F>,
-    reorder: Arc<Reorder<Out>>,
-    cx: WorkerCtx<'_, In>,
-) where
+pub(crate) fn ordered_worker<In, Out, F>(f: Arc<F>, reorder: Arc<Reorder<Out>>, cx: WorkerCtx<'_, In>)
+where
     F: Fn(In) -> Result<Out, BoxError>,
 {
     let cell = cx.cell.clone();
@@ -122,24 +122,20 @@ pub(crate) fn ordered_worker<In, Out, F>(
         match got {
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
-                let total = batch.len();
-                let mut out = Vec::with_capacity(total);
-                let mut stop = false;
-                for (done, item) in batch.into_iter().enumerate() {
-                    let processed =
-                        cx.attempt(item, |item| guarded(|| f(item)).map(|o| out.push(o)));
-                    if !processed || cx.shared.cancel.is_cancelled() {
-                        cx.discard(total - done - 1);
-                        stop = true;
-                        break;
-                    }
-                }
-                if stop {
-                    cx.discard(out.len());
+                let mut out = Vec::with_capacity(batch.len());
+                let ok = cx.process_batch(batch, |item| {
+                    out.push(f(item)?);
+                    Ok(())
+                });
+                if !ok || cx.shared.cancel.is_cancelled() {
+                    cx.discard_n(out.len() as u64);
                     break;
                 }
                 reorder.submit(seq, vec![Msg::Items(out)]);
                 clock.mark(&mut blocked);
+                if reorder.state().outbox.is_gone() {
+                    break;
+                }
             }
             Recv::Msg(Msg::Meta(meta)) => reorder.submit(seq, vec![Msg::Meta(meta)]),
             Recv::End | Recv::Cancelled | Recv::Idle => {
@@ -150,14 +146,25 @@ pub(crate) fn ordered_worker<In, Out, F>(
     }
     {
         let mut st = reorder.state();
-        if cx.shared.cancel.is_cancelled() {
+        let stopped = cx.shared.cancel.is_cancelled() || st.outbox.is_gone();
+        if stopped {
             st.outbox.discard_pending();
+            // Batches that can no longer be sent in order.
+            let waiting: u64 = std::mem::take(&mut st.waiting)
+                .into_values()
+                .flatten()
+                .map(|m| match m {
+                    Msg::Items(v) => v.len() as u64,
+                    Msg::Meta(_) => 0,
+                })
+                .sum();
+            cx.discard_n(waiting);
         } else {
             st.outbox.flush();
         }
         blocked += std::mem::take(&mut st.outbox.blocked);
     }
-    if cx.shared.cancel.is_cancelled() {
+    if cx.shared.cancel.is_cancelled() || reorder.state().outbox.is_gone() {
         drain_discarding(&cx);
     }
     clock.finish(&mut blocked);

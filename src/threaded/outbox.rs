@@ -94,14 +94,19 @@ impl<T> Outbox<T> {
                     return;
                 }
                 Err(_) => {
-                    // Nobody receives any more: if the run was not cancelled,
-                    // the consumer stopped early; stop everything cleanly.
+                    // Cancelled, or nobody downstream receives any more: this
+                    // stage stops taking input, which stops its upstream in
+                    // turn (see channel.rs).
                     self.gone = true;
-                    self.shared.cancel.cancel();
                 }
             }
         }
         self.cell.discarded.fetch_add(n, Relaxed);
+    }
+
+    /// True once downstream is gone: the worker should stop taking input.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone
     }
 
     /// Counts what is still buffered as discarded (the run was stopped).
@@ -147,9 +152,7 @@ impl WorkerClock {
         let now = clock().raw();
         let elapsed = now.saturating_sub(self.last);
         let waiting = self.starved + *blocked;
-        self.cell
-            .busy_ticks
-            .fetch_add(elapsed.saturating_sub(waiting), Relaxed);
+        self.cell.busy_ticks.fetch_add(elapsed.saturating_sub(waiting), Relaxed);
         self.cell.starved_ticks.fetch_add(self.starved, Relaxed);
         self.cell.blocked_ticks.fetch_add(*blocked, Relaxed);
         self.starved = 0;

@@ -45,9 +45,7 @@ impl OnError {
 
     pub(crate) fn backoff(&self, retry: u32) -> Duration {
         match self {
-            OnError::Retry { backoff, .. } => {
-                backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16))
-            }
+            OnError::Retry { backoff, .. } => backoff.saturating_mul(1u32 << retry.saturating_sub(1).min(16)),
             _ => Duration::ZERO,
         }
     }

@@ -38,10 +38,7 @@ impl RunShared {
     }
 
     pub(crate) fn has_error(&self) -> bool {
-        self.error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }
 }
 
@@ -87,10 +84,7 @@ pub(crate) fn execute<'scope, 'env: 'scope, R>(
             // end or a disconnection and stop.
             continue;
         }
-        match std::thread::Builder::new()
-            .name(job.name)
-            .spawn_scoped(scope, job.run)
-        {
+        match std::thread::Builder::new().name(job.name).spawn_scoped(scope, job.run) {
             Ok(h) => handles.push(h),
             Err(e) => shared.fail(RunError::Spawn(e)),
         }

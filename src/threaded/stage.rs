@@ -121,13 +121,7 @@ fn workers<'a, In, Out>(
                     after: after.clone(),
                 },
             };
-            let outbox = Outbox::new(
-                p.tx.clone(),
-                p.batch,
-                p.cell.clone(),
-                p.shared.clone(),
-                s.weigh.clone(),
-            );
+            let outbox = Outbox::new(p.tx.clone(), p.batch, p.cell.clone(), p.shared.clone(), s.weigh.clone());
             (cx, outbox)
         })
         .collect()
@@ -199,13 +193,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             Box::new(move |s, p| {
                 if s.ordered && s.workers > 1 {
                     let reorder = Reorder::new(
-                        Outbox::new(
-                            p.tx.clone(),
-                            p.batch,
-                            p.cell.clone(),
-                            p.shared.clone(),
-                            s.weigh.clone(),
-                        ),
+                        Outbox::new(p.tx.clone(), p.batch, p.cell.clone(), p.shared.clone(), s.weigh.clone()),
                         2 * s.workers,
                     );
                     let jobs = workers(s, p, Arc::new(|| {}))

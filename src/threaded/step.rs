@@ -103,11 +103,7 @@ pub trait Step: Send {
     fn process(&mut self, item: Self::In, out: &mut Output<'_, Self::Out>) -> Result<(), BoxError>;
 
     /// Handles a meta entry; passes it on unchanged unless overridden.
-    fn process_meta(
-        &mut self,
-        meta: Meta,
-        out: &mut Output<'_, Self::Out>,
-    ) -> Result<(), BoxError> {
+    fn process_meta(&mut self, meta: Meta, out: &mut Output<'_, Self::Out>) -> Result<(), BoxError> {
         out.emit_meta(meta);
         Ok(())
     }

@@ -66,27 +66,16 @@ impl<In> WorkerCtx<'_, In> {
         let stage = self.info.stage.clone();
         let worker = self.info.index;
         self.shared.fail(match failure {
-            Failure::Error(source) => RunError::Step {
-                stage,
-                worker,
-                source,
-            },
-            Failure::Panic(message) => RunError::Panic {
-                stage,
-                worker,
-                message,
-            },
+            Failure::Error(source) => RunError::Step { stage, worker, source },
+            Failure::Panic(message) => RunError::Panic { stage, worker, message },
         });
     }
 
     /// Processes one item under the stage's policy. Returns false if the
     /// run must stop (a fatal failure, or cancellation during a backoff).
-    pub(crate) fn attempt(
-        &self,
-        item: In,
-        mut call: impl FnMut(In) -> Result<(), Failure>,
-    ) -> bool {
+    pub(crate) fn attempt(&self, item: In, mut call: impl FnMut(In) -> Result<(), Failure>) -> bool {
         let retries = self.policy.retries();
+        let w = self.weight_of(&item);
         let mut item = item;
         let mut retry = 0;
         loop {
@@ -103,17 +92,17 @@ impl<In> WorkerCtx<'_, In> {
                     retry += 1;
                     self.cell.retried.fetch_add(1, Relaxed);
                     if !self.shared.cancel.sleep(self.policy.backoff(retry)) {
-                        self.cell.discarded.fetch_add(1, Relaxed);
+                        self.cell.discarded.fetch_add(w, Relaxed);
                         return false;
                     }
                     item = again;
                 }
                 None if self.policy.skips_at_last() => {
-                    self.cell.skipped.fetch_add(1, Relaxed);
+                    self.cell.skipped.fetch_add(w, Relaxed);
                     return true;
                 }
                 None => {
-                    self.cell.failed.fetch_add(1, Relaxed);
+                    self.cell.failed.fetch_add(w, Relaxed);
                     self.fatal(failure);
                     return false;
                 }
@@ -123,23 +112,60 @@ impl<In> WorkerCtx<'_, In> {
 
     /// Counts the items of a batch taken from the input.
     pub(crate) fn take(&self, batch: &[In]) {
-        self.cell
-            .count_in
-            .fetch_add(weight(batch, &self.weigh_in), Relaxed);
+        self.cell.count_in.fetch_add(weight(batch, &self.weigh_in), Relaxed);
     }
 
-    /// Counts items abandoned because the run stopped.
-    pub(crate) fn discard(&self, n: usize) {
-        self.cell.discarded.fetch_add(n as u64, Relaxed);
+    /// The weight of one input item.
+    pub(crate) fn weight_of(&self, item: &In) -> u64 {
+        self.weigh_in.as_ref().map_or(1, |w| w(item))
+    }
+
+    /// Counts input items abandoned because the run or the stage stopped.
+    pub(crate) fn discard(&self, items: &[In]) {
+        self.cell.discarded.fetch_add(weight(items, &self.weigh_in), Relaxed);
+    }
+
+    /// Counts `n` already-processed items abandoned because the run stopped.
+    pub(crate) fn discard_n(&self, n: u64) {
+        self.cell.discarded.fetch_add(n, Relaxed);
+    }
+
+    /// Processes a batch under the stage's policy; returns false if the
+    /// worker must stop. With the default policy (fail, no retries) the whole
+    /// batch runs under one panic guard: the per-item cost is the call itself.
+    pub(crate) fn process_batch(&self, batch: Vec<In>, mut call: impl FnMut(In) -> Result<(), BoxError>) -> bool {
+        let mut items = batch.into_iter();
+        if self.policy == OnError::Fail {
+            let mut current = 1;
+            let result = guarded(|| {
+                for item in items.by_ref() {
+                    current = self.weight_of(&item);
+                    call(item)?;
+                }
+                Ok(())
+            });
+            return match result {
+                Ok(()) => true,
+                Err(f) => {
+                    self.cell.failed.fetch_add(current, Relaxed);
+                    self.discard(items.as_slice());
+                    self.fatal(f);
+                    false
+                }
+            };
+        }
+        while let Some(item) = items.next() {
+            if !self.attempt(item, |item| guarded(|| call(item))) || self.shared.cancel.is_cancelled() {
+                self.discard(items.as_slice());
+                return false;
+            }
+        }
+        true
     }
 }
 
 /// The loop of one worker of an item stage.
-pub(crate) fn item_worker<S: Step>(
-    mut step: S,
-    cx: WorkerCtx<'_, S::In>,
-    mut outbox: Outbox<S::Out>,
-) {
+pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut outbox: Outbox<S::Out>) {
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard: both live until this function
     // returns or unwinds, and the guard is declared after it.
@@ -158,11 +184,7 @@ pub(crate) fn item_worker<S: Step>(
             Some(got) => got,
             None => {
                 // The input ran dry: send what is ready, then wait.
-                if let Err(f) = guarded(|| {
-                    step.on_idle(&mut Output {
-                        outbox: &mut outbox,
-                    })
-                }) {
+                if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
                     cx.fatal(f);
                     break;
                 }
@@ -171,11 +193,7 @@ pub(crate) fn item_worker<S: Step>(
                 loop {
                     match recv(&cx.rx, &cx.shared.cancel, idle, &mut clock.starved) {
                         Recv::Idle => {
-                            if let Err(f) = guarded(|| {
-                                step.on_idle(&mut Output {
-                                    outbox: &mut outbox,
-                                })
-                            }) {
+                            if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
                                 cx.fatal(f);
                                 break Recv::Cancelled;
                             }
@@ -189,39 +207,19 @@ pub(crate) fn item_worker<S: Step>(
         match got {
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
-                let total = batch.len();
-                for (done, item) in batch.into_iter().enumerate() {
-                    let (out, step) = (&mut outbox, &mut step);
-                    let processed = cx.attempt(item, |item| {
-                        guarded(|| step.process(item, &mut Output { outbox: &mut *out }))
-                    });
-                    if !processed || cx.shared.cancel.is_cancelled() {
-                        cx.discard(total - done - 1);
-                        ok = false;
-                        break;
-                    }
-                }
+                let (out, step) = (&mut outbox, &mut step);
+                ok = cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
+                ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
                 clock.mark(&mut outbox.blocked);
             }
             Recv::Msg(Msg::Meta(meta)) => {
-                if let Err(f) = guarded(|| {
-                    step.process_meta(
-                        meta,
-                        &mut Output {
-                            outbox: &mut outbox,
-                        },
-                    )
-                }) {
+                if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: &mut outbox })) {
                     cx.fatal(f);
                     ok = false;
                 }
             }
             Recv::End => {
-                if let Err(f) = guarded(|| {
-                    step.on_finish(&mut Output {
-                        outbox: &mut outbox,
-                    })
-                }) {
+                if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut outbox })) {
                     cx.fatal(f);
                 }
                 break;
@@ -229,7 +227,7 @@ pub(crate) fn item_worker<S: Step>(
             Recv::Cancelled | Recv::Idle => break,
         }
     }
-    if cx.shared.cancel.is_cancelled() {
+    if cx.shared.cancel.is_cancelled() || outbox.is_gone() {
         outbox.discard_pending();
         drain_discarding(&cx);
     } else {
@@ -238,13 +236,13 @@ pub(crate) fn item_worker<S: Step>(
     clock.finish(&mut outbox.blocked);
 }
 
-/// After a cancel, counts what is still queued on this stage's input as
-/// discarded, without waiting.
+/// When a stage stops early, counts what is still queued on its input as
+/// taken and discarded, without waiting.
 pub(crate) fn drain_discarding<In>(cx: &WorkerCtx<'_, In>) {
     while let Ok(msg) = cx.rx.try_recv() {
         if let Msg::Items(b) = msg {
             cx.take(&b);
-            cx.discard(b.len());
+            cx.discard(&b);
         }
     }
 }

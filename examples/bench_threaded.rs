@@ -1,0 +1,151 @@
+//! Threaded pipelines against their baselines, all measured in this one run
+//! (median of 5 runs each).
+//!
+//! - `cargo run --release --example bench_threaded`: speed tables.
+//! - `cargo run --release --example bench_threaded -- rss N`: N items of
+//!   1 KiB through 3 stages; prints the process's peak RSS.
+
+#[path = "../benches/workloads/threaded.rs"]
+mod workload;
+
+use std::time::{Duration, Instant};
+
+use paipa::threaded::{Pipeline, Stage};
+
+fn median(runs: usize, mut f: impl FnMut() -> u64, expect: u64) -> Duration {
+    let mut times: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            let out = f();
+            let d = t.elapsed();
+            assert_eq!(out, expect, "a variant computed a different result");
+            d
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn trivial() {
+    const N: u64 = 10_000_000;
+    const HOPS: f64 = 4.0; // source -> a -> b -> c -> consumer
+    println!("## 3 trivial stages (x + 1), 1 worker each, u64 items, median of 5");
+    println!("| variant | items | total | ns/item | ns/item/hop |");
+    println!("|---|---:|---:|---:|---:|");
+    type Variant = Box<dyn Fn(u64) -> u64>;
+    let rows: Vec<(&str, u64, Variant)> = vec![
+        (
+            "paipa, capacity 64 (default)",
+            N,
+            Box::new(|n| workload::paipa_trivial(n, 64)),
+        ),
+        (
+            "paipa, capacity 1024",
+            N,
+            Box::new(|n| workload::paipa_trivial(n, 1024)),
+        ),
+        (
+            "paipa, capacity 8192",
+            N,
+            Box::new(|n| workload::paipa_trivial(n, 8192)),
+        ),
+        (
+            "hand-rolled crossbeam, per item, capacity 64",
+            N,
+            Box::new(workload::crossbeam_per_item),
+        ),
+        ("pipelines crate", N, Box::new(workload::pipelines_trivial)),
+        // pipeliner is about 20x slower here: a tenth of the items.
+        ("pipeliner crate", N / 10, Box::new(workload::pipeliner_trivial)),
+    ];
+    let only: Option<String> = std::env::args().nth(2);
+    for (name, n, f) in rows {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
+        let t = median(5, || f(n), workload::trivial_expected(n));
+        let per = t.as_secs_f64() * 1e9 / n as f64;
+        println!(
+            "| {name} | {n} | {:.3} s | {per:.2} | {:.2} |",
+            t.as_secs_f64(),
+            per / HOPS
+        );
+    }
+}
+
+fn cpu_bound() {
+    const N: u64 = 2_000_000;
+    let expect = workload::cpu_expected(N);
+    let one = {
+        let t = Instant::now();
+        for x in 0..10_000 {
+            std::hint::black_box(workload::cpu_work(x));
+        }
+        t.elapsed() / 10_000
+    };
+    println!();
+    println!(
+        "## one CPU-bound stage ({:.2} us per item), {N} items, median of 5",
+        one.as_secs_f64() * 1e6
+    );
+    println!("| variant | total | speed-up over paipa 1 worker |");
+    println!("|---|---:|---:|");
+    let base = median(5, || workload::paipa_cpu(N, 1, false), expect);
+    println!("| paipa, 1 worker | {:.3} s | 1.00 |", base.as_secs_f64());
+    type Variant = Box<dyn FnMut() -> u64>;
+    let rows: Vec<(&str, Variant)> = vec![
+        ("paipa, 2 workers", Box::new(|| workload::paipa_cpu(N, 2, false))),
+        (
+            "paipa, 2 workers, ordered",
+            Box::new(|| workload::paipa_cpu(N, 2, true)),
+        ),
+        ("rayon par_bridge (2 threads)", Box::new(|| workload::rayon_cpu(N))),
+        ("pipeliner, 2 threads", Box::new(|| workload::pipeliner_cpu(N, 2))),
+        ("pipelines, Multiplex 2", Box::new(|| workload::pipelines_cpu(N, 2))),
+    ];
+    for (name, f) in rows {
+        let t = median(5, f, expect);
+        println!(
+            "| {name} | {:.3} s | {:.2} |",
+            t.as_secs_f64(),
+            base.as_secs_f64() / t.as_secs_f64()
+        );
+    }
+}
+
+fn rss(n: u64) {
+    let t = Instant::now();
+    let p = Pipeline::new()
+        .source((0..n).map(|i| vec![(i % 251) as u8; 1024]))
+        .then(Stage::map("touch", |mut v: Vec<u8>| {
+            v[0] = v[0].wrapping_add(1);
+            v
+        }))
+        .unwrap()
+        .then(Stage::map("sum", |v: Vec<u8>| v.iter().map(|&b| b as u64).sum::<u64>()).workers(2))
+        .unwrap()
+        .then(Stage::map("fold", |x: u64| x % 7))
+        .unwrap();
+    let s = p.run().unwrap();
+    assert_eq!(s.items, n);
+    let peak = paipa::stats::peak_resident_bytes().unwrap_or(0);
+    println!(
+        "{n} items of 1 KiB: {} out in {:.1} s, peak RSS {:.1} MiB",
+        s.items,
+        t.elapsed().as_secs_f64(),
+        peak as f64 / (1024.0 * 1024.0)
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("rss") => rss(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000)),
+        Some("trivial") => trivial(),
+        Some("cpu") => cpu_bound(),
+        _ => {
+            trivial();
+            cpu_bound();
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Ways a threaded run stops early, each of which must end promptly with
+//! its items accounted for (found in review; each test failed or hung
+//! before its fix).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::within;
+use paipa::threaded::{Pipeline, Stage};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn ordered_stage_sends_what_is_in_order_without_waiting_for_a_full_batch() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .then(Stage::map("ordered", |x: u32| x * 10).workers(2).ordered())
+            .unwrap();
+        let input = p.input();
+        let mut out = p.outputs().unwrap();
+        for i in 0..5 {
+            // The producer waits for each answer before sending the next.
+            input.put(i).unwrap();
+            assert_eq!(out.next(), Some(i * 10));
+        }
+        drop(input);
+        assert_eq!(out.next(), None);
+        assert_eq!(out.finish().unwrap().items, 5);
+    });
+}
+
+#[test]
+fn stop_ends_a_run_fed_by_an_endless_lazy_source() {
+    within(LIMIT, || {
+        let p = Pipeline::new()
+            .source(0u64..)
+            .then(Stage::map("a", |x: u64| x).workers(2))
+            .unwrap();
+        let running = p.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let s = running.stop().unwrap();
+        assert!(s.items > 0);
+        // Stop drains: what the source pulled went through.
+        assert_eq!(s.snapshot.stage("a").unwrap().count, s.snapshot.stages[0].count);
+    });
+}
+
+#[test]
+fn outputs_returned_from_run_with_do_not_hang_the_run() {
+    within(LIMIT, || {
+        let p = Pipeline::new()
+            .source(0..100_000u64)
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap();
+        let (escaped, s) = p.run_with(|out| out.map(|x| x + 1)).unwrap();
+        assert!(s.stopped_early);
+        // What is left is whatever was already through; it ends.
+        assert!(escaped.count() < 100_000);
+    });
+}
+
+#[test]
+fn an_iterator_stage_that_stops_pulling_stops_upstream_only() {
+    within(LIMIT, || {
+        let p = Pipeline::new()
+            .source(0u64..)
+            .then(Stage::map("up", |x: u64| x).workers(2))
+            .unwrap()
+            .then(Stage::iter("take", |it| it.take(10)))
+            .unwrap()
+            .then(Stage::map("down", |x: u64| x * 2))
+            .unwrap();
+        let (mut out, s) = p.run_with(|o| o.collect::<Vec<_>>()).unwrap();
+        out.sort_unstable();
+        assert_eq!(out.len(), 10);
+        let down = s.snapshot.stage("down").unwrap();
+        assert_eq!((down.count_in, down.count, down.discarded), (10, 10, 0));
+        let up = s.snapshot.stage("up").unwrap();
+        assert_eq!(up.count_in, up.count + up.discarded, "{up:?}");
+        assert!(s.stopped_early);
+    });
+}
+
+#[test]
+fn a_slow_source_sends_its_first_item_promptly() {
+    within(LIMIT, || {
+        let slow = (0..3u32).inspect(|_| std::thread::sleep(Duration::from_millis(100)));
+        let p = Pipeline::new().source(slow).then(Stage::map("a", |x: u32| x)).unwrap();
+        let mut out = p.outputs().unwrap();
+        let t = Instant::now();
+        assert_eq!(out.next(), Some(0));
+        assert!(
+            t.elapsed() < Duration::from_millis(180),
+            "first item after {:?}",
+            t.elapsed()
+        );
+        assert_eq!(out.by_ref().count(), 2);
+        assert_eq!(out.finish().unwrap().items, 3);
+    });
+}
+
+#[test]
+fn put_all_on_a_stopped_pipeline_returns_instead_of_reading_forever() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new().then(Stage::map("a", |x: u64| x)).unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        running.abort().unwrap();
+        let err = input.put_all(0u64..).unwrap_err();
+        assert!(!err.into_inner().is_empty());
+    });
+}
+
+#[test]
+fn abort_is_not_held_up_by_a_put_waiting_for_space() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .then(Stage::map("stuck", |x: u64| {
+                std::thread::sleep(Duration::from_millis(200));
+                x
+            }))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        let feeder = std::thread::spawn(move || {
+            let _ = input.put_all(0..1000u64);
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let t = Instant::now();
+        let s = running.abort().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "abort took {:?}", t.elapsed());
+        assert!(s.stopped_early);
+        feeder.join().unwrap();
+    });
+}
