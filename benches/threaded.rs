@@ -43,15 +43,15 @@ mod cpu_bound_stage {
 
     #[divan::bench(sample_count = 5)]
     fn paipa_1_worker() -> u64 {
-        workload::paipa_cpu(N, 1, false)
+        workload::paipa_cpu(N, 1, false, 1024)
     }
     #[divan::bench(sample_count = 5)]
     fn paipa_2_workers() -> u64 {
-        workload::paipa_cpu(N, 2, false)
+        workload::paipa_cpu(N, 2, false, 1024)
     }
     #[divan::bench(sample_count = 5)]
     fn paipa_2_workers_ordered() -> u64 {
-        workload::paipa_cpu(N, 2, true)
+        workload::paipa_cpu(N, 2, true, 1024)
     }
     #[divan::bench(sample_count = 5)]
     fn rayon_par_bridge() -> u64 {

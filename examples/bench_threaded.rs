@@ -90,14 +90,32 @@ fn cpu_bound() {
     );
     println!("| variant | total | speed-up over paipa 1 worker |");
     println!("|---|---:|---:|");
-    let base = median(5, || workload::paipa_cpu(N, 1, false), expect);
-    println!("| paipa, 1 worker | {:.3} s | 1.00 |", base.as_secs_f64());
+    let base = median(5, || workload::paipa_cpu(N, 1, false, 1024), expect);
+    println!(
+        "| paipa, 1 worker, capacity 1024 | {:.3} s | 1.00 |",
+        base.as_secs_f64()
+    );
     type Variant = Box<dyn FnMut() -> u64>;
     let rows: Vec<(&str, Variant)> = vec![
-        ("paipa, 2 workers", Box::new(|| workload::paipa_cpu(N, 2, false))),
         (
-            "paipa, 2 workers, ordered",
-            Box::new(|| workload::paipa_cpu(N, 2, true)),
+            "paipa, 2 workers, capacity 1024",
+            Box::new(|| workload::paipa_cpu(N, 2, false, 1024)),
+        ),
+        (
+            "paipa, 2 workers, ordered, capacity 1024",
+            Box::new(|| workload::paipa_cpu(N, 2, true, 1024)),
+        ),
+        (
+            "paipa, 1 worker, capacity 64 (default)",
+            Box::new(|| workload::paipa_cpu(N, 1, false, 64)),
+        ),
+        (
+            "paipa, 2 workers, capacity 64 (default)",
+            Box::new(|| workload::paipa_cpu(N, 2, false, 64)),
+        ),
+        (
+            "paipa, 2 workers, ordered, capacity 64",
+            Box::new(|| workload::paipa_cpu(N, 2, true, 64)),
         ),
         ("rayon par_bridge (2 threads)", Box::new(|| workload::rayon_cpu(N))),
         ("pipeliner, 2 threads", Box::new(|| workload::pipeliner_cpu(N, 2))),

@@ -7,10 +7,18 @@
 //! - **Iterator pipelines** ([`iter`]) run every stage on the caller's thread.
 //!   The consumer pulls; each stage pulls from the one before. A step is any
 //!   function from an iterator to an iterator.
-//! - **The runtime debugger** ([`Debugger`]) measures each stage of a
-//!   pipeline: items, exclusive time, throughput, user and system CPU, your
-//!   own counters, memory growth; it reports every few seconds and once at the
-//!   end.
+//! - **Threaded pipelines** ([`threaded`]) run each stage on its own pool of
+//!   worker threads, joined by bounded channels that carry batches. Each
+//!   stage pushes into the next.
+//! - **The runtime debugger** ([`Debugger`]) measures each stage of either
+//!   kind: items, exclusive (busy) time, throughput, user and system CPU,
+//!   your own counters, memory growth, and for threaded stages the time spent
+//!   starved (waiting for input) and blocked (waiting for space); it reports
+//!   every few seconds and once at the end.
+//! - **Adapters**: an iterator step runs as a threaded stage
+//!   ([`threaded::Stage::iter`]), an iterator pipeline is a threaded source
+//!   ([`threaded::Pipeline::source`]), and a threaded pipeline's outputs are
+//!   an iterator ([`threaded::Pipeline::outputs`]).
 //!
 //! ## Quick start
 //!
@@ -93,6 +101,59 @@
 //! .into();
 //! assert_eq!(combine(0..1000, steps).into_iter().count(), 500);
 //! ```
+//!
+//! ## Threaded pipelines
+//!
+//! Each stage has its own worker count; item types may change from stage to
+//! stage; every edge holds at most `capacity` items (64 unless set), so a
+//! fast stage waits for a slow one and memory stays flat.
+//!
+//! ```
+//! use paipa::threaded::{Pipeline, Stage};
+//! use std::time::Duration;
+//!
+//! fn download(id: u64) -> Result<String, std::io::Error> {
+//!     Ok(format!("record {id}"))
+//! }
+//!
+//! let summary = Pipeline::new()
+//!     .source(0..1_000u64)                                   // pulled lazily
+//!     .then(Stage::try_map("download", download).workers(10)
+//!         .retry(2, Duration::from_millis(10)))?             // then fail
+//!     .then(Stage::map("parse", |s: String| s.len()).workers(2).ordered())?
+//!     .then(Stage::iter("batch", |it| paipa::iter::chunk(100).unwrap()(it)))?
+//!     .run()?;
+//! assert_eq!(summary.items, 10);
+//! let parse = summary.snapshot.stage("parse").unwrap();
+//! assert_eq!((parse.count_in, parse.count), (1_000, 1_000));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Input comes from items put before the run, a lazy source, or live
+//! [`threaded::Input`] handles used from other threads. A run is blocking and
+//! scoped ([`run`](threaded::Pipeline::run), steps may borrow from the
+//! caller), hands its outputs to a closure
+//! ([`run_with`](threaded::Pipeline::run_with)), or goes to the background
+//! ([`spawn`](threaded::Pipeline::spawn) returns a [`threaded::Running`]
+//! handle; [`outputs`](threaded::Pipeline::outputs) an iterator).
+//!
+//! ## Errors and shutdown
+//!
+//! A step returns a `Result`; panics are caught and treated as errors. Each
+//! stage has a policy ([`threaded::OnError`]): fail (default), skip and
+//! count, or retry with backoff and then fail or skip. A failure records the
+//! stage, the worker and the error, stops every stage at once (a cancel
+//! signal that every blocking channel operation also watches), joins every
+//! thread, and [`run`](threaded::Pipeline::run) returns it as a
+//! [`RunError`]. Nothing is dropped uncounted: on a stage that emits one
+//! item per input, `count_in = count + skipped + failed + discarded`.
+//!
+//! End of input is channel disconnection, not a sentinel: when every sender
+//! of a stage's input is gone and the channel is drained, its workers run
+//! their finish hooks, flush, and drop their senders, and the next stage sees
+//! the end. A consumer that stops reading (or an iterator step that stops
+//! pulling) disconnects the edge above it, and the stages upstream stop in
+//! turn while those downstream finish what they have.
 //!
 //! ## Bad input
 //!

@@ -85,9 +85,11 @@ impl Step for Counting {
         Ok(())
     }
     fn on_finish(&mut self, _out: &mut Output<'_, u32>) -> Result<(), BoxError> {
-        self.hooks.finished.fetch_add(1, Ordering::SeqCst);
         self.hooks.total.fetch_add(self.seen, Ordering::SeqCst);
         Ok(())
+    }
+    fn on_shutdown(&mut self) {
+        self.hooks.finished.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -94,12 +94,17 @@ pub fn cpu_expected(n: u64) -> u64 {
 }
 
 /// One CPU-bound stage with `workers` workers.
-pub fn paipa_cpu(n: u64, workers: usize, ordered: bool) -> u64 {
+pub fn paipa_cpu(n: u64, workers: usize, ordered: bool, capacity: usize) -> u64 {
     let mut stage = Stage::map("work", cpu_work).workers(workers);
     if ordered {
         stage = stage.ordered();
     }
-    let p = Pipeline::new().source(0..black_box(n)).then(stage).unwrap();
+    let p = Pipeline::new()
+        .capacity(capacity)
+        .unwrap()
+        .source(0..black_box(n))
+        .then(stage)
+        .unwrap();
     p.run_with(|out| out.fold(0u64, u64::wrapping_add)).unwrap().0
 }
 

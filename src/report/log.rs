@@ -1,7 +1,7 @@
 //! The reference's log output: a separator line, then one aligned line per
 //! stage, through `tracing` at INFO under the target `paipa::debugger`.
 
-use super::{format_table, Reporter};
+use super::{format_summary, format_table, Reporter};
 use crate::stats::Snapshot;
 
 /// Logs every snapshot as the reference's aligned table through `tracing`.
@@ -24,6 +24,11 @@ impl Reporter for LogReporter {
     fn report(&mut self, snapshot: &Snapshot) {
         for line in format_table(snapshot) {
             tracing::info!(target: "paipa::debugger", "{line}");
+        }
+        if snapshot.is_final {
+            for line in format_summary(snapshot) {
+                tracing::info!(target: "paipa::debugger", "{line}");
+            }
         }
     }
 }

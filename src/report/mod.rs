@@ -26,10 +26,12 @@
 
 mod log;
 mod schedule;
+mod summary;
 mod table;
 
 pub use self::log::LogReporter;
 pub(crate) use schedule::Schedule;
+pub use summary::{format_summary, hint};
 pub use table::format_table;
 
 use crate::stats::Snapshot;

@@ -75,11 +75,17 @@ fn row(s: &StageSnapshot) -> Vec<(String, String)> {
         };
         pair(&format!("{name}/e:"), format!("{per:.2}"));
     }
+    if !(s.starved.is_zero() && s.blocked.is_zero()) {
+        pair("starved:", format!("{:.2}", s.starved.as_secs_f64()));
+        pair("blocked:", format!("{:.2}", s.blocked.as_secs_f64()));
+        pair("queue:", s.queue_depth.to_string());
+    }
     pair("mem:", format!("{:+.2}MiB", s.mem_growth as f64 / (1024.0 * 1024.0)));
-    if s.skipped + s.retried + s.failed > 0 {
+    if s.skipped + s.retried + s.failed + s.discarded > 0 {
         pair("skipped:", s.skipped.to_string());
         pair("retried:", s.retried.to_string());
         pair("failed:", s.failed.to_string());
+        pair("discarded:", s.discarded.to_string());
     }
     r
 }

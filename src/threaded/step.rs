@@ -130,6 +130,11 @@ pub trait Step: Send {
     fn on_finish(&mut self, _out: &mut Output<'_, Self::Out>) -> Result<(), BoxError> {
         Ok(())
     }
+
+    /// Called once per worker as it shuts down, however the run ends (after
+    /// `on_finish` when the input ended; alone when the run was stopped).
+    /// Release per-worker resources here.
+    fn on_shutdown(&mut self) {}
 }
 
 /// Makes one [`Step`] per worker, and holds what the stage's workers share.

@@ -227,6 +227,12 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
             Recv::Cancelled | Recv::Idle => break,
         }
     }
+    if let Err(f) = guarded(|| {
+        step.on_shutdown();
+        Ok(())
+    }) {
+        cx.fatal(f);
+    }
     if cx.shared.cancel.is_cancelled() || outbox.is_gone() {
         outbox.discard_pending();
         drain_discarding(&cx);
