@@ -1,0 +1,115 @@
+//! Property tests for iterator pipelines with the debugger attached: the
+//! output equals the plain chain, every stage counts exactly what passed it,
+//! and there is exactly one final report, whether the consumer reads to the
+//! end, stops early, or a step panics.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use paipa::iter::Pipeline;
+use paipa::{Debugger, Snapshot};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Add(u64),
+    DropMultiplesOf(u64),
+    Repeat,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u64..10).prop_map(Op::Add),
+        (2u64..7).prop_map(Op::DropMultiplesOf),
+        Just(Op::Repeat),
+    ]
+}
+
+fn apply(op: Op, it: Box<dyn Iterator<Item = u64>>) -> Box<dyn Iterator<Item = u64>> {
+    match op {
+        Op::Add(k) => Box::new(it.map(move |x| x + k)),
+        Op::DropMultiplesOf(k) => Box::new(it.filter(move |x| x % k != 0)),
+        Op::Repeat => Box::new(it.flat_map(|x| [x, x])),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum End {
+    ReadAll,
+    StopAfter(usize),
+    PanicAt(u64),
+}
+
+fn end() -> impl Strategy<Value = End> {
+    prop_oneof![
+        Just(End::ReadAll),
+        (0usize..200).prop_map(End::StopAfter),
+        (0u64..300).prop_map(End::PanicAt)
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn debugged_pipelines_match_the_plain_chain_and_report_once(
+        ops in prop::collection::vec(op(), 0..6),
+        n in 0u64..300,
+        end in end(),
+    ) {
+        common::quiet_injected_panics();
+        // The model: the same ops without the debugger.
+        let mut model: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
+        for &o in &ops {
+            model = apply(o, model);
+        }
+        let model: Vec<u64> = model.collect();
+
+        let reports: Arc<Mutex<Vec<Snapshot>>> = Arc::default();
+        let sink = reports.clone();
+        let debugger = Debugger::silent().reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
+        let mut p = Pipeline::new(0..n).debug(debugger).boxed();
+        for (i, &o) in ops.iter().enumerate() {
+            p = p.step_named(format!("op{i}"), move |it| apply(o, Box::new(it))).boxed();
+        }
+        let panic_at = match end { End::PanicAt(k) => Some(k), _ => None };
+        p = p.step_named("last", move |it| it.inspect(move |x| {
+            if Some(*x) == panic_at { panic!("injected panic at {x}") }
+        })).boxed();
+        let stats = p.stats();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let it = p.into_iter();
+            match end {
+                End::StopAfter(k) => it.take(k).collect::<Vec<u64>>(),
+                _ => it.collect::<Vec<u64>>(),
+            }
+        }));
+        let finals = reports.lock().unwrap().iter().filter(|s| s.is_final).count();
+        prop_assert_eq!(finals, 1);
+        let snap = stats.snapshot();
+        prop_assert_eq!(snap.stages.len(), ops.len() + 2);
+        match (end, outcome) {
+            (End::ReadAll, Ok(out)) => {
+                prop_assert_eq!(&out, &model);
+                prop_assert_eq!(snap.stages.last().unwrap().count, model.len() as u64);
+            }
+            (End::StopAfter(k), Ok(out)) => {
+                prop_assert_eq!(&out[..], &model[..k.min(model.len())]);
+                prop_assert_eq!(snap.stages.last().unwrap().count, k.min(model.len()) as u64);
+            }
+            (End::PanicAt(k), Ok(out)) => {
+                prop_assert!(!model.contains(&k));
+                prop_assert_eq!(&out, &model);
+            }
+            (End::PanicAt(k), Err(_)) => {
+                prop_assert!(model.contains(&k));
+                let before = model.iter().position(|x| *x == k).unwrap();
+                prop_assert_eq!(snap.stages.last().unwrap().count, before as u64);
+            }
+            (e, Err(_)) => prop_assert!(false, "unexpected panic with {:?}", e),
+        }
+        // Counts never grow along a pipeline of these ops beyond the model.
+        prop_assert_eq!(snap.stages[0].count <= n, true);
+    }
+}

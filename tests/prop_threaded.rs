@@ -1,0 +1,320 @@
+//! Property tests over randomly built threaded pipelines with injected
+//! faults: every run ends in time, fails exactly when a fatal fault was
+//! injected (naming the right stage), keeps its books (per stage
+//! `count_in = count + skipped + failed + discarded`), matches a sequential
+//! model, and leaves no thread behind.
+//!
+//! One test in its own binary, so that counting the process's threads is
+//! exact. `PAIPA_PROPTEST_CASES=2000 cargo test --test prop_threaded` runs a
+//! longer search than CI's default.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{thread_count, within};
+use paipa::threaded::{OnError, Output, Pipeline, Stage, Step};
+use paipa::{BoxError, RunError};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Map,
+    Iter,
+    Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Policy {
+    Fail,
+    Skip,
+    RetryThenFail,
+    RetryThenSkip,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Fault {
+    None,
+    /// The stage's step fails on the item whose original value is `at`.
+    Error {
+        stage: usize,
+        at: u64,
+        policy: Policy,
+    },
+    /// The stage's step panics on that item (no policy absorbs it here).
+    Panic {
+        stage: usize,
+        at: u64,
+    },
+    /// The stage sleeps 1 ms on its first items.
+    Slow {
+        stage: usize,
+    },
+    /// The consumer reads `n` outputs, then drops the iterator.
+    DropOutputs {
+        after: usize,
+    },
+    /// The background handle is dropped while input still flows.
+    DropRunning,
+    /// The input is fed from another thread through a live handle.
+    FeedFromThread,
+}
+
+#[derive(Debug, Clone)]
+struct StageSpec {
+    kind: Kind,
+    workers: usize,
+    ordered: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    stages: Vec<StageSpec>,
+    capacity: usize,
+    n: u64,
+    fault: Fault,
+}
+
+fn stage_spec() -> impl Strategy<Value = StageSpec> {
+    (
+        prop_oneof![Just(Kind::Map), Just(Kind::Iter), Just(Kind::Step)],
+        1usize..=8,
+        any::<bool>(),
+    )
+        .prop_map(|(kind, workers, ordered)| StageSpec {
+            kind,
+            // Ordered mode with several workers is for function stages.
+            ordered: ordered && (kind == Kind::Map || workers == 1),
+            workers,
+        })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(stage_spec(), 1..=6),
+        1usize..=128,
+        prop_oneof![Just(0u64), 1u64..100_000],
+    )
+        .prop_flat_map(|(stages, capacity, n)| {
+            let s = stages.len();
+            let policy = prop_oneof![
+                Just(Policy::Fail),
+                Just(Policy::Skip),
+                Just(Policy::RetryThenFail),
+                Just(Policy::RetryThenSkip)
+            ];
+            let fault = prop_oneof![
+                2 => Just(Fault::None),
+                4 => (0..s, 0..n.max(1), policy).prop_map(|(stage, at, policy)| Fault::Error { stage, at, policy }),
+                1 => (0..s, 0..n.max(1)).prop_map(|(stage, at)| Fault::Panic { stage, at }),
+                1 => (0..s).prop_map(|stage| Fault::Slow { stage }),
+                1 => (0..50usize).prop_map(|after| Fault::DropOutputs { after }),
+                1 => Just(Fault::DropRunning),
+                1 => Just(Fault::FeedFromThread),
+            ];
+            (Just(stages), Just(capacity), Just(n), fault)
+        })
+        .prop_map(|(stages, capacity, n, fault)| Case {
+            stages,
+            capacity,
+            n,
+            fault,
+        })
+}
+
+/// What stage `i` does to an item whose original value is `orig`:
+/// add one, unless the fault says otherwise.
+fn step_fn(fault: Fault, i: usize) -> impl Fn(u64) -> Result<u64, BoxError> + Send + Sync + Clone + 'static {
+    move |x: u64| {
+        let orig = x - i as u64;
+        match fault {
+            Fault::Error { stage, at, .. } if stage == i && orig == at => Err(format!("fault at {at}").into()),
+            Fault::Panic { stage, at } if stage == i && orig == at => panic!("injected panic at {at}"),
+            Fault::Slow { stage } if stage == i && orig < 20 => {
+                std::thread::sleep(Duration::from_millis(1));
+                Ok(x + 1)
+            }
+            _ => Ok(x + 1),
+        }
+    }
+}
+
+struct FnStep<F>(F);
+
+impl<F: Fn(u64) -> Result<u64, BoxError> + Send> Step for FnStep<F> {
+    type In = u64;
+    type Out = u64;
+    fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        out.emit((self.0)(item)?);
+        Ok(())
+    }
+}
+
+fn build(case: &Case) -> Pipeline<'static, u64, u64> {
+    let mut p: Pipeline<'static, u64, u64> = Pipeline::new().capacity(case.capacity).unwrap();
+    for (i, spec) in case.stages.iter().enumerate() {
+        let f = step_fn(case.fault.clone(), i);
+        let name = format!("s{i}");
+        let mut stage: Stage<'static, u64, u64> = match spec.kind {
+            Kind::Map => Stage::try_map(name, f),
+            Kind::Iter => Stage::try_iter(name, move |it| it.map(f.clone())),
+            Kind::Step => Stage::step(name, move |_: &_| FnStep(f.clone())),
+        };
+        stage = stage.workers(spec.workers);
+        if spec.ordered {
+            stage = stage.ordered();
+        }
+        if let Fault::Error { stage: s, policy, .. } = case.fault {
+            if s == i {
+                let retry = |then| OnError::Retry {
+                    times: 1,
+                    backoff: Duration::from_micros(100),
+                    then,
+                };
+                stage = match (policy, spec.kind) {
+                    (Policy::Fail, _) => stage,
+                    (Policy::Skip, _) => stage.skip_errors(),
+                    // Iterator stages cannot retry: their fallback applies.
+                    (Policy::RetryThenFail, Kind::Iter) => stage,
+                    (Policy::RetryThenSkip, Kind::Iter) => stage.skip_errors(),
+                    (Policy::RetryThenFail, _) => stage.on_error(retry(paipa::threaded::AfterRetries::Fail)),
+                    (Policy::RetryThenSkip, _) => stage.on_error(retry(paipa::threaded::AfterRetries::Skip)),
+                };
+            }
+        }
+        p = p.then(stage).unwrap();
+    }
+    p
+}
+
+/// The fatal fault of a case, if any: (stage name).
+fn fatal(case: &Case) -> Option<String> {
+    match case.fault {
+        Fault::Error { stage, at, policy } if at < case.n && matches!(policy, Policy::Fail | Policy::RetryThenFail) => {
+            Some(format!("s{stage}"))
+        }
+        Fault::Panic { stage, at } if at < case.n => Some(format!("s{stage}")),
+        _ => None,
+    }
+}
+
+/// The sequential model's output.
+fn model(case: &Case) -> Vec<u64> {
+    let s = case.stages.len() as u64;
+    (0..case.n)
+        .filter(|x| !matches!(case.fault, Fault::Error { at, .. } if at == *x))
+        .map(|x| x + s)
+        .collect()
+}
+
+fn in_order(case: &Case) -> bool {
+    case.stages.iter().all(|s| s.ordered || s.workers == 1)
+}
+
+fn check_books(snapshot: &paipa::Snapshot) -> Result<(), TestCaseError> {
+    for s in &snapshot.stages[1..] {
+        prop_assert_eq!(
+            s.count_in,
+            s.count + s.skipped + s.failed + s.discarded,
+            "books of stage {}: {:?}",
+            &s.name,
+            s
+        );
+    }
+    Ok(())
+}
+
+fn multiset(v: &[u64]) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for x in v {
+        *m.entry(*x).or_default() += 1;
+    }
+    m
+}
+
+fn run_case(case: Case) -> Result<(), TestCaseError> {
+    let expected = model(&case);
+    let fatal = fatal(&case);
+    match case.fault {
+        Fault::DropOutputs { after } => {
+            let p = build(&case).source(0..case.n);
+            let mut out = p.outputs().unwrap();
+            let got = out.by_ref().take(after).count();
+            prop_assert_eq!(got, after.min(expected.len()));
+            let summary = out.finish().unwrap();
+            check_books(&summary.snapshot)?;
+        }
+        Fault::DropRunning => {
+            let mut p = build(&case);
+            let input = p.input();
+            let running = p.spawn().unwrap();
+            let n = case.n;
+            let feeder = std::thread::spawn(move || {
+                let _ = input.put_all(0..n);
+            });
+            std::thread::sleep(Duration::from_millis(2));
+            drop(running);
+            feeder.join().unwrap();
+        }
+        Fault::FeedFromThread => {
+            let mut p = build(&case);
+            let input = p.input();
+            let running = p.spawn().unwrap();
+            let n = case.n;
+            std::thread::spawn(move || {
+                input.put_all(0..n).unwrap();
+            })
+            .join()
+            .unwrap();
+            let summary = running.wait().unwrap();
+            prop_assert_eq!(summary.items, expected.len() as u64);
+            check_books(&summary.snapshot)?;
+        }
+        _ => {
+            let ordered = in_order(&case);
+            let p = build(&case).source(0..case.n);
+            let result = p.run_with(|out| out.collect::<Vec<u64>>());
+            match (result, fatal) {
+                (Ok((out, summary)), None) => {
+                    if ordered {
+                        prop_assert_eq!(&out, &expected);
+                    } else {
+                        prop_assert_eq!(multiset(&out), multiset(&expected));
+                    }
+                    prop_assert_eq!(summary.items, expected.len() as u64);
+                    check_books(&summary.snapshot)?;
+                }
+                (Err(err), Some(stage)) => {
+                    prop_assert_eq!(err.stage(), Some(stage.as_str()), "{}", err);
+                    if let Fault::Panic { .. } = case.fault {
+                        prop_assert!(matches!(err, RunError::Panic { .. }), "{}", err);
+                    }
+                }
+                (Ok(_), Some(stage)) => prop_assert!(false, "expected a failure of {}", stage),
+                (Err(err), None) => prop_assert!(false, "unexpected error: {}", err),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PAIPA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_pipelines_with_faults_end_account_and_match_the_model(case in case()) {
+        common::quiet_injected_panics();
+        let before = thread_count();
+        let result = within(Duration::from_secs(10), move || run_case(case));
+        result?;
+        prop_assert_eq!(thread_count(), before, "a thread outlived the run");
+    }
+}
