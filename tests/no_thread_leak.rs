@@ -22,7 +22,7 @@ fn no_thread_outlives_a_run_however_it_ends() {
             .run()
             .unwrap();
         assert_eq!(s.items, 10_000);
-        assert_eq!(thread_count(), before, "after a completed run");
+        assert_eq!(common::threads_settle_to(before), before, "after a completed run");
 
         // Failed.
         let err = Pipeline::new()
@@ -31,7 +31,7 @@ fn no_thread_outlives_a_run_however_it_ends() {
             .unwrap()
             .run();
         assert!(err.is_err());
-        assert_eq!(thread_count(), before, "after a failed run");
+        assert_eq!(common::threads_settle_to(before), before, "after a failed run");
 
         // Background handle dropped mid-run.
         {
@@ -42,7 +42,7 @@ fn no_thread_outlives_a_run_however_it_ends() {
             drop(running);
             assert!(input.put(1).is_err());
         }
-        assert_eq!(thread_count(), before, "after dropping a background handle");
+        assert_eq!(common::threads_settle_to(before), before, "after dropping a background handle");
 
         // Outputs dropped early.
         let p = Pipeline::new()
@@ -52,7 +52,7 @@ fn no_thread_outlives_a_run_however_it_ends() {
         let mut outputs = p.outputs().unwrap();
         assert_eq!(outputs.by_ref().take(10).count(), 10);
         drop(outputs);
-        assert_eq!(thread_count(), before, "after dropping the outputs early");
+        assert_eq!(common::threads_settle_to(before), before, "after dropping the outputs early");
 
         // Aborted.
         let p = Pipeline::new()
@@ -69,6 +69,6 @@ fn no_thread_outlives_a_run_however_it_ends() {
         std::thread::sleep(Duration::from_millis(20));
         let s = running.abort().unwrap();
         assert!(s.stopped_early);
-        assert_eq!(thread_count(), before, "after an abort");
+        assert_eq!(common::threads_settle_to(before), before, "after an abort");
     });
 }

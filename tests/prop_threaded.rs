@@ -315,6 +315,6 @@ proptest! {
         let before = thread_count();
         let result = within(Duration::from_secs(10), move || run_case(case));
         result?;
-        prop_assert_eq!(thread_count(), before, "a thread outlived the run");
+        prop_assert_eq!(common::threads_settle_to(before), before, "a thread outlived the run");
     }
 }

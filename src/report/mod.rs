@@ -24,12 +24,22 @@
 //! assert_eq!(*seen.lock().unwrap(), vec![("source".to_string(), 5)]);
 //! ```
 
+mod chart;
+#[cfg(feature = "json")]
+mod json;
 mod log;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod schedule;
 mod summary;
 mod table;
 
+pub use self::chart::ChartReporter;
+#[cfg(feature = "json")]
+pub use self::json::{snapshot_json, JsonReporter};
 pub use self::log::LogReporter;
+#[cfg(feature = "metrics")]
+pub use self::metrics::MetricsReporter;
 pub(crate) use schedule::Schedule;
 pub use summary::{format_summary, hint};
 pub use table::format_table;

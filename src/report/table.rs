@@ -17,10 +17,11 @@ type Row = (String, Vec<(String, String)>);
 /// assert!(lines[1].starts_with("> source: count: 3 runtime: "));
 /// ```
 pub fn format_table(snapshot: &Snapshot) -> Vec<String> {
+    let threaded = snapshot.stages.iter().any(|s| s.workers > 1);
     let rows: Vec<Row> = snapshot
         .stages
         .iter()
-        .map(|s| (format!("{}:", s.name), row(s)))
+        .map(|s| (format!("{}:", s.name), row(s, threaded)))
         .collect();
     // Every label any row has, in order of first appearance, so that rows
     // with extra columns (counters, workers) still line up.
@@ -55,11 +56,11 @@ pub fn format_table(snapshot: &Snapshot) -> Vec<String> {
 }
 
 /// One row: the name, then label/value pairs.
-fn row(s: &StageSnapshot) -> Vec<(String, String)> {
+fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
     let mut r = Vec::new();
     let mut pair = |label: &str, value: String| r.push((label.to_string(), value));
     pair("count:", s.count.to_string());
-    if s.workers > 1 {
+    if show_workers {
         pair("workers:", s.workers.to_string());
     }
     pair("runtime:", format!("{:.2}", s.busy.as_secs_f64()));

@@ -45,3 +45,17 @@ pub fn quiet_injected_panics() {
         }));
     });
 }
+
+/// Waits (up to 2 s) for the process's thread count to come back to
+/// `expected`, and returns the last count. A joined thread may still be
+/// listed in /proc for a moment after `join` returns; a leaked one stays.
+pub fn threads_settle_to(expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let now = thread_count();
+        if now == expected || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}

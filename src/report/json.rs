@@ -1,0 +1,117 @@
+//! One JSON object per snapshot (newline-delimited JSON), with a stable,
+//! documented schema. Feature `json`.
+
+use std::io::Write;
+
+use serde_json::{json, Map, Value};
+
+use super::{hint, Reporter};
+use crate::stats::Snapshot;
+
+/// The JSON form of a snapshot. Schema (version 1), times in seconds as
+/// floats, memory in bytes:
+///
+/// ```text
+/// { "schema": 1, "pipeline": str, "elapsed_s": f64, "final": bool,
+///   "bottleneck": str | null, "hint": str | null,
+///   "stages": [ { "name": str, "workers": u64, "count": u64, "count_in": u64,
+///                 "skipped": u64, "retried": u64, "failed": u64, "discarded": u64,
+///                 "metas": u64, "busy_s": f64, "starved_s": f64, "blocked_s": f64,
+///                 "user_cpu_s": f64, "sys_cpu_s": f64, "queue_depth": u64,
+///                 "mem_growth_bytes": i64, "throughput_per_s": f64, "share": f64,
+///                 "counters": { str: u64 } } ] }
+/// ```
+///
+/// Fields are only ever added, never renamed or removed, within a schema
+/// version.
+///
+/// ```
+/// use paipa::{iter::Pipeline, Debugger};
+/// let pipeline = Pipeline::new(0..3u8).debug(Debugger::silent());
+/// let stats = pipeline.stats();
+/// paipa::iter::consume(pipeline);
+/// let v = paipa::report::snapshot_json(&stats.snapshot());
+/// assert_eq!(v["schema"], 1);
+/// assert_eq!(v["stages"][0]["name"], "source");
+/// assert_eq!(v["stages"][0]["count"], 3);
+/// ```
+pub fn snapshot_json(snapshot: &Snapshot) -> Value {
+    let stages: Vec<Value> = snapshot
+        .stages
+        .iter()
+        .map(|s| {
+            let counters: Map<String, Value> = s.counters.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            json!({
+                "name": s.name,
+                "workers": s.workers,
+                "count": s.count,
+                "count_in": s.count_in,
+                "skipped": s.skipped,
+                "retried": s.retried,
+                "failed": s.failed,
+                "discarded": s.discarded,
+                "metas": s.metas,
+                "busy_s": s.busy.as_secs_f64(),
+                "starved_s": s.starved.as_secs_f64(),
+                "blocked_s": s.blocked.as_secs_f64(),
+                "user_cpu_s": s.user_cpu.as_secs_f64(),
+                "sys_cpu_s": s.sys_cpu.as_secs_f64(),
+                "queue_depth": s.queue_depth,
+                "mem_growth_bytes": s.mem_growth,
+                "throughput_per_s": s.throughput(),
+                "share": snapshot.share(s),
+                "counters": counters,
+            })
+        })
+        .collect();
+    json!({
+        "schema": 1,
+        "pipeline": snapshot.pipeline,
+        "elapsed_s": snapshot.elapsed.as_secs_f64(),
+        "final": snapshot.is_final,
+        "bottleneck": snapshot.bottleneck().map(|b| b.name.clone()),
+        "hint": hint(snapshot),
+        "stages": stages,
+    })
+}
+
+/// Writes one JSON object per snapshot, one per line, to any writer.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use paipa::{iter::Pipeline, report::JsonReporter, Debugger};
+///
+/// #[derive(Clone, Default)]
+/// struct Buf(Arc<Mutex<Vec<u8>>>);
+/// impl std::io::Write for Buf {
+///     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().write(b) }
+///     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// }
+/// let buf = Buf::default();
+/// let debugger = Debugger::silent().reporter(JsonReporter::new(buf.clone()));
+/// paipa::iter::consume(Pipeline::new(0..5u8).debug(debugger));
+/// let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+/// let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+/// assert_eq!(last["final"], true);
+/// assert_eq!(last["stages"][0]["count"], 5);
+/// ```
+#[derive(Debug)]
+pub struct JsonReporter<W> {
+    out: W,
+}
+
+impl<W: Write + Send> JsonReporter<W> {
+    /// Reports to `out` (a file, stdout, a socket...).
+    pub fn new(out: W) -> Self {
+        JsonReporter { out }
+    }
+}
+
+impl<W: Write + Send> Reporter for JsonReporter<W> {
+    fn report(&mut self, snapshot: &Snapshot) {
+        let line = snapshot_json(snapshot).to_string();
+        if writeln!(self.out, "{line}").and_then(|_| self.out.flush()).is_err() {
+            tracing::warn!(target: "paipa::debugger", "the JSON reporter could not write a snapshot");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The end-of-run chart: a well-formed SVG that names every stage.
+
+use std::time::Duration;
+
+use paipa::report::ChartReporter;
+use paipa::threaded::{Pipeline, Stage};
+use paipa::Debugger;
+
+#[test]
+fn chart_parses_and_names_every_stage() {
+    let path = std::env::temp_dir().join(format!("paipa-chart-{}.svg", std::process::id()));
+    let debugger = Debugger::silent()
+        .name("chart <test>")
+        .interval(Duration::from_millis(10))
+        .reporter(ChartReporter::new(&path));
+    let summary = Pipeline::new()
+        .debug(debugger)
+        .source(0..2_000u64)
+        .then(Stage::map("parse", |x: u64| x + 1).workers(2))
+        .unwrap()
+        .then(Stage::map("slow_write", |x: u64| {
+            std::thread::sleep(Duration::from_micros(50));
+            x
+        }))
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(summary.items, 2_000);
+    let svg = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
+    for name in ["source", "parse", "slow_write", "paipa: chart <test>"] {
+        assert!(texts.contains(&name), "{name} missing from {texts:?}");
+    }
+    let lines = doc.descendants().filter(|n| n.has_tag_name("polyline")).count();
+    assert_eq!(lines, 2 * 3, "a throughput and a queue line per stage");
+}
