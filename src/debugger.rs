@@ -36,6 +36,7 @@ pub struct Debugger {
     pub(crate) interval: Duration,
     pub(crate) reporters: Vec<Box<dyn Reporter>>,
     pub(crate) timing: Timing,
+    pub(crate) watchdog: Option<Duration>,
 }
 
 impl fmt::Debug for Debugger {
@@ -46,6 +47,7 @@ impl fmt::Debug for Debugger {
             .field("interval", &self.interval)
             .field("reporters", &self.reporters.len())
             .field("timing", &self.timing)
+            .field("watchdog", &self.watchdog)
             .finish()
     }
 }
@@ -72,6 +74,7 @@ impl Debugger {
             interval: DEFAULT_INTERVAL,
             reporters: Vec::new(),
             timing: Timing::Exact,
+            watchdog: None,
         }
     }
 
@@ -100,6 +103,26 @@ impl Debugger {
     pub fn reporter(mut self, reporter: impl Reporter + 'static) -> Self {
         self.reporters.push(Box::new(reporter));
         self
+    }
+
+    /// Watches for work stuck inside one stage: every `threshold / 2`, any
+    /// batch (or iterator call) that has been inside a stage longer than
+    /// `threshold` is logged as a warning (target `paipa::watchdog`) with the
+    /// stage, the worker and how long, handed to every reporter's
+    /// [`Reporter::stall`], and listed in [`Snapshot::stalls`]. A zero
+    /// threshold is refused.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let err = paipa::Debugger::new().watchdog(Duration::ZERO).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid watchdog threshold: 0s (must be more than zero)");
+    /// ```
+    pub fn watchdog(mut self, threshold: Duration) -> Result<Self, ConfigError> {
+        if threshold.is_zero() {
+            return Err(ConfigError::new("watchdog threshold", "0s", "must be more than zero"));
+        }
+        self.watchdog = Some(threshold);
+        Ok(self)
     }
 
     /// Times one pull in `every` (counted at the pipeline's output) through

@@ -178,4 +178,4 @@ pub mod threaded;
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
-pub use stats::{Snapshot, StageSnapshot};
+pub use stats::{Snapshot, StageSnapshot, Stall};

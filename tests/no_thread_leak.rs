@@ -42,7 +42,11 @@ fn no_thread_outlives_a_run_however_it_ends() {
             drop(running);
             assert!(input.put(1).is_err());
         }
-        assert_eq!(common::threads_settle_to(before), before, "after dropping a background handle");
+        assert_eq!(
+            common::threads_settle_to(before),
+            before,
+            "after dropping a background handle"
+        );
 
         // Outputs dropped early.
         let p = Pipeline::new()
@@ -52,7 +56,11 @@ fn no_thread_outlives_a_run_however_it_ends() {
         let mut outputs = p.outputs().unwrap();
         assert_eq!(outputs.by_ref().take(10).count(), 10);
         drop(outputs);
-        assert_eq!(common::threads_settle_to(before), before, "after dropping the outputs early");
+        assert_eq!(
+            common::threads_settle_to(before),
+            before,
+            "after dropping the outputs early"
+        );
 
         // Aborted.
         let p = Pipeline::new()

@@ -97,6 +97,10 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0u64), 1u64..100_000],
     )
         .prop_flat_map(|(stages, capacity, n)| {
+            // Tiny capacities mean batches of one item and a thread switch
+            // per item per hop: keep those runs short enough for the 10 s
+            // bound on a loaded 2-core machine in a debug build.
+            let n = n.min(1_000 * capacity as u64);
             let s = stages.len();
             let policy = prop_oneof![
                 Just(Policy::Fail),

@@ -53,6 +53,7 @@ impl<I: Iterator> DebugPipeline<Probe<I>> {
             debugger.name.clone(),
             debugger.source.clone(),
             debugger.timing,
+            debugger.watchdog,
         ));
         DebugPipeline {
             iter: Probe::new(source, 0, rec.clone()),
@@ -148,6 +149,7 @@ impl<I: Iterator> IntoIterator for DebugPipeline<I> {
         let schedule = Schedule::start(
             self.debugger.reporters,
             self.debugger.interval,
+            self.debugger.watchdog,
             Arc::new(move |is_final| {
                 if is_final {
                     rec.finish();

@@ -46,7 +46,7 @@ const PALETTE: [&str; 8] = [
 const W: f64 = 760.0;
 const PANEL_H: f64 = 220.0;
 const LEFT: f64 = 70.0;
-const TOP: f64 = 40.0;
+const TOP: f64 = 60.0;
 
 impl ChartReporter {
     /// A reporter that writes its chart to `path` at the end of the run.

@@ -52,6 +52,11 @@ pub trait Reporter: Send {
     /// Called with every snapshot, from the reporting thread or (for the
     /// final one) from the thread that ends the run.
     fn report(&mut self, snapshot: &Snapshot);
+
+    /// Called by the watchdog (see [`crate::Debugger::watchdog`]) for work
+    /// stuck inside a stage, while it is stuck. Does nothing unless
+    /// overridden.
+    fn stall(&mut self, _stall: &crate::Stall) {}
 }
 
 impl<F> Reporter for F

@@ -10,7 +10,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
@@ -37,6 +37,26 @@ impl std::fmt::Debug for Schedule {
     }
 }
 
+/// Logs every stall of a snapshot and hands it to every reporter.
+fn watch(reporters: &Reporters, snap: &Snapshot) {
+    if snap.stalls.is_empty() {
+        return;
+    }
+    let mut list = reporters.lock().unwrap_or_else(|e| e.into_inner());
+    for stall in &snap.stalls {
+        tracing::warn!(
+            target: "paipa::watchdog",
+            "stage {:?} worker {}: work inside the stage for {:.1} s",
+            stall.stage,
+            stall.worker,
+            stall.stuck_for.as_secs_f64()
+        );
+        for r in list.iter_mut() {
+            let _ = catch_unwind(AssertUnwindSafe(|| r.stall(stall)));
+        }
+    }
+}
+
 /// Hands one snapshot to every reporter; a panicking reporter is logged and
 /// does not take the pipeline (or the other reporters) down.
 fn deliver(reporters: &Reporters, snap: &Snapshot) {
@@ -50,26 +70,49 @@ fn deliver(reporters: &Reporters, snap: &Snapshot) {
 
 impl Schedule {
     /// Starts reporting every `interval` (never, if it is zero or there are
-    /// no reporters).
-    pub(crate) fn start(reporters: Vec<Box<dyn Reporter>>, interval: Duration, snapshot: SnapshotFn) -> Self {
+    /// no reporters), and watching for stalls every `watchdog / 2` if set.
+    pub(crate) fn start(
+        reporters: Vec<Box<dyn Reporter>>,
+        interval: Duration,
+        watchdog: Option<Duration>,
+        snapshot: SnapshotFn,
+    ) -> Self {
         let reporters: Reporters = Arc::new(Mutex::new(reporters));
         let periodic = !interval.is_zero() && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
-        let (stop, thread) = if periodic {
-            let (tx, rx) = bounded::<()>(0);
-            let reporters = reporters.clone();
-            let snapshot = snapshot.clone();
-            let thread = std::thread::Builder::new()
-                .name("paipa-report".into())
-                .spawn(move || loop {
-                    match rx.recv_timeout(interval) {
-                        Err(RecvTimeoutError::Timeout) => deliver(&reporters, &snapshot(false)),
-                        _ => return,
-                    }
-                })
-                .ok();
-            (Some(tx), thread)
-        } else {
-            (None, None)
+        let tick = match (periodic, watchdog) {
+            (true, Some(w)) => Some(interval.min(w / 2)),
+            (true, None) => Some(interval),
+            (false, Some(w)) => Some(w / 2),
+            (false, None) => None,
+        };
+        let (stop, thread) = match tick {
+            Some(tick) => {
+                let (tx, rx) = bounded::<()>(0);
+                let reporters = reporters.clone();
+                let snapshot = snapshot.clone();
+                let thread = std::thread::Builder::new()
+                    .name("paipa-report".into())
+                    .spawn(move || {
+                        let mut next_report = Instant::now() + interval;
+                        loop {
+                            match rx.recv_timeout(tick.max(Duration::from_millis(1))) {
+                                Err(RecvTimeoutError::Timeout) => {}
+                                _ => return,
+                            }
+                            let snap = snapshot(false);
+                            if watchdog.is_some() {
+                                watch(&reporters, &snap);
+                            }
+                            if periodic && Instant::now() >= next_report {
+                                next_report += interval;
+                                deliver(&reporters, &snap);
+                            }
+                        }
+                    })
+                    .ok();
+                (Some(tx), thread)
+            }
+            None => (None, None),
         };
         Schedule {
             reporters,

@@ -37,6 +37,9 @@ pub(crate) struct StageCell {
     pub(crate) sys_cpu_ns: AtomicU64,
     pub(crate) mem_growth: AtomicI64,
     pub(crate) counters: Mutex<Vec<(&'static str, u64)>>,
+    /// Per worker: raw clock reading when its current batch entered the
+    /// stage, 0 while it waits. Read by the watchdog.
+    pub(crate) busy_since: Vec<AtomicU64>,
 }
 
 impl StageCell {
@@ -44,6 +47,21 @@ impl StageCell {
         let cell = StageCell::default();
         cell.set_name(name);
         cell
+    }
+
+    /// A cell for a stage of `workers` workers.
+    pub(crate) fn with_workers(name: impl Into<String>, workers: usize) -> Self {
+        let mut cell = StageCell::new(name);
+        cell.busy_since = (0..workers).map(|_| AtomicU64::new(0)).collect();
+        cell
+    }
+
+    /// Worker `worker` starts (`now` > 0) or ends (`now` = 0) a batch.
+    #[inline]
+    pub(crate) fn mark_busy(&self, worker: usize, now: u64) {
+        if let Some(slot) = self.busy_since.get(worker) {
+            slot.store(now, Relaxed);
+        }
     }
 
     /// A cell whose name is set later with [`StageCell::set_name`].

@@ -13,7 +13,7 @@ mod snapshot;
 pub(crate) use cell::StageCell;
 pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
-pub use snapshot::{Snapshot, StageSnapshot};
+pub use snapshot::{Snapshot, StageSnapshot, Stall};
 
 use std::cell::Cell;
 use std::ptr::NonNull;

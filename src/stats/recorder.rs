@@ -61,6 +61,7 @@ pub(crate) struct Recorder {
     started: Mutex<Option<Instant>>,
     finished: Mutex<Option<Duration>>,
     sampler: Mutex<Sampler>,
+    watchdog: Option<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +79,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Recorder {
-    pub(crate) fn new(name: String, source: String, mode: Timing) -> Self {
+    pub(crate) fn new(name: String, source: String, mode: Timing, watchdog: Option<Duration>) -> Self {
         let clock = clock().clone();
         Recorder {
             name,
@@ -96,6 +97,7 @@ impl Recorder {
             started: Mutex::new(None),
             finished: Mutex::new(None),
             sampler: Mutex::new(Sampler::default()),
+            watchdog,
         }
     }
 
@@ -273,11 +275,27 @@ impl Recorder {
                 }
             })
             .collect();
+        let stalls = match self.watchdog {
+            Some(limit) if in_flight > 0 && current < cells.len() - 1 => {
+                let stuck_for = ticks_to_duration(in_flight);
+                if stuck_for >= limit {
+                    vec![super::Stall {
+                        stage: cells[current].name(),
+                        worker: 0,
+                        stuck_for,
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        };
         Snapshot {
             pipeline: self.name.clone(),
             elapsed,
             stages,
             is_final,
+            stalls,
         }
     }
 }

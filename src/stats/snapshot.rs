@@ -14,6 +14,21 @@ pub struct Snapshot {
     pub stages: Vec<StageSnapshot>,
     /// True for the one report made when the run is over.
     pub is_final: bool,
+    /// Work that has been inside one stage longer than the debugger's
+    /// watchdog threshold, right now (empty without a watchdog).
+    pub stalls: Vec<Stall>,
+}
+
+/// Work stuck inside one stage: a batch (threaded stages) or a call
+/// (iterator stages) that has not come out for `stuck_for`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    /// The stage's name.
+    pub stage: String,
+    /// The worker (0 for iterator stages).
+    pub worker: usize,
+    /// How long it has been inside the stage.
+    pub stuck_for: Duration,
 }
 
 /// A point-in-time copy of one stage's stats.

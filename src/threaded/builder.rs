@@ -236,7 +236,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             let settings = stage.settings;
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
             let (tx, out_rx) = edge::<Next>(out_layout);
-            let cell = Arc::new(StageCell::new(settings.name.clone()));
+            let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));
             planner.cells.push((cell.clone(), settings.workers));
             let parts = LaunchParts {
                 rx: mid,

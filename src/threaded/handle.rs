@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
@@ -13,7 +13,7 @@ use super::channel::Msg;
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
-use crate::stats::{Snapshot, StageCell};
+use crate::stats::{clock, ticks_to_duration, Snapshot, StageCell, Stall};
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -34,17 +34,38 @@ pub struct Summary {
 type Cells = Arc<Vec<(Arc<StageCell>, usize)>>;
 
 /// A point-in-time snapshot of a threaded run.
-fn snapshot(name: &str, started: Instant, cells: &Cells, is_final: bool) -> Snapshot {
+fn snapshot(name: &str, started: Instant, cells: &Cells, watchdog: Option<Duration>, is_final: bool) -> Snapshot {
     let mut stages: Vec<_> = cells.iter().map(|(cell, workers)| cell.snapshot(*workers)).collect();
     for k in 1..stages.len() {
         let upstream = stages[k - 1].count;
         stages[k].queue_depth = upstream.saturating_sub(stages[k].count_in) as usize;
+    }
+    let mut stalls = Vec::new();
+    if let Some(limit) = watchdog.filter(|_| !is_final) {
+        let now = clock().raw();
+        for (cell, _) in cells.iter() {
+            for (worker, since) in cell.busy_since.iter().enumerate() {
+                let since = since.load(std::sync::atomic::Ordering::Relaxed);
+                if since == 0 {
+                    continue;
+                }
+                let stuck_for = ticks_to_duration(now.saturating_sub(since));
+                if stuck_for >= limit {
+                    stalls.push(Stall {
+                        stage: cell.name(),
+                        worker,
+                        stuck_for,
+                    });
+                }
+            }
+        }
     }
     Snapshot {
         pipeline: name.to_string(),
         elapsed: started.elapsed(),
         stages,
         is_final,
+        stalls,
     }
 }
 
@@ -69,14 +90,15 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     ) -> (R, Result<Summary, RunError>) {
         let started = Instant::now();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
+        let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
         let snap = {
             let (name, cells) = (self.name.clone(), cells.clone());
-            Arc::new(move |is_final| snapshot(&name, started, &cells, is_final))
+            Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, is_final))
         };
         let mut schedule = self
             .debugger
             .take()
-            .map(|d| Schedule::start(d.reporters, d.interval, snap.clone()));
+            .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone()));
         let rx = self.rx_out.take().expect("outputs are taken once");
         let shared = self.shared.clone();
         let result =
@@ -134,7 +156,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
         let name = self.name.clone();
         let started = Instant::now();
         Stats {
-            source: Arc::new(move |is_final| snapshot(&name, started, &cells, is_final)),
+            source: Arc::new(move |is_final| snapshot(&name, started, &cells, None, is_final)),
         }
     }
 

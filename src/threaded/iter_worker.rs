@@ -74,6 +74,7 @@ impl<In, Out> Side<'_, In, Out> {
 impl<In, Out> Refill<In> for Side<'_, In, Out> {
     fn refill(&mut self) -> Option<Vec<In>> {
         loop {
+            self.cx.cell.mark_busy(self.cx.info.index, 0);
             if self.ended {
                 return None;
             }
@@ -88,6 +89,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             match got {
                 Recv::Msg(Msg::Items(batch)) => {
                     self.cx.take(&batch);
+                    self.cx.cell.mark_busy(self.cx.info.index, crate::stats::clock().raw());
                     return Some(batch);
                 }
                 Recv::Msg(Msg::Meta(meta)) => self.outbox.borrow_mut().meta(meta),

@@ -123,10 +123,12 @@ where
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
                 let mut out = Vec::with_capacity(batch.len());
+                cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
                 let ok = cx.process_batch(batch, |item| {
                     out.push(f(item)?);
                     Ok(())
                 });
+                cx.cell.mark_busy(cx.info.index, 0);
                 if !ok || cx.shared.cancel.is_cancelled() {
                     cx.discard_n(out.len() as u64);
                     break;

@@ -208,7 +208,9 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
                 let (out, step) = (&mut outbox, &mut step);
+                cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
                 ok = cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
+                cx.cell.mark_busy(cx.info.index, 0);
                 ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
                 clock.mark(&mut outbox.blocked);
             }

@@ -1,0 +1,80 @@
+//! The watchdog reports work stuck inside a stage while it is stuck.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paipa::iter::Pipeline as IterPipeline;
+use paipa::threaded::{Pipeline, Stage};
+use paipa::{Debugger, Reporter, Snapshot, Stall};
+
+#[derive(Clone, Default)]
+struct Stalls(Arc<Mutex<Vec<Stall>>>);
+
+impl Reporter for Stalls {
+    fn report(&mut self, _: &Snapshot) {}
+    fn stall(&mut self, stall: &Stall) {
+        self.0.lock().unwrap().push(stall.clone());
+    }
+}
+
+#[test]
+fn a_stuck_threaded_worker_is_reported_while_stuck() {
+    common::within(Duration::from_secs(20), || {
+        let stalls = Stalls::default();
+        let debugger = Debugger::silent()
+            .reporter(stalls.clone())
+            .watchdog(Duration::from_millis(50))
+            .unwrap();
+        let s = Pipeline::new()
+            .debug(debugger)
+            .source(0..10u32)
+            .then(Stage::map("fast", |x: u32| x).workers(2))
+            .unwrap()
+            .then(
+                Stage::map("stuck", |x: u32| {
+                    if x == 3 {
+                        std::thread::sleep(Duration::from_millis(400));
+                    }
+                    x
+                })
+                .workers(3),
+            )
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(s.items, 10);
+        assert!(s.snapshot.stalls.is_empty(), "nothing is stuck at the end");
+        let seen = stalls.0.lock().unwrap().clone();
+        assert!(!seen.is_empty(), "the stall was reported while it lasted");
+        assert!(seen.iter().all(|s| s.stage == "stuck" && s.worker < 3), "{seen:?}");
+        let longest = seen.iter().map(|s| s.stuck_for).max().unwrap();
+        assert!(
+            longest >= Duration::from_millis(100) && longest < Duration::from_millis(600),
+            "{longest:?}"
+        );
+    });
+}
+
+#[test]
+fn a_stuck_iterator_stage_is_reported_while_stuck() {
+    common::within(Duration::from_secs(20), || {
+        let stalls = Stalls::default();
+        let debugger = Debugger::silent()
+            .reporter(stalls.clone())
+            .watchdog(Duration::from_millis(50))
+            .unwrap();
+        let p = IterPipeline::new(0..3u32).debug(debugger).step_named("stuck", |it| {
+            it.inspect(|x| {
+                if *x == 1 {
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            })
+        });
+        assert_eq!(paipa::iter::consume(p), 3);
+        let seen = stalls.0.lock().unwrap().clone();
+        assert!(!seen.is_empty());
+        assert!(seen.iter().all(|s| s.stage == "stuck" && s.worker == 0), "{seen:?}");
+    });
+}
