@@ -155,6 +155,36 @@
 //! pulling) disconnects the edge above it, and the stages upstream stop in
 //! turn while those downstream finish what they have.
 //!
+//! ## Reporters
+//!
+//! Every reporter gets the same [`Snapshot`] (a point-in-time copy of every
+//! stage) periodically and once at the end:
+//!
+//! - [`report::LogReporter`]: the aligned table and the end-of-run summary
+//!   (wall time, items per second, each stage's share, the bottleneck and a
+//!   hint), through `tracing`.
+//! - [`report::ChartReporter`]: an SVG of each stage's throughput and queue
+//!   depth over time, written at the end.
+//! - `report::JsonReporter` (feature `json`): one JSON object per snapshot,
+//!   with a documented schema.
+//! - `report::MetricsReporter` (feature `metrics`): counters and gauges
+//!   through the `metrics` facade, so Prometheus or DogStatsD exporters
+//!   serve them.
+//! - Any `FnMut(&Snapshot) + Send` closure, or your own [`Reporter`].
+//!
+//! [`Debugger::watchdog`] adds stall detection: work inside one stage for
+//! longer than a threshold is reported while it happens.
+//!
+//! ## Feature flags
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `json` | `report::JsonReporter`, `report::snapshot_json` (serde_json) |
+//! | `metrics` | `report::MetricsReporter` (the `metrics` crate) |
+//!
+//! The core depends only on crossbeam-channel, quanta, libc, thiserror and
+//! tracing.
+//!
 //! ## Bad input
 //!
 //! Invalid settings are refused where they are written, with an error that

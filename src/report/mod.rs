@@ -1,6 +1,6 @@
 //! Reporters: where snapshots go. Both pipeline kinds call their reporters
 //! every interval while running (5 s unless set) and exactly once at the end,
-//! from a [`Schedule`].
+//! from one reporting thread per run.
 //!
 //! A reporter is anything that implements [`Reporter`], closures included:
 //!
