@@ -181,6 +181,7 @@
 //! |---|---|
 //! | `json` | `report::JsonReporter`, `report::snapshot_json` (serde_json) |
 //! | `metrics` | `report::MetricsReporter` (the `metrics` crate) |
+//! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and
 //! tracing.

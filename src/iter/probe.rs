@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crate::stats::recorder::Recorder;
-use crate::stats::StageCell;
+use crate::stats::{AllocScope, StageCell};
 
 /// How much one item counts for: 1, or what the stage says (a batch counts
 /// as its length).
@@ -94,7 +94,11 @@ impl<I: Iterator, W: Weigh<I::Item>> Iterator for Probe<I, W> {
     fn next(&mut self) -> Option<I::Item> {
         let timed = self.rec.timed();
         self.rec.enter(self.index, &self.consumer, timed);
-        let item = self.inner.next();
+        let item = {
+            // SAFETY: `self.own` outlives the scope, which ends in this block.
+            let _mem = unsafe { AllocScope::enter(&self.own) };
+            self.inner.next()
+        };
         self.rec.leave(self.index, &self.own, timed);
         if let Some(x) = &item {
             self.count += self.weigh.weigh(x);

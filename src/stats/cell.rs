@@ -36,10 +36,54 @@ pub(crate) struct StageCell {
     pub(crate) user_cpu_ns: AtomicU64,
     pub(crate) sys_cpu_ns: AtomicU64,
     pub(crate) mem_growth: AtomicI64,
+    /// Bytes allocated minus bytes freed while this stage ran (feature
+    /// `alloc`, with `CountingAlloc` installed).
+    pub(crate) alloc_net: AtomicI64,
+    /// Highest `alloc_net` seen.
+    pub(crate) alloc_peak: AtomicI64,
     pub(crate) counters: Mutex<Vec<(&'static str, u64)>>,
     /// Per worker: raw clock reading when its current batch entered the
     /// stage, 0 while it waits. Read by the watchdog.
     pub(crate) busy_since: Vec<AtomicU64>,
+}
+
+/// Whether memory is counted by the allocator (feature `alloc`, installed).
+fn alloc_counted() -> bool {
+    #[cfg(feature = "alloc")]
+    {
+        super::alloc::installed()
+    }
+    #[cfg(not(feature = "alloc"))]
+    {
+        false
+    }
+}
+
+/// Charges this thread's allocations to `cell` while alive (feature
+/// `alloc`); restores the previous stage when dropped.
+pub(crate) struct AllocScope {
+    #[cfg(feature = "alloc")]
+    previous: *const StageCell,
+}
+
+impl AllocScope {
+    /// # Safety
+    /// `cell` must outlive the scope.
+    #[inline(always)]
+    pub(crate) unsafe fn enter(_cell: &StageCell) -> Self {
+        AllocScope {
+            #[cfg(feature = "alloc")]
+            previous: super::alloc::set_current(_cell),
+        }
+    }
+}
+
+impl Drop for AllocScope {
+    #[inline(always)]
+    fn drop(&mut self) {
+        #[cfg(feature = "alloc")]
+        super::alloc::set_current(self.previous);
+    }
 }
 
 impl StageCell {
@@ -105,7 +149,16 @@ impl StageCell {
             user_cpu: Duration::from_nanos(self.user_cpu_ns.load(Relaxed)),
             sys_cpu: Duration::from_nanos(self.sys_cpu_ns.load(Relaxed)),
             queue_depth: 0,
-            mem_growth: self.mem_growth.load(Relaxed),
+            mem_growth: if alloc_counted() {
+                self.alloc_net.load(Relaxed)
+            } else {
+                self.mem_growth.load(Relaxed)
+            },
+            mem_peak: if alloc_counted() {
+                self.alloc_peak.load(Relaxed)
+            } else {
+                self.mem_growth.load(Relaxed).max(0)
+            },
             counters: self.counters(),
         }
     }

@@ -5,12 +5,16 @@
 //! [`count`]; the count is attributed to the stage running on the calling
 //! thread at that moment and shows up in [`StageSnapshot::counters`].
 
+#[cfg(feature = "alloc")]
+pub(crate) mod alloc;
 mod cell;
 mod clock;
 pub(crate) mod recorder;
 mod snapshot;
 
-pub(crate) use cell::StageCell;
+#[cfg(feature = "alloc")]
+pub use alloc::CountingAlloc;
+pub(crate) use cell::{AllocScope, StageCell};
 pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
 pub use snapshot::{Snapshot, StageSnapshot, Stall};

@@ -72,6 +72,9 @@ pub struct StageSnapshot {
     pub queue_depth: usize,
     /// Net growth of memory attributed to this stage, in bytes.
     pub mem_growth: i64,
+    /// Highest net memory growth seen in this stage, in bytes (exact with
+    /// the `alloc` feature's allocator; otherwise the sampled growth).
+    pub mem_peak: i64,
     /// User-named counters incremented with [`crate::stats::count`].
     pub counters: Vec<(String, u64)>,
 }

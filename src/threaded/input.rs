@@ -246,6 +246,8 @@ pub(crate) fn source_job<T>(
     batch: usize,
 ) {
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
+    // SAFETY: `cell` outlives the scope (declared before it).
+    let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
     let mut blocked = 0u64;
     for msg in pending {
         let pieces: Vec<Msg<T>> = match msg {

@@ -10,7 +10,7 @@ use super::channel::{recv, try_recv, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, guarded, WorkerCtx};
 use crate::error::BoxError;
-use crate::stats::TargetGuard;
+use crate::stats::{AllocScope, TargetGuard};
 
 /// The input of an iterator step in a threaded stage: the items that reach
 /// this worker, in the order it takes them. It sends what the worker has
@@ -118,6 +118,8 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard (declared after it, dropped before).
     let _counters = unsafe { TargetGuard::install(&*cell) };
+    // SAFETY: as above.
+    let _mem = unsafe { AllocScope::enter(&cell) };
     let skip = cx.policy.skips_at_last();
     let shared = cx.shared.clone();
     let outbox = Rc::new(RefCell::new(outbox));

@@ -17,7 +17,7 @@ use super::channel::{recv, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
-use crate::stats::TargetGuard;
+use crate::stats::{AllocScope, TargetGuard};
 
 /// Shared by the workers of one ordered stage.
 pub(crate) struct Reorder<Out> {
@@ -88,6 +88,8 @@ where
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard (declared after it, dropped before).
     let _counters = unsafe { TargetGuard::install(&*cell) };
+    // SAFETY: as above.
+    let _mem = unsafe { AllocScope::enter(&cell) };
     let mut clock = WorkerClock::start(cell.clone());
     let mut blocked = 0u64;
     loop {

@@ -14,7 +14,7 @@ use super::policy::OnError;
 use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
-use crate::stats::{StageCell, TargetGuard};
+use crate::stats::{AllocScope, StageCell, TargetGuard};
 
 /// Why a call into user code did not succeed.
 pub(crate) enum Failure {
@@ -170,6 +170,8 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
     // SAFETY: `cell` outlives the guard: both live until this function
     // returns or unwinds, and the guard is declared after it.
     let _counters = unsafe { TargetGuard::install(&*cell) };
+    // SAFETY: as above.
+    let _mem = unsafe { AllocScope::enter(&cell) };
     let mut clock = WorkerClock::start(cell.clone());
     let idle = step.idle_timeout();
     let mut ok = match guarded(|| step.on_start(&cx.info)) {

@@ -1,0 +1,62 @@
+//! Memory per stage with the counting allocator (feature `alloc`).
+#![cfg(feature = "alloc")]
+
+use paipa::iter::Pipeline;
+use paipa::threaded::{Pipeline as Threaded, Stage};
+use paipa::Debugger;
+
+#[global_allocator]
+static ALLOC: paipa::stats::CountingAlloc = paipa::stats::CountingAlloc::system();
+
+const KIB: i64 = 1024;
+
+fn grow(it: impl Iterator<Item = u32>) -> impl Iterator<Item = Vec<u8>> {
+    it.map(|_| vec![1u8; 1024])
+}
+
+fn shrink(it: impl Iterator<Item = Vec<u8>>) -> impl Iterator<Item = usize> {
+    it.map(|v| v.len())
+}
+
+#[test]
+fn iterator_stages_are_charged_for_what_they_allocate_and_free() {
+    let pipeline = Pipeline::new(0..1000u32)
+        .debug(Debugger::silent())
+        .step(grow)
+        .step(shrink);
+    let stats = pipeline.stats();
+    assert_eq!(paipa::iter::consume(pipeline), 1000);
+    let snap = stats.snapshot();
+    let g = snap.stage("grow").unwrap();
+    let s = snap.stage("shrink").unwrap();
+    // Each KiB is allocated in `grow` and freed in `shrink`.
+    assert!(
+        (1000 * KIB..1000 * KIB + 64 * KIB).contains(&g.mem_growth),
+        "grow {}",
+        g.mem_growth
+    );
+    assert!(
+        (-1000 * KIB - 64 * KIB..=-1000 * KIB).contains(&s.mem_growth),
+        "shrink {}",
+        s.mem_growth
+    );
+    assert!(g.mem_peak >= 1000 * KIB, "peak {}", g.mem_peak);
+    assert!(s.mem_peak < 64 * KIB, "shrink peak {}", s.mem_peak);
+}
+
+#[test]
+fn threaded_stages_are_charged_too() {
+    let s = Threaded::new()
+        .source(0..500u32)
+        .then(Stage::map("make", |_: u32| vec![0u8; 4096]).workers(2))
+        .unwrap()
+        .then(Stage::map("drop", |v: Vec<u8>| v.len()))
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(s.items, 500);
+    let make = s.snapshot.stage("make").unwrap();
+    let drop = s.snapshot.stage("drop").unwrap();
+    assert!(make.mem_growth >= 500 * 4 * KIB, "make {}", make.mem_growth);
+    assert!(drop.mem_growth <= -500 * 4 * KIB, "drop {}", drop.mem_growth);
+}
