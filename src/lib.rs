@@ -170,6 +170,8 @@
 //! - `report::MetricsReporter` (feature `metrics`): counters and gauges
 //!   through the `metrics` facade, so Prometheus or DogStatsD exporters
 //!   serve them.
+//! - `report::ProgressReporter` (feature `progress`): live per-stage lines
+//!   with count, throughput, queue depth and busy share.
 //! - Any `FnMut(&Snapshot) + Send` closure, or your own [`Reporter`].
 //!
 //! [`Debugger::watchdog`] adds stall detection: work inside one stage for
@@ -181,6 +183,7 @@
 //! |---|---|
 //! | `json` | `report::JsonReporter`, `report::snapshot_json` (serde_json) |
 //! | `metrics` | `report::MetricsReporter` (the `metrics` crate) |
+//! | `progress` | `report::ProgressReporter`: live per-stage lines on a terminal (indicatif), tables otherwise |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and

@@ -30,6 +30,8 @@ mod json;
 mod log;
 #[cfg(feature = "metrics")]
 mod metrics;
+#[cfg(feature = "progress")]
+mod progress;
 mod schedule;
 mod summary;
 mod table;
@@ -40,6 +42,8 @@ pub use self::json::{snapshot_json, JsonReporter};
 pub use self::log::LogReporter;
 #[cfg(feature = "metrics")]
 pub use self::metrics::MetricsReporter;
+#[cfg(feature = "progress")]
+pub use self::progress::ProgressReporter;
 pub(crate) use schedule::Schedule;
 pub use summary::{format_summary, hint};
 pub use table::format_table;
