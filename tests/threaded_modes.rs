@@ -322,6 +322,22 @@ fn reporters_get_periodic_and_one_final_snapshot_naming_the_bottleneck() {
         // Busy + starved + blocked covers each worker's wall time.
         let fast = s.snapshot.stage("fast").unwrap();
         assert!(fast.starved + fast.blocked > fast.busy, "fast mostly waits: {fast:?}");
+        // Per worker, the split adds up to the stage's totals.
+        assert_eq!(fast.per_worker.len(), 2);
+        let sum = |f: fn(&paipa::WorkerSnapshot) -> Duration| fast.per_worker.iter().map(f).sum::<Duration>();
+        let close = |a: Duration, b: Duration| a.abs_diff(b) < Duration::from_micros(10);
+        assert!(close(sum(|w| w.busy), fast.busy), "{fast:?}");
+        assert!(close(sum(|w| w.starved), fast.starved), "{fast:?}");
+        assert!(close(sum(|w| w.blocked), fast.blocked), "{fast:?}");
+        let wall = s.snapshot.elapsed;
+        for w in &slow.per_worker {
+            let total = w.busy + w.starved + w.blocked;
+            assert!(total <= wall + Duration::from_millis(20), "{w:?} over {wall:?}");
+            assert!(
+                total * 10 >= wall * 8,
+                "a worker's split covers most of the run: {w:?} of {wall:?}"
+            );
+        }
     });
 }
 

@@ -19,7 +19,8 @@ use crate::stats::Snapshot;
 ///                 "metas": u64, "busy_s": f64, "starved_s": f64, "blocked_s": f64,
 ///                 "user_cpu_s": f64, "sys_cpu_s": f64, "queue_depth": u64,
 ///                 "mem_growth_bytes": i64, "throughput_per_s": f64, "share": f64,
-///                 "counters": { str: u64 } } ] }
+///                 "counters": { str: u64 },
+///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ] }
 /// ```
 ///
 /// Fields are only ever added, never renamed or removed, within a schema
@@ -61,6 +62,11 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
                 "throughput_per_s": s.throughput(),
                 "share": snapshot.share(s),
                 "counters": counters,
+                "per_worker": s.per_worker.iter().map(|w| json!({
+                    "busy_s": w.busy.as_secs_f64(),
+                    "starved_s": w.starved.as_secs_f64(),
+                    "blocked_s": w.blocked.as_secs_f64(),
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

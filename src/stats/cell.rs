@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use std::time::Duration;
 
-use super::{ticks_to_duration, CounterTarget, StageSnapshot};
+use super::{ticks_to_duration, CounterTarget, StageSnapshot, WorkerSnapshot};
 
 /// Live counters of one stage.
 #[derive(Debug, Default)]
@@ -45,6 +45,8 @@ pub(crate) struct StageCell {
     /// Per worker: raw clock reading when its current batch entered the
     /// stage, 0 while it waits. Read by the watchdog.
     pub(crate) busy_since: Vec<AtomicU64>,
+    /// Per worker: busy, starved and blocked raw ticks.
+    pub(crate) per_worker: Vec<[AtomicU64; 3]>,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).
@@ -97,6 +99,7 @@ impl StageCell {
     pub(crate) fn with_workers(name: impl Into<String>, workers: usize) -> Self {
         let mut cell = StageCell::new(name);
         cell.busy_since = (0..workers).map(|_| AtomicU64::new(0)).collect();
+        cell.per_worker = (0..workers).map(|_| Default::default()).collect();
         cell
     }
 
@@ -160,6 +163,15 @@ impl StageCell {
                 self.mem_growth.load(Relaxed).max(0)
             },
             counters: self.counters(),
+            per_worker: self
+                .per_worker
+                .iter()
+                .map(|[b, s, k]| WorkerSnapshot {
+                    busy: ticks_to_duration(b.load(Relaxed)),
+                    starved: ticks_to_duration(s.load(Relaxed)),
+                    blocked: ticks_to_duration(k.load(Relaxed)),
+                })
+                .collect(),
         }
     }
 

@@ -77,6 +77,20 @@ pub struct StageSnapshot {
     pub mem_peak: i64,
     /// User-named counters incremented with [`crate::stats::count`].
     pub counters: Vec<(String, u64)>,
+    /// Threaded stages: each worker's split of its wall time (empty for
+    /// iterator stages and the source).
+    pub per_worker: Vec<WorkerSnapshot>,
+}
+
+/// One worker's split of its wall time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerSnapshot {
+    /// Processing items.
+    pub busy: Duration,
+    /// Waiting for input.
+    pub starved: Duration,
+    /// Waiting for room downstream.
+    pub blocked: Duration,
 }
 
 impl StageSnapshot {

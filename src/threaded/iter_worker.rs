@@ -124,7 +124,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     let shared = cx.shared.clone();
     let outbox = Rc::new(RefCell::new(outbox));
     let side = Rc::new(RefCell::new(Side {
-        clock: WorkerClock::start(cell.clone()),
+        clock: WorkerClock::start(cell.clone(), cx.info.index),
         cx,
         outbox: outbox.clone(),
         ended: false,

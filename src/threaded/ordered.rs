@@ -90,7 +90,7 @@ where
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
-    let mut clock = WorkerClock::start(cell.clone());
+    let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut blocked = 0u64;
     loop {
         // A token first: it bounds what is in flight.

@@ -124,6 +124,7 @@ const CPU_EVERY: Duration = Duration::from_millis(50);
 /// its CPU time; publishes to the stage's cell at every `mark`.
 pub(crate) struct WorkerClock {
     cell: Arc<StageCell>,
+    index: usize,
     last: u64,
     /// Raw ticks spent waiting for input since the last mark.
     pub(crate) starved: u64,
@@ -133,11 +134,12 @@ pub(crate) struct WorkerClock {
 }
 
 impl WorkerClock {
-    pub(crate) fn start(cell: Arc<StageCell>) -> Self {
+    pub(crate) fn start(cell: Arc<StageCell>, index: usize) -> Self {
         let now = clock().raw();
         let cpu_every = duration_to_ticks(CPU_EVERY);
         WorkerClock {
             cell,
+            index,
             last: now,
             starved: 0,
             cpu: thread_cpu_time(),
@@ -152,9 +154,15 @@ impl WorkerClock {
         let now = clock().raw();
         let elapsed = now.saturating_sub(self.last);
         let waiting = self.starved + *blocked;
-        self.cell.busy_ticks.fetch_add(elapsed.saturating_sub(waiting), Relaxed);
+        let busy = elapsed.saturating_sub(waiting);
+        self.cell.busy_ticks.fetch_add(busy, Relaxed);
         self.cell.starved_ticks.fetch_add(self.starved, Relaxed);
         self.cell.blocked_ticks.fetch_add(*blocked, Relaxed);
+        if let Some([b, s, k]) = self.cell.per_worker.get(self.index) {
+            b.fetch_add(busy, Relaxed);
+            s.fetch_add(self.starved, Relaxed);
+            k.fetch_add(*blocked, Relaxed);
+        }
         self.starved = 0;
         *blocked = 0;
         self.last = now;

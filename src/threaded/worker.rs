@@ -172,7 +172,7 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
-    let mut clock = WorkerClock::start(cell.clone());
+    let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let idle = step.idle_timeout();
     let mut ok = match guarded(|| step.on_start(&cx.info)) {
         Ok(()) => true,
