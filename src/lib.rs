@@ -184,6 +184,7 @@
 //! | `json` | `report::JsonReporter`, `report::snapshot_json` (serde_json) |
 //! | `metrics` | `report::MetricsReporter` (the `metrics` crate) |
 //! | `progress` | `report::ProgressReporter`: live per-stage lines on a terminal (indicatif), tables otherwise |
+//! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and
@@ -204,6 +205,8 @@
 
 mod debugger;
 mod error;
+#[cfg(feature = "http")]
+pub mod glue;
 pub mod iter;
 pub mod report;
 pub mod stats;

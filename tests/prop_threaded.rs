@@ -51,6 +51,10 @@ enum Fault {
     Slow {
         stage: usize,
     },
+    /// The stage blocks (as on slow I/O) for 100 ms on one item.
+    Block {
+        stage: usize,
+    },
     /// The consumer reads `n` outputs, then drops the iterator.
     DropOutputs {
         after: usize,
@@ -113,6 +117,7 @@ fn case() -> impl Strategy<Value = Case> {
                 4 => (0..s, 0..n.max(1), policy).prop_map(|(stage, at, policy)| Fault::Error { stage, at, policy }),
                 1 => (0..s, 0..n.max(1)).prop_map(|(stage, at)| Fault::Panic { stage, at }),
                 1 => (0..s).prop_map(|stage| Fault::Slow { stage }),
+                1 => (0..s).prop_map(|stage| Fault::Block { stage }),
                 1 => (0..50usize).prop_map(|after| Fault::DropOutputs { after }),
                 1 => Just(Fault::DropRunning),
                 1 => Just(Fault::FeedFromThread),
@@ -137,6 +142,10 @@ fn step_fn(fault: Fault, i: usize) -> impl Fn(u64) -> Result<u64, BoxError> + Se
             Fault::Panic { stage, at } if stage == i && orig == at => panic!("injected panic at {at}"),
             Fault::Slow { stage } if stage == i && orig < 20 => {
                 std::thread::sleep(Duration::from_millis(1));
+                Ok(x + 1)
+            }
+            Fault::Block { stage } if stage == i && orig == 0 => {
+                std::thread::sleep(Duration::from_millis(100));
                 Ok(x + 1)
             }
             _ => Ok(x + 1),
