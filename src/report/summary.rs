@@ -26,7 +26,12 @@ pub fn hint(snapshot: &Snapshot) -> Option<String> {
         .stages
         .iter()
         .any(|s| !(s.starved.is_zero() && s.blocked.is_zero()));
-    let mut hint = if i == 0 {
+    let mut hint = if load < 50.0 && i != 0 {
+        format!(
+            "no stage is saturated (the busiest, {:?}, was busy {load:.0}% of the time): the run waits for its input",
+            b.name
+        )
+    } else if i == 0 {
         format!(
             "the source {:?} limits the run (busy {load:.0}% of the time): feed it faster",
             b.name

@@ -1,0 +1,51 @@
+//! A standalone ingestion server: POST JSON numbers (one, an array, or
+//! NDJSON) to `/ingest`; SIGTERM or SIGINT stops accepting connections,
+//! drains the pipeline and exits 0 (or 1 if the pipeline failed).
+//!
+//! Run: `cargo run --release --features http --example ingest_server -- [port]`
+//! then `curl -d '[1,2,3]' http://127.0.0.1:8080/ingest`.
+
+use paipa::glue::{serve, ServerConfig};
+use paipa::threaded::{Pipeline, Stage};
+use paipa::Debugger;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let port: u16 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(8080);
+    let run = || -> Result<u64, Box<dyn std::error::Error>> {
+        let mut pipeline = Pipeline::new()
+            .debug(Debugger::new().name("ingest").source_name("http"))
+            .then(Stage::try_map("check", |x: i64| {
+                if x < 0 {
+                    Err("negative entry")
+                } else {
+                    Ok(x)
+                }
+            }))?
+            .then(Stage::map("store", |x: i64| x * 2).workers(2))?;
+        let input = pipeline.input();
+        let running = pipeline.spawn()?;
+        let server = serve(
+            std::net::TcpListener::bind(("127.0.0.1", port))?,
+            input,
+            running,
+            ServerConfig::default(),
+        )?;
+        server.stop_on_signals();
+        println!(
+            "listening on http://{}/ingest (SIGTERM or Ctrl-C to stop)",
+            server.addr()
+        );
+        Ok(server.wait()?.items)
+    };
+    match run() {
+        Ok(items) => println!("stopped cleanly after {items} entries"),
+        Err(e) => {
+            eprintln!("pipeline failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The reference's realistic pipeline, end to end and for real: stream every
+//! row of a SQLite `products` table, keep the available ones, group them in
+//! batches of 2048, POST each batch as JSON to an ingestion server (paipa's
+//! own, on loopback, unless `--url` points elsewhere), flatten, count.
+//!
+//! Run: `cargo run --release --features http --example products -- \
+//!       [--db products.db] [--rows 1000000] [--batch 2048] [--url http://host:port/ingest]`
+//!
+//! The database is created on first run (fixed seed) and reused afterwards.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use paipa::glue::{serve, ServerConfig};
+use paipa::iter::{chunk, consume, flatten, Pipeline};
+use paipa::threaded::{self, Stage};
+use paipa::Debugger;
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Product {
+    id: i64,
+    name: String,
+    price: i64,
+    available: bool,
+}
+
+struct Args {
+    db: PathBuf,
+    rows: i64,
+    batch: usize,
+    url: Option<String>,
+}
+
+fn args() -> Result<Args, String> {
+    let mut a = Args {
+        db: "products.db".into(),
+        rows: 1_000_000,
+        batch: 2048,
+        url: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--db" => a.db = value.into(),
+            "--rows" => a.rows = value.parse().map_err(|e| format!("--rows: {e}"))?,
+            "--batch" => a.batch = value.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--url" => a.url = Some(value),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(a)
+}
+
+/// Creates the table with `rows` products (fixed seed) unless it has them.
+fn ensure_db(conn: &mut Connection, rows: i64) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "create table if not exists products (id integer primary key, name text not null, price integer not null, available integer not null)",
+    )?;
+    let have: i64 = conn.query_row("select count(*) from products", [], |r| r.get(0))?;
+    if have == rows {
+        println!("reusing {rows} products");
+        return Ok(());
+    }
+    let t = Instant::now();
+    let tx = conn.transaction()?;
+    tx.execute("delete from products", [])?;
+    {
+        let mut insert = tx.prepare("insert into products (id, name, price, available) values (?1, ?2, ?3, ?4)")?;
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for id in 0..rows {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let r = seed >> 33;
+            insert.execute(rusqlite::params![
+                id,
+                format!("product {id}"),
+                (r % 100_000) as i64,
+                r % 3 != 0
+            ])?;
+        }
+    }
+    tx.commit()?;
+    println!("created {rows} products in {:.1} s", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn only_available(products: impl Iterator<Item = Product>) -> impl Iterator<Item = Product> {
+    products.filter(|p| p.available)
+}
+
+/// POSTs each batch to the ingestion server, waiting and retrying when it
+/// answers 503 (full); passes the batch on.
+fn send_in_batch(chunks: impl Iterator<Item = Vec<Product>>, url: String) -> impl Iterator<Item = Vec<Product>> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    chunks.inspect(move |batch| {
+        let body = serde_json::to_string(batch).expect("products serialise");
+        loop {
+            match agent
+                .post(&url)
+                .set("Content-Type", "application/json")
+                .send_string(&body)
+            {
+                Ok(_) => break,
+                Err(ureq::Error::Status(503, r)) => {
+                    let wait = r.header("Retry-After").and_then(|v| v.parse().ok()).unwrap_or(1);
+                    std::thread::sleep(Duration::from_secs(wait));
+                }
+                Err(e) => panic!("POST {url}: {e}"),
+            }
+        }
+    })
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    let args = args()?;
+    let mut conn = Connection::open(&args.db)?;
+    ensure_db(&mut conn, args.rows)?;
+
+    // The ingestion server, unless one was given: a threaded pipeline that
+    // counts what it receives.
+    let local = match &args.url {
+        Some(_) => None,
+        None => {
+            // Its own report (logged when it stops) shows whether the
+            // server's pipeline or its HTTP side limits the sender.
+            let mut ingest = threaded::Pipeline::new()
+                .debug(Debugger::new().name("ingest server").source_name("http"))
+                .then(Stage::map("store", |p: Product| p.price).workers(2))?;
+            let input = ingest.input();
+            let running = ingest.spawn()?;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            Some(serve(listener, input, running, ServerConfig::default())?)
+        }
+    };
+    let url = match (&args.url, &local) {
+        (Some(u), _) => u.clone(),
+        (None, Some(server)) => format!("http://{}/ingest", server.addr()),
+        (None, None) => unreachable!("a server was started"),
+    };
+
+    let started = Instant::now();
+    let mut select = conn.prepare("select id, name, price, available from products")?;
+    let rows = select
+        .query_map([], |r| {
+            Ok(Product {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                price: r.get(2)?,
+                available: r.get(3)?,
+            })
+        })?
+        .map(|r| r.expect("a products row"));
+    let pipeline = Pipeline::new(rows)
+        .debug(Debugger::new().name("products").source_name("select"))
+        .step(only_available)
+        .step(chunk(args.batch)?)
+        .count_by(|b: &Vec<Product>| b.len() as u64)
+        .step_named("send_in_batch", |chunks| send_in_batch(chunks, url.clone()))
+        .count_by(|b: &Vec<Product>| b.len() as u64)
+        .step(flatten);
+    let sent = consume(pipeline) as u64;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{} rows read, {sent} available products sent in {secs:.1} s ({:.0} rows/s)",
+        args.rows,
+        args.rows as f64 / secs
+    );
+    if let Some(server) = local {
+        server.shutdown();
+        let summary = server.wait()?;
+        println!("the server stored {} products", summary.items);
+        if summary.items != sent {
+            return Err(format!("the server stored {} products, the pipeline sent {sent}", summary.items).into());
+        }
+    }
+    println!(
+        "peak RSS {:.1} MiB",
+        paipa::stats::peak_resident_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
