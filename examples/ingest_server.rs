@@ -1,6 +1,8 @@
-//! A standalone ingestion server: POST JSON numbers (one, an array, or
+//! A standalone ingestion server: POST JSON entries (one, an array, or
 //! NDJSON) to `/ingest`; SIGTERM or SIGINT stops accepting connections,
-//! drains the pipeline and exits 0 (or 1 if the pipeline failed).
+//! drains the pipeline and exits 0 (or 1 if the pipeline failed: a `null`
+//! entry fails it, to show that). Point the products example at it with
+//! `--url http://127.0.0.1:8080/ingest`.
 //!
 //! Run: `cargo run --release --features http --example ingest_server -- [port]`
 //! then `curl -d '[1,2,3]' http://127.0.0.1:8080/ingest`.
@@ -18,14 +20,14 @@ fn main() {
     let run = || -> Result<u64, Box<dyn std::error::Error>> {
         let mut pipeline = Pipeline::new()
             .debug(Debugger::new().name("ingest").source_name("http"))
-            .then(Stage::try_map("check", |x: i64| {
-                if x < 0 {
-                    Err("negative entry")
+            .then(Stage::try_map("check", |v: serde_json::Value| {
+                if v.is_null() {
+                    Err("null entry")
                 } else {
-                    Ok(x)
+                    Ok(v)
                 }
             }))?
-            .then(Stage::map("store", |x: i64| x * 2).workers(2))?;
+            .then(Stage::map("store", |v: serde_json::Value| v.to_string().len()).workers(2))?;
         let input = pipeline.input();
         let running = pipeline.spawn()?;
         let server = serve(

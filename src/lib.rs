@@ -15,6 +15,9 @@
 //!   your own counters, memory growth, and for threaded stages the time spent
 //!   starved (waiting for input) and blocked (waiting for space); it reports
 //!   every few seconds and once at the end.
+//! - **Glue** (feature `http`): `glue::serve` serves a threaded pipeline's
+//!   live input over HTTP, with backpressure (503 + Retry-After) and a
+//!   graceful, draining stop on SIGTERM.
 //! - **Adapters**: an iterator step runs as a threaded stage
 //!   ([`threaded::Stage::iter`]), an iterator pipeline is a threaded source
 //!   ([`threaded::Pipeline::source`]), and a threaded pipeline's outputs are
