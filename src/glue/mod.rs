@@ -12,8 +12,9 @@
 //!   A body over `max_body_bytes` gets `413`.
 //! - `GET /health`: `200 ok` while the pipeline is alive, `503` otherwise.
 //! - `GET /stats`: the current snapshot as JSON (`report::snapshot_json`).
-//! - `GET /metrics`: whatever the `metrics_text` hook renders (for example a
-//!   Prometheus exporter's handle), if one is set.
+//! - `GET /metrics`: Prometheus text, with the `metrics` feature on and
+//!   [`ServerConfig::with_prometheus`] (or whatever a `metrics_text` hook
+//!   renders); `404` otherwise.
 //!
 //! [`Server::shutdown`] (or SIGTERM / SIGINT with
 //! [`Server::stop_on_signals`]) stops accepting connections, lets requests

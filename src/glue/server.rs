@@ -42,6 +42,21 @@ impl fmt::Debug for ServerConfig {
     }
 }
 
+#[cfg(feature = "metrics")]
+impl ServerConfig {
+    /// Installs a Prometheus recorder as the process's `metrics` recorder
+    /// and serves its text at `GET /metrics` (features `http` and
+    /// `metrics`). Pair it with `report::MetricsReporter` on the pipeline.
+    /// Fails if another recorder is installed already.
+    pub fn with_prometheus(mut self) -> Result<Self, String> {
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+        self.metrics_text = Some(Arc::new(move || handle.render()));
+        Ok(self)
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
