@@ -91,7 +91,7 @@ fn a_slow_source_sends_its_first_item_promptly() {
         let t = Instant::now();
         assert_eq!(out.next(), Some(0));
         assert!(
-            t.elapsed() < Duration::from_millis(180),
+            t.elapsed() < Duration::from_millis(250), // all three items would take 300 ms
             "first item after {:?}",
             t.elapsed()
         );
