@@ -291,10 +291,15 @@ async fn ingest<T: DeserializeOwned + Send + 'static>(
             return (0, Some(false));
         };
         drop(guard);
+        // Hand entries over in batches the input's edge can hold: one
+        // channel operation per batch, not per entry.
         let mut accepted = 0;
-        for entry in entries {
-            match input.put_timeout(entry, worker.config.full_wait) {
-                Ok(()) => accepted += 1,
+        let mut entries = entries.into_iter().peekable();
+        while entries.peek().is_some() {
+            let batch: Vec<T> = entries.by_ref().take(input.batch_size()).collect();
+            let n = batch.len();
+            match input.put_batch_timeout(batch, worker.config.full_wait) {
+                Ok(()) => accepted += n,
                 Err(PutError::Full(_)) => return (accepted, Some(true)),
                 Err(PutError::Closed(_)) => return (accepted, Some(false)),
             }

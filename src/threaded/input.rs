@@ -173,6 +173,26 @@ impl<T> Input<T> {
         }
     }
 
+    /// Puts a batch of items as one hand-over (at most [`Input::batch_size`]
+    /// items keep the edge within its capacity), waiting at most `timeout`
+    /// for space. All or nothing: on an error every item is given back.
+    pub fn put_batch_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        match self.shared.deliver(Msg::Items(items), Some(Instant::now() + timeout)) {
+            Ok(()) => Ok(()),
+            Err((Msg::Items(v), true)) => Err(PutError::Full(v)),
+            Err((Msg::Items(v), false)) => Err(PutError::Closed(v)),
+            Err((Msg::Meta(_), _)) => unreachable!("items were sent"),
+        }
+    }
+
+    /// The largest batch one hand-over should carry on this input's edge.
+    pub fn batch_size(&self) -> usize {
+        self.shared.layout.batch
+    }
+
     /// Puts every item (in batches), waiting while the pipeline is full.
     /// Returns how many were put. If the pipeline stops taking input, the
     /// batch that could not be put is given back and the rest of `items` is
