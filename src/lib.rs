@@ -211,8 +211,11 @@ mod error;
 #[cfg(feature = "http")]
 pub mod glue;
 pub mod iter;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod report;
 pub mod stats;
+mod sync;
 pub mod threaded;
 
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};

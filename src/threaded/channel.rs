@@ -20,14 +20,15 @@
 //!   signal, a cancelled run always ends, and every thread is joined before
 //!   `run` returns.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::step::Meta;
 use crate::stats::clock;
+use crate::sync::{AtomicBool, Mutex};
 
 /// What travels on an edge.
 pub(crate) enum Msg<T> {

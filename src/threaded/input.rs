@@ -3,8 +3,8 @@
 //! drains items put before the run and a lazy iterator.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender};
@@ -12,6 +12,7 @@ use crossbeam_channel::{Select, Sender};
 use super::channel::{send, Cancel, Layout, Msg};
 use super::step::Meta;
 use crate::stats::{clock, StageCell};
+use crate::sync::{AtomicBool, AtomicUsize, RwLock};
 
 /// The pipeline no longer takes input: it was stopped, or it failed. The
 /// item that could not be put is given back.

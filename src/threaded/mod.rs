@@ -29,6 +29,16 @@ mod step;
 mod worker;
 
 pub use builder::{Pipeline, DEFAULT_CAPACITY};
+
+/// What the loom model checks (src/loom_tests.rs) need from inside.
+#[cfg(all(test, loom))]
+pub(crate) mod loom_support {
+    pub(crate) use super::channel::{edge as edge_for_test, Cancel, Layout};
+    pub(crate) use super::input::{Input, InputShared};
+    pub(crate) use super::ordered::ReorderBuffer;
+    pub(crate) use super::run::RunShared;
+    pub(crate) use super::worker::StageEnd;
+}
 pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};
 pub use input::{Closed, Input, PutError};

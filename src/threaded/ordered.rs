@@ -9,7 +9,7 @@
 //! backpressure.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Select, Sender};
 
@@ -18,6 +18,7 @@ use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
 use crate::stats::{AllocScope, TargetGuard};
+use crate::sync::{Mutex, MutexGuard};
 
 /// Shared by the workers of one ordered stage.
 pub(crate) struct Reorder<Out> {
@@ -29,9 +30,41 @@ pub(crate) struct Reorder<Out> {
 }
 
 struct ReorderState<Out> {
-    next_out: u64,
-    waiting: BTreeMap<u64, Vec<Msg<Out>>>,
+    buffer: ReorderBuffer<Vec<Msg<Out>>>,
     outbox: Outbox<Out>,
+}
+
+/// The ordering rule of the window: batches arrive numbered, in any order,
+/// and leave strictly by number.
+#[derive(Debug)]
+pub(crate) struct ReorderBuffer<M> {
+    next_out: u64,
+    waiting: BTreeMap<u64, M>,
+}
+
+impl<M> ReorderBuffer<M> {
+    pub(crate) fn new() -> Self {
+        ReorderBuffer {
+            next_out: 0,
+            waiting: BTreeMap::new(),
+        }
+    }
+
+    /// Takes batch `seq`; returns every batch that is now next, in order.
+    pub(crate) fn insert(&mut self, seq: u64, batch: M) -> Vec<M> {
+        self.waiting.insert(seq, batch);
+        let mut released = Vec::new();
+        while let Some(b) = self.waiting.remove(&self.next_out) {
+            released.push(b);
+            self.next_out += 1;
+        }
+        released
+    }
+
+    /// Everything still waiting (batches that can no longer go out in order).
+    pub(crate) fn take_waiting(&mut self) -> Vec<M> {
+        std::mem::take(&mut self.waiting).into_values().collect()
+    }
 }
 
 impl<Out> Reorder<Out> {
@@ -43,8 +76,7 @@ impl<Out> Reorder<Out> {
         Arc::new(Reorder {
             next_in: Mutex::new(0),
             state: Mutex::new(ReorderState {
-                next_out: 0,
-                waiting: BTreeMap::new(),
+                buffer: ReorderBuffer::new(),
                 outbox,
             }),
             tokens_tx,
@@ -52,26 +84,20 @@ impl<Out> Reorder<Out> {
         })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, ReorderState<Out>> {
+    fn state(&self) -> MutexGuard<'_, ReorderState<Out>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Hands over batch `seq` and sends every batch that is now next.
     fn submit(&self, seq: u64, msgs: Vec<Msg<Out>>) {
         let mut st = self.state();
-        st.waiting.insert(seq, msgs);
-        loop {
-            let next = st.next_out;
-            let Some(msgs) = st.waiting.remove(&next) else {
-                break;
-            };
+        for msgs in st.buffer.insert(seq, msgs) {
             for m in msgs {
                 match m {
                     Msg::Items(items) => items.into_iter().for_each(|x| st.outbox.push(x)),
                     Msg::Meta(meta) => st.outbox.meta(meta),
                 }
             }
-            st.next_out += 1;
             let _ = self.tokens_tx.try_send(());
         }
         // What is in order is ready: send it now rather than wait for a full
@@ -154,8 +180,10 @@ where
         if stopped {
             st.outbox.discard_pending();
             // Batches that can no longer be sent in order.
-            let waiting: u64 = std::mem::take(&mut st.waiting)
-                .into_values()
+            let waiting: u64 = st
+                .buffer
+                .take_waiting()
+                .into_iter()
                 .flatten()
                 .map(|m| match m {
                     Msg::Items(v) => v.len() as u64,

@@ -2,10 +2,11 @@
 //! and the plan of threads to start.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::channel::Cancel;
 use crate::error::RunError;
+use crate::sync::Mutex;
 
 /// Run-wide shared state.
 #[derive(Debug)]

@@ -3,7 +3,6 @@
 //! [`Pipeline::then`](super::Pipeline::then).
 
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
 use crate::error::{BoxError, ConfigError};
 use crate::stats::StageCell;
+use crate::sync::AtomicUsize;
 
 /// The step kinds, for validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

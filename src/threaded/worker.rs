@@ -3,7 +3,7 @@
 //! ready when the input runs dry.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
@@ -15,6 +15,7 @@ use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
 use crate::stats::{AllocScope, StageCell, TargetGuard};
+use crate::sync::AtomicUsize;
 
 /// Why a call into user code did not succeed.
 pub(crate) enum Failure {

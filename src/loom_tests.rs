@@ -1,0 +1,126 @@
+//! Model checks of paipa's own synchronisation with loom: every
+//! interleaving of the threads below is explored.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --lib loom_tests --release`
+//! (CI runs it). Channels are crossbeam's and outside the model; these
+//! tests cover the state machines around them: the stage-end latch, the
+//! first-error slot and the cancel flag, the input handles' close-on-last-drop
+//! and stop, and the reorder window's ordering under its lock.
+
+use std::sync::Arc;
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::thread;
+
+use crate::error::{ConfigError, RunError};
+use crate::stats::StageCell;
+use crate::sync::Mutex;
+use crate::threaded::loom_support::{
+    edge_for_test, Cancel, Input, InputShared, Layout, ReorderBuffer, RunShared, StageEnd,
+};
+
+#[test]
+fn the_stage_end_hook_runs_once_after_every_worker() {
+    loom::model(|| {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let remaining = Arc::new(crate::sync::AtomicUsize::new(2));
+        let (r, d) = (ran.clone(), done.clone());
+        let after: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
+            // Every worker finished its work before the hook.
+            assert_eq!(d.load(Ordering::SeqCst), 2);
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let end = StageEnd {
+                    remaining: remaining.clone(),
+                    after: after.clone(),
+                };
+                let done = done.clone();
+                thread::spawn(move || {
+                    done.fetch_add(1, Ordering::SeqCst);
+                    drop(end);
+                })
+            })
+            .collect();
+        workers.into_iter().for_each(|w| w.join().unwrap());
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+    });
+}
+
+fn err(n: usize) -> RunError {
+    RunError::Config(ConfigError::new("test", n, "loom"))
+}
+
+#[test]
+fn the_first_error_wins_and_cancels() {
+    loom::model(|| {
+        let shared = RunShared::new(Cancel::new());
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let shared = shared.clone();
+                thread::spawn(move || shared.fail(err(i)))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert!(shared.cancel.is_cancelled());
+        let first = shared.take_error().expect("an error is kept");
+        assert!(matches!(first, RunError::Config(_)));
+        assert!(shared.take_error().is_none(), "only one error is kept");
+    });
+}
+
+#[test]
+fn the_input_closes_when_the_last_handle_goes() {
+    loom::model(|| {
+        let layout = Layout::for_capacity(4);
+        let (tx, _rx) = edge_for_test::<u32>(layout);
+        let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
+        let a = Input::new(shared.clone());
+        let b = a.clone();
+        let t = thread::spawn(move || drop(b));
+        drop(a);
+        t.join().unwrap();
+        assert!(shared.sender().is_none(), "closed once every handle is gone");
+    });
+}
+
+#[test]
+fn stop_closes_the_input_for_a_live_handle() {
+    loom::model(|| {
+        let layout = Layout::for_capacity(4);
+        let (tx, _rx) = edge_for_test::<u32>(layout);
+        let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
+        let handle = Input::new(shared.clone());
+        let stopper = {
+            let shared = shared.clone();
+            thread::spawn(move || shared.stop())
+        };
+        let _ = handle.put_timeout(1, std::time::Duration::ZERO);
+        stopper.join().unwrap();
+        assert!(shared.is_closed());
+        assert!(handle.put(2).is_err(), "a stopped input refuses items");
+    });
+}
+
+#[test]
+fn the_reorder_window_releases_batches_in_order() {
+    loom::model(|| {
+        let buffer = Arc::new(Mutex::new(ReorderBuffer::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let threads: Vec<_> = [2u64, 0, 1]
+            .into_iter()
+            .map(|seq| {
+                let (buffer, out) = (buffer.clone(), out.clone());
+                thread::spawn(move || {
+                    let mut b = buffer.lock().unwrap();
+                    let released = b.insert(seq, seq);
+                    out.lock().unwrap().extend(released);
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(*out.lock().unwrap(), vec![0, 1, 2]);
+    });
+}
