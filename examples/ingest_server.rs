@@ -7,7 +7,7 @@
 //! Run: `cargo run --release --features http --example ingest_server -- [port]`
 //! then `curl -d '[1,2,3]' http://127.0.0.1:8080/ingest`.
 
-use paipa::glue::{serve, ServerConfig};
+use paipa::glue::{serve_pipeline, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
 use paipa::Debugger;
 
@@ -18,7 +18,7 @@ fn main() {
         .init();
     let port: u16 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(8080);
     let run = || -> Result<u64, Box<dyn std::error::Error>> {
-        let mut pipeline = Pipeline::new()
+        let pipeline = Pipeline::new()
             .debug(Debugger::new().name("ingest").source_name("http"))
             .then(Stage::try_map("check", |v: serde_json::Value| {
                 if v.is_null() {
@@ -28,12 +28,9 @@ fn main() {
                 }
             }))?
             .then(Stage::map("store", |v: serde_json::Value| v.to_string().len()).workers(2))?;
-        let input = pipeline.input();
-        let running = pipeline.spawn()?;
-        let server = serve(
+        let server = serve_pipeline(
             std::net::TcpListener::bind(("127.0.0.1", port))?,
-            input,
-            running,
+            pipeline,
             ServerConfig::default(),
         )?;
         server.stop_on_signals();

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use paipa::glue::{serve, ServerConfig};
+use paipa::glue::{serve_pipeline, ServerConfig};
 use paipa::iter::{chunk, consume, flatten, Pipeline};
 use paipa::threaded::{self, Stage};
 use paipa::Debugger;
@@ -129,13 +129,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => {
             // Its own report (logged when it stops) shows whether the
             // server's pipeline or its HTTP side limits the sender.
-            let mut ingest = threaded::Pipeline::new()
+            let ingest = threaded::Pipeline::new()
                 .debug(Debugger::new().name("ingest server").source_name("http"))
                 .then(Stage::map("store", |p: Product| p.price).workers(2))?;
-            let input = ingest.input();
-            let running = ingest.spawn()?;
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-            Some(serve(listener, input, running, ServerConfig::default())?)
+            Some(serve_pipeline(listener, ingest, ServerConfig::default())?)
         }
     };
     let url = match (&args.url, &local) {

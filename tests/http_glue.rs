@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{http, within};
-use paipa::glue::{serve, Server, ServerConfig};
+use paipa::glue::{serve_pipeline, Server, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
 
 type Seen = Arc<Mutex<Vec<u64>>>;
@@ -17,13 +17,11 @@ type Seen = Arc<Mutex<Vec<u64>>>;
 fn start(config: ServerConfig) -> (Server, Seen) {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
-    let mut p = Pipeline::new()
+    let p = Pipeline::new()
         .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
         .unwrap();
-    let input = p.input();
-    let running = p.spawn().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (serve(listener, input, running, config).unwrap(), seen)
+    (serve_pipeline(listener, p, config).unwrap(), seen)
 }
 
 #[test]
@@ -114,7 +112,7 @@ fn a_full_pipeline_answers_503_with_retry_after() {
     within(Duration::from_secs(30), || {
         let release = Arc::new(AtomicBool::new(false));
         let gate = release.clone();
-        let mut p = Pipeline::new()
+        let p = Pipeline::new()
             .capacity(2)
             .unwrap()
             .then(Stage::map("stuck", move |id: u64| {
@@ -124,21 +122,13 @@ fn a_full_pipeline_answers_503_with_retry_after() {
                 id
             }))
             .unwrap();
-        let input = p.input();
-        let running = p.spawn().unwrap();
         let config = ServerConfig {
             full_wait: Duration::from_millis(50),
             retry_after_secs: 3,
             metrics_text: Some(Arc::new(|| "paipa_test 1\n".to_string())),
             ..ServerConfig::default()
         };
-        let server = serve(
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            input,
-            running,
-            config,
-        )
-        .unwrap();
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
         let addr = server.addr();
         let mut statuses = BTreeMap::new();
         let mut accepted = 0u64;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{http, within};
-use paipa::glue::{serve, ServerConfig};
+use paipa::glue::{serve_pipeline, ServerConfig};
 use paipa::report::MetricsReporter;
 use paipa::threaded::{Pipeline, Stage};
 use paipa::Debugger;
@@ -20,19 +20,11 @@ fn metrics_endpoint_serves_prometheus_text_of_the_pipeline() {
             .name("ingest")
             .interval(Duration::from_millis(20))
             .reporter(MetricsReporter::new());
-        let mut p = Pipeline::new()
+        let p = Pipeline::new()
             .debug(debugger)
             .then(Stage::map("store", |x: u64| x))
             .unwrap();
-        let input = p.input();
-        let running = p.spawn().unwrap();
-        let server = serve(
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            input,
-            running,
-            config,
-        )
-        .unwrap();
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
         let addr = server.addr();
         let (status, _, _) = http(addr, "POST", "/ingest", "application/json", b"[1,2,3,4,5]").unwrap();
         assert_eq!(status, 200);

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{http, within};
-use paipa::glue::{serve, ServerConfig};
+use paipa::glue::{serve_pipeline, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
 
 #[test]
@@ -17,18 +17,15 @@ fn sigterm_under_load_drains_everything_accepted() {
     within(Duration::from_secs(60), || {
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
         let sink = seen.clone();
-        let mut p = Pipeline::new()
+        let p = Pipeline::new()
             .then(Stage::map("store", move |id: u64| {
                 std::thread::sleep(Duration::from_micros(200));
                 sink.lock().unwrap().push(id);
             }))
             .unwrap();
-        let input = p.input();
-        let running = p.spawn().unwrap();
-        let server = serve(
+        let server = serve_pipeline(
             std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-            input,
-            running,
+            p,
             ServerConfig::default(),
         )
         .unwrap();

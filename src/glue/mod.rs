@@ -16,10 +16,10 @@
 //!   [`ServerConfig::with_prometheus`] (or whatever a `metrics_text` hook
 //!   renders); `404` otherwise.
 //!
-//! [`Server::shutdown`] (or SIGTERM / SIGINT with
+//! [`serve_pipeline`] starts one. [`Server::shutdown`] (or SIGTERM / SIGINT with
 //! [`Server::stop_on_signals`]) stops accepting connections, lets requests
 //! in flight finish, closes the pipeline's input, and drains the pipeline.
 
 mod server;
 
-pub use server::{serve, Server, ServerConfig};
+pub use server::{serve, serve_pipeline, Server, ServerConfig};

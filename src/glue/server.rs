@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::error::RunError;
 use crate::report::snapshot_json;
-use crate::threaded::{Input, PutError, Running, Summary};
+use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
 
 /// Settings of the ingestion server.
 #[derive(Clone)]
@@ -169,6 +169,23 @@ where
             close_shared.input.lock().unwrap_or_else(|e| e.into_inner()).take();
         }),
     })
+}
+
+/// Takes a live input handle on `pipeline`, runs it in the background and
+/// serves that input on `listener`: the usual way to start an ingestion
+/// server.
+pub fn serve_pipeline<T, Out>(
+    listener: std::net::TcpListener,
+    mut pipeline: Pipeline<'static, T, Out>,
+    config: ServerConfig,
+) -> Result<Server, RunError>
+where
+    T: DeserializeOwned + Send + 'static,
+    Out: Send + 'static,
+{
+    let input = pipeline.input();
+    let running = pipeline.spawn()?;
+    serve(listener, input, running, config).map_err(RunError::Spawn)
 }
 
 impl Server {
