@@ -158,6 +158,12 @@
 //! pulling) disconnects the edge above it, and the stages upstream stop in
 //! turn while those downstream finish what they have.
 //!
+//! These promises are tested, not just stated: `docs/GUARANTEES.md` names
+//! the test behind each. Property tests run random faulted pipelines under
+//! a time limit, and loom model-checks the synchronisation itself (cancel
+//! wake-ups, end of input, the reorder window) through a model of the
+//! channels that stands in for crossbeam's under `--cfg loom`.
+//!
 //! ## Reporters
 //!
 //! Every reporter gets the same [`Snapshot`] (a point-in-time copy of every

@@ -28,8 +28,16 @@ pub(crate) trait CounterTarget {
     fn add_counter(&self, name: &'static str, n: u64);
 }
 
+#[cfg(not(loom))]
 thread_local! {
     static TARGET: Cell<Option<NonNull<dyn CounterTarget>>> = const { Cell::new(None) };
+}
+
+// Under loom the model's threads share OS threads, so the slot must be
+// loom's per-model-thread one.
+#[cfg(loom)]
+loom::thread_local! {
+    static TARGET: Cell<Option<NonNull<dyn CounterTarget>>> = Cell::new(None);
 }
 
 /// Adds `n` to the counter `name` of the stage running on this thread.

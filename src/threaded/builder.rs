@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crate::sync::chan::Receiver;
 
 use super::channel::{edge, Cancel, Layout, Msg};
 use super::handle::{Outputs, Prepared, Running, Summary};

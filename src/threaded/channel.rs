@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
+use crate::sync::chan::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::step::Meta;
 use crate::stats::clock;
@@ -73,7 +73,7 @@ impl Cancel {
     pub(crate) fn sleep(&self, d: Duration) -> bool {
         !matches!(
             self.rx.recv_timeout(d),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            Err(crate::sync::chan::RecvTimeoutError::Disconnected)
         )
     }
 }
@@ -87,8 +87,9 @@ pub(crate) struct Layout {
 }
 
 /// Times a blocked sender or receiver yields its time slice before it
-/// sleeps on the channel.
-const YIELDS: usize = 8;
+/// sleeps on the channel (once under loom, which explores both paths
+/// either way).
+const YIELDS: usize = if cfg!(loom) { 1 } else { 8 };
 
 /// Largest batch handed over in one hop.
 const MAX_BATCH: usize = 4096;
@@ -138,7 +139,7 @@ pub(crate) fn send<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, blocked
             Err(TrySendError::Disconnected(m)) => return Err(m),
             Err(TrySendError::Full(m)) => m,
         };
-        std::thread::yield_now();
+        crate::sync::yield_now();
     }
     let mut sel = Select::new();
     let data = sel.send(tx);
@@ -182,7 +183,7 @@ pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Du
     let t0 = clock().raw();
     if timeout.is_none() {
         for _ in 0..YIELDS {
-            std::thread::yield_now();
+            crate::sync::yield_now();
             match rx.try_recv() {
                 Ok(m) => {
                     *starved += clock().raw().saturating_sub(t0);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crate::sync::chan::Receiver;
 
 use super::channel::Msg;
 use super::run::{execute, Job, RunShared};
@@ -178,7 +178,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
 
     pub(crate) fn spawn_outputs(mut self) -> Result<Outputs<Out>, RunError> {
         let rx = self.rx_out.take().expect("outputs are taken once");
-        let (tx_keep, rx_keep) = crossbeam_channel::bounded::<Msg<Out>>(0);
+        let (tx_keep, rx_keep) = crate::sync::chan::bounded::<Msg<Out>>(0);
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
         let stats = self.stats();

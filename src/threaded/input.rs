@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Select, Sender};
+use crate::sync::chan::{Select, Sender};
 
 use super::channel::{send, Cancel, Layout, Msg};
 use super::step::Meta;

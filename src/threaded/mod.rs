@@ -33,11 +33,14 @@ pub use builder::{Pipeline, DEFAULT_CAPACITY};
 /// What the loom model checks (src/loom_tests.rs) need from inside.
 #[cfg(all(test, loom))]
 pub(crate) mod loom_support {
-    pub(crate) use super::channel::{edge as edge_for_test, Cancel, Layout};
+    pub(crate) use super::channel::{edge as edge_for_test, recv, send, Cancel, Layout, Msg, Recv};
     pub(crate) use super::input::{Input, InputShared};
-    pub(crate) use super::ordered::ReorderBuffer;
+    pub(crate) use super::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
+    pub(crate) use super::outbox::Outbox;
+    pub(crate) use super::policy::OnError;
     pub(crate) use super::run::RunShared;
-    pub(crate) use super::worker::StageEnd;
+    pub(crate) use super::step::WorkerInfo;
+    pub(crate) use super::worker::{StageEnd, WorkerCtx};
 }
 pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};

@@ -11,9 +11,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, Select, Sender};
+use crate::sync::chan::{bounded, Receiver, Select, Sender};
 
-use super::channel::{recv, Msg, Recv};
+use super::channel::{recv, Cancel, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
@@ -25,8 +25,58 @@ pub(crate) struct Reorder<Out> {
     /// Number of the next batch taken from the input.
     next_in: Mutex<u64>,
     state: Mutex<ReorderState<Out>>,
-    tokens_tx: Sender<()>,
-    tokens_rx: Receiver<()>,
+    window: Window,
+}
+
+/// The bound on batches in flight: `size` places. A worker takes a place
+/// before it takes a batch from the input, and the place comes back when
+/// that batch has been sent downstream in order (or if no batch came).
+pub(crate) struct Window {
+    free_tx: Sender<()>,
+    free_rx: Receiver<()>,
+    #[cfg(loom)]
+    size: usize,
+}
+
+impl Window {
+    pub(crate) fn new(size: usize) -> Self {
+        let size = size.max(1);
+        let (free_tx, free_rx) = bounded(size);
+        for _ in 0..size {
+            let _ = free_tx.try_send(());
+        }
+        Window {
+            free_tx,
+            free_rx,
+            #[cfg(loom)]
+            size,
+        }
+    }
+
+    /// Waits for a free place; false if the run is cancelled first.
+    pub(crate) fn enter(&self, cancel: &Cancel) -> bool {
+        let mut sel = Select::new();
+        let place = sel.recv(&self.free_rx);
+        sel.recv(cancel.rx());
+        let op = sel.select();
+        if op.index() == place {
+            op.recv(&self.free_rx).is_ok()
+        } else {
+            let _ = op.recv(cancel.rx());
+            false
+        }
+    }
+
+    /// Gives a place back.
+    pub(crate) fn leave(&self) {
+        let _ = self.free_tx.try_send(());
+    }
+
+    /// Places taken.
+    #[cfg(loom)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.size - self.free_rx.len()
+    }
 }
 
 struct ReorderState<Out> {
@@ -69,19 +119,57 @@ impl<M> ReorderBuffer<M> {
 
 impl<Out> Reorder<Out> {
     pub(crate) fn new(outbox: Outbox<Out>, window: usize) -> Arc<Self> {
-        let (tokens_tx, tokens_rx) = bounded(window);
-        for _ in 0..window {
-            let _ = tokens_tx.send(());
-        }
         Arc::new(Reorder {
             next_in: Mutex::new(0),
             state: Mutex::new(ReorderState {
                 buffer: ReorderBuffer::new(),
                 outbox,
             }),
-            tokens_tx,
-            tokens_rx,
+            window: Window::new(window),
         })
+    }
+
+    /// The window bounding this stage's batches in flight.
+    #[cfg(loom)]
+    pub(crate) fn window(&self) -> &Window {
+        &self.window
+    }
+
+    /// Batches processed but waiting for an earlier one.
+    #[cfg(loom)]
+    pub(crate) fn waiting(&self) -> usize {
+        self.state().buffer.waiting.len()
+    }
+
+    /// Takes a place in the window, then the next batch from the input with
+    /// its number. `None` if the run was cancelled while waiting for a place.
+    /// Whatever is not a batch (the end, a cancel) gives the place back.
+    pub(crate) fn take<In>(
+        &self,
+        rx: &Receiver<Msg<In>>,
+        cancel: &Cancel,
+        starved: &mut u64,
+    ) -> Option<(u64, Recv<In>)> {
+        if !self.window.enter(cancel) {
+            return None;
+        }
+        let mut next_in = self.next_in.lock().unwrap_or_else(|e| e.into_inner());
+        let got = match rx.try_recv() {
+            Ok(m) => Recv::Msg(m),
+            Err(_) => {
+                // Send what is in order before waiting: the input may stay
+                // quiet for a long time.
+                self.state().outbox.flush();
+                recv(rx, cancel, None, starved)
+            }
+        };
+        let seq = *next_in;
+        if matches!(got, Recv::Msg(_)) {
+            *next_in += 1;
+        } else {
+            self.window.leave();
+        }
+        Some((seq, got))
     }
 
     fn state(&self) -> MutexGuard<'_, ReorderState<Out>> {
@@ -98,7 +186,7 @@ impl<Out> Reorder<Out> {
                     Msg::Meta(meta) => st.outbox.meta(meta),
                 }
             }
-            let _ = self.tokens_tx.try_send(());
+            self.window.leave();
         }
         // What is in order is ready: send it now rather than wait for a full
         // batch (the input may stay quiet for a long time).
@@ -119,33 +207,8 @@ where
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut blocked = 0u64;
     loop {
-        // A token first: it bounds what is in flight.
-        let mut sel = Select::new();
-        let tok = sel.recv(&reorder.tokens_rx);
-        sel.recv(cx.shared.cancel.rx());
-        let op = sel.select();
-        if op.index() == tok {
-            if op.recv(&reorder.tokens_rx).is_err() {
-                break;
-            }
-        } else {
-            let _ = op.recv(cx.shared.cancel.rx());
+        let Some((seq, got)) = reorder.take(&cx.rx, &cx.shared.cancel, &mut clock.starved) else {
             break;
-        }
-        let (seq, got) = {
-            let mut next_in = reorder.next_in.lock().unwrap_or_else(|e| e.into_inner());
-            let got = match cx.rx.try_recv() {
-                Ok(m) => Recv::Msg(m),
-                Err(_) => {
-                    reorder.state().outbox.flush();
-                    recv(&cx.rx, &cx.shared.cancel, None, &mut clock.starved)
-                }
-            };
-            let seq = *next_in;
-            if matches!(got, Recv::Msg(_)) {
-                *next_in += 1;
-            }
-            (seq, got)
         };
         match got {
             Recv::Msg(Msg::Items(batch)) => {
@@ -168,10 +231,7 @@ where
                 }
             }
             Recv::Msg(Msg::Meta(meta)) => reorder.submit(seq, vec![Msg::Meta(meta)]),
-            Recv::End | Recv::Cancelled | Recv::Idle => {
-                let _ = reorder.tokens_tx.try_send(());
-                break;
-            }
+            Recv::End | Recv::Cancelled | Recv::Idle => break,
         }
     }
     {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crate::sync::chan::Sender;
 
 use super::channel::{send, Msg};
 use super::run::RunShared;

@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::sync::chan::{Receiver, Sender};
 
 use super::channel::Msg;
 use super::iter_worker::{iter_worker, InputIter};

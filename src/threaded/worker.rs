@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crate::sync::chan::Receiver;
 
 use super::channel::{recv, try_recv, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};

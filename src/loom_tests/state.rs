@@ -1,17 +1,13 @@
-//! Model checks of paipa's own synchronisation with loom: every
-//! interleaving of the threads below is explored.
-//!
-//! Run: `RUSTFLAGS="--cfg loom" cargo test --lib loom_tests --release`
-//! (CI runs it). Channels are crossbeam's and outside the model; these
-//! tests cover the state machines around them: the stage-end latch, the
-//! first-error slot and the cancel flag, the input handles' close-on-last-drop
-//! and stop, and the reorder window's ordering under its lock.
+//! The state machines: the stage-end latch, the first-error slot and the
+//! cancel flag, the input handles' close-on-last-drop and stop, and the
+//! reorder buffer's ordering under its lock.
 
 use std::sync::Arc;
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
+use super::model;
 use crate::error::{ConfigError, RunError};
 use crate::stats::StageCell;
 use crate::sync::Mutex;
@@ -21,7 +17,7 @@ use crate::threaded::loom_support::{
 
 #[test]
 fn the_stage_end_hook_runs_once_after_every_worker() {
-    loom::model(|| {
+    model(|| {
         let ran = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         let remaining = Arc::new(crate::sync::AtomicUsize::new(2));
@@ -55,7 +51,7 @@ fn err(n: usize) -> RunError {
 
 #[test]
 fn the_first_error_wins_and_cancels() {
-    loom::model(|| {
+    model(|| {
         let shared = RunShared::new(Cancel::new());
         let threads: Vec<_> = (0..2)
             .map(|i| {
@@ -73,7 +69,7 @@ fn the_first_error_wins_and_cancels() {
 
 #[test]
 fn the_input_closes_when_the_last_handle_goes() {
-    loom::model(|| {
+    model(|| {
         let layout = Layout::for_capacity(4);
         let (tx, _rx) = edge_for_test::<u32>(layout);
         let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
@@ -88,7 +84,7 @@ fn the_input_closes_when_the_last_handle_goes() {
 
 #[test]
 fn stop_closes_the_input_for_a_live_handle() {
-    loom::model(|| {
+    model(|| {
         let layout = Layout::for_capacity(4);
         let (tx, _rx) = edge_for_test::<u32>(layout);
         let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
@@ -106,7 +102,7 @@ fn stop_closes_the_input_for_a_live_handle() {
 
 #[test]
 fn the_reorder_window_releases_batches_in_order() {
-    loom::model(|| {
+    model(|| {
         let buffer = Arc::new(Mutex::new(ReorderBuffer::new()));
         let out = Arc::new(Mutex::new(Vec::new()));
         let threads: Vec<_> = [2u64, 0, 1]

@@ -1,0 +1,44 @@
+//! Model checks of paipa's own synchronisation with loom: every
+//! interleaving of the threads in each test is explored, up to a bound on
+//! preemptions (3, or 2 for the largest model; set `LOOM_MAX_PREEMPTIONS`
+//! to explore further: a bound of 3 everywhere takes about 3 minutes).
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --lib --release loom_tests`
+//! (CI runs it). Under `--cfg loom` the crate's mutexes, atomics and
+//! channels are loom's models (`src/sync/`), so the code under test is the
+//! crate's own: the functions every stage uses to send, receive, wait for a
+//! place in the reorder window, and stop.
+//!
+//! - `state`: latches, the first-error slot, input handles, reorder order.
+//! - `wakeups`: every blocked operation wakes on the event it waits for
+//!   (cancel, end of input, downstream gone), so a stopping run never hangs.
+//!   A thread that is never woken is a deadlock, which loom reports.
+//! - `window`: an ordered stage never has more batches in flight than its
+//!   window, sends them in input order, and accounts for every item when it
+//!   is cancelled.
+
+mod state;
+mod wakeups;
+mod window;
+
+/// Runs `f` under loom with at most 3 preemptions per interleaving (or
+/// `LOOM_MAX_PREEMPTIONS`, for a longer local run).
+pub(super) fn model<F>(f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    model_bounded(3, f);
+}
+
+/// As [`model`] with another default bound, for the largest models (a
+/// bound of 3 on the three-batch ordered stage takes over two minutes).
+pub(super) fn model_bounded<F>(preemptions: usize, f: F)
+where
+    F: Fn() + Sync + Send + 'static,
+{
+    let mut builder = loom::model::Builder::new();
+    if builder.preemption_bound.is_none() {
+        builder.preemption_bound = Some(preemptions);
+    }
+    builder.check(f);
+}

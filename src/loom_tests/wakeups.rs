@@ -1,0 +1,144 @@
+//! Every operation that can wait is woken by what it waits for.
+
+use std::sync::Arc;
+
+use loom::thread;
+
+use super::model;
+use crate::stats::StageCell;
+use crate::threaded::loom_support::{edge_for_test, recv, send, Cancel, Input, InputShared, Layout, Msg, Recv, Window};
+
+/// An edge with one slot, already full.
+fn full_edge() -> (
+    crate::sync::chan::Sender<Msg<u32>>,
+    crate::sync::chan::Receiver<Msg<u32>>,
+) {
+    let (tx, rx) = edge_for_test::<u32>(Layout::for_capacity(1));
+    assert!(tx.try_send(Msg::Items(vec![0])).is_ok());
+    (tx, rx)
+}
+
+#[test]
+fn cancel_wakes_a_sender_waiting_for_space() {
+    model(|| {
+        let cancel = Cancel::new();
+        let (tx, rx) = full_edge();
+        let c = cancel.clone();
+        let sender = thread::spawn(move || {
+            let mut blocked = 0;
+            send(&tx, Msg::Items(vec![1]), &c, &mut blocked).is_err()
+        });
+        cancel.cancel();
+        assert!(sender.join().unwrap(), "a cancelled send gives its message back");
+        // The receiver was alive all along: only the cancel could wake it.
+        drop(rx);
+    });
+}
+
+#[test]
+fn cancel_wakes_a_receiver_waiting_for_input() {
+    model(|| {
+        let cancel = Cancel::new();
+        let (tx, rx) = edge_for_test::<u32>(Layout::for_capacity(2));
+        let c = cancel.clone();
+        let receiver = thread::spawn(move || {
+            let mut starved = 0;
+            matches!(recv(&rx, &c, None, &mut starved), Recv::Cancelled)
+        });
+        cancel.cancel();
+        assert!(receiver.join().unwrap(), "the receive reports the cancel");
+        drop(tx);
+    });
+}
+
+#[test]
+fn the_end_of_input_wakes_every_waiting_worker_after_the_last_batch() {
+    model(|| {
+        let cancel = Cancel::new();
+        let (tx, rx) = edge_for_test::<u32>(Layout::for_capacity(2));
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let (rx, c) = (rx.clone(), cancel.clone());
+                thread::spawn(move || {
+                    let mut got = Vec::new();
+                    let mut starved = 0;
+                    loop {
+                        match recv(&rx, &c, None, &mut starved) {
+                            Recv::Msg(Msg::Items(b)) => got.extend(b),
+                            Recv::End => return got,
+                            _ => panic!("only batches and the end were sent"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(rx);
+        let mut blocked = 0;
+        assert!(send(&tx, Msg::Items(vec![7]), &cancel, &mut blocked).is_ok());
+        drop(tx);
+        let got: Vec<u32> = workers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        assert_eq!(got, vec![7], "the batch reaches exactly one worker before the end");
+    });
+}
+
+#[test]
+fn a_consumer_that_leaves_wakes_a_sender_waiting_for_space() {
+    model(|| {
+        let cancel = Cancel::new();
+        let (tx, rx) = full_edge();
+        let c = cancel.clone();
+        let sender = thread::spawn(move || {
+            let mut blocked = 0;
+            send(&tx, Msg::Items(vec![1]), &c, &mut blocked).is_err()
+        });
+        drop(rx);
+        assert!(sender.join().unwrap(), "the send gives its message back");
+        assert!(!cancel.is_cancelled(), "leaving is not a failure");
+    });
+}
+
+#[test]
+fn cancel_wakes_a_put_waiting_on_a_full_pipeline() {
+    model(|| {
+        let layout = Layout::for_capacity(1);
+        let (tx, rx) = edge_for_test::<u32>(layout);
+        let cancel = Cancel::new();
+        let shared = InputShared::new(tx, cancel.clone(), Arc::new(StageCell::new("source")), layout);
+        let input = Input::new(shared);
+        input.put(1).expect("the first item fits");
+        let putter = thread::spawn(move || input.put(2).is_err());
+        cancel.cancel();
+        assert!(putter.join().unwrap(), "a cancelled put gives its item back");
+        drop(rx);
+    });
+}
+
+#[test]
+fn cancel_wakes_a_worker_waiting_for_a_place_in_the_window() {
+    model(|| {
+        let cancel = Cancel::new();
+        let window = Arc::new(Window::new(1));
+        assert!(window.enter(&cancel), "the only place is free");
+        let (w, c) = (window.clone(), cancel.clone());
+        let waiter = thread::spawn(move || w.enter(&c));
+        cancel.cancel();
+        assert!(
+            !waiter.join().unwrap(),
+            "no place was given back: only the cancel woke it"
+        );
+    });
+}
+
+#[test]
+fn a_backoff_sleep_after_cancel_returns_at_once() {
+    model(|| {
+        let cancel = Cancel::new();
+        let c = cancel.clone();
+        let canceller = thread::spawn(move || c.cancel());
+        canceller.join().unwrap();
+        assert!(
+            !cancel.sleep(std::time::Duration::from_secs(3600)),
+            "the sleep reports the cancel"
+        );
+    });
+}
