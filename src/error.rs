@@ -77,7 +77,10 @@ pub enum RunError {
         message: String,
     },
     /// The pipeline was asked to run to completion with nothing to read.
-    #[error("pipeline has no input: give it a source, put items, or take an input handle before running")]
+    #[error(
+        "pipeline has no input (no source, no item put, no input handle): \
+         give it a source, put items, or take an input handle before running"
+    )]
     NoInput,
     /// The pipeline was configured wrongly.
     #[error(transparent)]

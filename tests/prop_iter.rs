@@ -1,11 +1,14 @@
 //! Property tests for iterator pipelines with the debugger attached: the
 //! output equals the plain chain, every stage counts exactly what passed it,
 //! and there is exactly one final report, whether the consumer reads to the
-//! end, stops early, or a step panics.
+//! end, stops early, or a step panics; within a time limit, and leaving no
+//! reporter thread behind. `PAIPA_PROPTEST_CASES` sets the number of cases
+//! (200 unless set).
 
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use paipa::iter::Pipeline;
 use paipa::{Debugger, Snapshot};
@@ -44,72 +47,116 @@ enum End {
 fn end() -> impl Strategy<Value = End> {
     prop_oneof![
         Just(End::ReadAll),
-        (0usize..200).prop_map(End::StopAfter),
-        (0u64..300).prop_map(End::PanicAt)
+        (0usize..2_000).prop_map(End::StopAfter),
+        (0u64..3_000).prop_map(End::PanicAt)
     ]
 }
 
+/// What passes each stage of the plain chain: the source, then each op,
+/// then the last (inspecting) stage.
+fn model_counts(ops: &[Op], n: u64) -> Vec<u64> {
+    let mut counts = vec![n];
+    for k in 1..=ops.len() {
+        let mut it: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
+        for &o in &ops[..k] {
+            it = apply(o, it);
+        }
+        counts.push(it.count() as u64);
+    }
+    counts.push(*counts.last().unwrap());
+    counts
+}
+
+fn run_case(ops: Vec<Op>, n: u64, end: End) -> Result<(), TestCaseError> {
+    // The model: the same ops without the debugger.
+    let mut model: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
+    for &o in &ops {
+        model = apply(o, model);
+    }
+    let model: Vec<u64> = model.collect();
+    let full = model_counts(&ops, n);
+
+    let reports: Arc<Mutex<Vec<Snapshot>>> = Arc::default();
+    let sink = reports.clone();
+    let debugger = Debugger::silent().reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
+    let mut p = Pipeline::new(0..n).debug(debugger).boxed();
+    for (i, &o) in ops.iter().enumerate() {
+        p = p.step_named(format!("op{i}"), move |it| apply(o, Box::new(it))).boxed();
+    }
+    let panic_at = match end {
+        End::PanicAt(k) => Some(k),
+        _ => None,
+    };
+    p = p
+        .step_named("last", move |it| {
+            it.inspect(move |x| {
+                if Some(*x) == panic_at {
+                    panic!("injected panic at {x}")
+                }
+            })
+        })
+        .boxed();
+    let stats = p.stats();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let it = p.into_iter();
+        match end {
+            End::StopAfter(k) => it.take(k).collect::<Vec<u64>>(),
+            _ => it.collect::<Vec<u64>>(),
+        }
+    }));
+    let finals = reports.lock().unwrap().iter().filter(|s| s.is_final).count();
+    prop_assert_eq!(finals, 1);
+    let snap = stats.snapshot();
+    prop_assert_eq!(snap.stages.len(), ops.len() + 2);
+    let counts: Vec<u64> = snap.stages.iter().map(|s| s.count).collect();
+    match (end, outcome) {
+        (End::ReadAll, Ok(out)) => {
+            prop_assert_eq!(&out, &model);
+            // Read to the end: every stage counted exactly what passed it.
+            prop_assert_eq!(&counts, &full);
+        }
+        (End::StopAfter(k), Ok(out)) => {
+            prop_assert_eq!(&out[..], &model[..k.min(model.len())]);
+            prop_assert_eq!(*counts.last().unwrap(), k.min(model.len()) as u64);
+        }
+        (End::PanicAt(k), Ok(out)) => {
+            prop_assert!(!model.contains(&k));
+            prop_assert_eq!(&out, &model);
+            prop_assert_eq!(&counts, &full);
+        }
+        (End::PanicAt(k), Err(_)) => {
+            prop_assert!(model.contains(&k));
+            let before = model.iter().position(|x| *x == k).unwrap();
+            prop_assert_eq!(*counts.last().unwrap(), before as u64);
+        }
+        (e, Err(_)) => prop_assert!(false, "unexpected panic with {:?}", e),
+    }
+    // Stopped early or not, no stage counted more than passes it in a full run.
+    for (i, (got, most)) in counts.iter().zip(&full).enumerate() {
+        prop_assert!(got <= most, "stage {} counted {} of at most {}", i, got, most);
+    }
+    Ok(())
+}
+
+fn cases() -> u32 {
+    std::env::var("PAIPA_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn debugged_pipelines_match_the_plain_chain_and_report_once(
         ops in prop::collection::vec(op(), 0..6),
-        n in 0u64..300,
+        n in 0u64..3_000,
         end in end(),
     ) {
         common::quiet_injected_panics();
-        // The model: the same ops without the debugger.
-        let mut model: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
-        for &o in &ops {
-            model = apply(o, model);
-        }
-        let model: Vec<u64> = model.collect();
-
-        let reports: Arc<Mutex<Vec<Snapshot>>> = Arc::default();
-        let sink = reports.clone();
-        let debugger = Debugger::silent().reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
-        let mut p = Pipeline::new(0..n).debug(debugger).boxed();
-        for (i, &o) in ops.iter().enumerate() {
-            p = p.step_named(format!("op{i}"), move |it| apply(o, Box::new(it))).boxed();
-        }
-        let panic_at = match end { End::PanicAt(k) => Some(k), _ => None };
-        p = p.step_named("last", move |it| it.inspect(move |x| {
-            if Some(*x) == panic_at { panic!("injected panic at {x}") }
-        })).boxed();
-        let stats = p.stats();
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let it = p.into_iter();
-            match end {
-                End::StopAfter(k) => it.take(k).collect::<Vec<u64>>(),
-                _ => it.collect::<Vec<u64>>(),
-            }
-        }));
-        let finals = reports.lock().unwrap().iter().filter(|s| s.is_final).count();
-        prop_assert_eq!(finals, 1);
-        let snap = stats.snapshot();
-        prop_assert_eq!(snap.stages.len(), ops.len() + 2);
-        match (end, outcome) {
-            (End::ReadAll, Ok(out)) => {
-                prop_assert_eq!(&out, &model);
-                prop_assert_eq!(snap.stages.last().unwrap().count, model.len() as u64);
-            }
-            (End::StopAfter(k), Ok(out)) => {
-                prop_assert_eq!(&out[..], &model[..k.min(model.len())]);
-                prop_assert_eq!(snap.stages.last().unwrap().count, k.min(model.len()) as u64);
-            }
-            (End::PanicAt(k), Ok(out)) => {
-                prop_assert!(!model.contains(&k));
-                prop_assert_eq!(&out, &model);
-            }
-            (End::PanicAt(k), Err(_)) => {
-                prop_assert!(model.contains(&k));
-                let before = model.iter().position(|x| *x == k).unwrap();
-                prop_assert_eq!(snap.stages.last().unwrap().count, before as u64);
-            }
-            (e, Err(_)) => prop_assert!(false, "unexpected panic with {:?}", e),
-        }
-        // Counts never grow along a pipeline of these ops beyond the model.
-        prop_assert_eq!(snap.stages[0].count <= n, true);
+        let before = common::thread_count();
+        common::within(Duration::from_secs(10), move || run_case(ops, n, end))?;
+        prop_assert_eq!(common::threads_settle_to(before), before, "a reporter thread outlived the pipeline");
     }
 }

@@ -1,21 +1,25 @@
 //! Property tests over randomly built threaded pipelines with injected
 //! faults: every run ends in time, fails exactly when a fatal fault was
 //! injected (naming the right stage), keeps its books (per stage
-//! `count_in = count + skipped + failed + discarded`), matches a sequential
-//! model, and leaves no thread behind.
+//! `count_in = count + skipped + failed + discarded`, however the run
+//! ended), matches a sequential model, runs every lifecycle hook exactly as
+//! documented, and leaves no thread behind.
 //!
 //! One test in its own binary, so that counting the process's threads is
-//! exact. `PAIPA_PROPTEST_CASES=2000 cargo test --test prop_threaded` runs a
-//! longer search than CI's default.
+//! exact. CI runs 1000 cases; `PAIPA_PROPTEST_CASES=6000 cargo test
+//! --release --all-features --test prop_threaded` runs a longer search
+//! (about 2 minutes).
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{thread_count, within};
-use paipa::threaded::{OnError, Output, Pipeline, Stage, Step};
-use paipa::{BoxError, RunError};
+use paipa::threaded::{OnError, Output, Pipeline, Stage, Step, StepFactory, WorkerInfo};
+use paipa::{BoxError, Debugger, RunError, Snapshot};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +27,8 @@ enum Kind {
     Map,
     Iter,
     Step,
+    /// A step with every lifecycle hook, counting its calls.
+    Hooked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -82,7 +88,7 @@ struct Case {
 
 fn stage_spec() -> impl Strategy<Value = StageSpec> {
     (
-        prop_oneof![Just(Kind::Map), Just(Kind::Iter), Just(Kind::Step)],
+        prop_oneof![Just(Kind::Map), Just(Kind::Iter), Just(Kind::Step), Just(Kind::Hooked)],
         1usize..=8,
         any::<bool>(),
     )
@@ -98,7 +104,7 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(stage_spec(), 1..=6),
         1usize..=128,
-        prop_oneof![Just(0u64), 1u64..100_000],
+        prop_oneof![Just(0u64), 1u64..=100_000],
     )
         .prop_flat_map(|(stages, capacity, n)| {
             // Tiny capacities mean batches of one item and a thread switch
@@ -164,8 +170,104 @@ impl<F: Fn(u64) -> Result<u64, BoxError> + Send> Step for FnStep<F> {
     }
 }
 
-fn build(case: &Case) -> Pipeline<'static, u64, u64> {
-    let mut p: Pipeline<'static, u64, u64> = Pipeline::new().capacity(case.capacity).unwrap();
+/// How often each hook of one stage ran.
+#[derive(Debug, Default)]
+struct HookCalls {
+    before_stage: AtomicUsize,
+    after_stage: AtomicUsize,
+    created: AtomicUsize,
+    started: AtomicUsize,
+    finished: AtomicUsize,
+    shut_down: AtomicUsize,
+}
+
+struct HookedFactory<F> {
+    f: F,
+    calls: Arc<HookCalls>,
+}
+
+struct HookedStep<F> {
+    f: F,
+    calls: Arc<HookCalls>,
+    started: bool,
+    finished: bool,
+}
+
+impl<F: Fn(u64) -> Result<u64, BoxError> + Clone + Send + Sync> StepFactory for HookedFactory<F> {
+    type Step = HookedStep<F>;
+    fn create(&self, _: &WorkerInfo) -> HookedStep<F> {
+        self.calls.created.fetch_add(1, SeqCst);
+        HookedStep {
+            f: self.f.clone(),
+            calls: self.calls.clone(),
+            started: false,
+            finished: false,
+        }
+    }
+    fn before_stage(&self) {
+        self.calls.before_stage.fetch_add(1, SeqCst);
+    }
+    fn after_stage(&self) {
+        // Every worker of the stage has shut down first.
+        let (created, shut_down) = (self.calls.created.load(SeqCst), self.calls.shut_down.load(SeqCst));
+        assert_eq!(created, shut_down, "after_stage before every worker shut down");
+        self.calls.after_stage.fetch_add(1, SeqCst);
+    }
+}
+
+impl<F: Fn(u64) -> Result<u64, BoxError> + Send> Step for HookedStep<F> {
+    type In = u64;
+    type Out = u64;
+    fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        if !self.started || self.finished {
+            return Err("process outside on_start..on_finish".into());
+        }
+        out.emit((self.f)(item)?);
+        Ok(())
+    }
+    fn on_start(&mut self, _: &WorkerInfo) -> Result<(), BoxError> {
+        if self.started {
+            return Err("on_start twice".into());
+        }
+        self.started = true;
+        self.calls.started.fetch_add(1, SeqCst);
+        Ok(())
+    }
+    fn on_idle(&mut self, _: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        if !self.started || self.finished {
+            return Err("on_idle outside on_start..on_finish".into());
+        }
+        Ok(())
+    }
+    fn on_finish(&mut self, _: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        if self.finished {
+            return Err("on_finish twice".into());
+        }
+        self.finished = true;
+        self.calls.finished.fetch_add(1, SeqCst);
+        Ok(())
+    }
+    fn on_shutdown(&mut self) {
+        self.calls.shut_down.fetch_add(1, SeqCst);
+    }
+}
+
+/// A pipeline built from a case, with what is needed to check it after the
+/// run: each hooked stage's calls, and the final snapshot.
+struct Built {
+    pipeline: Pipeline<'static, u64, u64>,
+    hooks: Vec<(usize, Arc<HookCalls>)>,
+    last: Arc<Mutex<Option<Snapshot>>>,
+}
+
+fn build(case: &Case) -> Built {
+    let last = Arc::new(Mutex::new(None));
+    let keep = last.clone();
+    let debugger = Debugger::silent().reporter(move |s: &Snapshot| {
+        *keep.lock().unwrap() = Some(s.clone());
+    });
+    let mut p: Pipeline<'static, u64, u64> = Pipeline::new().capacity(case.capacity).unwrap().debug(debugger);
+    let mut hooks = Vec::new();
     for (i, spec) in case.stages.iter().enumerate() {
         let f = step_fn(case.fault.clone(), i);
         let name = format!("s{i}");
@@ -173,6 +275,11 @@ fn build(case: &Case) -> Pipeline<'static, u64, u64> {
             Kind::Map => Stage::try_map(name, f),
             Kind::Iter => Stage::try_iter(name, move |it| it.map(f.clone())),
             Kind::Step => Stage::step(name, move |_: &_| FnStep(f.clone())),
+            Kind::Hooked => {
+                let calls = Arc::new(HookCalls::default());
+                hooks.push((i, calls.clone()));
+                Stage::step(name, HookedFactory { f, calls })
+            }
         };
         stage = stage.workers(spec.workers);
         if spec.ordered {
@@ -198,7 +305,42 @@ fn build(case: &Case) -> Pipeline<'static, u64, u64> {
         }
         p = p.then(stage).unwrap();
     }
-    p
+    Built {
+        pipeline: p,
+        hooks,
+        last,
+    }
+}
+
+/// The hooks ran as documented: each stage hook once, each worker's
+/// `on_start` and `on_shutdown` once, and `on_finish` once per worker when
+/// the input ended (`ended`), at most once otherwise.
+fn check_hooks(case: &Case, built: &Built, ended: bool) -> Result<(), TestCaseError> {
+    for (i, calls) in &built.hooks {
+        let workers = case.stages[*i].workers;
+        let stage = format!("s{i}");
+        prop_assert_eq!(calls.before_stage.load(SeqCst), 1, "before_stage of {}", &stage);
+        prop_assert_eq!(calls.after_stage.load(SeqCst), 1, "after_stage of {}", &stage);
+        prop_assert_eq!(calls.created.load(SeqCst), workers, "steps made for {}", &stage);
+        prop_assert_eq!(calls.started.load(SeqCst), workers, "on_start of {}", &stage);
+        prop_assert_eq!(calls.shut_down.load(SeqCst), workers, "on_shutdown of {}", &stage);
+        let finished = calls.finished.load(SeqCst);
+        if ended {
+            prop_assert_eq!(finished, workers, "on_finish of {}", &stage);
+        } else {
+            prop_assert!(finished <= workers, "on_finish of {}: {}", &stage, finished);
+        }
+    }
+    Ok(())
+}
+
+/// The books of the final report, which every run makes however it ends.
+fn check_final_books(built: &Built) -> Result<(), TestCaseError> {
+    let last = built.last.lock().unwrap().take();
+    prop_assert!(last.is_some(), "no report at all");
+    let last = last.unwrap();
+    prop_assert!(last.is_final, "the last report is not the final one");
+    check_books(&last)
 }
 
 /// The fatal fault of a case, if any: (stage name).
@@ -251,15 +393,20 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
     let fatal = fatal(&case);
     match case.fault {
         Fault::DropOutputs { after } => {
-            let p = build(&case).source(0..case.n);
+            let mut built = build(&case);
+            let p = std::mem::take(&mut built.pipeline).source(0..case.n);
             let mut out = p.outputs().unwrap();
             let got = out.by_ref().take(after).count();
             prop_assert_eq!(got, after.min(expected.len()));
             let summary = out.finish().unwrap();
             check_books(&summary.snapshot)?;
+            check_final_books(&built)?;
+            // The input ended unless the consumer stopped first.
+            check_hooks(&case, &built, after > expected.len())?;
         }
         Fault::DropRunning => {
-            let mut p = build(&case);
+            let mut built = build(&case);
+            let mut p = std::mem::take(&mut built.pipeline);
             let input = p.input();
             let running = p.spawn().unwrap();
             let n = case.n;
@@ -269,9 +416,13 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             std::thread::sleep(Duration::from_millis(2));
             drop(running);
             feeder.join().unwrap();
+            check_final_books(&built)?;
+            // Dropping the handle closes the input and drains: the input ends.
+            check_hooks(&case, &built, true)?;
         }
         Fault::FeedFromThread => {
-            let mut p = build(&case);
+            let mut built = build(&case);
+            let mut p = std::mem::take(&mut built.pipeline);
             let input = p.input();
             let running = p.spawn().unwrap();
             let n = case.n;
@@ -283,11 +434,17 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             let summary = running.wait().unwrap();
             prop_assert_eq!(summary.items, expected.len() as u64);
             check_books(&summary.snapshot)?;
+            check_final_books(&built)?;
+            check_hooks(&case, &built, true)?;
         }
         _ => {
             let ordered = in_order(&case);
-            let p = build(&case).source(0..case.n);
+            let mut built = build(&case);
+            let p = std::mem::take(&mut built.pipeline).source(0..case.n);
             let result = p.run_with(|out| out.collect::<Vec<u64>>());
+            // However the run ended, its final report balances its books.
+            check_final_books(&built)?;
+            check_hooks(&case, &built, fatal.is_none())?;
             match (result, fatal) {
                 (Ok((out, summary)), None) => {
                     if ordered {

@@ -243,6 +243,7 @@ fn zero_settings_are_refused_with_their_field_and_value() {
     assert_eq!((err.field(), err.value()), ("workers", "0"));
     let err = Pipeline::<u8, u8>::new().capacity(0).unwrap_err();
     assert_eq!(err.to_string(), "invalid capacity: 0 (must be at least 1)");
+    assert_eq!((err.field(), err.value()), ("capacity", "0"));
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::map("y", |x: u8| x).capacity(0))
         .unwrap_err();
@@ -254,7 +255,19 @@ fn zero_settings_are_refused_with_their_field_and_value() {
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::iter("it", |i| i).workers(2).ordered())
         .unwrap_err();
-    assert_eq!(err.field(), "ordered");
+    assert_eq!(
+        err.to_string(),
+        "invalid ordered: true (stage \"it\": ordered mode with several workers needs a function stage)"
+    );
+    assert_eq!((err.field(), err.value()), ("ordered", "true"));
+    let err = Pipeline::<u8, u8>::new()
+        .then(Stage::iter("it", |i| i).retry(2, Duration::from_millis(1)))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid retry: 2 (stage \"it\": iterator stages cannot retry an item; use skip or fail)"
+    );
+    assert_eq!((err.field(), err.value()), ("retry", "2"));
 }
 
 #[test]
@@ -262,7 +275,11 @@ fn running_with_no_input_is_a_clear_error() {
     within(LIMIT, || {
         let err = Pipeline::<u8, u8>::new().run().unwrap_err();
         assert!(matches!(err, RunError::NoInput));
-        assert!(err.to_string().starts_with("pipeline has no input"));
+        assert_eq!(
+            err.to_string(),
+            "pipeline has no input (no source, no item put, no input handle): \
+             give it a source, put items, or take an input handle before running"
+        );
         let err = Pipeline::new()
             .then(Stage::map("s", |x: u8| x))
             .unwrap()

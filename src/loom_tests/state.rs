@@ -53,16 +53,33 @@ fn err(n: usize) -> RunError {
 fn the_first_error_wins_and_cancels() {
     model(|| {
         let shared = RunShared::new(Cancel::new());
-        let threads: Vec<_> = (0..2)
-            .map(|i| {
-                let shared = shared.clone();
-                thread::spawn(move || shared.fail(err(i)))
+        let a_done = Arc::new(loom::sync::atomic::AtomicBool::new(false));
+        let a = {
+            let (shared, a_done) = (shared.clone(), a_done.clone());
+            thread::spawn(move || {
+                shared.fail(err(0));
+                a_done.store(true, Ordering::SeqCst);
             })
-            .collect();
-        threads.into_iter().for_each(|t| t.join().unwrap());
+        };
+        let b = {
+            let (shared, a_done) = (shared.clone(), a_done.clone());
+            thread::spawn(move || {
+                let a_was_first = a_done.load(Ordering::SeqCst);
+                shared.fail(err(1));
+                a_was_first
+            })
+        };
+        a.join().unwrap();
+        let a_was_first = b.join().unwrap();
         assert!(shared.cancel.is_cancelled());
-        let first = shared.take_error().expect("an error is kept");
-        assert!(matches!(first, RunError::Config(_)));
+        let kept = match shared.take_error().expect("an error is kept") {
+            RunError::Config(e) => e.value().to_string(),
+            other => panic!("unexpected {other}"),
+        };
+        assert!(kept == "0" || kept == "1", "kept {kept}");
+        if a_was_first {
+            assert_eq!(kept, "0", "a later error replaced the first");
+        }
         assert!(shared.take_error().is_none(), "only one error is kept");
     });
 }

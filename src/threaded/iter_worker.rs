@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::channel::{recv, try_recv, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
-use super::worker::{drain_discarding, guarded, WorkerCtx};
+use super::worker::{drain_discarding, guarded, Failure, WorkerCtx};
 use crate::error::BoxError;
 use crate::stats::{AllocScope, TargetGuard};
 
@@ -156,6 +156,11 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         return;
     };
     if let Err(f) = result {
+        if matches!(f, Failure::Panic(_)) {
+            // A panic counts as one failed item (an error already did), the
+            // one the step was working on: a one-for-one step keeps its books.
+            cell.failed.fetch_add(1, Relaxed);
+        }
         side.cx.fatal(f);
     }
     let mut ob = outbox.borrow_mut();

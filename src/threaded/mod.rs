@@ -30,7 +30,7 @@ mod worker;
 
 pub use builder::{Pipeline, DEFAULT_CAPACITY};
 
-/// What the loom model checks (src/loom_tests.rs) need from inside.
+/// What the loom model checks (src/loom_tests/) need from inside.
 #[cfg(all(test, loom))]
 pub(crate) mod loom_support {
     pub(crate) use super::channel::{edge as edge_for_test, recv, send, Cancel, Layout, Msg, Recv};
