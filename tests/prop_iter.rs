@@ -3,7 +3,7 @@
 //! and there is exactly one final report, whether the consumer reads to the
 //! end, stops early, or a step panics; within a time limit, and leaving no
 //! reporter thread behind. `PAIPA_PROPTEST_CASES` sets the number of cases
-//! (200 unless set).
+//! (2000 unless set).
 
 mod common;
 
@@ -142,7 +142,7 @@ fn cases() -> u32 {
     std::env::var("PAIPA_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(200)
+        .unwrap_or(2000)
 }
 
 proptest! {

@@ -6,7 +6,7 @@
 //! documented, and leaves no thread behind.
 //!
 //! One test in its own binary, so that counting the process's threads is
-//! exact. CI runs 1000 cases; `PAIPA_PROPTEST_CASES=6000 cargo test
+//! exact. CI runs 2500 cases (about 100 s in a debug build); `PAIPA_PROPTEST_CASES=6000 cargo test
 //! --release --all-features --test prop_threaded` runs a longer search
 //! (about 2 minutes).
 
@@ -473,7 +473,7 @@ fn cases() -> u32 {
     std::env::var("PAIPA_PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+        .unwrap_or(2500)
 }
 
 proptest! {
