@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{http, within};
-use paipa::glue::{serve_pipeline, Server, ServerConfig};
+use paipa::glue::{serve, serve_pipeline, Server, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
 
 type Seen = Arc<Mutex<Vec<u64>>>;
@@ -153,5 +153,29 @@ fn a_full_pipeline_answers_503_with_retry_after() {
         server.shutdown();
         let summary = server.wait().unwrap();
         assert_eq!(summary.items, accepted, "everything acknowledged went through");
+    });
+}
+
+#[test]
+fn a_zero_body_limit_is_refused_before_serving() {
+    within(Duration::from_secs(10), || {
+        let zero = || ServerConfig {
+            max_body_bytes: 0,
+            ..ServerConfig::default()
+        };
+        let p = Pipeline::new().then(Stage::map("id", |x: u64| x)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = serve_pipeline(listener, p, zero()).unwrap_err();
+        assert_eq!(err.to_string(), "invalid max_body_bytes: 0 (must be at least 1)");
+
+        // Through `serve`, with a pipeline already running: refused, and the
+        // pipeline is closed and joined rather than left behind.
+        let mut p = Pipeline::new().then(Stage::map("id", |x: u64| x)).unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = serve(listener, input, running, zero()).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(err.to_string(), "invalid max_body_bytes: 0 (must be at least 1)");
     });
 }

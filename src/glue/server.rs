@@ -14,7 +14,7 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::error::RunError;
+use crate::error::{ConfigError, RunError};
 use crate::report::snapshot_json;
 use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
 
@@ -68,6 +68,22 @@ impl Default for ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Checks the settings: a body limit of 0 would refuse every request.
+    ///
+    /// ```
+    /// let config = paipa::glue::ServerConfig { max_body_bytes: 0, ..Default::default() };
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid max_body_bytes: 0 (must be at least 1)");
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::new("max_body_bytes", 0, "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 struct Shared<T> {
     input: Mutex<Option<Input<T>>>,
     running: Arc<Mutex<Option<Running>>>,
@@ -92,7 +108,9 @@ impl fmt::Debug for Server {
 }
 
 /// Serves `input` (the live input of `running`) on `listener`, from a
-/// background thread with its own tokio runtime.
+/// background thread with its own tokio runtime. Invalid settings
+/// ([`ServerConfig::validate`]) are an `InvalidInput` error; the pipeline
+/// then drains what it had and stops.
 ///
 /// ```no_run
 /// use paipa::glue::{serve, ServerConfig};
@@ -117,6 +135,9 @@ pub fn serve<T>(
 where
     T: DeserializeOwned + Send + 'static,
 {
+    config
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let running = Arc::new(Mutex::new(Some(running)));
@@ -173,7 +194,7 @@ where
 
 /// Takes a live input handle on `pipeline`, runs it in the background and
 /// serves that input on `listener`: the usual way to start an ingestion
-/// server.
+/// server. Invalid settings are refused before anything starts.
 pub fn serve_pipeline<T, Out>(
     listener: std::net::TcpListener,
     mut pipeline: Pipeline<'static, T, Out>,
@@ -183,6 +204,7 @@ where
     T: DeserializeOwned + Send + 'static,
     Out: Send + 'static,
 {
+    config.validate()?;
     let input = pipeline.input();
     let running = pipeline.spawn()?;
     serve(listener, input, running, config).map_err(RunError::Spawn)
