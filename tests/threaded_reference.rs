@@ -244,6 +244,18 @@ fn zero_settings_are_refused_with_their_field_and_value() {
     let err = Pipeline::<u8, u8>::new().capacity(0).unwrap_err();
     assert_eq!(err.to_string(), "invalid capacity: 0 (must be at least 1)");
     assert_eq!((err.field(), err.value()), ("capacity", "0"));
+    let err = Pipeline::<u8, u8>::new().capacity(usize::MAX).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("invalid capacity: {} (must be at most 1073741824)", usize::MAX)
+    );
+    let err = Pipeline::<u8, u8>::new()
+        .then(Stage::map("z", |x: u8| x).capacity(paipa::threaded::MAX_CAPACITY + 1))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid capacity: 1073741825 (stage \"z\" takes at most 1073741824)"
+    );
     let err = Pipeline::<u8, u8>::new()
         .then(Stage::map("y", |x: u8| x).capacity(0))
         .unwrap_err();

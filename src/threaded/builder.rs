@@ -19,6 +19,11 @@ use crate::Debugger;
 /// Items waiting on an edge unless set.
 pub const DEFAULT_CAPACITY: usize = 64;
 
+/// The largest capacity an edge can have (2^30 items). An edge's slots are
+/// allocated up front, so a larger bound would cost memory before any item
+/// arrives; an edge this large already holds more than memory can.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
 /// Collects the threads and hooks of a run while the stages are laid out.
 pub(crate) struct Planner<'a> {
     pub(crate) shared: Arc<RunShared>,
@@ -120,11 +125,19 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         self
     }
 
-    /// Holds at most `capacity` items waiting on each edge (64 unless set).
-    /// Set it before taking input handles: the input edge is laid out then.
+    /// Holds at most `capacity` items waiting on each edge (64 unless set;
+    /// from 1 to [`MAX_CAPACITY`]). Set it before taking input handles: the
+    /// input edge is laid out then.
     pub fn capacity(mut self, capacity: usize) -> Result<Self, ConfigError> {
         if capacity == 0 {
             return Err(ConfigError::new("capacity", 0, "must be at least 1"));
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(ConfigError::new(
+                "capacity",
+                capacity,
+                format!("must be at most {MAX_CAPACITY}"),
+            ));
         }
         self.capacity = capacity;
         if !self.handles_taken {

@@ -28,7 +28,7 @@ mod stage;
 mod step;
 mod worker;
 
-pub use builder::{Pipeline, DEFAULT_CAPACITY};
+pub use builder::{Pipeline, DEFAULT_CAPACITY, MAX_CAPACITY};
 
 /// What the loom model checks (src/loom_tests/) need from inside.
 #[cfg(all(test, loom))]

@@ -326,7 +326,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 
     /// Holds at most `capacity` items waiting on this stage's output edge
-    /// (the pipeline's capacity unless set; 0 is refused).
+    /// (the pipeline's capacity unless set; from 1 to [`MAX_CAPACITY`](super::MAX_CAPACITY)).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.settings.capacity = Some(capacity);
         self
@@ -360,6 +360,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 "capacity",
                 0,
                 format!("stage {:?} needs at least 1", s.name),
+            ));
+        }
+        if let Some(c) = s.capacity.filter(|c| *c > super::builder::MAX_CAPACITY) {
+            return Err(ConfigError::new(
+                "capacity",
+                c,
+                format!("stage {:?} takes at most {}", s.name, super::builder::MAX_CAPACITY),
             ));
         }
         if s.ordered && s.kind != Kind::Map && s.workers > 1 {
