@@ -1,5 +1,6 @@
-//! Property tests for iterator pipelines with the debugger attached: the
-//! output equals the plain chain, every stage counts exactly what passed it,
+//! Property tests for iterator pipelines with the debugger attached (exact
+//! or sampled timing): the output equals the plain chain, every stage
+//! counts exactly what passed it,
 //! and there is exactly one final report, whether the consumer reads to the
 //! end, stops early, or a step panics; within a time limit, and leaving no
 //! reporter thread behind. `PAIPA_PROPTEST_CASES` sets the number of cases
@@ -67,7 +68,7 @@ fn model_counts(ops: &[Op], n: u64) -> Vec<u64> {
     counts
 }
 
-fn run_case(ops: Vec<Op>, n: u64, end: End) -> Result<(), TestCaseError> {
+fn run_case(ops: Vec<Op>, n: u64, end: End, sampled: Option<u32>) -> Result<(), TestCaseError> {
     // The model: the same ops without the debugger.
     let mut model: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
     for &o in &ops {
@@ -78,7 +79,11 @@ fn run_case(ops: Vec<Op>, n: u64, end: End) -> Result<(), TestCaseError> {
 
     let reports: Arc<Mutex<Vec<Snapshot>>> = Arc::default();
     let sink = reports.clone();
-    let debugger = Debugger::silent().reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
+    let mut debugger = Debugger::silent().reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
+    if let Some(every) = sampled {
+        // Timing sampled; the counts must stay exact all the same.
+        debugger = debugger.sampled(every).unwrap();
+    }
     let mut p = Pipeline::new(0..n).debug(debugger).boxed();
     for (i, &o) in ops.iter().enumerate() {
         p = p.step_named(format!("op{i}"), move |it| apply(o, Box::new(it))).boxed();
@@ -153,10 +158,11 @@ proptest! {
         ops in prop::collection::vec(op(), 0..6),
         n in 0u64..3_000,
         end in end(),
+        sampled in prop_oneof![Just(None), (1u32..100).prop_map(Some)],
     ) {
         common::quiet_injected_panics();
         let before = common::thread_count();
-        common::within(Duration::from_secs(10), move || run_case(ops, n, end))?;
+        common::within(Duration::from_secs(10), move || run_case(ops, n, end, sampled))?;
         prop_assert_eq!(common::threads_settle_to(before), before, "a reporter thread outlived the pipeline");
     }
 }

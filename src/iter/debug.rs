@@ -158,10 +158,9 @@ impl<I: Iterator> IntoIterator for DebugPipeline<I> {
             }),
         );
         Debugged {
-            inner: self.iter,
+            inner: Some(self.iter),
             rec: self.rec,
             schedule,
-            done: false,
         }
     }
 }
@@ -171,16 +170,17 @@ impl<I: Iterator> IntoIterator for DebugPipeline<I> {
 /// consumer stopped early, or a step panicked), whichever comes first.
 #[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Debugged<I> {
-    inner: I,
+    /// The measured chain; `None` once finished. It is dropped before the
+    /// final report: the probes publish their last counts when dropped.
+    inner: Option<I>,
     rec: Arc<Recorder>,
     schedule: Schedule,
-    done: bool,
 }
 
 impl<I> fmt::Debug for Debugged<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Debugged")
-            .field("done", &self.done)
+            .field("done", &self.inner.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -192,8 +192,7 @@ impl<I> Debugged<I> {
     }
 
     fn finish(&mut self) {
-        if !self.done {
-            self.done = true;
+        if self.inner.take().is_some() {
             self.schedule.finish();
         }
     }
@@ -204,16 +203,14 @@ impl<I: Iterator> Iterator for Debugged<I> {
 
     #[inline]
     fn next(&mut self) -> Option<I::Item> {
-        if self.done {
-            return None;
-        }
+        let inner = self.inner.as_mut()?;
         self.rec.begin_pull();
         let item = {
             // SAFETY: the recorder is kept alive by `self.rec` for longer
             // than the guard, which is dropped at the end of this block (also
             // on unwind).
             let _counters = unsafe { TargetGuard::install(&*self.rec) };
-            self.inner.next()
+            inner.next()
         };
         if item.is_none() {
             self.finish();
@@ -222,11 +219,7 @@ impl<I: Iterator> Iterator for Debugged<I> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.done {
-            (0, Some(0))
-        } else {
-            self.inner.size_hint()
-        }
+        self.inner.as_ref().map_or((0, Some(0)), Iterator::size_hint)
     }
 }
 

@@ -41,19 +41,38 @@ impl<T, F: Fn(&T) -> u64> Weigh<T> for F {
 pub struct Probe<I, W = One> {
     inner: I,
     index: usize,
-    own: Arc<StageCell>,
+    own: Tally,
     consumer: Arc<StageCell>,
     rec: Arc<Recorder>,
     weigh: W,
-    /// Items out so far; this probe is the only writer of `own.count`, so it
-    /// publishes with a plain store.
+}
+
+/// The items a stage has let out. The probe is the only writer of the
+/// cell's count, so it publishes with a plain store: on every timed pull
+/// (every pull in exact mode), at the end, and when dropped, which the
+/// pipeline does before its final report.
+struct Tally {
+    cell: Arc<StageCell>,
     count: u64,
+}
+
+impl Tally {
+    #[inline(always)]
+    fn publish(&self) {
+        self.cell.count.store(self.count, Relaxed);
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.publish();
+    }
 }
 
 impl<I, W> fmt::Debug for Probe<I, W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Probe")
-            .field("stage", &self.own.name())
+            .field("stage", &self.own.cell.name())
             .finish_non_exhaustive()
     }
 }
@@ -64,11 +83,10 @@ impl<I> Probe<I, One> {
         Probe {
             inner,
             index,
-            own,
+            own: Tally { cell: own, count: 0 },
             consumer,
             rec,
             weigh: One,
-            count: 0,
         }
     }
 }
@@ -82,7 +100,6 @@ impl<I, W> Probe<I, W> {
             consumer: self.consumer,
             rec: self.rec,
             weigh,
-            count: self.count,
         }
     }
 }
@@ -96,13 +113,18 @@ impl<I: Iterator, W: Weigh<I::Item>> Iterator for Probe<I, W> {
         self.rec.enter(self.index, &self.consumer, timed);
         let item = {
             // SAFETY: `self.own` outlives the scope, which ends in this block.
-            let _mem = unsafe { AllocScope::enter(&self.own) };
+            let _mem = unsafe { AllocScope::enter(&self.own.cell) };
             self.inner.next()
         };
-        self.rec.leave(self.index, &self.own, timed);
-        if let Some(x) = &item {
-            self.count += self.weigh.weigh(x);
-            self.own.count.store(self.count, Relaxed);
+        self.rec.leave(self.index, &self.own.cell, timed);
+        match &item {
+            Some(x) => {
+                self.own.count += self.weigh.weigh(x);
+                if timed {
+                    self.own.publish();
+                }
+            }
+            None => self.own.publish(),
         }
         item
     }
