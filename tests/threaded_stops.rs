@@ -136,3 +136,42 @@ fn abort_is_not_held_up_by_a_put_waiting_for_space() {
         feeder.join().unwrap();
     });
 }
+
+#[test]
+fn an_ordered_stage_whose_consumer_leaves_while_batches_wait_ends() {
+    within(LIMIT, || {
+        // Batches of one item. Item 0 takes 100 ms and item 1 takes 500 ms,
+        // so batches 2 to 9 wait in the reorder window behind them when the
+        // consumer's absence is found (sending batch 0). Those batches are
+        // dropped with their places in the window; the workers waiting for
+        // a place must be woken, not left waiting for ever.
+        let p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .source(0..1_000u64)
+            .then(
+                Stage::map("ordered", |x: u64| {
+                    match x {
+                        0 => std::thread::sleep(Duration::from_millis(100)),
+                        1 => std::thread::sleep(Duration::from_millis(500)),
+                        _ => {}
+                    }
+                    x
+                })
+                .workers(5)
+                .ordered(),
+            )
+            .unwrap();
+        let out = p.outputs().unwrap();
+        let started = Instant::now();
+        let summary = out.finish().unwrap();
+        assert!(summary.stopped_early);
+        let s = summary.snapshot.stage("ordered").unwrap();
+        assert_eq!(s.count_in, s.count + s.discarded, "{s:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "took {:?}",
+            started.elapsed()
+        );
+    });
+}

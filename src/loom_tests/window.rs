@@ -173,3 +173,53 @@ fn a_cancelled_ordered_stage_ends_and_accounts_for_every_item() {
         );
     });
 }
+
+#[test]
+fn closing_the_window_wakes_a_worker_waiting_for_a_place() {
+    model(|| {
+        let cancel = Cancel::new();
+        let window = Arc::new(Window::new(1));
+        assert!(window.enter(&cancel));
+        let (w, c) = (window.clone(), cancel.clone());
+        let waiter = thread::spawn(move || w.enter(&c));
+        window.close();
+        assert!(!waiter.join().unwrap(), "no place came back: only the close woke it");
+        assert!(!cancel.is_cancelled());
+    });
+}
+
+#[test]
+fn an_ordered_stage_whose_output_is_gone_stops_every_worker() {
+    // One preemption only: with two, this model takes two minutes. The
+    // hang it guards against (places dropped with waiting batches, workers
+    // left waiting for one) needs more; the real-thread test
+    // `an_ordered_stage_whose_consumer_leaves_while_batches_wait_ends`
+    // reproduces it deterministically, and `closing_the_window_wakes_...`
+    // models the wake-up that fixes it.
+    model_bounded(1, || {
+        // Three workers, a window of two: when the output goes, batches can
+        // be waiting for an earlier one, and a worker can be waiting for a
+        // place. Every worker must still end, with every item accounted.
+        let stage = ordered_stage(3, 2);
+        drop(stage.output);
+        // The stage may stop taking input before all five are in (which
+        // stops this sender in turn, as it would stop an upstream stage).
+        let accepted = (0..5)
+            .take_while(|&x| stage.input.send(Msg::Items(vec![x])).is_ok())
+            .count() as u64;
+        drop(stage.input);
+        stage.workers.into_iter().for_each(|w| w.join().unwrap());
+        let taken = stage.cell.count_in.load(Relaxed);
+        let sent = stage.cell.count.load(Relaxed);
+        let discarded = stage.cell.discarded.load(Relaxed);
+        assert_eq!(sent, 0, "nothing can be sent");
+        // What was accepted but not taken is still on the edge, which a
+        // report shows as the edge's queue depth.
+        assert!(taken <= accepted, "took {taken} of {accepted}");
+        assert_eq!(discarded, taken, "every item taken is discarded");
+        assert!(
+            !stage.shared.cancel.is_cancelled(),
+            "a consumer leaving is not a failure"
+        );
+    });
+}

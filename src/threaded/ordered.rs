@@ -31,11 +31,19 @@ pub(crate) struct Reorder<Out> {
 /// The bound on batches in flight: `size` places. A worker takes a place
 /// before it takes a batch from the input, and the place comes back when
 /// that batch has been sent downstream in order (or if no batch came).
+/// When the stage stops early (its output is gone, or the run is
+/// cancelled) batches are dropped with their places, so the window is
+/// closed: every worker waiting for a place wakes and stops.
 pub(crate) struct Window {
     free_tx: Sender<()>,
     free_rx: Receiver<()>,
+    /// Dropped by `close`, which wakes every waiting worker.
+    open_tx: Mutex<Option<Sender<()>>>,
+    open_rx: Receiver<()>,
+    /// Places taken (loom only: the models check the bound with it, and
+    /// that no place is given back twice).
     #[cfg(loom)]
-    size: usize,
+    taken: crate::sync::AtomicUsize,
 }
 
 impl Window {
@@ -45,37 +53,58 @@ impl Window {
         for _ in 0..size {
             let _ = free_tx.try_send(());
         }
+        let (open_tx, open_rx) = bounded(0);
         Window {
             free_tx,
             free_rx,
+            open_tx: Mutex::new(Some(open_tx)),
+            open_rx,
             #[cfg(loom)]
-            size,
+            taken: crate::sync::AtomicUsize::new(0),
         }
     }
 
-    /// Waits for a free place; false if the run is cancelled first.
+    /// Waits for a free place; false if the window is closed or the run is
+    /// cancelled first.
     pub(crate) fn enter(&self, cancel: &Cancel) -> bool {
         let mut sel = Select::new();
         let place = sel.recv(&self.free_rx);
+        let closed = sel.recv(&self.open_rx);
         sel.recv(cancel.rx());
         let op = sel.select();
-        if op.index() == place {
-            op.recv(&self.free_rx).is_ok()
+        let index = op.index();
+        if index == place {
+            let entered = op.recv(&self.free_rx).is_ok();
+            #[cfg(loom)]
+            if entered {
+                self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            entered
         } else {
-            let _ = op.recv(cancel.rx());
+            let _ = op.recv(if index == closed { &self.open_rx } else { cancel.rx() });
             false
         }
     }
 
     /// Gives a place back.
     pub(crate) fn leave(&self) {
+        #[cfg(loom)]
+        {
+            let before = self.taken.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(before > 0, "a place was given back twice");
+        }
         let _ = self.free_tx.try_send(());
+    }
+
+    /// Wakes every worker waiting for a place, and keeps new ones out.
+    pub(crate) fn close(&self) {
+        self.open_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Places taken.
     #[cfg(loom)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.size - self.free_rx.len()
+        self.taken.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -238,6 +267,9 @@ where
         let mut st = reorder.state();
         let stopped = cx.shared.cancel.is_cancelled() || st.outbox.is_gone();
         if stopped {
+            // Batches waiting below are dropped with their places: nobody
+            // may wait for a place any more.
+            reorder.window.close();
             st.outbox.discard_pending();
             // Batches that can no longer be sent in order.
             let waiting: u64 = st
