@@ -22,7 +22,8 @@ mod wakeups;
 mod window;
 
 /// Runs `f` under loom with at most 3 preemptions per interleaving (or
-/// `LOOM_MAX_PREEMPTIONS`, for a longer local run).
+/// `LOOM_MAX_PREEMPTIONS`, for a longer local run), once with `Select`
+/// picking the first ready operation and once the last.
 pub(super) fn model<F>(f: F)
 where
     F: Fn() + Sync + Send + 'static,
@@ -36,9 +37,16 @@ pub(super) fn model_bounded<F>(preemptions: usize, f: F)
 where
     F: Fn() + Sync + Send + 'static,
 {
-    let mut builder = loom::model::Builder::new();
-    if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(preemptions);
+    let f = std::sync::Arc::new(f);
+    // Crossbeam picks among ready operations at random: explore both ends.
+    for last in [false, true] {
+        crate::sync::chan::prefer_last(last);
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(preemptions);
+        }
+        let f = f.clone();
+        builder.check(move || f());
     }
-    builder.check(f);
+    crate::sync::chan::prefer_last(false);
 }

@@ -15,6 +15,13 @@
 //! never accepts a message (paipa never sends on one; it only drops the
 //! sender to signal).
 //!
+//! When several operations of a `Select` are ready, crossbeam picks one at
+//! random; the model picks the first or the last ready one, as set by
+//! [`prefer_last`], and the tests run every model both ways. The hub also
+//! orders operations on unrelated channels, as crossbeam's acquire/release
+//! does not have to; paipa's own atomics are loom's and are checked under
+//! loom's memory model all the same.
+//!
 //! The error types are crossbeam's own.
 
 use std::collections::VecDeque;
@@ -49,6 +56,16 @@ fn wait(guard: HubGuard) -> HubGuard {
 
 fn changed() {
     HUB.changed.notify_all();
+}
+
+thread_local! {
+    static PREFER_LAST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Which ready operation a `Select` picks on this thread from now on: the
+/// last one added (`true`) or the first.
+pub(crate) fn prefer_last(last: bool) {
+    PREFER_LAST.with(|p| p.set(last));
 }
 
 struct State<T> {
@@ -278,6 +295,16 @@ pub(crate) struct Select<'a> {
 pub(crate) struct SelectedOperation {
     index: usize,
     hub: HubGuard,
+    /// As in crossbeam, a selected operation must be completed.
+    completed: bool,
+}
+
+impl Drop for SelectedOperation {
+    fn drop(&mut self) {
+        if !self.completed && !std::thread::panicking() {
+            panic!("dropped a SelectedOperation without completing it");
+        }
+    }
 }
 
 impl<'a> Select<'a> {
@@ -296,7 +323,11 @@ impl<'a> Select<'a> {
     }
 
     fn ready_index(&self, hub: &HubGuard) -> Option<usize> {
-        self.ops.iter().position(|op| op.ready(hub))
+        if PREFER_LAST.with(|p| p.get()) {
+            self.ops.iter().rposition(|op| op.ready(hub))
+        } else {
+            self.ops.iter().position(|op| op.ready(hub))
+        }
     }
 
     /// Waits until an operation is ready.
@@ -304,7 +335,11 @@ impl<'a> Select<'a> {
         let mut hub = hub();
         loop {
             if let Some(index) = self.ready_index(&hub) {
-                return SelectedOperation { index, hub };
+                return SelectedOperation {
+                    index,
+                    hub,
+                    completed: false,
+                };
             }
             hub = wait(hub);
         }
@@ -314,7 +349,11 @@ impl<'a> Select<'a> {
     pub(crate) fn select_timeout(&mut self, _timeout: Duration) -> Result<SelectedOperation, SelectTimeoutError> {
         let hub = hub();
         match self.ready_index(&hub) {
-            Some(index) => Ok(SelectedOperation { index, hub }),
+            Some(index) => Ok(SelectedOperation {
+                index,
+                hub,
+                completed: false,
+            }),
             None => Err(SelectTimeoutError),
         }
     }
@@ -331,7 +370,8 @@ impl SelectedOperation {
     }
 
     /// Completes a ready send.
-    pub(crate) fn send<T>(self, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+    pub(crate) fn send<T>(mut self, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
+        self.completed = true;
         match tx.try_send_held(msg, &self.hub) {
             Ok(()) => Ok(()),
             Err(TrySendError::Disconnected(m)) => Err(SendError(m)),
@@ -340,7 +380,8 @@ impl SelectedOperation {
     }
 
     /// Completes a ready receive.
-    pub(crate) fn recv<T>(self, rx: &Receiver<T>) -> Result<T, RecvError> {
+    pub(crate) fn recv<T>(mut self, rx: &Receiver<T>) -> Result<T, RecvError> {
+        self.completed = true;
         match rx.try_recv_held(&self.hub) {
             Ok(m) => Ok(m),
             Err(TryRecvError::Disconnected) => Err(RecvError),
