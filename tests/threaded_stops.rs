@@ -175,3 +175,46 @@ fn an_ordered_stage_whose_consumer_leaves_while_batches_wait_ends() {
         );
     });
 }
+
+#[test]
+fn a_panic_in_an_iterator_stage_keeps_the_books_wherever_it_happens() {
+    use paipa::{Debugger, RunError, Snapshot};
+    use std::sync::{Arc, Mutex};
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        // Before the first pull, while items flow (one-for-one), after the end.
+        for at in ["before", "during", "after"] {
+            let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
+            let keep = last.clone();
+            let debugger = Debugger::silent().reporter(move |s: &Snapshot| *keep.lock().unwrap() = Some(s.clone()));
+            let err = Pipeline::new()
+                .debug(debugger)
+                .source(0..100u32)
+                .then(Stage::iter("p", move |it| {
+                    if at == "before" {
+                        panic!("injected panic before");
+                    }
+                    it.map(move |x| {
+                        if at == "during" && x == 30 {
+                            panic!("injected panic at 30");
+                        }
+                        x
+                    })
+                    .chain(std::iter::from_fn(move || {
+                        if at == "after" {
+                            panic!("injected panic after");
+                        }
+                        None
+                    }))
+                }))
+                .unwrap()
+                .run()
+                .unwrap_err();
+            assert!(matches!(err, RunError::Panic { .. }), "{at}: {err}");
+            let snap = last.lock().unwrap().take().expect("a final report");
+            let s = snap.stage("p").unwrap();
+            assert_eq!(s.count_in, s.count + s.skipped + s.failed + s.discarded, "{at}: {s:?}");
+            assert_eq!(s.failed, u64::from(at == "during"), "{at}: {s:?}");
+        }
+    });
+}

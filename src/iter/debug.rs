@@ -125,7 +125,9 @@ impl<I: Iterator> DebugPipeline<I> {
         }
     }
 
-    /// A handle on the stats, readable during and after the run.
+    /// A handle on the stats, readable during and after the run. With
+    /// [`Debugger::sampled`], counts read during the run may lag by up to
+    /// the sampling interval per stage; after the run they are exact.
     pub fn stats(&self) -> Stats {
         stats_of(&self.rec)
     }
@@ -186,7 +188,9 @@ impl<I> fmt::Debug for Debugged<I> {
 }
 
 impl<I> Debugged<I> {
-    /// A handle on the stats, readable during and after the run.
+    /// A handle on the stats, readable during and after the run. With
+    /// [`Debugger::sampled`], counts read during the run may lag by up to
+    /// the sampling interval per stage; after the run they are exact.
     pub fn stats(&self) -> Stats {
         stats_of(&self.rec)
     }

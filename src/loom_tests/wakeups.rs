@@ -93,7 +93,6 @@ fn a_consumer_that_leaves_wakes_a_sender_waiting_for_space() {
         });
         drop(rx);
         assert!(sender.join().unwrap(), "the send gives its message back");
-        assert!(!cancel.is_cancelled(), "leaving is not a failure");
     });
 }
 

@@ -239,12 +239,6 @@ impl<T> Receiver<T> {
             Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
         }
     }
-
-    /// Messages waiting.
-    pub(crate) fn len(&self) -> usize {
-        let _hub = hub();
-        state(&self.chan).queue.len()
-    }
 }
 
 /// Receives until the end.

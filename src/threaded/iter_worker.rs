@@ -62,6 +62,8 @@ struct Side<'a, In, Out> {
     outbox: Rc<RefCell<Outbox<Out>>>,
     clock: WorkerClock,
     ended: bool,
+    /// This worker has taken at least one batch.
+    took: bool,
 }
 
 impl<In, Out> Side<'_, In, Out> {
@@ -88,6 +90,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             };
             match got {
                 Recv::Msg(Msg::Items(batch)) => {
+                    self.took = true;
                     self.cx.take(&batch);
                     self.cx.cell.mark_busy(self.cx.info.index, crate::stats::clock().raw());
                     return Some(batch);
@@ -128,6 +131,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         cx,
         outbox: outbox.clone(),
         ended: false,
+        took: false,
     }));
     let input = InputIter {
         current: Vec::new().into_iter(),
@@ -156,9 +160,11 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         return;
     };
     if let Err(f) = result {
-        if matches!(f, Failure::Panic(_)) {
-            // A panic counts as one failed item (an error already did), the
-            // one the step was working on: a one-for-one step keeps its books.
+        if matches!(f, Failure::Panic(_)) && side.took && !side.ended {
+            // A panic while the input flows counts as one failed item (an
+            // error already did): the one the step was working on, so a
+            // one-for-one step keeps its books. A panic before the first
+            // item or after the end held no item.
             cell.failed.fetch_add(1, Relaxed);
         }
         side.cx.fatal(f);
