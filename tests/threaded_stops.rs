@@ -194,11 +194,10 @@ fn a_panic_in_an_iterator_stage_keeps_the_books_wherever_it_happens() {
                     if at == "before" {
                         panic!("injected panic before");
                     }
-                    it.map(move |x| {
+                    it.inspect(move |&x| {
                         if at == "during" && x == 30 {
                             panic!("injected panic at 30");
                         }
-                        x
                     })
                     .chain(std::iter::from_fn(move || {
                         if at == "after" {
