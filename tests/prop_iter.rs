@@ -68,6 +68,30 @@ fn model_counts(ops: &[Op], n: u64) -> Vec<u64> {
     counts
 }
 
+/// What passes each stage of the plain chain when it ends as `end` does:
+/// the same pulls as the debugged pipeline, counted by `inspect`.
+fn plain_counts(ops: &[Op], n: u64, end: End) -> Vec<u64> {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let counters: Vec<Rc<Cell<u64>>> = (0..ops.len() + 2).map(|_| Rc::default()).collect();
+    let bump = |c: &Rc<Cell<u64>>| {
+        let c = c.clone();
+        move |_: &u64| c.set(c.get() + 1)
+    };
+    let mut it: Box<dyn Iterator<Item = u64>> = Box::new((0..n).inspect(bump(&counters[0])));
+    for (i, &o) in ops.iter().enumerate() {
+        it = Box::new(apply(o, it).inspect(bump(&counters[i + 1])));
+    }
+    let last = counters.last().unwrap().clone();
+    match end {
+        End::ReadAll => last.set(it.count() as u64),
+        End::StopAfter(k) => last.set(it.take(k).count() as u64),
+        // The last step panics on `k`, before its probe counts it.
+        End::PanicAt(k) => last.set(it.take_while(|x| *x != k).count() as u64),
+    }
+    counters.iter().map(|c| c.get()).collect()
+}
+
 fn run_case(ops: Vec<Op>, n: u64, end: End, sampled: Option<u32>) -> Result<(), TestCaseError> {
     // The model: the same ops without the debugger.
     let mut model: Box<dyn Iterator<Item = u64>> = Box::new(0..n);
@@ -76,6 +100,7 @@ fn run_case(ops: Vec<Op>, n: u64, end: End, sampled: Option<u32>) -> Result<(), 
     }
     let model: Vec<u64> = model.collect();
     let full = model_counts(&ops, n);
+    let exact = plain_counts(&ops, n, end);
 
     let reports: Arc<Mutex<Vec<Snapshot>>> = Arc::default();
     let sink = reports.clone();
@@ -136,6 +161,8 @@ fn run_case(ops: Vec<Op>, n: u64, end: End, sampled: Option<u32>) -> Result<(), 
         }
         (e, Err(_)) => prop_assert!(false, "unexpected panic with {:?}", e),
     }
+    // However it ended, every stage counted exactly what passed it.
+    prop_assert_eq!(&counts, &exact, "per-stage counts");
     // Stopped early or not, no stage counted more than passes it in a full run.
     for (i, (got, most)) in counts.iter().zip(&full).enumerate() {
         prop_assert!(got <= most, "stage {} counted {} of at most {}", i, got, most);
