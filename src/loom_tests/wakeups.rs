@@ -129,19 +129,50 @@ fn cancel_wakes_a_worker_waiting_for_a_place_in_the_window() {
 }
 
 #[test]
-fn a_backoff_sleep_ends_once_the_run_is_cancelled() {
+fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::threaded::loom_support::{AfterRetries, Failure, OnError, RunShared, StageEnd, WorkerCtx, WorkerInfo};
+
     model(|| {
-        let cancel = Cancel::new();
-        let c = cancel.clone();
-        // A retry loop: sleep (time is not modelled, so each nap may end at
-        // once), retry, until a sleep reports the cancel.
-        let retrier = thread::spawn(move || {
-            while c.sleep(std::time::Duration::from_secs(3600)) {
-                thread::yield_now();
-            }
-            c.is_cancelled()
-        });
-        cancel.cancel();
-        assert!(retrier.join().unwrap(), "the sleep reported a cancel that was raised");
+        let (_tx, rx) = edge_for_test::<u32>(Layout::for_capacity(2));
+        let cell = Arc::new(StageCell::new("retrying"));
+        let shared = RunShared::new(Cancel::new());
+        let cx = WorkerCtx {
+            info: WorkerInfo {
+                stage: "retrying".into(),
+                index: 0,
+                workers: 1,
+            },
+            rx,
+            cell: cell.clone(),
+            shared: shared.clone(),
+            policy: OnError::Retry {
+                times: 2,
+                backoff: std::time::Duration::from_secs(3600),
+                then: AfterRetries::Fail,
+            },
+            clone_in: Some(|x: &u32| *x),
+            weigh_in: None,
+            end: StageEnd {
+                remaining: Arc::new(crate::sync::AtomicUsize::new(1)),
+                after: Arc::new(|| {}),
+            },
+        };
+        // The real retry loop, on an item that always fails; the backoff
+        // sleeps until cancelled (or, as time is not modelled, ends at once).
+        let worker = thread::spawn(move || cx.attempt(7, |_| Err(Failure::Error("always".into()))));
+        shared.cancel.cancel();
+        assert!(!worker.join().unwrap(), "the attempt stops the worker");
+        let (failed, discarded) = (cell.failed.load(Relaxed), cell.discarded.load(Relaxed));
+        assert_eq!(
+            failed + discarded,
+            1,
+            "failed {failed}, discarded {discarded}: the item counts once"
+        );
+        assert!(cell.retried.load(Relaxed) <= 2);
+        // Failed after its retries: the error is the run's; stopped by the
+        // cancel in a backoff: discarded, and no error of its own.
+        assert_eq!(shared.take_error().is_some(), failed == 1);
     });
 }

@@ -37,10 +37,10 @@ pub(crate) mod loom_support {
     pub(crate) use super::input::{Input, InputShared};
     pub(crate) use super::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
     pub(crate) use super::outbox::Outbox;
-    pub(crate) use super::policy::OnError;
+    pub(crate) use super::policy::{AfterRetries, OnError};
     pub(crate) use super::run::RunShared;
     pub(crate) use super::step::WorkerInfo;
-    pub(crate) use super::worker::{StageEnd, WorkerCtx};
+    pub(crate) use super::worker::{Failure, StageEnd, WorkerCtx};
 }
 pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};
