@@ -7,6 +7,12 @@ use std::time::{Duration, Instant};
 use paipa::iter::{chunk, consume, Pipeline};
 use paipa::{Debugger, Snapshot};
 
+mod common;
+use common::within;
+
+/// Every test here runs a reporter thread: a hang fails the test.
+const LIMIT: Duration = Duration::from_secs(60);
+
 fn caster(it: impl Iterator<Item = u32>) -> impl Iterator<Item = String> {
     it.map(|x| x.to_string())
 }
@@ -42,32 +48,34 @@ impl Collected {
 
 #[test]
 fn reference_debugging_example_puts_the_time_in_flap() {
-    let reports = Collected::default();
-    let pipeline = Pipeline::new(10_000..19_999u32)
-        .debug(reports.debugger().source_name("list"))
-        .step(caster)
-        .step(flip)
-        .step(flap)
-        .step(flatten);
-    assert_eq!(consume(pipeline), 9_999);
+    within(LIMIT, || {
+        let reports = Collected::default();
+        let pipeline = Pipeline::new(10_000..19_999u32)
+            .debug(reports.debugger().source_name("list"))
+            .step(caster)
+            .step(flip)
+            .step(flap)
+            .step(flatten);
+        assert_eq!(consume(pipeline), 9_999);
 
-    assert_eq!(reports.finals(), 1);
-    let snap = reports.all().pop().unwrap();
-    assert!(snap.is_final);
-    let names: Vec<_> = snap.stages.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["list", "caster", "flip", "flap", "flatten"]);
-    for s in &snap.stages {
-        assert_eq!(s.count, 9_999, "count of {}", s.name);
-    }
-    let flap = snap.stage("flap").unwrap();
-    let share = snap.share(flap);
-    assert!(share >= 0.95, "flap share {share}");
-    assert!(flap.busy >= Duration::from_millis(9_999), "flap busy {:?}", flap.busy);
-    let cpu = (flap.user_cpu + flap.sys_cpu).as_secs_f64() / flap.busy.as_secs_f64();
-    assert!(cpu < 0.20, "flap cpu/wall {cpu}");
-    assert_eq!(snap.bottleneck().unwrap().name, "flap");
-    // Exclusive times add up to no more than the run's wall time.
-    assert!(snap.total_busy() <= snap.elapsed + Duration::from_millis(5));
+        assert_eq!(reports.finals(), 1);
+        let snap = reports.all().pop().unwrap();
+        assert!(snap.is_final);
+        let names: Vec<_> = snap.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["list", "caster", "flip", "flap", "flatten"]);
+        for s in &snap.stages {
+            assert_eq!(s.count, 9_999, "count of {}", s.name);
+        }
+        let flap = snap.stage("flap").unwrap();
+        let share = snap.share(flap);
+        assert!(share >= 0.95, "flap share {share}");
+        assert!(flap.busy >= Duration::from_millis(9_999), "flap busy {:?}", flap.busy);
+        let cpu = (flap.user_cpu + flap.sys_cpu).as_secs_f64() / flap.busy.as_secs_f64();
+        assert!(cpu < 0.20, "flap cpu/wall {cpu}");
+        assert_eq!(snap.bottleneck().unwrap().name, "flap");
+        // Exclusive times add up to no more than the run's wall time.
+        assert!(snap.total_busy() <= snap.elapsed + Duration::from_millis(5));
+    });
 }
 
 fn spin(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
@@ -83,16 +91,18 @@ fn spin(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
 
 #[test]
 fn cpu_bound_stage_shows_cpu_close_to_its_wall_time() {
-    let pipeline = Pipeline::new(0..1_500u64).debug(Debugger::silent()).step(spin);
-    let stats = pipeline.stats();
-    assert_eq!(consume(pipeline), 1_500);
-    let snap = stats.snapshot();
-    let s = snap.stage("spin").unwrap();
-    assert!(s.busy >= Duration::from_millis(300), "busy {:?}", s.busy);
-    let ratio = (s.user_cpu + s.sys_cpu).as_secs_f64() / s.busy.as_secs_f64();
-    // Preemption by other processes can only lower the ratio; a waiting
-    // stage shows under 0.2 (see the flap test).
-    assert!((0.6..=1.1).contains(&ratio), "spin cpu/wall {ratio}");
+    within(LIMIT, || {
+        let pipeline = Pipeline::new(0..1_500u64).debug(Debugger::silent()).step(spin);
+        let stats = pipeline.stats();
+        assert_eq!(consume(pipeline), 1_500);
+        let snap = stats.snapshot();
+        let s = snap.stage("spin").unwrap();
+        assert!(s.busy >= Duration::from_millis(300), "busy {:?}", s.busy);
+        let ratio = (s.user_cpu + s.sys_cpu).as_secs_f64() / s.busy.as_secs_f64();
+        // Preemption by other processes can only lower the ratio; a waiting
+        // stage shows under 0.2 (see the flap test).
+        assert!((0.6..=1.1).contains(&ratio), "spin cpu/wall {ratio}");
+    });
 }
 
 fn slow_source(n: u64) -> impl Iterator<Item = u64> {
@@ -104,20 +114,22 @@ fn sleepy(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
 
 #[test]
 fn times_are_exclusive_not_including_upstream() {
-    let pipeline = Pipeline::new(slow_source(60)).debug(Debugger::silent()).step(sleepy);
-    let stats = pipeline.stats();
-    consume(pipeline);
-    let snap = stats.snapshot();
-    let src = snap.stage("source").unwrap().busy;
-    let sl = snap.stage("sleepy").unwrap().busy;
-    assert!(
-        src >= Duration::from_millis(60) && src < Duration::from_millis(170),
-        "source {src:?}"
-    );
-    assert!(
-        sl >= Duration::from_millis(180) && sl < Duration::from_millis(500),
-        "sleepy {sl:?}"
-    );
+    within(LIMIT, || {
+        let pipeline = Pipeline::new(slow_source(60)).debug(Debugger::silent()).step(sleepy);
+        let stats = pipeline.stats();
+        consume(pipeline);
+        let snap = stats.snapshot();
+        let src = snap.stage("source").unwrap().busy;
+        let sl = snap.stage("sleepy").unwrap().busy;
+        assert!(
+            src >= Duration::from_millis(60) && src < Duration::from_millis(170),
+            "source {src:?}"
+        );
+        assert!(
+            sl >= Duration::from_millis(180) && sl < Duration::from_millis(500),
+            "sleepy {sl:?}"
+        );
+    });
 }
 
 fn queries(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
@@ -126,142 +138,158 @@ fn queries(it: impl Iterator<Item = u64>) -> impl Iterator<Item = u64> {
 
 #[test]
 fn user_counters_go_to_the_stage_that_counted() {
-    let pipeline = Pipeline::new(0..100u64)
-        .debug(Debugger::silent())
-        .step(queries)
-        .step_named("after", |it| it.map(|x| x + 1));
-    let stats = pipeline.stats();
-    consume(pipeline);
-    let snap = stats.snapshot();
-    assert_eq!(snap.stage("queries").unwrap().counter("q"), 300);
-    assert_eq!(snap.stage("after").unwrap().counter("q"), 0);
-    assert_eq!(snap.stage("source").unwrap().counter("q"), 0);
-    // Outside a pipeline, counting does nothing (and does not crash).
-    paipa::stats::count("q", 1);
-    assert_eq!(stats.snapshot().stage("queries").unwrap().counter("q"), 300);
+    within(LIMIT, || {
+        let pipeline = Pipeline::new(0..100u64)
+            .debug(Debugger::silent())
+            .step(queries)
+            .step_named("after", |it| it.map(|x| x + 1));
+        let stats = pipeline.stats();
+        consume(pipeline);
+        let snap = stats.snapshot();
+        assert_eq!(snap.stage("queries").unwrap().counter("q"), 300);
+        assert_eq!(snap.stage("after").unwrap().counter("q"), 0);
+        assert_eq!(snap.stage("source").unwrap().counter("q"), 0);
+        // Outside a pipeline, counting does nothing (and does not crash).
+        paipa::stats::count("q", 1);
+        assert_eq!(stats.snapshot().stage("queries").unwrap().counter("q"), 300);
+    });
 }
 
 #[test]
 fn batches_count_as_their_length_where_the_step_says_so() {
-    let pipeline = Pipeline::new(0..10u32)
-        .debug(Debugger::silent())
-        .step(chunk(4).unwrap())
-        .count_by(|b: &Vec<u32>| b.len() as u64)
-        .step_named("batches", |it| it);
-    let stats = pipeline.stats();
-    assert_eq!(consume(pipeline), 3);
-    let snap = stats.snapshot();
-    assert_eq!(snap.stage("chunk").unwrap().count, 10);
-    assert_eq!(snap.stage("batches").unwrap().count, 3);
-    assert_eq!(snap.stage("batches").unwrap().count_in, 10);
+    within(LIMIT, || {
+        let pipeline = Pipeline::new(0..10u32)
+            .debug(Debugger::silent())
+            .step(chunk(4).unwrap())
+            .count_by(|b: &Vec<u32>| b.len() as u64)
+            .step_named("batches", |it| it);
+        let stats = pipeline.stats();
+        assert_eq!(consume(pipeline), 3);
+        let snap = stats.snapshot();
+        assert_eq!(snap.stage("chunk").unwrap().count, 10);
+        assert_eq!(snap.stage("batches").unwrap().count, 3);
+        assert_eq!(snap.stage("batches").unwrap().count_in, 10);
+    });
 }
 
 #[test]
 fn periodic_reports_then_exactly_one_final() {
-    let reports = Collected::default();
-    let pipeline = Pipeline::new(0..60u64)
-        .debug(reports.debugger().interval(Duration::from_millis(20)))
-        .step(sleepy);
-    consume(pipeline);
-    let all = reports.all();
-    assert!(all.len() >= 3, "{} reports", all.len());
-    assert_eq!(reports.finals(), 1);
-    assert!(all.last().unwrap().is_final);
-    // Counts never go backwards between reports.
-    let counts: Vec<u64> = all.iter().map(|s| s.stages[1].count).collect();
-    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
-    assert_eq!(*counts.last().unwrap(), 60);
+    within(LIMIT, || {
+        let reports = Collected::default();
+        let pipeline = Pipeline::new(0..60u64)
+            .debug(reports.debugger().interval(Duration::from_millis(20)))
+            .step(sleepy);
+        consume(pipeline);
+        let all = reports.all();
+        assert!(all.len() >= 3, "{} reports", all.len());
+        assert_eq!(reports.finals(), 1);
+        assert!(all.last().unwrap().is_final);
+        // Counts never go backwards between reports.
+        let counts: Vec<u64> = all.iter().map(|s| s.stages[1].count).collect();
+        assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+        assert_eq!(*counts.last().unwrap(), 60);
+    });
 }
 
 #[test]
 fn a_stage_stuck_in_one_call_shows_its_time_while_stuck() {
-    let reports = Collected::default();
-    let pipeline = Pipeline::new(0..1u64)
-        .debug(reports.debugger().interval(Duration::from_millis(30)))
-        .step_named("stuck", |it| {
-            it.inspect(|_| std::thread::sleep(Duration::from_millis(200)))
-        });
-    consume(pipeline);
-    let all = reports.all();
-    let live = all
-        .iter()
-        .find(|s| !s.is_final && s.stage("stuck").unwrap().busy >= Duration::from_millis(60));
-    assert!(live.is_some(), "no periodic report showed the stuck stage's time");
+    within(LIMIT, || {
+        let reports = Collected::default();
+        let pipeline = Pipeline::new(0..1u64)
+            .debug(reports.debugger().interval(Duration::from_millis(30)))
+            .step_named("stuck", |it| {
+                it.inspect(|_| std::thread::sleep(Duration::from_millis(200)))
+            });
+        consume(pipeline);
+        let all = reports.all();
+        let live = all
+            .iter()
+            .find(|s| !s.is_final && s.stage("stuck").unwrap().busy >= Duration::from_millis(60));
+        assert!(live.is_some(), "no periodic report showed the stuck stage's time");
+    });
 }
 
 #[test]
 fn early_drop_makes_exactly_one_final_report() {
-    let reports = Collected::default();
-    let mut it = Pipeline::new(0..1_000_000u64)
-        .debug(reports.debugger())
-        .step(queries)
-        .into_iter();
-    assert_eq!(paipa::iter::consume_n(&mut it, 10), 10);
-    assert_eq!(reports.finals(), 0);
-    drop(it);
-    assert_eq!(reports.finals(), 1);
-    let last = reports.all().pop().unwrap();
-    assert_eq!(last.stage("queries").unwrap().count, 10);
+    within(LIMIT, || {
+        let reports = Collected::default();
+        let mut it = Pipeline::new(0..1_000_000u64)
+            .debug(reports.debugger())
+            .step(queries)
+            .into_iter();
+        assert_eq!(paipa::iter::consume_n(&mut it, 10), 10);
+        assert_eq!(reports.finals(), 0);
+        drop(it);
+        assert_eq!(reports.finals(), 1);
+        let last = reports.all().pop().unwrap();
+        assert_eq!(last.stage("queries").unwrap().count, 10);
+    });
 }
 
 #[test]
 fn a_panicking_step_still_makes_one_final_report() {
-    let reports = Collected::default();
-    let debugger = reports.debugger();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let pipeline = Pipeline::new(0..100u64)
-            .debug(debugger)
-            .step_named("boom", |it| it.map(|x| if x == 42 { panic!("boom at 42") } else { x }));
-        consume(pipeline)
-    }));
-    assert!(result.is_err());
-    assert_eq!(reports.finals(), 1);
-    assert_eq!(reports.all().pop().unwrap().stage("boom").unwrap().count, 42);
-    // The counter target was removed on unwind: counting now is a no-op.
-    paipa::stats::count("q", 1);
+    within(LIMIT, || {
+        let reports = Collected::default();
+        let debugger = reports.debugger();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let pipeline = Pipeline::new(0..100u64)
+                .debug(debugger)
+                .step_named("boom", |it| it.map(|x| if x == 42 { panic!("boom at 42") } else { x }));
+            consume(pipeline)
+        }));
+        assert!(result.is_err());
+        assert_eq!(reports.finals(), 1);
+        assert_eq!(reports.all().pop().unwrap().stage("boom").unwrap().count, 42);
+        // The counter target was removed on unwind: counting now is a no-op.
+        paipa::stats::count("q", 1);
+    });
 }
 
 #[test]
 fn sampled_mode_keeps_counts_exact_and_shares_close() {
-    let build = |d: Debugger| {
-        Pipeline::new(0..3_000u64)
-            .debug(d)
-            .step_named("light", |it| {
-                it.inspect(|_| std::thread::sleep(Duration::from_micros(100)))
-            })
-            .step_named("heavy", |it| {
-                it.inspect(|_| std::thread::sleep(Duration::from_micros(300)))
-            })
-    };
-    let exact = build(Debugger::silent());
-    let exact_stats = exact.stats();
-    consume(exact);
-    let sampled = build(Debugger::silent().sampled(16).unwrap());
-    let sampled_stats = sampled.stats();
-    consume(sampled);
-    let (e, s) = (exact_stats.snapshot(), sampled_stats.snapshot());
-    for name in ["source", "light", "heavy"] {
-        assert_eq!(s.stage(name).unwrap().count, 3_000);
-        let de = e.share(e.stage(name).unwrap());
-        let ds = s.share(s.stage(name).unwrap());
-        assert!((de - ds).abs() < 0.05, "{name}: exact share {de}, sampled {ds}");
-    }
+    within(LIMIT, || {
+        let build = |d: Debugger| {
+            Pipeline::new(0..3_000u64)
+                .debug(d)
+                .step_named("light", |it| {
+                    it.inspect(|_| std::thread::sleep(Duration::from_micros(100)))
+                })
+                .step_named("heavy", |it| {
+                    it.inspect(|_| std::thread::sleep(Duration::from_micros(300)))
+                })
+        };
+        let exact = build(Debugger::silent());
+        let exact_stats = exact.stats();
+        consume(exact);
+        let sampled = build(Debugger::silent().sampled(16).unwrap());
+        let sampled_stats = sampled.stats();
+        consume(sampled);
+        let (e, s) = (exact_stats.snapshot(), sampled_stats.snapshot());
+        for name in ["source", "light", "heavy"] {
+            assert_eq!(s.stage(name).unwrap().count, 3_000);
+            let de = e.share(e.stage(name).unwrap());
+            let ds = s.share(s.stage(name).unwrap());
+            assert!((de - ds).abs() < 0.05, "{name}: exact share {de}, sampled {ds}");
+        }
+    });
 }
 
 #[test]
 fn log_table_lines_up() {
-    let pipeline = Pipeline::new(0..5u64)
-        .debug(Debugger::silent())
-        .step(queries)
-        .step(sleepy);
-    let stats = pipeline.stats();
-    consume(pipeline);
-    let lines = paipa::report::format_table(&stats.snapshot());
-    assert_eq!(lines.len(), 4);
-    assert_eq!(lines[0], "--------------------");
-    let col = |l: &str| l.find("count:").unwrap();
-    assert!(lines[1..].iter().all(|l| col(l) == col(&lines[1])), "{lines:#?}");
-    let rt = |l: &str| l.find("runtime:").unwrap();
-    assert!(lines[1..].iter().all(|l| rt(l) == rt(&lines[1])), "{lines:#?}");
-    assert!(lines[2].contains("q: 15 q/e: 3.00"), "{}", lines[2]);
+    within(LIMIT, || {
+        let pipeline = Pipeline::new(0..5u64)
+            .debug(Debugger::silent())
+            .step(queries)
+            .step(sleepy);
+        let stats = pipeline.stats();
+        consume(pipeline);
+        let lines = paipa::report::format_table(&stats.snapshot());
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], "--------------------");
+        let col = |l: &str| l.find("count:").unwrap();
+        assert!(lines[1..].iter().all(|l| col(l) == col(&lines[1])), "{lines:#?}");
+        let rt = |l: &str| l.find("runtime:").unwrap();
+        assert!(lines[1..].iter().all(|l| rt(l) == rt(&lines[1])), "{lines:#?}");
+        assert!(lines[2].contains("q: 15 q/e: 3.00"), "{}", lines[2]);
+    });
 }
