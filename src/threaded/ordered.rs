@@ -3,10 +3,11 @@
 //! Workers take batches one at a time under a lock and number them. Each
 //! processes its batch into a private vector, then hands it to the reorder
 //! buffer, which sends the batches downstream strictly by number. A worker
-//! must hold one of `window` tokens to take a batch, and a token comes back
-//! only when its batch has been sent, so at most `window` batches are ever
-//! in flight or waiting: the reorder buffer is bounded and counts toward
-//! backpressure.
+//! must hold one of `window` places (a [`Window`]) to take a batch, and the
+//! place comes back only when its batch has been sent, so at most `window`
+//! batches are ever in flight or waiting: the reorder buffer is bounded and
+//! counts toward backpressure. A stage that stops early closes its window,
+//! so no worker is left waiting for a place.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -171,7 +172,8 @@ impl<Out> Reorder<Out> {
     }
 
     /// Takes a place in the window, then the next batch from the input with
-    /// its number. `None` if the run was cancelled while waiting for a place.
+    /// its number. `None` if the run was cancelled, or the window closed,
+    /// while waiting for a place.
     /// Whatever is not a batch (the end, a cancel) gives the place back.
     pub(crate) fn take<In>(
         &self,
