@@ -21,6 +21,22 @@ mod state;
 mod wakeups;
 mod window;
 
+/// A live input of capacity `capacity` on a fresh edge, with the edge's
+/// receiving end (keep it, or the input sees the pipeline gone).
+pub(super) fn input_on_edge(
+    capacity: usize,
+    cancel: std::sync::Arc<crate::threaded::loom_support::Cancel>,
+) -> (
+    std::sync::Arc<crate::threaded::loom_support::InputShared<u32>>,
+    crate::sync::chan::Receiver<crate::threaded::loom_support::Msg<u32>>,
+) {
+    use crate::threaded::loom_support::{edge_for_test, InputShared, Layout};
+    let layout = Layout::for_capacity(capacity);
+    let (tx, rx) = edge_for_test::<u32>(layout);
+    let cell = std::sync::Arc::new(crate::stats::StageCell::new("source"));
+    (InputShared::new(tx, cancel, cell, layout), rx)
+}
+
 /// Runs `f` under loom with at most 3 preemptions per interleaving (or
 /// `LOOM_MAX_PREEMPTIONS`, for a longer local run), once with `Select`
 /// picking the first ready operation and once the last.

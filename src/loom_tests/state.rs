@@ -7,13 +7,10 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
-use super::model;
+use super::{input_on_edge, model};
 use crate::error::{ConfigError, RunError};
-use crate::stats::StageCell;
 use crate::sync::Mutex;
-use crate::threaded::loom_support::{
-    edge_for_test, Cancel, Input, InputShared, Layout, ReorderBuffer, RunShared, StageEnd,
-};
+use crate::threaded::loom_support::{Cancel, Input, ReorderBuffer, RunShared, StageEnd};
 
 #[test]
 fn the_stage_end_hook_runs_once_after_every_worker() {
@@ -87,9 +84,7 @@ fn the_first_error_wins_and_cancels() {
 #[test]
 fn the_input_closes_when_the_last_handle_goes() {
     model(|| {
-        let layout = Layout::for_capacity(4);
-        let (tx, _rx) = edge_for_test::<u32>(layout);
-        let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
+        let (shared, _rx) = input_on_edge(4, Cancel::new());
         let a = Input::new(shared.clone());
         let b = a.clone();
         let t = thread::spawn(move || drop(b));
@@ -102,9 +97,7 @@ fn the_input_closes_when_the_last_handle_goes() {
 #[test]
 fn stop_closes_the_input_for_a_live_handle() {
     model(|| {
-        let layout = Layout::for_capacity(4);
-        let (tx, _rx) = edge_for_test::<u32>(layout);
-        let shared = InputShared::new(tx, Cancel::new(), Arc::new(StageCell::new("source")), layout);
+        let (shared, _rx) = input_on_edge(4, Cancel::new());
         let handle = Input::new(shared.clone());
         let stopper = {
             let shared = shared.clone();

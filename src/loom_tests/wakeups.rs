@@ -4,9 +4,26 @@ use std::sync::Arc;
 
 use loom::thread;
 
-use super::model;
+use super::{input_on_edge, model};
 use crate::stats::StageCell;
-use crate::threaded::loom_support::{edge_for_test, recv, send, Cancel, Input, InputShared, Layout, Msg, Recv, Window};
+use crate::sync::chan::Sender;
+use crate::threaded::loom_support::{edge_for_test, recv, send, Cancel, Input, Layout, Msg, Recv, Window};
+
+/// Runs `wait` on another thread while this one cancels the run; returns
+/// what `wait` returned. Whatever `wait` blocks on must be woken by the
+/// cancel, or loom reports a deadlock.
+fn cancelled_while(cancel: &Arc<Cancel>, wait: impl FnOnce(&Cancel) -> bool + Send + 'static) -> bool {
+    let c = cancel.clone();
+    let waiter = thread::spawn(move || wait(&c));
+    cancel.cancel();
+    waiter.join().unwrap()
+}
+
+/// Sends one batch on `tx` from another thread: true if it was given back.
+fn send_from_another_thread(tx: Sender<Msg<u32>>, cancel: &Arc<Cancel>) -> thread::JoinHandle<bool> {
+    let c = cancel.clone();
+    thread::spawn(move || send(&tx, Msg::Items(vec![1]), &c, &mut 0).is_err())
+}
 
 /// An edge with one slot, already full.
 fn full_edge() -> (
@@ -23,13 +40,8 @@ fn cancel_wakes_a_sender_waiting_for_space() {
     model(|| {
         let cancel = Cancel::new();
         let (tx, rx) = full_edge();
-        let c = cancel.clone();
-        let sender = thread::spawn(move || {
-            let mut blocked = 0;
-            send(&tx, Msg::Items(vec![1]), &c, &mut blocked).is_err()
-        });
-        cancel.cancel();
-        assert!(sender.join().unwrap(), "a cancelled send gives its message back");
+        let given_back = cancelled_while(&cancel, move |c| send(&tx, Msg::Items(vec![1]), c, &mut 0).is_err());
+        assert!(given_back, "a cancelled send gives its message back");
         // The receiver was alive all along: only the cancel could wake it.
         drop(rx);
     });
@@ -40,13 +52,8 @@ fn cancel_wakes_a_receiver_waiting_for_input() {
     model(|| {
         let cancel = Cancel::new();
         let (tx, rx) = edge_for_test::<u32>(Layout::for_capacity(2));
-        let c = cancel.clone();
-        let receiver = thread::spawn(move || {
-            let mut starved = 0;
-            matches!(recv(&rx, &c, None, &mut starved), Recv::Cancelled)
-        });
-        cancel.cancel();
-        assert!(receiver.join().unwrap(), "the receive reports the cancel");
+        let cancelled = cancelled_while(&cancel, move |c| matches!(recv(&rx, c, None, &mut 0), Recv::Cancelled));
+        assert!(cancelled, "the receive reports the cancel");
         drop(tx);
     });
 }
@@ -86,11 +93,7 @@ fn a_consumer_that_leaves_wakes_a_sender_waiting_for_space() {
     model(|| {
         let cancel = Cancel::new();
         let (tx, rx) = full_edge();
-        let c = cancel.clone();
-        let sender = thread::spawn(move || {
-            let mut blocked = 0;
-            send(&tx, Msg::Items(vec![1]), &c, &mut blocked).is_err()
-        });
+        let sender = send_from_another_thread(tx, &cancel);
         drop(rx);
         assert!(sender.join().unwrap(), "the send gives its message back");
     });
@@ -99,15 +102,12 @@ fn a_consumer_that_leaves_wakes_a_sender_waiting_for_space() {
 #[test]
 fn cancel_wakes_a_put_waiting_on_a_full_pipeline() {
     model(|| {
-        let layout = Layout::for_capacity(1);
-        let (tx, rx) = edge_for_test::<u32>(layout);
         let cancel = Cancel::new();
-        let shared = InputShared::new(tx, cancel.clone(), Arc::new(StageCell::new("source")), layout);
+        let (shared, rx) = input_on_edge(1, cancel.clone());
         let input = Input::new(shared);
         input.put(1).expect("the first item fits");
-        let putter = thread::spawn(move || input.put(2).is_err());
-        cancel.cancel();
-        assert!(putter.join().unwrap(), "a cancelled put gives its item back");
+        let given_back = cancelled_while(&cancel, move |_| input.put(2).is_err());
+        assert!(given_back, "a cancelled put gives its item back");
         drop(rx);
     });
 }
@@ -118,13 +118,9 @@ fn cancel_wakes_a_worker_waiting_for_a_place_in_the_window() {
         let cancel = Cancel::new();
         let window = Arc::new(Window::new(1));
         assert!(window.enter(&cancel), "the only place is free");
-        let (w, c) = (window.clone(), cancel.clone());
-        let waiter = thread::spawn(move || w.enter(&c));
-        cancel.cancel();
-        assert!(
-            !waiter.join().unwrap(),
-            "no place was given back: only the cancel woke it"
-        );
+        let w = window.clone();
+        let entered = cancelled_while(&cancel, move |c| w.enter(c));
+        assert!(!entered, "no place was given back: only the cancel woke it");
     });
 }
 
