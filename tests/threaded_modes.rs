@@ -130,14 +130,34 @@ fn lifecycle_hooks_run_once_per_stage_and_once_per_worker() {
         assert_eq!(hooks.after.load(Ordering::SeqCst), 1);
         assert_eq!(hooks.started.load(Ordering::SeqCst), 3);
         assert_eq!(hooks.finished.load(Ordering::SeqCst), 3);
-        assert!(
-            hooks.idle.load(Ordering::SeqCst) >= 3,
-            "each worker found its input empty at least once"
-        );
         assert_eq!(hooks.after_saw_total.load(Ordering::SeqCst), 500);
         let mut idx = hooks.indexes.lock().unwrap().clone();
         idx.sort_unstable();
         assert_eq!(idx, [0, 1, 2]);
+    });
+}
+
+/// `on_idle` is promised when a worker finds its input empty, not on any
+/// schedule: with a live input on which nothing is put, every worker's
+/// first look finds it empty, so each calls `on_idle` before the input ends.
+#[test]
+fn every_worker_calls_on_idle_when_it_finds_its_input_empty() {
+    within(LIMIT, || {
+        let hooks = Arc::new(Hooks::default());
+        let mut p = Pipeline::new()
+            .then(Stage::step("counting", CountingFactory(hooks.clone())).workers(3))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        while hooks.idle.load(Ordering::SeqCst) < 3 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, 0);
+        assert_eq!(hooks.started.load(Ordering::SeqCst), 3);
+        assert_eq!(hooks.finished.load(Ordering::SeqCst), 3);
+        assert!(hooks.idle.load(Ordering::SeqCst) >= 3);
     });
 }
 
