@@ -18,11 +18,11 @@ mod trivial_3_stages {
 
     #[divan::bench(sample_count = 5)]
     fn paipa_capacity_64() -> u64 {
-        workload::paipa_trivial(N, 64)
+        workload::paipa_trivial(N, None)
     }
     #[divan::bench(sample_count = 5)]
     fn paipa_capacity_1024() -> u64 {
-        workload::paipa_trivial(N, 1024)
+        workload::paipa_trivial(N, Some(1024))
     }
     #[divan::bench(sample_count = 5)]
     fn crossbeam_per_item() -> u64 {
@@ -43,15 +43,15 @@ mod cpu_bound_stage {
 
     #[divan::bench(sample_count = 5)]
     fn paipa_1_worker() -> u64 {
-        workload::paipa_cpu(N, 1, false, 1024)
+        workload::paipa_cpu(N, 1, false, None)
     }
     #[divan::bench(sample_count = 5)]
     fn paipa_2_workers() -> u64 {
-        workload::paipa_cpu(N, 2, false, 1024)
+        workload::paipa_cpu(N, 2, false, None)
     }
     #[divan::bench(sample_count = 5)]
     fn paipa_2_workers_ordered() -> u64 {
-        workload::paipa_cpu(N, 2, true, 1024)
+        workload::paipa_cpu(N, 2, true, None)
     }
     #[divan::bench(sample_count = 5)]
     fn rayon_par_bridge() -> u64 {

@@ -34,20 +34,16 @@ fn trivial() {
     println!("|---|---:|---:|---:|---:|");
     type Variant = Box<dyn Fn(u64) -> u64>;
     let rows: Vec<(&str, u64, Variant)> = vec![
+        ("paipa, defaults", N, Box::new(|n| workload::paipa_trivial(n, None))),
         (
-            "paipa, capacity 64 (default)",
+            "paipa, capacity 64",
             N,
-            Box::new(|n| workload::paipa_trivial(n, 64)),
-        ),
-        (
-            "paipa, capacity 1024",
-            N,
-            Box::new(|n| workload::paipa_trivial(n, 1024)),
+            Box::new(|n| workload::paipa_trivial(n, Some(64))),
         ),
         (
             "paipa, capacity 8192",
             N,
-            Box::new(|n| workload::paipa_trivial(n, 8192)),
+            Box::new(|n| workload::paipa_trivial(n, Some(8192))),
         ),
         (
             "hand-rolled crossbeam, per item, capacity 64",
@@ -90,32 +86,21 @@ fn cpu_bound() {
     );
     println!("| variant | total | speed-up over paipa 1 worker |");
     println!("|---|---:|---:|");
-    let base = median(5, || workload::paipa_cpu(N, 1, false, 1024), expect);
-    println!(
-        "| paipa, 1 worker, capacity 1024 | {:.3} s | 1.00 |",
-        base.as_secs_f64()
-    );
+    let base = median(5, || workload::paipa_cpu(N, 1, false, None), expect);
+    println!("| paipa, 1 worker, defaults | {:.3} s | 1.00 |", base.as_secs_f64());
     type Variant = Box<dyn FnMut() -> u64>;
     let rows: Vec<(&str, Variant)> = vec![
         (
-            "paipa, 2 workers, capacity 1024",
-            Box::new(|| workload::paipa_cpu(N, 2, false, 1024)),
+            "paipa, 2 workers, defaults",
+            Box::new(|| workload::paipa_cpu(N, 2, false, None)),
         ),
         (
-            "paipa, 2 workers, ordered, capacity 1024",
-            Box::new(|| workload::paipa_cpu(N, 2, true, 1024)),
+            "paipa, 2 workers, ordered, defaults",
+            Box::new(|| workload::paipa_cpu(N, 2, true, None)),
         ),
         (
-            "paipa, 1 worker, capacity 64 (default)",
-            Box::new(|| workload::paipa_cpu(N, 1, false, 64)),
-        ),
-        (
-            "paipa, 2 workers, capacity 64 (default)",
-            Box::new(|| workload::paipa_cpu(N, 2, false, 64)),
-        ),
-        (
-            "paipa, 2 workers, ordered, capacity 64",
-            Box::new(|| workload::paipa_cpu(N, 2, true, 64)),
+            "paipa, 2 workers, capacity 64",
+            Box::new(|| workload::paipa_cpu(N, 2, false, Some(64))),
         ),
         ("rayon par_bridge (2 threads)", Box::new(|| workload::rayon_cpu(N))),
         ("pipeliner, 2 threads", Box::new(|| workload::pipeliner_cpu(N, 2))),
@@ -129,6 +114,23 @@ fn cpu_bound() {
             base.as_secs_f64() / t.as_secs_f64()
         );
     }
+}
+
+fn io_fanout() {
+    const N: u64 = 10_000;
+    const WORKERS: usize = 200;
+    let wait = Duration::from_millis(20);
+    let floor = wait * (N as u32) / WORKERS as u32;
+    println!();
+    println!("## IO fan-out: {N} items of 20 ms (sleep), {WORKERS} workers, defaults, median of 3");
+    println!("| variant | total | ratio to the {:.1} s floor |", floor.as_secs_f64());
+    println!("|---|---:|---:|");
+    let t = median(3, || workload::paipa_io(N, WORKERS, wait), N);
+    println!(
+        "| paipa, defaults | {:.3} s | {:.3} |",
+        t.as_secs_f64(),
+        t.as_secs_f64() / floor.as_secs_f64()
+    );
 }
 
 fn rss(n: u64) {
@@ -161,9 +163,11 @@ fn main() {
         Some("rss") => rss(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000)),
         Some("trivial") => trivial(),
         Some("cpu") => cpu_bound(),
+        Some("io") => io_fanout(),
         _ => {
             trivial();
             cpu_bound();
+            io_fanout();
         }
     }
 }

@@ -19,11 +19,17 @@ pub fn trivial_expected(n: u64) -> u64 {
     (0..n).map(|x| x + 3).fold(0, u64::wrapping_add)
 }
 
+/// A pipeline with the given capacity (`None`: the default).
+fn with_capacity<'a, T: Send + 'a>(capacity: Option<usize>) -> Pipeline<'a, T, T> {
+    match capacity {
+        Some(c) => Pipeline::new().capacity(c).unwrap(),
+        None => Pipeline::new(),
+    }
+}
+
 /// 3 trivial stages, 1 worker each, through paipa.
-pub fn paipa_trivial(n: u64, capacity: usize) -> u64 {
-    let p = Pipeline::new()
-        .capacity(capacity)
-        .unwrap()
+pub fn paipa_trivial(n: u64, capacity: Option<usize>) -> u64 {
+    let p = with_capacity(capacity)
         .source(0..black_box(n))
         .then(Stage::map("a", inc))
         .unwrap()
@@ -94,17 +100,12 @@ pub fn cpu_expected(n: u64) -> u64 {
 }
 
 /// One CPU-bound stage with `workers` workers.
-pub fn paipa_cpu(n: u64, workers: usize, ordered: bool, capacity: usize) -> u64 {
+pub fn paipa_cpu(n: u64, workers: usize, ordered: bool, capacity: Option<usize>) -> u64 {
     let mut stage = Stage::map("work", cpu_work).workers(workers);
     if ordered {
         stage = stage.ordered();
     }
-    let p = Pipeline::new()
-        .capacity(capacity)
-        .unwrap()
-        .source(0..black_box(n))
-        .then(stage)
-        .unwrap();
+    let p = with_capacity(capacity).source(0..black_box(n)).then(stage).unwrap();
     p.run_with(|out| out.fold(0u64, u64::wrapping_add)).unwrap().0
 }
 
@@ -129,4 +130,21 @@ pub fn pipelines_cpu(n: u64, workers: usize) -> u64 {
         .then(Multiplex::from(Mapper::new(cpu_work), workers))
         .into_iter()
         .fold(0u64, u64::wrapping_add)
+}
+
+/// IO fan-out: `n` items that each wait `wait` (a sleep, as on a remote
+/// call) on a stage of `workers` workers, default settings. Returns the
+/// items out.
+pub fn paipa_io(n: u64, workers: usize, wait: std::time::Duration) -> u64 {
+    let p = Pipeline::new()
+        .source(0..n)
+        .then(
+            Stage::map("call", move |x: u64| {
+                thread::sleep(wait);
+                x
+            })
+            .workers(workers),
+        )
+        .unwrap();
+    p.run_with(|out| out.count() as u64).unwrap().0
 }

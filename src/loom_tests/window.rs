@@ -58,7 +58,16 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
     let (tx, output) = bounded(4);
     let cell = Arc::new(StageCell::new("ordered"));
     let shared = RunShared::new(Cancel::new());
-    let reorder = Reorder::new(Outbox::new(tx, 1, cell.clone(), shared.clone(), None), window);
+    let reorder = Reorder::new(
+        Outbox::new(
+            tx,
+            crate::threaded::loom_support::Pacing::fixed(1),
+            cell.clone(),
+            shared.clone(),
+            None,
+        ),
+        window,
+    );
     let remaining = Arc::new(crate::sync::AtomicUsize::new(workers));
     let handles = (0..workers)
         .map(|index| {
@@ -82,6 +91,7 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
                 policy: OnError::default(),
                 clone_in: None,
                 weigh_in: None,
+                cost: crate::threaded::loom_support::Cost::new(),
                 end: StageEnd {
                     remaining: remaining.clone(),
                     after: Arc::new(|| {}),

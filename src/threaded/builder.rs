@@ -9,6 +9,7 @@ use super::channel::{edge, Cancel, Layout, Msg};
 use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
 use super::outbox::Weigher;
+use super::pacing::{Cost, Pacing};
 use super::run::{Job, RunShared};
 use super::stage::{LaunchParts, Stage};
 use super::step::Meta;
@@ -17,7 +18,7 @@ use crate::stats::StageCell;
 use crate::Debugger;
 
 /// Items waiting on an edge unless set.
-pub const DEFAULT_CAPACITY: usize = 64;
+pub const DEFAULT_CAPACITY: usize = 2048;
 
 /// The largest capacity an edge can have (2^30 items). An edge's slots are
 /// allocated up front, so a larger bound would cost memory before any item
@@ -33,11 +34,11 @@ pub(crate) struct Planner<'a> {
     pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
 }
 
-type Build<'a, In, Out> = Box<
-    dyn FnOnce(Receiver<Msg<In>>, Option<Weigher<In>>, &mut Planner<'a>) -> (Receiver<Msg<Out>>, Option<Weigher<Out>>)
-        + Send
-        + 'a,
->;
+/// An edge as the next stage sees it: the receiver, how its items are
+/// weighed, and the cost its reader measures.
+type EdgeEnd<T> = (Receiver<Msg<T>>, Option<Weigher<T>>, Arc<Cost>);
+
+type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<In>, &mut Planner<'a>) -> EdgeEnd<Out> + Send + 'a>;
 
 /// A threaded pipeline: stages, each on its own pool of worker threads,
 /// joined by bounded channels that carry batches.
@@ -112,7 +113,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
             pending: Vec::new(),
             sealed: false,
             source: None,
-            build: Box::new(|rx, weigh, _| (rx, weigh)),
+            build: Box::new(|edge, _| edge),
             stages: Vec::new(),
         }
     }
@@ -244,17 +245,19 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         stage.validate()?;
         self.stages.push(stage.settings.name.clone());
         let prev = self.build;
-        let build: Build<'a, In, Next> = Box::new(move |rx, weigh_in, planner| {
-            let (mid, weigh_mid) = prev(rx, weigh_in, planner);
+        let build: Build<'a, In, Next> = Box::new(move |input, planner| {
+            let (mid, weigh_mid, cost) = prev(input, planner);
             let settings = stage.settings;
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
             let (tx, out_rx) = edge::<Next>(out_layout);
             let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));
             planner.cells.push((cell.clone(), settings.workers));
+            let next_cost = Cost::new();
             let parts = LaunchParts {
                 rx: mid,
                 tx,
-                batch: out_layout.batch,
+                pacing: Pacing::new(Some(cost.clone()), next_cost.clone(), out_layout.batch),
+                cost,
                 cell,
                 shared: planner.shared.clone(),
                 weigh_in: weigh_mid,
@@ -263,7 +266,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             let plan = (stage.launch)(&settings, parts);
             planner.before.extend(plan.before);
             planner.jobs.extend(plan.jobs);
-            (out_rx, weigh_out)
+            (out_rx, weigh_out, next_cost)
         });
         Ok(Pipeline {
             name: self.name,
@@ -295,15 +298,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: Vec::new(),
             cells: vec![(self.input.cell.clone(), 1)],
         };
-        let (rx_out, _) = (self.build)(self.first_rx, None, &mut planner);
+        let first = (self.first_rx, None, self.input.next_cost.clone());
+        let (rx_out, _, last_cost) = (self.build)(first, &mut planner);
+        // The caller's consumer measures nothing: the last stage cuts its
+        // batches by its own cost alone.
+        last_cost.no_reader();
         if !self.pending.is_empty() || self.source.is_some() {
             if let Some(tx) = self.input.sender() {
                 let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
                 let input = self.input.clone();
-                let batch = Layout::for_capacity(self.capacity).batch;
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
-                    run: Box::new(move || source_job(pending, source, tx, input, batch)),
+                    run: Box::new(move || source_job(pending, source, tx, input)),
                 });
             }
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::sync::chan::{Select, Sender};
 
 use super::channel::{send, Cancel, Layout, Msg};
+use super::pacing::{Cost, Pacing};
 use super::step::Meta;
 use crate::stats::{clock, StageCell};
 use crate::sync::{AtomicBool, AtomicUsize, RwLock};
@@ -47,6 +48,8 @@ pub(crate) struct InputShared<T> {
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) cell: Arc<StageCell>,
     layout: Layout,
+    /// What an item costs the first stage: batches are cut by it.
+    pub(crate) next_cost: Arc<Cost>,
 }
 
 impl<T> InputShared<T> {
@@ -58,7 +61,13 @@ impl<T> InputShared<T> {
             cancel,
             cell,
             layout,
+            next_cost: Cost::new(),
         })
+    }
+
+    /// How batches put into this input are cut.
+    pub(crate) fn pacing(&self) -> Pacing {
+        Pacing::new(None, self.next_cost.clone(), self.layout.batch)
     }
 
     /// A sender for the source thread (None if input is closed already).
@@ -199,11 +208,11 @@ impl<T> Input<T> {
     /// batch that could not be put is given back and the rest of `items` is
     /// left unread.
     pub fn put_all<I: IntoIterator<Item = T>>(&self, items: I) -> Result<usize, Closed<Vec<T>>> {
-        let batch = self.shared.layout.batch;
+        let pacing = self.shared.pacing();
         let mut it = items.into_iter();
         let mut put = 0;
         loop {
-            let chunk: Vec<T> = it.by_ref().take(batch).collect();
+            let chunk: Vec<T> = it.by_ref().take(pacing.limit()).collect();
             if chunk.is_empty() {
                 return Ok(put);
             }
@@ -264,18 +273,18 @@ pub(crate) fn source_job<T>(
     mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
     tx: Sender<Msg<T>>,
     input: Arc<InputShared<T>>,
-    batch: usize,
 ) {
+    let pacing = input.pacing();
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
     let mut blocked = 0u64;
     for msg in pending {
         let pieces: Vec<Msg<T>> = match msg {
-            Msg::Items(mut items) if items.len() > batch => {
+            Msg::Items(mut items) if items.len() > pacing.limit() => {
                 let mut out = Vec::new();
                 while !items.is_empty() {
-                    let rest = items.split_off(batch.min(items.len()));
+                    let rest = items.split_off(pacing.limit().min(items.len()));
                     out.push(Msg::Items(std::mem::replace(&mut items, rest)));
                 }
                 out
@@ -302,6 +311,7 @@ pub(crate) fn source_job<T>(
     if let Some(src) = source.as_mut().filter(|_| !input.is_closed()) {
         loop {
             let t0 = clock().raw();
+            let batch = pacing.limit();
             let mut buf = Vec::with_capacity(batch);
             let mut ended = false;
             while buf.len() < batch {

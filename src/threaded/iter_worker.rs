@@ -64,12 +64,16 @@ struct Side<'a, In, Out> {
     ended: bool,
     /// This worker has taken at least one batch.
     took: bool,
+    /// Items in the batch the step is pulling from.
+    last: usize,
 }
 
 impl<In, Out> Side<'_, In, Out> {
     fn mark(&mut self) {
         let mut ob = self.outbox.borrow_mut();
-        self.clock.mark(&mut ob.blocked);
+        let busy = self.clock.mark(&mut ob.blocked);
+        self.cx.cost.observe(busy, std::mem::take(&mut self.last));
+        ob.repace();
     }
 }
 
@@ -91,6 +95,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             match got {
                 Recv::Msg(Msg::Items(batch)) => {
                     self.took = true;
+                    self.last = batch.len();
                     self.cx.take(&batch);
                     self.cx.cell.mark_busy(self.cx.info.index, crate::stats::clock().raw());
                     return Some(batch);
@@ -132,6 +137,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         outbox: outbox.clone(),
         ended: false,
         took: false,
+        last: 0,
     }));
     let input = InputIter {
         current: Vec::new().into_iter(),

@@ -22,6 +22,7 @@ mod input;
 mod iter_worker;
 mod ordered;
 mod outbox;
+mod pacing;
 mod policy;
 mod run;
 mod stage;
@@ -37,6 +38,7 @@ pub(crate) mod loom_support {
     pub(crate) use super::input::{Input, InputShared};
     pub(crate) use super::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
     pub(crate) use super::outbox::Outbox;
+    pub(crate) use super::pacing::{Cost, Pacing};
     pub(crate) use super::policy::{AfterRetries, OnError};
     pub(crate) use super::run::RunShared;
     pub(crate) use super::step::WorkerInfo;

@@ -244,6 +244,7 @@ where
         match got {
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
+                let n = batch.len();
                 let mut out = Vec::with_capacity(batch.len());
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
                 let ok = cx.process_batch(batch, |item| {
@@ -256,7 +257,8 @@ where
                     break;
                 }
                 reorder.submit(seq, vec![Msg::Items(out)]);
-                clock.mark(&mut blocked);
+                let busy = clock.mark(&mut blocked);
+                cx.cost.observe(busy, n);
                 if reorder.state().outbox.is_gone() {
                     break;
                 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::sync::chan::Sender;
 
 use super::channel::{send, Msg};
+use super::pacing::Pacing;
 use super::run::RunShared;
 use super::step::Meta;
 use crate::stats::{clock, duration_to_ticks, thread_cpu_time, StageCell};
@@ -27,7 +28,9 @@ pub(crate) fn weight<T>(batch: &[T], weigh: &Option<Weigher<T>>) -> u64 {
 pub(crate) struct Outbox<T> {
     tx: Sender<Msg<T>>,
     buf: Vec<T>,
-    batch: usize,
+    /// Sends when the buffer holds this many items (see `pacing.rs`).
+    limit: usize,
+    pacing: Pacing,
     cell: Arc<StageCell>,
     shared: Arc<RunShared>,
     weigh: Option<Weigher<T>>,
@@ -40,15 +43,17 @@ pub(crate) struct Outbox<T> {
 impl<T> Outbox<T> {
     pub(crate) fn new(
         tx: Sender<Msg<T>>,
-        batch: usize,
+        pacing: Pacing,
         cell: Arc<StageCell>,
         shared: Arc<RunShared>,
         weigh: Option<Weigher<T>>,
     ) -> Self {
+        let limit = pacing.limit();
         Outbox {
             tx,
-            buf: Vec::with_capacity(batch),
-            batch,
+            buf: Vec::with_capacity(limit),
+            limit,
+            pacing,
             cell,
             shared,
             weigh,
@@ -60,7 +65,7 @@ impl<T> Outbox<T> {
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
         self.buf.push(item);
-        if self.buf.len() >= self.batch {
+        if self.buf.len() >= self.limit {
             self.flush();
         }
     }
@@ -71,8 +76,18 @@ impl<T> Outbox<T> {
             return;
         }
         let n = weight(&self.buf, &self.weigh);
-        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.batch));
+        self.limit = self.pacing.limit();
+        let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
         self.deliver(Msg::Items(batch), n);
+    }
+
+    /// Takes the latest costs into account (once per batch taken): a
+    /// stage that turns out slow stops holding finished items at once.
+    pub(crate) fn repace(&mut self) {
+        self.limit = self.pacing.limit();
+        if self.buf.len() >= self.limit {
+            self.flush();
+        }
     }
 
     /// Sends a meta entry after everything emitted before it.
@@ -150,7 +165,7 @@ impl WorkerClock {
 
     /// Publishes the time since the previous mark: what was not spent
     /// starved or blocked was busy.
-    pub(crate) fn mark(&mut self, blocked: &mut u64) {
+    pub(crate) fn mark(&mut self, blocked: &mut u64) -> u64 {
         let now = clock().raw();
         let elapsed = now.saturating_sub(self.last);
         let waiting = self.starved + *blocked;
@@ -170,6 +185,7 @@ impl WorkerClock {
             self.cpu_next = now + self.cpu_every;
             self.sample_cpu();
         }
+        busy
     }
 
     fn sample_cpu(&mut self) {

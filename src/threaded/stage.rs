@@ -12,6 +12,7 @@ use super::channel::Msg;
 use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
+use super::pacing::{Cost, Pacing};
 use super::policy::{AfterRetries, OnError};
 use super::run::{Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
@@ -41,7 +42,10 @@ pub(crate) struct StagePlan<'a> {
 pub(crate) struct LaunchParts<In, Out> {
     pub(crate) rx: Receiver<Msg<In>>,
     pub(crate) tx: Sender<Msg<Out>>,
-    pub(crate) batch: usize,
+    /// How the stage's outboxes cut their batches.
+    pub(crate) pacing: Pacing,
+    /// What an item costs this stage (its workers measure it).
+    pub(crate) cost: Arc<Cost>,
     pub(crate) cell: Arc<StageCell>,
     pub(crate) shared: Arc<RunShared>,
     pub(crate) weigh_in: Option<Weigher<In>>,
@@ -116,12 +120,19 @@ fn workers<'a, In, Out>(
                 policy: s.policy,
                 clone_in: s.clone_in,
                 weigh_in: p.weigh_in.clone(),
+                cost: p.cost.clone(),
                 end: StageEnd {
                     remaining: remaining.clone(),
                     after: after.clone(),
                 },
             };
-            let outbox = Outbox::new(p.tx.clone(), p.batch, p.cell.clone(), p.shared.clone(), s.weigh.clone());
+            let outbox = Outbox::new(
+                p.tx.clone(),
+                p.pacing.clone(),
+                p.cell.clone(),
+                p.shared.clone(),
+                s.weigh.clone(),
+            );
             (cx, outbox)
         })
         .collect()
@@ -193,7 +204,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             Box::new(move |s, p| {
                 if s.ordered && s.workers > 1 {
                     let reorder = Reorder::new(
-                        Outbox::new(p.tx.clone(), p.batch, p.cell.clone(), p.shared.clone(), s.weigh.clone()),
+                        Outbox::new(
+                            p.tx.clone(),
+                            p.pacing.clone(),
+                            p.cell.clone(),
+                            p.shared.clone(),
+                            s.weigh.clone(),
+                        ),
                         2 * s.workers,
                     );
                     let jobs = workers(s, p, Arc::new(|| {}))

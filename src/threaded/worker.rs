@@ -10,6 +10,7 @@ use crate::sync::chan::Receiver;
 
 use super::channel::{recv, try_recv, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
+use super::pacing::Cost;
 use super::policy::OnError;
 use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
@@ -56,6 +57,9 @@ pub(crate) struct WorkerCtx<'a, In> {
     pub(crate) policy: OnError,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) weigh_in: Option<Weigher<In>>,
+    /// What an item costs this stage, measured per batch; the stage before
+    /// sizes its batches by it (see `pacing.rs`).
+    pub(crate) cost: Arc<Cost>,
     /// Held for its `Drop`: the last worker to end runs the stage's hook.
     #[allow(dead_code)]
     pub(crate) end: StageEnd<'a>,
@@ -210,12 +214,15 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
         match got {
             Recv::Msg(Msg::Items(batch)) => {
                 cx.take(&batch);
+                let n = batch.len();
                 let (out, step) = (&mut outbox, &mut step);
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
                 ok = cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
                 cx.cell.mark_busy(cx.info.index, 0);
                 ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
-                clock.mark(&mut outbox.blocked);
+                let busy = clock.mark(&mut outbox.blocked);
+                cx.cost.observe(busy, n);
+                outbox.repace();
             }
             Recv::Msg(Msg::Meta(meta)) => {
                 if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: &mut outbox })) {
