@@ -316,7 +316,11 @@ fn reporters_get_periodic_and_one_final_snapshot_naming_the_bottleneck() {
             .name("etl")
             .interval(Duration::from_millis(20))
             .reporter(move |s: &Snapshot| sink.lock().unwrap().push(s.clone()));
+        // A small capacity: "fast" must wait for room behind "slow" for
+        // most of the run, whatever the batch sizes.
         let p = Pipeline::new()
+            .capacity(16)
+            .unwrap()
             .debug(debugger)
             .source(0..300u64)
             .then(Stage::map("fast", |x: u64| x).workers(2))

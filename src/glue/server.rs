@@ -339,7 +339,7 @@ async fn ingest<T: DeserializeOwned + Send + 'static>(
             let n = batch.len();
             match input.put_batch_timeout(batch, worker.config.full_wait) {
                 Ok(()) => accepted += n,
-                Err(PutError::Full(_)) => return (accepted, Some(true)),
+                Err(PutError::Full(_) | PutError::TooLarge(_)) => return (accepted, Some(true)),
                 Err(PutError::Closed(_)) => return (accepted, Some(false)),
             }
         }

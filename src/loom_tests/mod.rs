@@ -28,7 +28,7 @@ pub(super) fn input_on_edge(
     cancel: std::sync::Arc<crate::threaded::loom_support::Cancel>,
 ) -> (
     std::sync::Arc<crate::threaded::loom_support::InputShared<u32>>,
-    crate::sync::chan::Receiver<crate::threaded::loom_support::Msg<u32>>,
+    crate::threaded::loom_support::EdgeRx<u32>,
 ) {
     use crate::threaded::loom_support::{edge_for_test, InputShared, Layout};
     let layout = Layout::for_capacity(capacity);
@@ -65,4 +65,11 @@ where
         builder.check(move || f());
     }
     crate::sync::chan::prefer_last(false);
+}
+
+/// Sends one item on `tx` the way a stage does, never cancelled: waits for
+/// room; false if every receiver is gone.
+pub(super) fn put(tx: &crate::threaded::loom_support::EdgeTx<u32>, x: u32) -> bool {
+    use crate::threaded::loom_support::{send, Cancel, Msg};
+    send(tx, Msg::Items(vec![x]), &Cancel::new(), &mut 0).is_ok()
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use loom::thread;
 
-use super::{input_on_edge, model};
+use super::{input_on_edge, model, put};
 use crate::stats::StageCell;
-use crate::sync::chan::Sender;
-use crate::threaded::loom_support::{edge_for_test, recv, send, Cancel, Input, Layout, Msg, Recv, Window};
+use crate::threaded::loom_support::{
+    edge_for_test, recv, send, Cancel, EdgeRx, EdgeTx, Input, Layout, Msg, Recv, Window,
+};
 
 /// Runs `wait` on another thread while this one cancels the run; returns
 /// what `wait` returned. Whatever `wait` blocks on must be woken by the
@@ -20,19 +21,31 @@ fn cancelled_while(cancel: &Arc<Cancel>, wait: impl FnOnce(&Cancel) -> bool + Se
 }
 
 /// Sends one batch on `tx` from another thread: true if it was given back.
-fn send_from_another_thread(tx: Sender<Msg<u32>>, cancel: &Arc<Cancel>) -> thread::JoinHandle<bool> {
+fn send_from_another_thread(tx: EdgeTx<u32>, cancel: &Arc<Cancel>) -> thread::JoinHandle<bool> {
     let c = cancel.clone();
     thread::spawn(move || send(&tx, Msg::Items(vec![1]), &c, &mut 0).is_err())
 }
 
-/// An edge with one slot, already full.
-fn full_edge() -> (
-    crate::sync::chan::Sender<Msg<u32>>,
-    crate::sync::chan::Receiver<Msg<u32>>,
-) {
+/// An edge of capacity 1, already full.
+fn full_edge() -> (EdgeTx<u32>, EdgeRx<u32>) {
     let (tx, rx) = edge_for_test::<u32>(Layout::for_capacity(1));
-    assert!(tx.try_send(Msg::Items(vec![0])).is_ok());
+    assert!(put(&tx, 0));
     (tx, rx)
+}
+
+#[test]
+fn a_sender_waiting_for_room_wakes_when_a_batch_is_taken() {
+    model(|| {
+        let cancel = Cancel::new();
+        let (tx, rx) = full_edge();
+        let sender = send_from_another_thread(tx, &cancel);
+        // Taking the first batch gives its room back and must wake the
+        // sender; loom reports a deadlock if the wake-up can be lost.
+        assert!(matches!(recv(&rx, &cancel, None, &mut 0), Recv::Msg(Msg::Items(v)) if v == [0]));
+        assert!(!sender.join().unwrap(), "the waiting batch went in");
+        assert!(matches!(recv(&rx, &cancel, None, &mut 0), Recv::Msg(Msg::Items(v)) if v == [1]));
+        assert!(matches!(recv(&rx, &cancel, None, &mut 0), Recv::End));
+    });
 }
 
 #[test]

@@ -6,13 +6,12 @@ use std::sync::Arc;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::thread;
 
-use super::{model, model_bounded};
+use super::{model, model_bounded, put};
 use crate::error::BoxError;
 use crate::stats::StageCell;
-use crate::sync::chan::{bounded, Receiver, Sender};
 use crate::threaded::loom_support::{
-    edge_for_test, ordered_worker, Cancel, Layout, Msg, OnError, Outbox, Reorder, RunShared, StageEnd, Window,
-    WorkerCtx, WorkerInfo,
+    edge_for_test, ordered_worker, Cancel, EdgeRx, EdgeTx, Layout, Msg, OnError, Outbox, Reorder, RunShared, StageEnd,
+    Window, WorkerCtx, WorkerInfo,
 };
 
 #[test]
@@ -45,8 +44,8 @@ fn the_window_bounds_places_taken() {
 /// waiting for an earlier one never exceed the window.
 struct OrderedStage {
     reorder: Arc<Reorder<u32>>,
-    input: Sender<Msg<u32>>,
-    output: Receiver<Msg<u32>>,
+    input: EdgeTx<u32>,
+    output: EdgeRx<u32>,
     cell: Arc<StageCell>,
     shared: Arc<RunShared>,
     workers: Vec<thread::JoinHandle<()>>,
@@ -55,7 +54,7 @@ struct OrderedStage {
 fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
     let (input, rx) = edge_for_test::<u32>(Layout::for_capacity(4));
     // Room for every batch the tests send: the consumer reads at the end.
-    let (tx, output) = bounded(4);
+    let (tx, output) = edge_for_test::<u32>(Layout::for_capacity(8));
     let cell = Arc::new(StageCell::new("ordered"));
     let shared = RunShared::new(Cancel::new());
     let reorder = Reorder::new(
@@ -112,7 +111,7 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
 }
 
 /// What the stage sent, once its workers have ended.
-fn items(output: &Receiver<Msg<u32>>) -> Vec<u32> {
+fn items(output: &EdgeRx<u32>) -> Vec<u32> {
     let mut got = Vec::new();
     while let Ok(msg) = output.try_recv() {
         if let Msg::Items(b) = msg {
@@ -127,7 +126,7 @@ fn an_ordered_stage_sends_in_input_order_within_its_window() {
     model_bounded(2, || {
         let stage = ordered_stage(2, 2);
         for x in 0..3 {
-            assert!(stage.input.send(Msg::Items(vec![x])).is_ok());
+            assert!(put(&stage.input, x));
         }
         drop(stage.input);
         stage.workers.into_iter().for_each(|w| w.join().unwrap());
@@ -146,7 +145,7 @@ fn a_window_of_one_passes_its_place_on_to_the_end() {
         // One place for two workers: whoever sees the end must give it back
         // or the other waits for ever.
         let stage = ordered_stage(2, 1);
-        assert!(stage.input.send(Msg::Items(vec![1])).is_ok());
+        assert!(put(&stage.input, 1));
         drop(stage.input);
         stage.workers.into_iter().for_each(|w| w.join().unwrap());
         assert_eq!(items(&stage.output), vec![10]);
@@ -161,7 +160,7 @@ fn a_cancelled_ordered_stage_ends_and_accounts_for_every_item() {
         // works; the input stays open, so only the cancel can end them.
         let stage = ordered_stage(2, 1);
         for x in 0..2 {
-            assert!(stage.input.send(Msg::Items(vec![x])).is_ok());
+            assert!(put(&stage.input, x));
         }
         stage.shared.cancel.cancel();
         stage.workers.into_iter().for_each(|w| w.join().unwrap());
@@ -214,9 +213,7 @@ fn an_ordered_stage_whose_output_is_gone_stops_every_worker() {
         drop(stage.output);
         // The stage may stop taking input before all five are in (which
         // stops this sender in turn, as it would stop an upstream stage).
-        let accepted = (0..5)
-            .take_while(|&x| stage.input.send(Msg::Items(vec![x])).is_ok())
-            .count() as u64;
+        let accepted = (0..5).take_while(|&x| put(&stage.input, x)).count() as u64;
         drop(stage.input);
         stage.workers.into_iter().for_each(|w| w.join().unwrap());
         let taken = stage.cell.count_in.load(Relaxed);

@@ -3,9 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::sync::chan::Receiver;
-
-use super::channel::{edge, Cancel, Layout, Msg};
+use super::channel::{edge, Cancel, EdgeRx, Layout, Msg};
 use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
 use super::outbox::Weigher;
@@ -36,7 +34,7 @@ pub(crate) struct Planner<'a> {
 
 /// An edge as the next stage sees it: the receiver, how its items are
 /// weighed, and the cost its reader measures.
-type EdgeEnd<T> = (Receiver<Msg<T>>, Option<Weigher<T>>, Arc<Cost>);
+type EdgeEnd<T> = (EdgeRx<T>, Option<Weigher<T>>, Arc<Cost>);
 
 type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<In>, &mut Planner<'a>) -> EdgeEnd<Out> + Send + 'a>;
 
@@ -68,7 +66,7 @@ pub struct Pipeline<'a, In, Out> {
     cancel: Arc<Cancel>,
     input: Arc<InputShared<In>>,
     own_input: Option<Input<In>>,
-    first_rx: Receiver<Msg<In>>,
+    first_rx: EdgeRx<In>,
     handles_taken: bool,
     pending: Vec<Msg<In>>,
     sealed: bool,

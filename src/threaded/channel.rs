@@ -22,13 +22,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sync::chan::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::step::Meta;
 use crate::stats::clock;
-use crate::sync::{AtomicBool, Mutex};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex};
 
 /// What travels on an edge.
 pub(crate) enum Msg<T> {
@@ -78,10 +78,12 @@ impl Cancel {
     }
 }
 
-/// How an edge of `capacity` items is laid out: `slots` batches of at most
-/// `batch` items each (so at most `capacity` items wait on the edge).
+/// How an edge of `capacity` items is laid out: at most `capacity` items
+/// wait on it (counted by its [`Budget`], however they are batched), in at
+/// most `slots` batches of at most `batch` items each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
+    pub(crate) capacity: usize,
     pub(crate) slots: usize,
     pub(crate) batch: usize,
 }
@@ -94,38 +96,249 @@ const YIELDS: usize = if cfg!(loom) { 1 } else { 8 };
 /// Largest batch handed over in one hop.
 const MAX_BATCH: usize = 4096;
 
+/// Most batches waiting on one edge (its slots are allocated up front).
+const MAX_SLOTS: usize = 1024;
+
 impl Layout {
-    /// Two slots (double buffering: one batch is filled while the other is
-    /// taken), each of half the capacity, up to `MAX_BATCH` items.
+    /// Up to `capacity` single items, or two batches of half the capacity
+    /// (double buffering: one is filled while the other is taken), up to
+    /// `MAX_BATCH` items each.
     pub(crate) fn for_capacity(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        let slots = if capacity == 1 {
-            1
-        } else {
-            capacity.div_ceil(MAX_BATCH).max(2)
-        };
         Layout {
-            slots,
-            batch: capacity / slots,
+            capacity,
+            slots: capacity.min(MAX_SLOTS),
+            batch: (capacity / 2).clamp(1, MAX_BATCH),
         }
     }
 }
 
+/// The bound on items waiting on an edge, shared by both ends: a sender
+/// reserves room for a batch before it sends it, a receiver gives the room
+/// back as it takes the batch. A batch larger than the whole bound is let
+/// through alone (when nothing else waits), so no batch is refused for ever.
+#[derive(Debug)]
+struct Budget {
+    queued: AtomicUsize,
+    capacity: usize,
+    /// Senders waiting for room: a receiver rings only when there are some.
+    waiting: AtomicUsize,
+}
+
+impl Budget {
+    fn try_reserve(&self, n: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::SeqCst);
+        loop {
+            if queued > 0 && queued + n > self.capacity {
+                return false;
+            }
+            match self
+                .queued
+                .compare_exchange_weak(queued, queued + n, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return true,
+                Err(now) => queued = now,
+            }
+        }
+    }
+}
+
+/// Why a sender could not reserve room.
+pub(crate) enum NoRoom {
+    /// The run was cancelled.
+    Cancelled,
+    /// Every receiver is gone.
+    Gone,
+    /// The deadline passed.
+    Timeout,
+}
+
+/// The sending end of an edge.
+pub(crate) struct EdgeTx<T> {
+    tx: Sender<Msg<T>>,
+    budget: Arc<Budget>,
+    /// Rung by receivers when room comes back; disconnects when every
+    /// receiver is gone.
+    room: Receiver<()>,
+}
+
+/// The receiving end of an edge.
+pub(crate) struct EdgeRx<T> {
+    rx: Receiver<Msg<T>>,
+    budget: Arc<Budget>,
+    room: Sender<()>,
+}
+
+impl<T> Clone for EdgeTx<T> {
+    fn clone(&self) -> Self {
+        EdgeTx {
+            tx: self.tx.clone(),
+            budget: self.budget.clone(),
+            room: self.room.clone(),
+        }
+    }
+}
+
+impl<T> Clone for EdgeRx<T> {
+    fn clone(&self) -> Self {
+        EdgeRx {
+            rx: self.rx.clone(),
+            budget: self.budget.clone(),
+            room: self.room.clone(),
+        }
+    }
+}
+
+impl<T> Msg<T> {
+    /// Items it carries (a meta entry takes no room).
+    pub(crate) fn items(&self) -> usize {
+        match self {
+            Msg::Items(b) => b.len(),
+            Msg::Meta(_) => 0,
+        }
+    }
+}
+
+impl<T> EdgeTx<T> {
+    /// Reserves room for `n` items, waiting while the edge is full, unless
+    /// the run is cancelled, every receiver is gone, or `deadline` passes.
+    pub(crate) fn reserve(&self, n: usize, cancel: &Cancel, deadline: Option<Instant>) -> Result<(), NoRoom> {
+        if n == 0 || self.budget.try_reserve(n) {
+            return Ok(());
+        }
+        self.budget.waiting.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            // Checked after announcing the wait: a receiver that gave room
+            // back before it saw the announcement left the room visible.
+            if self.budget.try_reserve(n) {
+                break Ok(());
+            }
+            if cancel.is_cancelled() {
+                break Err(NoRoom::Cancelled);
+            }
+            let mut sel = Select::new();
+            let room = sel.recv(&self.room);
+            sel.recv(cancel.rx());
+            let op = match deadline {
+                None => sel.select(),
+                Some(d) => match sel.select_deadline(d) {
+                    Ok(op) => op,
+                    Err(_) => break Err(NoRoom::Timeout),
+                },
+            };
+            if op.index() == room {
+                if op.recv(&self.room).is_err() {
+                    break Err(NoRoom::Gone);
+                }
+            } else {
+                let _ = op.recv(cancel.rx());
+                break Err(NoRoom::Cancelled);
+            }
+        };
+        self.budget.waiting.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    /// Gives back room reserved for a batch that was not sent.
+    pub(crate) fn unreserve(&self, n: usize) {
+        if n > 0 {
+            self.budget.queued.fetch_sub(n, Ordering::SeqCst);
+        }
+    }
+
+    /// The channel under the bound (for `Select`).
+    pub(crate) fn inner(&self) -> &Sender<Msg<T>> {
+        &self.tx
+    }
+}
+
+impl<T> EdgeRx<T> {
+    /// Gives back the room `msg` took, waking a waiting sender.
+    fn release(&self, msg: &Msg<T>) {
+        let n = msg.items();
+        if n > 0 {
+            self.budget.queued.fetch_sub(n, Ordering::SeqCst);
+            if self.budget.waiting.load(Ordering::SeqCst) > 0 {
+                let _ = self.room.try_send(());
+            }
+        }
+    }
+
+    /// Takes a message if one is ready.
+    pub(crate) fn try_recv(&self) -> Result<Msg<T>, TryRecvError> {
+        let msg = self.rx.try_recv()?;
+        self.release(&msg);
+        Ok(msg)
+    }
+
+    /// Waits for a message; an error once every sender is gone and the
+    /// edge is drained.
+    pub(crate) fn recv_blocking(&self) -> Result<Msg<T>, crate::sync::chan::RecvError> {
+        let msg = self.rx.recv()?;
+        self.release(&msg);
+        Ok(msg)
+    }
+
+    /// Items waiting on the edge.
+    #[allow(dead_code)]
+    pub(crate) fn queued(&self) -> usize {
+        self.budget.queued.load(Ordering::Relaxed)
+    }
+}
+
 /// Makes a bounded edge.
-pub(crate) fn edge<T>(layout: Layout) -> (Sender<Msg<T>>, Receiver<Msg<T>>) {
-    bounded(layout.slots)
+pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
+    let (tx, rx) = bounded(layout.slots);
+    let (room_tx, room_rx) = bounded(1);
+    let budget = Arc::new(Budget {
+        queued: AtomicUsize::new(0),
+        capacity: layout.capacity,
+        waiting: AtomicUsize::new(0),
+    });
+    (
+        EdgeTx {
+            tx,
+            budget: budget.clone(),
+            room: room_rx,
+        },
+        EdgeRx {
+            rx,
+            budget,
+            room: room_tx,
+        },
+    )
 }
 
 /// Sends `msg`, waiting for space unless the run is cancelled; time spent
 /// waiting is added to `blocked` (raw ticks). Gives the message back if it
 /// could not be delivered (cancelled, or nobody receives any more).
-pub(crate) fn send<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, blocked: &mut u64) -> Result<(), Msg<T>> {
+pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &mut u64) -> Result<(), Msg<T>> {
     // Cancel first: after a cancel nothing new enters an edge, so what a
     // stopping stage drains is all there is.
     if cancel.is_cancelled() {
         return Err(msg);
     }
     let t0 = clock().raw();
+    let n = msg.items();
+    if edge.reserve(n, cancel, None).is_err() {
+        *blocked += clock().raw().saturating_sub(t0);
+        return Err(msg);
+    }
+    let result = send_reserved(&edge.tx, msg, cancel, t0, blocked);
+    if result.is_err() {
+        edge.unreserve(n);
+    }
+    result
+}
+
+/// Sends a message whose room is reserved: waits for a slot.
+fn send_reserved<T>(
+    tx: &Sender<Msg<T>>,
+    msg: Msg<T>,
+    cancel: &Cancel,
+    t0: u64,
+    blocked: &mut u64,
+) -> Result<(), Msg<T>> {
     let mut msg = msg;
     // Yield a few times before sleeping: on a busy machine the receiver is
     // often runnable and frees a slot within a time slice, which is far
@@ -166,7 +379,7 @@ pub(crate) enum Recv<T> {
 }
 
 /// Takes a message if one is ready.
-pub(crate) fn try_recv<T>(rx: &Receiver<Msg<T>>) -> Option<Recv<T>> {
+pub(crate) fn try_recv<T>(rx: &EdgeRx<T>) -> Option<Recv<T>> {
     match rx.try_recv() {
         Ok(m) => Some(Recv::Msg(m)),
         Err(TryRecvError::Disconnected) => Some(Recv::End),
@@ -176,7 +389,7 @@ pub(crate) fn try_recv<T>(rx: &Receiver<Msg<T>>) -> Option<Recv<T>> {
 
 /// Waits for a message (up to `timeout`, if given) unless the run is
 /// cancelled; time spent waiting is added to `starved` (raw ticks).
-pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Duration>, starved: &mut u64) -> Recv<T> {
+pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duration>, starved: &mut u64) -> Recv<T> {
     if cancel.is_cancelled() {
         return Recv::Cancelled;
     }
@@ -184,7 +397,7 @@ pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Du
     if timeout.is_none() {
         for _ in 0..YIELDS {
             crate::sync::yield_now();
-            match rx.try_recv() {
+            match edge.try_recv() {
                 Ok(m) => {
                     *starved += clock().raw().saturating_sub(t0);
                     return Recv::Msg(m);
@@ -195,6 +408,7 @@ pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Du
             }
         }
     }
+    let rx = &edge.rx;
     let mut sel = Select::new();
     let data = sel.recv(rx);
     sel.recv(&cancel.rx);
@@ -205,7 +419,10 @@ pub(crate) fn recv<T>(rx: &Receiver<Msg<T>>, cancel: &Cancel, timeout: Option<Du
     let got = match op {
         None => Recv::Idle,
         Some(op) if op.index() == data => match op.recv(rx) {
-            Ok(m) => Recv::Msg(m),
+            Ok(m) => {
+                edge.release(&m);
+                Recv::Msg(m)
+            }
             Err(_) => Recv::End,
         },
         Some(op) => {
@@ -223,14 +440,18 @@ mod tests {
 
     #[test]
     fn layouts_bound_the_items_waiting_on_an_edge() {
-        assert_eq!(Layout::for_capacity(1), Layout { slots: 1, batch: 1 });
-        assert_eq!(Layout::for_capacity(2), Layout { slots: 2, batch: 1 });
-        assert_eq!(Layout::for_capacity(64), Layout { slots: 2, batch: 32 });
-        assert_eq!(Layout::for_capacity(1000), Layout { slots: 2, batch: 500 });
-        assert_eq!(Layout::for_capacity(10_000), Layout { slots: 3, batch: 3333 });
-        for c in 1..2000 {
+        let l = |capacity, slots, batch| Layout { capacity, slots, batch };
+        assert_eq!(Layout::for_capacity(1), l(1, 1, 1));
+        assert_eq!(Layout::for_capacity(2), l(2, 2, 1));
+        assert_eq!(Layout::for_capacity(64), l(64, 64, 32));
+        assert_eq!(Layout::for_capacity(2048), l(2048, 1024, 1024));
+        assert_eq!(Layout::for_capacity(100_000), l(100_000, 1024, 4096));
+        for c in 1..5000 {
             let l = Layout::for_capacity(c);
-            assert!(l.slots * l.batch <= c && l.batch >= 1, "capacity {c}: {l:?}");
+            assert!(
+                2 * l.batch <= c.max(2) && l.batch >= 1 && l.slots <= c,
+                "capacity {c}: {l:?}"
+            );
         }
     }
 }

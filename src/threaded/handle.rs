@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::Receiver;
-
-use super::channel::Msg;
+use super::channel::{EdgeRx, Msg};
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
@@ -77,17 +75,14 @@ pub(crate) struct Prepared<'a, Out> {
     pub(crate) before: Vec<Box<dyn FnOnce() + Send + 'a>>,
     pub(crate) jobs: Vec<Job<'a>>,
     pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
-    pub(crate) rx_out: Option<Receiver<Msg<Out>>>,
+    pub(crate) rx_out: Option<EdgeRx<Out>>,
     pub(crate) close_input: Arc<dyn Fn() + Send + Sync + 'a>,
 }
 
 impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     /// Runs in scoped threads; `consume` gets the last stage's outputs on
     /// this thread.
-    fn execute<R>(
-        mut self,
-        consume: impl FnOnce(Receiver<Msg<Out>>, &Arc<RunShared>) -> R,
-    ) -> (R, Result<Summary, RunError>) {
+    fn execute<R>(mut self, consume: impl FnOnce(EdgeRx<Out>, &Arc<RunShared>) -> R) -> (R, Result<Summary, RunError>) {
         let started = Instant::now();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
         let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
@@ -144,8 +139,8 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
 }
 
 /// Reads (and drops) everything that comes out.
-fn drain<T>(rx: Receiver<Msg<T>>) {
-    for msg in rx {
+fn drain<T>(rx: EdgeRx<T>) {
+    while let Ok(msg) = rx.recv_blocking() {
         drop(msg);
     }
 }
@@ -178,7 +173,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
 
     pub(crate) fn spawn_outputs(mut self) -> Result<Outputs<Out>, RunError> {
         let rx = self.rx_out.take().expect("outputs are taken once");
-        let (tx_keep, rx_keep) = crate::sync::chan::bounded::<Msg<Out>>(0);
+        let (tx_keep, rx_keep) = super::channel::edge::<Out>(super::channel::Layout::for_capacity(1));
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
         let stats = self.stats();
@@ -279,7 +274,7 @@ impl Drop for Running {
 /// The outputs of the last stage, as an iterator. Dropping it before the end
 /// stops the pipeline cleanly (counted as discarded, not as an error).
 pub struct Outputs<T> {
-    rx: Option<Receiver<Msg<T>>>,
+    rx: Option<EdgeRx<T>>,
     /// Set once the outputs reached their end or were dropped.
     done: Arc<AtomicBool>,
     current: std::vec::IntoIter<T>,
@@ -297,7 +292,7 @@ impl<T> fmt::Debug for Outputs<T> {
 }
 
 impl<T> Outputs<T> {
-    fn new(rx: Receiver<Msg<T>>, background: Option<(RunThread, Stats)>) -> Self {
+    fn new(rx: EdgeRx<T>, background: Option<(RunThread, Stats)>) -> Self {
         Outputs {
             rx: Some(rx),
             done: Arc::new(AtomicBool::new(false)),
@@ -360,7 +355,7 @@ impl<T> Iterator for Outputs<T> {
             if self.ended {
                 return None;
             }
-            match self.rx.as_ref().map(Receiver::recv) {
+            match self.rx.as_ref().map(EdgeRx::recv_blocking) {
                 Some(Ok(Msg::Items(b))) => self.current = b.into_iter(),
                 Some(Ok(Msg::Meta(_))) => self.metas += 1,
                 Some(Err(_)) | None => self.stop_reading(),

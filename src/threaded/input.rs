@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::{Select, Sender};
+use crate::sync::chan::Select;
 
-use super::channel::{send, Cancel, Layout, Msg};
+use super::channel::{send, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
 use super::step::Meta;
 use crate::stats::{clock, StageCell};
@@ -37,11 +37,15 @@ pub enum PutError<T> {
     /// The pipeline no longer takes input.
     #[error("the pipeline no longer takes input")]
     Closed(T),
+    /// The batch holds more items than the input's edge (its capacity):
+    /// put it in pieces of at most [`Input::batch_size`].
+    #[error("the batch is larger than the pipeline's capacity")]
+    TooLarge(T),
 }
 
 /// Shared by every handle on a pipeline's input.
 pub(crate) struct InputShared<T> {
-    tx: RwLock<Option<Sender<Msg<T>>>>,
+    tx: RwLock<Option<EdgeTx<T>>>,
     /// Set by `close`: the source thread stops pulling its iterator.
     closed: AtomicBool,
     handles: AtomicUsize,
@@ -53,7 +57,7 @@ pub(crate) struct InputShared<T> {
 }
 
 impl<T> InputShared<T> {
-    pub(crate) fn new(tx: Sender<Msg<T>>, cancel: Arc<Cancel>, cell: Arc<StageCell>, layout: Layout) -> Arc<Self> {
+    pub(crate) fn new(tx: EdgeTx<T>, cancel: Arc<Cancel>, cell: Arc<StageCell>, layout: Layout) -> Arc<Self> {
         Arc::new(InputShared {
             tx: RwLock::new(Some(tx)),
             closed: AtomicBool::new(false),
@@ -71,7 +75,7 @@ impl<T> InputShared<T> {
     }
 
     /// A sender for the source thread (None if input is closed already).
-    pub(crate) fn sender(&self) -> Option<Sender<Msg<T>>> {
+    pub(crate) fn sender(&self) -> Option<EdgeTx<T>> {
         self.tx.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
@@ -125,10 +129,31 @@ impl<T> InputShared<T> {
 
 /// Sends before `deadline`, unless cancelled. The flag says whether the
 /// deadline passed (true) or the pipeline is gone (false).
-fn send_until<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, deadline: Instant) -> Result<(), (Msg<T>, bool)> {
+fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Instant) -> Result<(), (Msg<T>, bool)> {
     if cancel.is_cancelled() {
         return Err((msg, false));
     }
+    let n = msg.items();
+    match edge.reserve(n, cancel, Some(deadline)) {
+        Ok(()) => {}
+        Err(NoRoom::Timeout) => return Err((msg, true)),
+        Err(NoRoom::Cancelled | NoRoom::Gone) => return Err((msg, false)),
+    }
+    let result = send_reserved_until(edge.inner(), msg, cancel, deadline);
+    if result.is_err() {
+        edge.unreserve(n);
+    }
+    result
+}
+
+/// Sends a message whose room is reserved, waiting for a slot until
+/// `deadline`.
+fn send_reserved_until<T>(
+    tx: &crate::sync::chan::Sender<Msg<T>>,
+    msg: Msg<T>,
+    cancel: &Cancel,
+    deadline: Instant,
+) -> Result<(), (Msg<T>, bool)> {
     let mut sel = Select::new();
     let data = sel.send(tx);
     sel.recv(cancel.rx());
@@ -183,12 +208,18 @@ impl<T> Input<T> {
         }
     }
 
-    /// Puts a batch of items as one hand-over (at most [`Input::batch_size`]
-    /// items keep the edge within its capacity), waiting at most `timeout`
-    /// for space. All or nothing: on an error every item is given back.
+    /// Puts a batch of items as one hand-over, waiting at most `timeout`
+    /// for room: the batch counts as its length against the capacity, so
+    /// it waits until that many items fit. All or nothing: on an error
+    /// every item is given back. A batch larger than the capacity could
+    /// never fit and is refused at once ([`PutError::TooLarge`]); pieces of
+    /// [`Input::batch_size`] items leave room for another piece to wait.
     pub fn put_batch_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
         if items.is_empty() {
             return Ok(());
+        }
+        if items.len() > self.shared.layout.capacity {
+            return Err(PutError::TooLarge(items));
         }
         match self.shared.deliver(Msg::Items(items), Some(Instant::now() + timeout)) {
             Ok(()) => Ok(()),
@@ -198,7 +229,8 @@ impl<T> Input<T> {
         }
     }
 
-    /// The largest batch one hand-over should carry on this input's edge.
+    /// The largest batch one hand-over should carry on this input's edge
+    /// (half its capacity).
     pub fn batch_size(&self) -> usize {
         self.shared.layout.batch
     }
@@ -271,7 +303,7 @@ const SOURCE_LINGER: Duration = Duration::from_millis(1);
 pub(crate) fn source_job<T>(
     pending: Vec<Msg<T>>,
     mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
-    tx: Sender<Msg<T>>,
+    tx: EdgeTx<T>,
     input: Arc<InputShared<T>>,
 ) {
     let pacing = input.pacing();

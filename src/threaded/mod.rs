@@ -34,7 +34,7 @@ pub use builder::{Pipeline, DEFAULT_CAPACITY, MAX_CAPACITY};
 /// What the loom model checks (src/loom_tests/) need from inside.
 #[cfg(all(test, loom))]
 pub(crate) mod loom_support {
-    pub(crate) use super::channel::{edge as edge_for_test, recv, send, Cancel, Layout, Msg, Recv};
+    pub(crate) use super::channel::{edge as edge_for_test, recv, send, Cancel, EdgeRx, EdgeTx, Layout, Msg, Recv};
     pub(crate) use super::input::{Input, InputShared};
     pub(crate) use super::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
     pub(crate) use super::outbox::Outbox;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::sync::chan::{bounded, Receiver, Select, Sender};
 
-use super::channel::{recv, Cancel, Msg, Recv};
+use super::channel::{recv, Cancel, EdgeRx, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
@@ -175,12 +175,7 @@ impl<Out> Reorder<Out> {
     /// its number. `None` if the run was cancelled, or the window closed,
     /// while waiting for a place.
     /// Whatever is not a batch (the end, a cancel) gives the place back.
-    pub(crate) fn take<In>(
-        &self,
-        rx: &Receiver<Msg<In>>,
-        cancel: &Cancel,
-        starved: &mut u64,
-    ) -> Option<(u64, Recv<In>)> {
+    pub(crate) fn take<In>(&self, rx: &EdgeRx<In>, cancel: &Cancel, starved: &mut u64) -> Option<(u64, Recv<In>)> {
         if !self.window.enter(cancel) {
             return None;
         }

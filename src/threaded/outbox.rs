@@ -5,9 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::chan::Sender;
-
-use super::channel::{send, Msg};
+use super::channel::{send, EdgeTx, Msg};
 use super::pacing::Pacing;
 use super::run::RunShared;
 use super::step::Meta;
@@ -26,7 +24,7 @@ pub(crate) fn weight<T>(batch: &[T], weigh: &Option<Weigher<T>>) -> u64 {
 
 /// Batches a worker's output and sends it downstream.
 pub(crate) struct Outbox<T> {
-    tx: Sender<Msg<T>>,
+    tx: EdgeTx<T>,
     buf: Vec<T>,
     /// Sends when the buffer holds this many items (see `pacing.rs`).
     limit: usize,
@@ -42,7 +40,7 @@ pub(crate) struct Outbox<T> {
 
 impl<T> Outbox<T> {
     pub(crate) fn new(
-        tx: Sender<Msg<T>>,
+        tx: EdgeTx<T>,
         pacing: Pacing,
         cell: Arc<StageCell>,
         shared: Arc<RunShared>,

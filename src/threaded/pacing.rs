@@ -106,11 +106,6 @@ impl Pacing {
         Pacing::new(None, next, max)
     }
 
-    /// The largest batch of all: what is allocated up front.
-    pub(crate) fn max(&self) -> usize {
-        self.max
-    }
-
     /// How many items the next batch should hold, from 1 to the bound.
     pub(crate) fn limit(&self) -> usize {
         let Some(next) = self.next.get() else {

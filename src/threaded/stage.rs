@@ -6,9 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::chan::{Receiver, Sender};
-
-use super::channel::Msg;
+use super::channel::{EdgeRx, EdgeTx};
 use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
@@ -40,8 +38,8 @@ pub(crate) struct StagePlan<'a> {
 
 /// The run-time parts of a stage launch.
 pub(crate) struct LaunchParts<In, Out> {
-    pub(crate) rx: Receiver<Msg<In>>,
-    pub(crate) tx: Sender<Msg<Out>>,
+    pub(crate) rx: EdgeRx<In>,
+    pub(crate) tx: EdgeTx<Out>,
     /// How the stage's outboxes cut their batches.
     pub(crate) pacing: Pacing,
     /// What an item costs this stage (its workers measure it).

@@ -6,9 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::sync::chan::Receiver;
-
-use super::channel::{recv, try_recv, Msg, Recv};
+use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
 use super::policy::OnError;
@@ -51,7 +49,7 @@ impl Drop for StageEnd<'_> {
 /// What one worker needs.
 pub(crate) struct WorkerCtx<'a, In> {
     pub(crate) info: WorkerInfo,
-    pub(crate) rx: Receiver<Msg<In>>,
+    pub(crate) rx: EdgeRx<In>,
     pub(crate) cell: Arc<StageCell>,
     pub(crate) shared: Arc<RunShared>,
     pub(crate) policy: OnError,

@@ -1,0 +1,90 @@
+//! Capacity counts items, however they are handed over: single puts,
+//! batches, or a stage's output.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::within;
+use paipa::threaded::{Pipeline, PutError, Stage};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A stage stuck on its first item until the gate's sender is dropped.
+fn stuck(gate: crossbeam_channel::Receiver<()>) -> Stage<'static, u32, u32> {
+    let gate = Mutex::new(gate);
+    Stage::map("stuck", move |x: u32| {
+        let _ = gate.lock().unwrap().recv();
+        x
+    })
+}
+
+#[test]
+fn single_puts_count_one_item_each_against_the_capacity() {
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let mut p = Pipeline::new().capacity(8).unwrap().then(stuck(gate)).unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        // One item is taken by the stuck worker, eight wait on the edge.
+        for i in 0..9 {
+            input.put(i).unwrap();
+        }
+        match input.put_timeout(9, Duration::from_millis(50)) {
+            Err(PutError::Full(9)) => {}
+            other => panic!("the edge holds 8 items: {other:?}"),
+        }
+        drop(open);
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, 9);
+    });
+}
+
+#[test]
+fn a_batch_counts_its_length_and_one_larger_than_the_capacity_is_refused() {
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let mut p = Pipeline::new().capacity(8).unwrap().then(stuck(gate)).unwrap();
+        let input = p.input();
+        assert_eq!(input.batch_size(), 4);
+        match input.put_batch_timeout((0..9).collect(), Duration::from_secs(1)) {
+            Err(PutError::TooLarge(v)) => assert_eq!(v.len(), 9, "every item is given back"),
+            other => panic!("9 items never fit in 8: {other:?}"),
+        }
+        let running = p.spawn().unwrap();
+        input.put(100).unwrap(); // taken by the stuck worker (alone: one put, one batch)
+        input.put_batch_timeout((0..8).collect(), LIMIT).unwrap(); // fills the edge
+        match input.put_batch_timeout(vec![8], Duration::from_millis(50)) {
+            Err(PutError::Full(v)) => assert_eq!(v, [8]),
+            other => panic!("the edge is full: {other:?}"),
+        }
+        drop(open);
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, 9);
+        assert_eq!(s.snapshot.stages[0].count, 9);
+    });
+}
+
+#[test]
+fn slow_items_travel_alone_so_every_worker_gets_one() {
+    within(LIMIT, || {
+        // 8 workers, 8 items that each wait until all 8 are in progress:
+        // only if no worker holds a batch of several do they all start.
+        let started = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let p = Pipeline::new()
+            .source(0..8u32)
+            .then(
+                Stage::map("call", move |x: u32| {
+                    started.wait();
+                    x
+                })
+                .workers(8),
+            )
+            .unwrap();
+        let s = p.run().unwrap();
+        assert_eq!(s.items, 8);
+    });
+}
