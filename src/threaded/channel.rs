@@ -115,14 +115,16 @@ impl Layout {
 
 /// The bound on items waiting on an edge, shared by both ends: a sender
 /// reserves room for a batch before it sends it, a receiver gives the room
-/// back as it takes the batch. A batch larger than the whole bound is let
-/// through alone (when nothing else waits), so no batch is refused for ever.
+/// back as it takes the batch and rings the edge's doorbell (a channel of
+/// one token), which wakes one waiting sender. The token outlives a ring
+/// that finds nobody waiting, so a wake-up is never lost whatever the
+/// interleaving (a sender may wake once for nothing, and checks again). A
+/// batch larger than the whole bound is let through alone (when nothing
+/// else waits), so no batch waits for ever.
 #[derive(Debug)]
 struct Budget {
     queued: AtomicUsize,
     capacity: usize,
-    /// Senders waiting for room: a receiver rings only when there are some.
-    waiting: AtomicUsize,
 }
 
 impl Budget {
@@ -203,18 +205,12 @@ impl<T> EdgeTx<T> {
     /// Reserves room for `n` items, waiting while the edge is full, unless
     /// the run is cancelled, every receiver is gone, or `deadline` passes.
     pub(crate) fn reserve(&self, n: usize, cancel: &Cancel, deadline: Option<Instant>) -> Result<(), NoRoom> {
-        if n == 0 || self.budget.try_reserve(n) {
-            return Ok(());
-        }
-        self.budget.waiting.fetch_add(1, Ordering::SeqCst);
-        let result = loop {
-            // Checked after announcing the wait: a receiver that gave room
-            // back before it saw the announcement left the room visible.
-            if self.budget.try_reserve(n) {
-                break Ok(());
+        loop {
+            if n == 0 || self.budget.try_reserve(n) {
+                return Ok(());
             }
             if cancel.is_cancelled() {
-                break Err(NoRoom::Cancelled);
+                return Err(NoRoom::Cancelled);
             }
             let mut sel = Select::new();
             let room = sel.recv(&self.room);
@@ -223,20 +219,18 @@ impl<T> EdgeTx<T> {
                 None => sel.select(),
                 Some(d) => match sel.select_deadline(d) {
                     Ok(op) => op,
-                    Err(_) => break Err(NoRoom::Timeout),
+                    Err(_) => return Err(NoRoom::Timeout),
                 },
             };
             if op.index() == room {
                 if op.recv(&self.room).is_err() {
-                    break Err(NoRoom::Gone);
+                    return Err(NoRoom::Gone);
                 }
             } else {
                 let _ = op.recv(cancel.rx());
-                break Err(NoRoom::Cancelled);
+                return Err(NoRoom::Cancelled);
             }
-        };
-        self.budget.waiting.fetch_sub(1, Ordering::SeqCst);
-        result
+        }
     }
 
     /// Gives back room reserved for a batch that was not sent.
@@ -258,9 +252,7 @@ impl<T> EdgeRx<T> {
         let n = msg.items();
         if n > 0 {
             self.budget.queued.fetch_sub(n, Ordering::SeqCst);
-            if self.budget.waiting.load(Ordering::SeqCst) > 0 {
-                let _ = self.room.try_send(());
-            }
+            let _ = self.room.try_send(());
         }
     }
 
@@ -293,7 +285,6 @@ pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
     let budget = Arc::new(Budget {
         queued: AtomicUsize::new(0),
         capacity: layout.capacity,
-        waiting: AtomicUsize::new(0),
     });
     (
         EdgeTx {
