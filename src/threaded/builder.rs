@@ -295,15 +295,15 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: Vec::new(),
             cells: vec![(self.input.cell.clone(), 1)],
         };
-        let (rx_out, _) = (self.build)(self.first_rx, None, &mut planner);
+        let (rx_out, weigh_out) = (self.build)(self.first_rx, None, &mut planner);
         if !self.pending.is_empty() || self.source.is_some() {
             if let Some(tx) = self.input.sender() {
                 let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
-                let input = self.input.clone();
+                let (input, shared) = (self.input.clone(), shared.clone());
                 let batch = Layout::for_capacity(self.capacity).batch;
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
-                    run: Box::new(move || source_job(pending, source, tx, input, batch)),
+                    run: Box::new(move || source_job(pending, source, tx, input, shared, batch)),
                 });
             }
         }
@@ -319,6 +319,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: planner.jobs,
             cells: planner.cells,
             rx_out: Some(rx_out),
+            weigh_out,
             close_input: Arc::new(move || input.stop()),
         })
     }

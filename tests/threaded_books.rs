@@ -1,0 +1,217 @@
+//! Hangs and uncounted losses of the threaded core found in review: each
+//! test ran into its time limit or read wrong books before its fix. Hangs
+//! run under `within`; the books are read from the final report, per stage
+//! `count_in = count + skipped + failed + discarded`.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::within;
+use paipa::threaded::{Pipeline, Stage};
+use paipa::{Debugger, RunError, Snapshot};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// A debugger that keeps the last report, and where to find it.
+fn keep_last() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
+    let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
+    let keep = last.clone();
+    let debugger = Debugger::silent().reporter(move |s: &Snapshot| *keep.lock().unwrap() = Some(s.clone()));
+    (debugger, last)
+}
+
+/// The final report, with every stage's books balanced.
+fn final_books(last: &Mutex<Option<Snapshot>>) -> Snapshot {
+    let snap = last.lock().unwrap().take().expect("a report");
+    assert!(snap.is_final, "the last report is not the final one");
+    for s in &snap.stages[1..] {
+        assert_eq!(
+            s.count_in,
+            s.count + s.skipped + s.failed + s.discarded,
+            "books of {}: {s:?}",
+            s.name
+        );
+    }
+    snap
+}
+
+// 1. A consumer that stops early ends a run that has a live input handle.
+
+#[test]
+fn a_consumer_that_stops_early_ends_a_run_with_a_live_input() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(Stage::map("a", |x: u32| x + 1).workers(2))
+            .unwrap()
+            .then(Stage::map("b", |x: u32| x * 10))
+            .unwrap();
+        let input = p.input();
+        let (got, s) = p
+            .run_with(|out| {
+                input.put(1).unwrap();
+                out.take(1).collect::<Vec<_>>()
+            })
+            .unwrap();
+        assert_eq!(got, vec![20]);
+        assert_eq!(s.items, 1);
+        // The run is over: the live handle is refused.
+        assert!(input.put(2).is_err());
+        final_books(&last);
+    });
+}
+
+#[test]
+fn dropping_background_outputs_ends_a_run_with_a_live_input() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(Stage::map("a", |x: u32| x + 1).workers(2))
+            .unwrap();
+        let input = p.input();
+        let mut out = p.outputs().unwrap();
+        input.put(1).unwrap();
+        assert_eq!(out.next(), Some(2));
+        let s = out.finish().unwrap();
+        assert_eq!(s.items, 1);
+        assert!(input.put(2).is_err());
+        final_books(&last);
+    });
+}
+
+#[test]
+fn a_panicking_consumer_ends_a_run_with_a_live_input() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(Stage::map("a", |x: u32| x + 1).workers(2))
+            .unwrap();
+        let input = p.input();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.run_with(|mut out| {
+                input.put(1).unwrap();
+                input.put(2).unwrap();
+                out.next();
+                panic!("injected panic in the consumer");
+            })
+        }));
+        assert!(result.is_err(), "the consumer's panic goes on to the caller");
+        assert!(input.put(3).is_err());
+        let snap = final_books(&last);
+        // The item the consumer did not read is discarded, not delivered.
+        assert_eq!(snap.stage("a").unwrap().count, 1, "{snap:?}");
+    });
+}
+
+// 4. What the consumer drops unread is counted, and `items` is what it got.
+
+#[test]
+fn dropping_outputs_early_counts_what_was_not_read() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let p = Pipeline::new()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap();
+        let mut out = p.outputs().unwrap();
+        // Part of the first batch: the rest of it is dropped unread.
+        assert_eq!(out.by_ref().take(5).count(), 5);
+        let s = out.finish().unwrap();
+        assert_eq!(s.items, 5, "{:?}", s.snapshot);
+        assert!(s.stopped_early);
+        assert_eq!(s.snapshot.stage("a").unwrap().count, 5);
+        let snap = final_books(&last);
+        assert_eq!(snap.stage("a").unwrap().count, 5);
+    });
+}
+
+#[test]
+fn a_run_with_consumer_that_stops_early_gets_items_equal_to_what_it_read() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let p = Pipeline::new()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(Stage::map("a", |x: u64| x).workers(3))
+            .unwrap()
+            .then(Stage::map("b", |x: u64| x))
+            .unwrap();
+        let (n, s) = p.run_with(|out| out.take(7).count()).unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(s.items, 7);
+        final_books(&last);
+    });
+}
+
+// 5. What the source could not send is counted as the source's discards.
+
+#[test]
+fn a_source_whose_send_fails_counts_what_it_could_not_send() {
+    within(LIMIT, || {
+        // Items put before the run: the first stage stops after 3.
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .debug(debugger)
+            .then(Stage::iter("take", |it| it.take(3)))
+            .unwrap();
+        p.put_all(0..1000u32);
+        let s = p.run().unwrap();
+        assert_eq!(s.items, 3);
+        let snap = final_books(&last);
+        let source = &snap.stages[0];
+        assert_eq!(source.count + source.discarded, 1000, "{source:?}");
+
+        // A lazy source: what it pulled is sent or discarded.
+        let (debugger, last) = keep_last();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        let s = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .debug(debugger)
+            .source((0..1_000_000u32).inspect(move |_| {
+                counter.fetch_add(1, SeqCst);
+            }))
+            .then(Stage::iter("take", |it| it.take(3)))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(s.items, 3);
+        let snap = final_books(&last);
+        let source = &snap.stages[0];
+        assert_eq!(source.count + source.discarded, pulled.load(SeqCst), "{source:?}");
+    });
+}
+
+#[test]
+fn a_failing_run_counts_what_the_source_still_held() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .debug(debugger)
+            .then(Stage::map(
+                "a",
+                |x: u32| if x == 5 { panic!("injected panic at 5") } else { x },
+            ))
+            .unwrap();
+        p.put_all(0..1000u32);
+        let err = p.run().unwrap_err();
+        assert!(matches!(err, RunError::Panic { .. }), "{err}");
+        let snap = final_books(&last);
+        let source = &snap.stages[0];
+        assert_eq!(source.count + source.discarded, 1000, "{source:?}");
+    });
+}
