@@ -215,3 +215,170 @@ fn a_failing_run_counts_what_the_source_still_held() {
         assert_eq!(source.count + source.discarded, 1000, "{source:?}");
     });
 }
+
+// 2. User callbacks outside the step's panic guard fail the run, naming the
+// stage, and keep the books.
+
+/// The run failed with a panic of `stage`, and its final books balance.
+fn failed_with_panic_of(result: Result<paipa::threaded::Summary, RunError>, stage: &str) {
+    match result {
+        Err(RunError::Panic { stage: s, .. }) if s == stage => {}
+        other => panic!("expected a panic of {stage}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_panicking_count_by_in_an_ordered_stage_fails_the_run_without_hanging() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let result = Pipeline::new()
+            .capacity(4)
+            .unwrap()
+            .debug(debugger)
+            .source(0..2_000u64)
+            .then(Stage::map("o", |x: u64| x).workers(3).ordered().count_by(|x: &u64| {
+                if *x == 500 {
+                    panic!("injected panic in count_by")
+                } else {
+                    1
+                }
+            }))
+            .unwrap()
+            .then(Stage::map("next", |x: u64| x))
+            .unwrap()
+            .run();
+        failed_with_panic_of(result, "o");
+        final_books(&last);
+    });
+}
+
+#[test]
+fn a_panicking_count_by_on_the_idle_flush_fails_the_run() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        // Items one at a time: each is sent by the flush before waiting,
+        // outside any step call.
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(Stage::map("w", |x: u64| x).workers(2).count_by(|x: &u64| {
+                if *x == 3 {
+                    panic!("injected panic in count_by")
+                } else {
+                    1
+                }
+            }))
+            .unwrap()
+            .then(Stage::map("next", |x: u64| x))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        for i in 0..10 {
+            if input.put(i).is_err() {
+                break;
+            }
+        }
+        drop(input);
+        failed_with_panic_of(running.wait(), "w");
+        final_books(&last);
+    });
+}
+
+#[test]
+fn a_panicking_step_factory_fails_the_run() {
+    use paipa::threaded::{Output, Step, WorkerInfo};
+    common::quiet_injected_panics();
+    struct Id;
+    impl Step for Id {
+        type In = u64;
+        type Out = u64;
+        fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), paipa::BoxError> {
+            out.emit(item);
+            Ok(())
+        }
+    }
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let result = Pipeline::new()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(
+                Stage::step("made", |w: &WorkerInfo| {
+                    if w.index == 1 {
+                        panic!("injected panic in create");
+                    }
+                    Id
+                })
+                .workers(2),
+            )
+            .unwrap()
+            .run();
+        failed_with_panic_of(result, "made");
+        final_books(&last);
+    });
+}
+
+#[test]
+fn a_panicking_idle_timeout_fails_the_run_and_still_shuts_the_worker_down() {
+    use paipa::threaded::{Output, Step};
+    common::quiet_injected_panics();
+    struct Idle(Arc<AtomicU64>);
+    impl Step for Idle {
+        type In = u64;
+        type Out = u64;
+        fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), paipa::BoxError> {
+            out.emit(item);
+            Ok(())
+        }
+        fn idle_timeout(&self) -> Option<Duration> {
+            panic!("injected panic in idle_timeout")
+        }
+        fn on_shutdown(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let shut_down = Arc::new(AtomicU64::new(0));
+        let s = shut_down.clone();
+        let result = Pipeline::new()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(Stage::step("idle", move |_: &_| Idle(s.clone())).workers(2))
+            .unwrap()
+            .run();
+        failed_with_panic_of(result, "idle");
+        final_books(&last);
+        assert_eq!(shut_down.load(SeqCst), 2);
+    });
+}
+
+#[test]
+fn a_panicking_lazy_source_fails_the_run_and_counts_what_it_pulled() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let pulled = Arc::new(AtomicU64::new(0));
+        let counter = pulled.clone();
+        let source = (0..100_000u64).map(move |x| {
+            if x == 300 {
+                panic!("injected panic in the source");
+            }
+            counter.fetch_add(1, SeqCst);
+            x
+        });
+        let result = Pipeline::new()
+            .capacity(8)
+            .unwrap()
+            .debug(debugger)
+            .source(source)
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap()
+            .run();
+        failed_with_panic_of(result, "source");
+        let snap = final_books(&last);
+        let source = &snap.stages[0];
+        assert_eq!(source.count + source.discarded, pulled.load(SeqCst), "{source:?}");
+    });
+}

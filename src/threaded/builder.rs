@@ -247,6 +247,9 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         let build: Build<'a, In, Next> = Box::new(move |rx, weigh_in, planner| {
             let (mid, weigh_mid) = prev(rx, weigh_in, planner);
             let settings = stage.settings;
+            if let Some(run) = &settings.weigh_run {
+                let _ = run.set(planner.shared.clone());
+            }
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
             let (tx, out_rx) = edge::<Next>(out_layout);
             let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));

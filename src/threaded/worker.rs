@@ -174,8 +174,11 @@ pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut ou
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
-    let idle = step.idle_timeout();
-    let mut ok = match guarded(|| step.on_start(&cx.info)) {
+    let mut idle = None;
+    let mut ok = match guarded(|| {
+        idle = step.idle_timeout();
+        step.on_start(&cx.info)
+    }) {
         Ok(()) => true,
         Err(f) => {
             cx.fatal(f);
