@@ -382,3 +382,42 @@ fn a_panicking_lazy_source_fails_the_run_and_counts_what_it_pulled() {
         assert_eq!(source.count + source.discarded, pulled.load(SeqCst), "{source:?}");
     });
 }
+
+// 6. After a cancel, a worker does not go on through its batch.
+
+#[test]
+fn a_worker_stops_within_its_batch_when_the_run_is_aborted() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let mut p = Pipeline::new().capacity(1000).unwrap().debug(debugger);
+        // A handle used only to see the cancel from inside the step.
+        let probe = p.input();
+        let calls = Arc::new(AtomicU64::new(0));
+        let (at_first, first) = std::sync::mpsc::channel::<()>();
+        let at_first = Mutex::new(at_first);
+        let c = calls.clone();
+        let mut p = p
+            .then(Stage::map("x", move |x: u64| {
+                c.fetch_add(1, SeqCst);
+                if x == 0 {
+                    // Let the test abort, and wait until the cancel is seen.
+                    at_first.lock().unwrap().send(()).unwrap();
+                    while probe.is_open() {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+                x
+            }))
+            .unwrap();
+        // Batches of 500: the worker holds 0..500 when it sees the cancel.
+        p.put_all(0..1000u64);
+        let running = p.spawn().unwrap();
+        first.recv().unwrap();
+        let s = running.abort().unwrap();
+        assert!(s.stopped_early);
+        assert_eq!(calls.load(SeqCst), 1, "items processed after the cancel");
+        let snap = final_books(&last);
+        let x = snap.stage("x").unwrap();
+        assert_eq!(x.count, 0, "{x:?}");
+    });
+}

@@ -231,6 +231,25 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// Waits until an operation is ready, without completing it (crossbeam's
+    /// `Select::ready`; the caller then tries it, and may find it taken).
+    pub(crate) fn ready(&mut self) -> usize {
+        let mut hub = hub();
+        loop {
+            if let Some(index) = self.ready_index(&hub) {
+                return index;
+            }
+            hub = wait(hub);
+        }
+    }
+
+    /// As `ready`, but not ready at once means timed out (time is not
+    /// modelled).
+    pub(crate) fn ready_deadline(&mut self, _deadline: Instant) -> Result<usize, SelectTimeoutError> {
+        let hub = hub();
+        self.ready_index(&hub).ok_or(SelectTimeoutError)
+    }
+
     /// Not ready at once means timed out (time is not modelled).
     pub(crate) fn recv_timeout(&self, _timeout: Duration) -> Result<T, RecvTimeoutError> {
         match self.try_recv() {
@@ -334,6 +353,18 @@ impl<'a> Select<'a> {
                     hub,
                     completed: false,
                 };
+            }
+            hub = wait(hub);
+        }
+    }
+
+    /// Waits until an operation is ready, without completing it (crossbeam's
+    /// `Select::ready`; the caller then tries it, and may find it taken).
+    pub(crate) fn ready(&mut self) -> usize {
+        let mut hub = hub();
+        loop {
+            if let Some(index) = self.ready_index(&hub) {
+                return index;
             }
             hub = wait(hub);
         }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::{Select, Sender};
+use crate::sync::chan::{Select, Sender, TrySendError};
 
 use super::channel::{send, Cancel, Layout, Msg};
 use super::run::{panic_message, RunShared};
@@ -120,18 +120,24 @@ impl<T> InputShared<T> {
 /// Sends before `deadline`, unless cancelled. The flag says whether the
 /// deadline passed (true) or the pipeline is gone (false).
 fn send_until<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, cancel: &Cancel, deadline: Instant) -> Result<(), (Msg<T>, bool)> {
-    if cancel.is_cancelled() {
-        return Err((msg, false));
-    }
-    let mut sel = Select::new();
-    let data = sel.send(tx);
-    sel.recv(cancel.rx());
-    match sel.select_deadline(deadline) {
-        Err(_) => Err((msg, true)),
-        Ok(op) if op.index() == data => op.send(tx, msg).map_err(|e| (e.into_inner(), false)),
-        Ok(op) => {
-            let _ = op.recv(cancel.rx());
-            Err((msg, false))
+    // As `channel::send`: the cancel is checked before every attempt, and
+    // `Select` only waits (it would pick the send at random when room and
+    // the cancel are both ready).
+    let mut msg = msg;
+    loop {
+        if cancel.is_cancelled() {
+            return Err((msg, false));
+        }
+        msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(m)) => return Err((m, false)),
+            Err(TrySendError::Full(m)) => m,
+        };
+        let mut sel = Select::new();
+        sel.send(tx);
+        sel.recv(cancel.rx());
+        if sel.ready_deadline(deadline).is_err() {
+            return Err((msg, true));
         }
     }
 }

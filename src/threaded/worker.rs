@@ -138,15 +138,23 @@ impl<In> WorkerCtx<'_, In> {
         let mut items = batch.into_iter();
         if self.policy == OnError::Fail {
             let mut current = 1;
+            let cancel = &self.shared.cancel;
             let result = guarded(|| {
-                for item in items.by_ref() {
+                // Stop at a cancel (another worker failed, or an abort):
+                // the rest of the batch is discarded, not processed.
+                while !cancel.is_cancelled() {
+                    let Some(item) = items.next() else { break };
                     current = self.weight_of(&item);
                     call(item)?;
                 }
                 Ok(())
             });
             return match result {
-                Ok(()) => true,
+                Ok(()) if items.as_slice().is_empty() => true,
+                Ok(()) => {
+                    self.discard(items.as_slice());
+                    false
+                }
                 Err(f) => {
                     self.cell.failed.fetch_add(current, Relaxed);
                     self.discard(items.as_slice());
