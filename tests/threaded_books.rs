@@ -421,3 +421,65 @@ fn a_worker_stops_within_its_batch_when_the_run_is_aborted() {
         assert_eq!(x.count, 0, "{x:?}");
     });
 }
+
+// 3. A step that leaks its input iterator still reports, flushes and lets
+// the edges end.
+
+#[test]
+fn a_step_that_forgets_its_input_iterator_lets_the_run_end() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let s = Pipeline::new()
+            .capacity(8)
+            .unwrap()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(Stage::iter("forget", |it| {
+                let mut it = it;
+                let first: Vec<u64> = it.by_ref().take(5).collect();
+                std::mem::forget(it);
+                first
+            }))
+            .unwrap()
+            .then(Stage::map("down", |x: u64| x))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(s.items, 5);
+        let snap = final_books(&last);
+        assert_eq!(snap.stage("down").unwrap().count_in, 5);
+    });
+}
+
+#[test]
+fn a_step_that_leaks_its_input_iterator_and_fails_reports_its_error() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, last) = keep_last();
+        let err = Pipeline::new()
+            .capacity(8)
+            .unwrap()
+            .debug(debugger)
+            .source(0..10_000u64)
+            .then(Stage::try_iter("leak", |it| {
+                let mut it = it;
+                let first: Vec<u64> = it.by_ref().take(5).collect();
+                Box::leak(Box::new(it));
+                // One result per item pulled: the fifth is an error.
+                first.into_iter().map(|x| {
+                    if x == 4 {
+                        Err("injected error after a leak")
+                    } else {
+                        Ok(x)
+                    }
+                })
+            }))
+            .unwrap()
+            .then(Stage::map("down", |x: u64| x))
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert_eq!(err.stage(), Some("leak"), "{err}");
+        final_books(&last);
+    });
+}
