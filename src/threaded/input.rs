@@ -283,7 +283,7 @@ fn items_in<T>(msg: &Msg<T>) -> u64 {
 /// "source"), and the items pulled before it are discarded.
 pub(crate) fn source_job<T>(
     pending: Vec<Msg<T>>,
-    mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
+    source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
     tx: Sender<Msg<T>>,
     input: Arc<InputShared<T>>,
     shared: Arc<RunShared>,
@@ -292,6 +292,8 @@ pub(crate) fn source_job<T>(
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
+    // Dropped inside the scope, charged to the source.
+    let (mut source, tx, input, shared) = (source, tx, input, shared);
     let mut blocked = 0u64;
     let mut pending = pending.into_iter();
     while let Some(msg) = pending.next() {

@@ -235,6 +235,8 @@ where
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
+    // Dropped inside the scope (see `item_worker`).
+    let (f, reorder, cx) = (f, reorder, cx);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut blocked = 0u64;
     loop {

@@ -178,13 +178,16 @@ impl<In> WorkerCtx<'_, In> {
 }
 
 /// The loop of one worker of an item stage.
-pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut outbox: Outbox<S::Out>) {
+pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Outbox<S::Out>) {
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard: both live until this function
     // returns or unwinds, and the guard is declared after it.
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
+    // Moved into locals declared after the scope, so they are dropped (and
+    // their memory freed) inside it, charged to this stage.
+    let (mut step, cx, mut outbox) = (step, cx, outbox);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut idle = None;
     let mut ok = match guarded(|| {
