@@ -361,12 +361,11 @@ fn a_panicking_lazy_source_fails_the_run_and_counts_what_it_pulled() {
         let (debugger, last) = keep_last();
         let pulled = Arc::new(AtomicU64::new(0));
         let counter = pulled.clone();
-        let source = (0..100_000u64).map(move |x| {
+        let source = (0..100_000u64).inspect(move |&x| {
             if x == 300 {
                 panic!("injected panic in the source");
             }
             counter.fetch_add(1, SeqCst);
-            x
         });
         let result = Pipeline::new()
             .capacity(8)
