@@ -335,6 +335,10 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
 
     /// Runs, handing the last stage's outputs to `consume` as an iterator on
     /// this thread. Dropping the iterator early stops the pipeline cleanly.
+    /// When `consume` returns (or panics) the input is closed, as
+    /// [`Running`]'s drop closes it: live [`Input`] handles are refused from
+    /// then on, and the run ends. `Summary::items` counts the items `consume`
+    /// got; what it left unread is the last stage's `discarded`.
     pub fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
         self.prepare()?.run_with(consume)
     }
@@ -349,7 +353,10 @@ impl<In: Send + 'static, Out: Send + 'static> Pipeline<'static, In, Out> {
 
     /// Runs in the background and returns the outputs as an iterator that
     /// the caller consumes (feed it to an iterator pipeline, for one).
-    /// Dropping it early stops the pipeline cleanly.
+    /// Dropping it early stops the pipeline cleanly. Once the outputs reach
+    /// their end, are finished or dropped, the input is closed as
+    /// [`Running`]'s drop closes it, so live [`Input`] handles do not keep
+    /// the run going.
     pub fn outputs(self) -> Result<Outputs<Out>, RunError> {
         self.prepare()?.spawn_outputs()
     }

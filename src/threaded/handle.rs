@@ -364,7 +364,9 @@ impl Drop for Running {
 }
 
 /// The outputs of the last stage, as an iterator. Dropping it before the end
-/// stops the pipeline cleanly (counted as discarded, not as an error).
+/// stops the pipeline cleanly (counted as discarded, not as an error): the
+/// input is closed, and what was not read (the rest of a batch, batches
+/// still on the last edge) is counted as the last stage's `discarded`.
 pub struct Outputs<T> {
     rx: Option<Receiver<Msg<T>>>,
     /// Told what was delivered once the outputs reach their end or are
