@@ -90,7 +90,9 @@ fn a_workers_own_state_is_freed_inside_its_stage() {
         .run()
         .unwrap();
     let hold = s.snapshot.stage("hold").unwrap();
-    assert!(hold.mem_peak >= 2 * 1024 * KIB, "peak {}", hold.mem_peak);
+    // At least one worker's state was held at once (both, unless one
+    // worker ended before the other started).
+    assert!(hold.mem_peak >= 1024 * KIB, "peak {}", hold.mem_peak);
     // Only the batches handed downstream (1000 u32 and their buffers) stay.
     assert!(hold.mem_growth < 256 * KIB, "hold grew {}", hold.mem_growth);
 }

@@ -341,16 +341,26 @@ fn a_panicking_idle_timeout_fails_the_run_and_still_shuts_the_worker_down() {
     within(LIMIT, || {
         let (debugger, last) = keep_last();
         let shut_down = Arc::new(AtomicU64::new(0));
-        let s = shut_down.clone();
+        let created = Arc::new(AtomicU64::new(0));
+        let (s, c) = (shut_down.clone(), created.clone());
         let result = Pipeline::new()
             .debug(debugger)
             .source(0..10_000u64)
-            .then(Stage::step("idle", move |_: &_| Idle(s.clone())).workers(2))
+            .then(
+                Stage::step("idle", move |_: &_| {
+                    c.fetch_add(1, SeqCst);
+                    Idle(s.clone())
+                })
+                .workers(2),
+            )
             .unwrap()
             .run();
         failed_with_panic_of(result, "idle");
         final_books(&last);
-        assert_eq!(shut_down.load(SeqCst), 2);
+        // Every step made was shut down (a worker not yet started when the
+        // run failed is never started).
+        assert!(created.load(SeqCst) >= 1);
+        assert_eq!(shut_down.load(SeqCst), created.load(SeqCst));
     });
 }
 

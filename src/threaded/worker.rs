@@ -167,13 +167,17 @@ impl<In> WorkerCtx<'_, In> {
                 }
             };
         }
-        while let Some(item) = items.next() {
-            if !self.attempt(item, |item| guarded(|| call(item))) || self.shared.cancel.is_cancelled() {
-                self.discard(items.as_slice());
-                return false;
+        // As on the fast path, a cancel is checked before each item.
+        while !self.shared.cancel.is_cancelled() {
+            let Some(item) = items.next() else {
+                return true;
+            };
+            if !self.attempt(item, |item| guarded(|| call(item))) {
+                break;
             }
         }
-        true
+        self.discard(items.as_slice());
+        false
     }
 }
 
