@@ -57,6 +57,46 @@ fn threaded_stages_are_charged_too() {
     assert_eq!(s.items, 500);
     let make = s.snapshot.stage("make").unwrap();
     let drop = s.snapshot.stage("drop").unwrap();
-    assert!(make.mem_growth >= 500 * 4 * KIB, "make {}", make.mem_growth);
-    assert!(drop.mem_growth <= -500 * 4 * KIB, "drop {}", drop.mem_growth);
+    // Each 4 KiB vector is allocated in `make` and freed in `drop`; the
+    // batch containers a stage takes in are freed where they end (up to a
+    // few KiB each with batches sized by cost), hence the slack.
+    assert!(make.mem_growth >= 500 * 4 * KIB - 64 * KIB, "make {}", make.mem_growth);
+    assert!(drop.mem_growth <= -500 * 4 * KIB + 64 * KIB, "drop {}", drop.mem_growth);
+    assert!(make.mem_growth + drop.mem_growth < 64 * KIB && make.mem_growth + drop.mem_growth > -64 * KIB);
+}
+
+/// A step that holds 1 MiB of state from `on_start` until it is dropped
+/// when its worker ends.
+struct Holder(Vec<u8>);
+
+impl paipa::threaded::Step for Holder {
+    type In = u32;
+    type Out = u32;
+    fn on_start(&mut self, _: &paipa::threaded::WorkerInfo) -> Result<(), paipa::BoxError> {
+        self.0 = vec![1u8; 1024 * 1024];
+        Ok(())
+    }
+    fn process(&mut self, item: u32, out: &mut paipa::threaded::Output<'_, u32>) -> Result<(), paipa::BoxError> {
+        out.emit(item);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_workers_own_state_is_freed_inside_its_stage() {
+    // Found in review: a worker's step (and outbox) were dropped after its
+    // stage's memory scope ended, so their frees were charged to nobody and
+    // the stage's net growth read high by the step's whole state.
+    let s = Threaded::new()
+        .source(0..1000u32)
+        .then(Stage::step("hold", |_: &paipa::threaded::WorkerInfo| Holder(Vec::new())).workers(2))
+        .unwrap()
+        .run()
+        .unwrap();
+    let hold = s.snapshot.stage("hold").unwrap();
+    // At least one worker's state was held at once (both, unless one
+    // worker ended before the other started).
+    assert!(hold.mem_peak >= 1024 * KIB, "peak {}", hold.mem_peak);
+    // Only the batches handed downstream (1000 u32 and their buffers) stay.
+    assert!(hold.mem_growth < 256 * KIB, "hold grew {}", hold.mem_growth);
 }

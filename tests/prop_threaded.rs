@@ -1,5 +1,7 @@
 //! Property tests over randomly built threaded pipelines with injected
-//! faults: every run ends in time, fails exactly when a fatal fault was
+//! faults (errors and panics in steps, panics in `count_by` weighers,
+//! consumers that stop early, with or without a live input handle): every
+//! run ends in time, fails exactly when a fatal fault was
 //! injected (naming the right stage), keeps its books (per stage
 //! `count_in = count + skipped + failed + discarded`, however the run
 //! ended), matches a sequential model, runs every lifecycle hook exactly as
@@ -69,6 +71,17 @@ enum Fault {
     DropRunning,
     /// The input is fed from another thread through a live handle.
     FeedFromThread,
+    /// The stage's `count_by` weigher panics on the item whose original
+    /// value is `at` (a user callback outside the step).
+    WeighPanic {
+        stage: usize,
+        at: u64,
+    },
+    /// The consumer of `run_with` reads `after` outputs and returns while
+    /// an input handle is still alive (fed from another thread).
+    StopWithLiveInput {
+        after: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -127,6 +140,8 @@ fn case() -> impl Strategy<Value = Case> {
                 1 => (0..50usize).prop_map(|after| Fault::DropOutputs { after }),
                 1 => Just(Fault::DropRunning),
                 1 => Just(Fault::FeedFromThread),
+                1 => (0..s, 0..n.max(1)).prop_map(|(stage, at)| Fault::WeighPanic { stage, at }),
+                1 => (0..=50usize.min(n as usize)).prop_map(|after| Fault::StopWithLiveInput { after }),
             ];
             (Just(stages), Just(capacity), Just(n), fault)
         })
@@ -282,6 +297,19 @@ fn build(case: &Case) -> Built {
             }
         };
         stage = stage.workers(spec.workers);
+        if let Fault::WeighPanic { stage: s, at } = case.fault {
+            if s == i {
+                // Stage i's output for the original value `at`.
+                let out = at + i as u64 + 1;
+                stage = stage.count_by(move |x: &u64| {
+                    if *x == out {
+                        panic!("injected panic in count_by")
+                    } else {
+                        1
+                    }
+                });
+            }
+        }
         if spec.ordered {
             stage = stage.ordered();
         }
@@ -349,7 +377,7 @@ fn fatal(case: &Case) -> Option<String> {
         Fault::Error { stage, at, policy } if at < case.n && matches!(policy, Policy::Fail | Policy::RetryThenFail) => {
             Some(format!("s{stage}"))
         }
-        Fault::Panic { stage, at } if at < case.n => Some(format!("s{stage}")),
+        Fault::Panic { stage, at } | Fault::WeighPanic { stage, at } if at < case.n => Some(format!("s{stage}")),
         _ => None,
     }
 }
@@ -399,10 +427,33 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             let got = out.by_ref().take(after).count();
             prop_assert_eq!(got, after.min(expected.len()));
             let summary = out.finish().unwrap();
+            // `items` is what the consumer got; what it dropped unread is
+            // the last stage's `discarded`.
+            prop_assert_eq!(summary.items, got as u64);
             check_books(&summary.snapshot)?;
             check_final_books(&built)?;
             // The input ended unless the consumer stopped first.
             check_hooks(&case, &built, after > expected.len())?;
+        }
+        Fault::StopWithLiveInput { after } => {
+            let mut built = build(&case);
+            let mut p = std::mem::take(&mut built.pipeline);
+            // One handle feeds from another thread; this one stays alive
+            // until the run is over: the consumer's return must end the run.
+            let input = p.input();
+            let feeder_input = input.clone();
+            let n = case.n;
+            let feeder = std::thread::spawn(move || {
+                let _ = feeder_input.put_all(0..n);
+            });
+            let (got, summary) = p.run_with(|out| out.take(after).count()).unwrap();
+            prop_assert_eq!(got, after);
+            prop_assert_eq!(summary.items, after as u64);
+            prop_assert!(input.put(0).is_err(), "the input is closed once the consumer is done");
+            feeder.join().unwrap();
+            check_books(&summary.snapshot)?;
+            check_final_books(&built)?;
+            check_hooks(&case, &built, false)?;
         }
         Fault::DropRunning => {
             let mut built = build(&case);
@@ -457,7 +508,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
                 }
                 (Err(err), Some(stage)) => {
                     prop_assert_eq!(err.stage(), Some(stage.as_str()), "{}", err);
-                    if let Fault::Panic { .. } = case.fault {
+                    if let Fault::Panic { .. } | Fault::WeighPanic { .. } = case.fault {
                         prop_assert!(matches!(err, RunError::Panic { .. }), "{}", err);
                     }
                 }

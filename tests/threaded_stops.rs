@@ -162,7 +162,11 @@ fn an_ordered_stage_whose_consumer_leaves_while_batches_wait_ends() {
                 .ordered(),
             )
             .unwrap();
-        let out = p.outputs().unwrap();
+        let mut out = p.outputs().unwrap();
+        // Read the first output, so that batches are in flight when the
+        // consumer leaves (leaving closes the input, as `Running`'s drop
+        // does: a consumer that left at once would find nothing pulled yet).
+        assert_eq!(out.next(), Some(0));
         let started = Instant::now();
         let summary = out.finish().unwrap();
         assert!(summary.stopped_early);

@@ -30,6 +30,16 @@ thread_local! {
     static CURRENT: Cell<*const StageCell> = const { Cell::new(std::ptr::null()) };
 }
 
+/// Records that a [`CountingAlloc`] allocates: a load first, and a store
+/// only the first time, so allocations on every thread do not keep writing
+/// (and bouncing) the flag's shared cache line.
+#[inline(always)]
+fn mark_installed() {
+    if !INSTALLED.load(Relaxed) {
+        INSTALLED.store(true, Relaxed);
+    }
+}
+
 /// Whether a [`CountingAlloc`] is the global allocator (it has allocated).
 pub(crate) fn installed() -> bool {
     INSTALLED.load(Relaxed)
@@ -80,7 +90,7 @@ impl CountingAlloc<System> {
 unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Relaxed);
+        mark_installed();
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.0.alloc(layout) };
         if !p.is_null() {
@@ -91,7 +101,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for CountingAlloc<A> {
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Relaxed);
+        mark_installed();
         // SAFETY: forwarded with the caller's guarantees.
         let p = unsafe { self.0.alloc_zeroed(layout) };
         if !p.is_null() {

@@ -339,6 +339,25 @@ impl<'a> Select<'a> {
         }
     }
 
+    /// Waits until an operation is ready, without completing it (crossbeam's
+    /// `Select::ready`; the caller then tries it, and may find it taken).
+    pub(crate) fn ready(&mut self) -> usize {
+        let mut hub = hub();
+        loop {
+            if let Some(index) = self.ready_index(&hub) {
+                return index;
+            }
+            hub = wait(hub);
+        }
+    }
+
+    /// As `ready`, but not ready at once means timed out (time is not
+    /// modelled).
+    pub(crate) fn ready_deadline(&mut self, _deadline: Instant) -> Result<usize, SelectTimeoutError> {
+        let hub = hub();
+        self.ready_index(&hub).ok_or(SelectTimeoutError)
+    }
+
     /// Not ready at once means timed out (time is not modelled).
     pub(crate) fn select_timeout(&mut self, _timeout: Duration) -> Result<SelectedOperation, SelectTimeoutError> {
         let hub = hub();
@@ -352,7 +371,9 @@ impl<'a> Select<'a> {
         }
     }
 
-    /// As `select_timeout`.
+    /// As `select_timeout`. (Kept with the rest of crossbeam's API; paipa's
+    /// sends now wait with `ready`/`ready_deadline` instead.)
+    #[allow(dead_code)]
     pub(crate) fn select_deadline(&mut self, _deadline: Instant) -> Result<SelectedOperation, SelectTimeoutError> {
         self.select_timeout(Duration::ZERO)
     }
@@ -363,7 +384,9 @@ impl SelectedOperation {
         self.index
     }
 
-    /// Completes a ready send.
+    /// Completes a ready send. (Unused since paipa's sends wait with
+    /// `ready`: kept with the rest of crossbeam's API.)
+    #[allow(dead_code)]
     pub(crate) fn send<T>(mut self, tx: &Sender<T>, msg: T) -> Result<(), SendError<T>> {
         self.completed = true;
         match tx.try_send_held(msg, &self.hub) {

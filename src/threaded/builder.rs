@@ -246,6 +246,9 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         let build: Build<'a, In, Next> = Box::new(move |input, planner| {
             let (mid, weigh_mid, cost) = prev(input, planner);
             let settings = stage.settings;
+            if let Some(run) = &settings.weigh_run {
+                let _ = run.set(planner.shared.clone());
+            }
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
             let (tx, out_rx) = edge::<Next>(out_layout);
             let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));
@@ -297,17 +300,17 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             cells: vec![(self.input.cell.clone(), 1)],
         };
         let first = (self.first_rx, None, self.input.next_cost.clone());
-        let (rx_out, _, last_cost) = (self.build)(first, &mut planner);
+        let (rx_out, weigh_out, last_cost) = (self.build)(first, &mut planner);
         // The caller's consumer measures nothing: the last stage cuts its
         // batches by its own cost alone.
         last_cost.no_reader();
         if !self.pending.is_empty() || self.source.is_some() {
             if let Some(tx) = self.input.sender() {
                 let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
-                let input = self.input.clone();
+                let (input, shared) = (self.input.clone(), shared.clone());
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
-                    run: Box::new(move || source_job(pending, source, tx, input)),
+                    run: Box::new(move || source_job(pending, source, tx, input, shared)),
                 });
             }
         }
@@ -323,6 +326,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: planner.jobs,
             cells: planner.cells,
             rx_out: Some(rx_out),
+            weigh_out,
             close_input: Arc::new(move || input.stop()),
         })
     }
@@ -335,6 +339,10 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
 
     /// Runs, handing the last stage's outputs to `consume` as an iterator on
     /// this thread. Dropping the iterator early stops the pipeline cleanly.
+    /// When `consume` returns (or panics) the input is closed, as
+    /// [`Running`]'s drop closes it: live [`Input`] handles are refused from
+    /// then on, and the run ends. `Summary::items` counts the items `consume`
+    /// got; what it left unread is the last stage's `discarded`.
     pub fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
         self.prepare()?.run_with(consume)
     }
@@ -349,7 +357,10 @@ impl<In: Send + 'static, Out: Send + 'static> Pipeline<'static, In, Out> {
 
     /// Runs in the background and returns the outputs as an iterator that
     /// the caller consumes (feed it to an iterator pipeline, for one).
-    /// Dropping it early stops the pipeline cleanly.
+    /// Dropping it early stops the pipeline cleanly. Once the outputs reach
+    /// their end, are finished or dropped, the input is closed as
+    /// [`Running`]'s drop closes it, so live [`Input`] handles do not keep
+    /// the run going.
     pub fn outputs(self) -> Result<Outputs<Out>, RunError> {
         self.prepare()?.spawn_outputs()
     }

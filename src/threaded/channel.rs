@@ -15,6 +15,14 @@
 //!   `Sender` of a zero-capacity signal channel. Every blocking operation is a
 //!   `Select` over its data channel *and* that signal, so every thread blocked
 //!   anywhere wakes at once, discards what it holds (counted), and returns.
+//!   A send checks the cancel flag before every attempt (also between its
+//!   yields, and after every wake-up: it waits with `Select::ready` and
+//!   never lets `Select` pick the send, which it would do at random when
+//!   room and the cancel are both ready), so a send that starts, or wakes,
+//!   after the cancel gives its message back. One that checked the flag
+//!   just before the cancel may still land after the receiving stage made
+//!   its final drain: it is left on the edge, counted as the edge's
+//!   `queue_depth` in the final report.
 //! - Capacity is bounded on every edge, so memory is bounded; since nothing
 //!   ever waits on anything but a channel operation that also watches the
 //!   signal, a cancelled run always ends, and every thread is joined before
@@ -304,8 +312,9 @@ pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
 /// waiting is added to `blocked` (raw ticks). Gives the message back if it
 /// could not be delivered (cancelled, or nobody receives any more).
 pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &mut u64) -> Result<(), Msg<T>> {
-    // Cancel first: after a cancel nothing new enters an edge, so what a
-    // stopping stage drains is all there is.
+    // Cancel first: a send that starts after a cancel puts nothing on the
+    // edge, so what a stopping stage drains is all there is (see the module
+    // doc for the one race left, and how it is counted).
     if cancel.is_cancelled() {
         return Err(msg);
     }
@@ -344,16 +353,29 @@ fn send_reserved<T>(
             Err(TrySendError::Full(m)) => m,
         };
         crate::sync::yield_now();
+        // A cancel that came while this sender yielded wins.
+        if cancel.is_cancelled() {
+            *blocked += clock().raw().saturating_sub(t0);
+            return Err(msg);
+        }
     }
-    let mut sel = Select::new();
-    let data = sel.send(tx);
-    sel.recv(&cancel.rx);
-    let op = sel.select();
-    let result = if op.index() == data {
-        op.send(tx, msg).map_err(|e| e.into_inner())
-    } else {
-        let _ = op.recv(&cancel.rx);
-        Err(msg)
+    // Wait until there is room or the run is cancelled, without letting
+    // `Select` send: when both are ready it picks at random, and a message
+    // sent after the cancel would land behind the receiver's final drain.
+    // So the cancel is checked after every wake-up, before each attempt.
+    let result = loop {
+        let mut sel = Select::new();
+        sel.send(tx);
+        sel.recv(&cancel.rx);
+        sel.ready();
+        if cancel.is_cancelled() {
+            break Err(msg);
+        }
+        msg = match tx.try_send(msg) {
+            Ok(()) => break Ok(()),
+            Err(TrySendError::Disconnected(m)) => break Err(m),
+            Err(TrySendError::Full(m)) => m,
+        };
     };
     *blocked += clock().raw().saturating_sub(t0);
     result

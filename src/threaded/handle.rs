@@ -2,12 +2,16 @@
 //! iterator, and the summary a run returns.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::sync::chan::{bounded, Receiver, Sender};
+
 use super::channel::{EdgeRx, Msg};
+use super::outbox::{weight, Weigher};
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
@@ -18,7 +22,9 @@ use crate::{Debugger, Stats};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Summary {
-    /// Items that came out of the last stage.
+    /// Items that came out of the last stage and reached the consumer (what
+    /// an [`Outputs`] dropped unread is counted as the last stage's
+    /// `discarded` instead).
     pub items: u64,
     /// Meta entries that came out of the last stage.
     pub metas: u64,
@@ -76,13 +82,72 @@ pub(crate) struct Prepared<'a, Out> {
     pub(crate) jobs: Vec<Job<'a>>,
     pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
     pub(crate) rx_out: Option<EdgeRx<Out>>,
+    /// How much each output item counts for (the last stage's `count_by`).
+    pub(crate) weigh_out: Option<Weigher<Out>>,
     pub(crate) close_input: Arc<dyn Fn() + Send + Sync + 'a>,
+}
+
+/// What the consumer of a run's outputs took: filled in by [`Outputs`] when
+/// it stops reading (its end, or dropped), read once every thread of the run
+/// has been joined (see [`Consumer::settle`]).
+pub(crate) struct Consumer {
+    /// Weight of the items the consumer was handed.
+    delivered: AtomicU64,
+    /// Set once the consumer stopped reading.
+    done: AtomicBool,
+    /// Set if it stopped before the end of the outputs.
+    early: AtomicBool,
+    /// Disconnects when the consumer stops reading.
+    stopped: Receiver<()>,
+}
+
+impl Consumer {
+    /// A consumer, and the sender whose drop says it stopped reading.
+    fn new() -> (Arc<Self>, Sender<()>) {
+        let (tx, rx) = bounded(0);
+        let c = Consumer {
+            delivered: AtomicU64::new(0),
+            done: AtomicBool::new(false),
+            early: AtomicBool::new(false),
+            stopped: rx,
+        };
+        (Arc::new(c), tx)
+    }
+
+    fn is_done(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the consumer stops reading.
+    fn wait(&self) {
+        let _ = self.stopped.recv();
+    }
+
+    /// Once every thread is joined (the last stage's `count` is final):
+    /// what went out of the last stage but never reached the consumer (a
+    /// batch partly read, batches left on the last edge, a send that landed
+    /// as the consumer left) moves from the last stage's `count` to its
+    /// `discarded`. So `count` is what the consumer got, and the books
+    /// `count_in = count + skipped + failed + discarded` still balance.
+    fn settle(&self, last: &StageCell) {
+        if !self.is_done() {
+            return;
+        }
+        let sent = last.count.load(Ordering::SeqCst);
+        let lost = sent.saturating_sub(self.delivered.load(Ordering::SeqCst));
+        last.count.fetch_sub(lost, Ordering::SeqCst);
+        last.discarded.fetch_add(lost, Ordering::SeqCst);
+    }
 }
 
 impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     /// Runs in scoped threads; `consume` gets the last stage's outputs on
     /// this thread.
-    fn execute<R>(mut self, consume: impl FnOnce(EdgeRx<Out>, &Arc<RunShared>) -> R) -> (R, Result<Summary, RunError>) {
+    fn execute<R>(
+        mut self,
+        consumer: &Consumer,
+        consume: impl FnOnce(EdgeRx<Out>, &Arc<RunShared>) -> R,
+    ) -> (R, Result<Summary, RunError>) {
         let started = Instant::now();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
         let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
@@ -98,6 +163,9 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         let shared = self.shared.clone();
         let result =
             std::thread::scope(|scope| execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared)));
+        if let Some((last, _)) = cells.last() {
+            consumer.settle(last);
+        }
         if let Some(s) = schedule.as_mut() {
             s.finish();
         }
@@ -110,6 +178,7 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
                     items: last.count,
                     metas: last.metas,
                     stopped_early: shared.cancel.is_cancelled()
+                        || consumer.early.load(Ordering::SeqCst)
                         || final_snap.stages.iter().any(|s| s.discarded > 0 || s.queue_depth > 0),
                     snapshot: final_snap,
                 })
@@ -119,22 +188,33 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     }
 
     pub(crate) fn run_counting(self) -> Result<Summary, RunError> {
-        self.execute(|rx, _| drain(rx)).1
+        // `drain` reads to the end: everything sent is delivered.
+        let (consumer, _stopped) = Consumer::new();
+        self.execute(&consumer, |rx, _| drain(rx)).1
     }
 
     pub(crate) fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
-        let (r, summary) = self.execute(|rx, shared| {
-            let outputs = Outputs::new(rx, None);
-            let done = outputs.done.clone();
-            let r = consume(outputs);
+        let (consumer, stopped) = Consumer::new();
+        let (close_input, weigh) = (self.close_input.clone(), self.weigh_out.clone());
+        let (r, summary) = self.execute(&consumer, |rx, shared| {
+            let outputs = Outputs::new(rx, None, consumer.clone(), stopped, weigh);
+            let r = catch_unwind(AssertUnwindSafe(|| consume(outputs)));
             // Outputs kept past `consume` (returned inside `r`) are not read
             // by this run: stop it, or its last stage would wait forever.
-            if !done.load(Ordering::SeqCst) {
+            if !consumer.is_done() {
                 shared.cancel.cancel();
             }
+            // The consumer is done with this run (it returned or panicked):
+            // close the input as `Running`'s drop does, or stages waiting
+            // on a live `Input` handle would wait for ever.
+            close_input();
             r
         });
-        summary.map(|s| (r, s))
+        match r {
+            // The run is over and reported; the consumer's panic goes on.
+            Err(panic) => resume_unwind(panic),
+            Ok(r) => summary.map(|s| (r, s)),
+        }
     }
 }
 
@@ -177,11 +257,23 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
         let stats = self.stats();
+        let (consumer, stopped) = Consumer::new();
+        let (close_input, weigh) = (self.close_input.clone(), self.weigh_out.clone());
+        let c = consumer.clone();
         let thread = std::thread::Builder::new()
             .name("paipa:run".into())
-            .spawn(move || self.execute(|_, _| ()).1)
+            .spawn(move || {
+                self.execute(&c, |_, _| {
+                    // When the consumer stops reading (its end, or dropped),
+                    // the input closes as `Running`'s drop closes it, so a
+                    // live `Input` handle does not keep the run waiting.
+                    c.wait();
+                    close_input();
+                })
+                .1
+            })
             .map_err(RunError::Spawn)?;
-        Ok(Outputs::new(rx, Some((thread, stats))))
+        Ok(Outputs::new(rx, Some((thread, stats)), consumer, stopped, weigh))
     }
 }
 
@@ -272,11 +364,19 @@ impl Drop for Running {
 }
 
 /// The outputs of the last stage, as an iterator. Dropping it before the end
-/// stops the pipeline cleanly (counted as discarded, not as an error).
+/// stops the pipeline cleanly (counted as discarded, not as an error): the
+/// input is closed, and what was not read (the rest of a batch, batches
+/// still on the last edge) is counted as the last stage's `discarded`.
 pub struct Outputs<T> {
     rx: Option<EdgeRx<T>>,
-    /// Set once the outputs reached their end or were dropped.
-    done: Arc<AtomicBool>,
+    /// Told what was delivered once the outputs reach their end or are
+    /// dropped.
+    consumer: Arc<Consumer>,
+    /// Dropped when reading stops (wakes a background run waiting for it).
+    stopped: Option<Sender<()>>,
+    /// Weight of the items received (whole batches) so far.
+    received: u64,
+    weigh: Option<Weigher<T>>,
     current: std::vec::IntoIter<T>,
     ended: bool,
     metas: u64,
@@ -292,10 +392,19 @@ impl<T> fmt::Debug for Outputs<T> {
 }
 
 impl<T> Outputs<T> {
-    fn new(rx: EdgeRx<T>, background: Option<(RunThread, Stats)>) -> Self {
+    fn new(
+        rx: EdgeRx<T>,
+        background: Option<(RunThread, Stats)>,
+        consumer: Arc<Consumer>,
+        stopped: Sender<()>,
+        weigh: Option<Weigher<T>>,
+    ) -> Self {
         Outputs {
             rx: Some(rx),
-            done: Arc::new(AtomicBool::new(false)),
+            consumer,
+            stopped: Some(stopped),
+            received: 0,
+            weigh,
             current: Vec::new().into_iter(),
             ended: false,
             metas: 0,
@@ -317,7 +426,7 @@ impl<T> Outputs<T> {
     /// Stops reading (if not at the end), joins a background run and
     /// returns its result.
     pub fn finish(mut self) -> Result<Summary, RunError> {
-        self.stop_reading();
+        self.stop_reading(false);
         match self.background.take() {
             Some((thread, _)) => thread.join().unwrap_or_else(|p| {
                 Err(RunError::Panic {
@@ -336,11 +445,23 @@ impl<T> Outputs<T> {
 
     /// Drops the receiving end: the last stage finds its output gone and
     /// stops, and so on upstream (stages do not discard what is already
-    /// through).
-    fn stop_reading(&mut self) {
+    /// through). Tells the run what was delivered: the rest of a partly
+    /// read batch, and whatever is still on the last edge, are counted as
+    /// the last stage's discards when the run ends. The run then closes its
+    /// input (see `run_with` and `spawn_outputs`).
+    fn stop_reading(&mut self, at_end: bool) {
         self.ended = true;
+        if let Some(stopped) = self.stopped.take() {
+            self.consumer.early.store(!at_end, Ordering::SeqCst);
+            let unread = weight(self.current.as_slice(), &self.weigh);
+            self.consumer
+                .delivered
+                .store(self.received.saturating_sub(unread), Ordering::SeqCst);
+            self.consumer.done.store(true, Ordering::SeqCst);
+            drop(stopped);
+        }
+        self.current = Vec::new().into_iter();
         self.rx = None;
-        self.done.store(true, Ordering::SeqCst);
     }
 }
 
@@ -356,9 +477,12 @@ impl<T> Iterator for Outputs<T> {
                 return None;
             }
             match self.rx.as_ref().map(EdgeRx::recv_blocking) {
-                Some(Ok(Msg::Items(b))) => self.current = b.into_iter(),
+                Some(Ok(Msg::Items(b))) => {
+                    self.received += weight(&b, &self.weigh);
+                    self.current = b.into_iter();
+                }
                 Some(Ok(Msg::Meta(_))) => self.metas += 1,
-                Some(Err(_)) | None => self.stop_reading(),
+                Some(Err(_)) | None => self.stop_reading(true),
             }
         }
     }
@@ -366,7 +490,7 @@ impl<T> Iterator for Outputs<T> {
 
 impl<T> Drop for Outputs<T> {
     fn drop(&mut self) {
-        self.stop_reading();
+        self.stop_reading(false);
         if let Some((thread, _)) = self.background.take() {
             if let Ok(Err(e)) = thread.join() {
                 tracing::error!(target: "paipa", "pipeline failed: {e}");

@@ -3,15 +3,18 @@
 //! drains items put before the run and a lazy iterator.
 
 use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::Select;
+use crate::sync::chan::{Select, Sender, TrySendError};
 
 use super::channel::{send, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
+use super::run::{panic_message, RunShared};
 use super::step::Meta;
+use crate::error::RunError;
 use crate::stats::{clock, StageCell};
 use crate::sync::{AtomicBool, AtomicUsize, RwLock};
 
@@ -149,20 +152,29 @@ fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Insta
 /// Sends a message whose room is reserved, waiting for a slot until
 /// `deadline`.
 fn send_reserved_until<T>(
-    tx: &crate::sync::chan::Sender<Msg<T>>,
+    tx: &Sender<Msg<T>>,
     msg: Msg<T>,
     cancel: &Cancel,
     deadline: Instant,
 ) -> Result<(), (Msg<T>, bool)> {
-    let mut sel = Select::new();
-    let data = sel.send(tx);
-    sel.recv(cancel.rx());
-    match sel.select_deadline(deadline) {
-        Err(_) => Err((msg, true)),
-        Ok(op) if op.index() == data => op.send(tx, msg).map_err(|e| (e.into_inner(), false)),
-        Ok(op) => {
-            let _ = op.recv(cancel.rx());
-            Err((msg, false))
+    // As `channel::send`: the cancel is checked before every attempt, and
+    // `Select` only waits (it would pick the send at random when room and
+    // the cancel are both ready).
+    let mut msg = msg;
+    loop {
+        if cancel.is_cancelled() {
+            return Err((msg, false));
+        }
+        msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(m)) => return Err((m, false)),
+            Err(TrySendError::Full(m)) => m,
+        };
+        let mut sel = Select::new();
+        sel.send(tx);
+        sel.recv(cancel.rx());
+        if sel.ready_deadline(deadline).is_err() {
+            return Err((msg, true));
         }
     }
 }
@@ -298,21 +310,38 @@ impl<T> Drop for Input<T> {
 /// How long a source batch may wait for more items before it is sent.
 const SOURCE_LINGER: Duration = Duration::from_millis(1);
 
+/// Items in a message (0 for a meta entry).
+fn items_in<T>(msg: &Msg<T>) -> u64 {
+    match msg {
+        Msg::Items(b) => b.len() as u64,
+        Msg::Meta(_) => 0,
+    }
+}
+
 /// The source thread: sends the items put before the run, then pulls the
-/// lazy source only as fast as the first stage takes batches.
+/// lazy source only as fast as the first stage takes batches. What it holds
+/// when a send fails (the run stopped, or the first stage stopped taking
+/// input) is counted as the source's `discarded`: the piece that failed,
+/// every item put before the run and not yet sent, the batch pulled from the
+/// lazy source. A panic in the lazy source's `next()` fails the run (stage
+/// "source"), and the items pulled before it are discarded.
 pub(crate) fn source_job<T>(
     pending: Vec<Msg<T>>,
-    mut source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
+    source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
     tx: EdgeTx<T>,
     input: Arc<InputShared<T>>,
+    shared: Arc<RunShared>,
 ) {
     let pacing = input.pacing();
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
+    // Dropped inside the scope, charged to the source.
+    let (mut source, tx, input, shared) = (source, tx, input, shared);
     let mut blocked = 0u64;
-    for msg in pending {
-        let pieces: Vec<Msg<T>> = match msg {
+    let mut pending = pending.into_iter();
+    while let Some(msg) = pending.next() {
+        let mut pieces: Vec<Msg<T>> = match msg {
             Msg::Items(mut items) if items.len() > pacing.limit() => {
                 let mut out = Vec::new();
                 while !items.is_empty() {
@@ -323,19 +352,21 @@ pub(crate) fn source_job<T>(
             }
             other => vec![other],
         };
-        for piece in pieces {
-            let n = match &piece {
-                Msg::Items(b) => b.len(),
-                Msg::Meta(_) => 0,
-            };
-            if send(&tx, piece, &cancel, &mut blocked).is_err() {
+        pieces.reverse();
+        while let Some(piece) = pieces.pop() {
+            let n = items_in(&piece);
+            if let Err(piece) = send(&tx, piece, &cancel, &mut blocked) {
+                let unsent = items_in(&piece)
+                    + pieces.iter().map(items_in).sum::<u64>()
+                    + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+                cell.discarded.fetch_add(unsent, Ordering::Relaxed);
                 cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
                 return;
             }
             if n == 0 {
                 cell.metas.fetch_add(1, Ordering::Relaxed);
             } else {
-                cell.count.fetch_add(n as u64, Ordering::Relaxed);
+                cell.count.fetch_add(n, Ordering::Relaxed);
             }
         }
     }
@@ -346,27 +377,40 @@ pub(crate) fn source_job<T>(
             let batch = pacing.limit();
             let mut buf = Vec::with_capacity(batch);
             let mut ended = false;
-            while buf.len() < batch {
-                match src.next() {
-                    Some(x) => buf.push(x),
-                    None => {
-                        ended = true;
+            // The source is user code: a panic in `next()` fails the run.
+            let pulled = catch_unwind(AssertUnwindSafe(|| {
+                while buf.len() < batch {
+                    match src.next() {
+                        Some(x) => buf.push(x),
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                    // Never wait long to fill a batch: a slow source sends what
+                    // it has after a millisecond. (The clock is read at 1, 2, 4,
+                    // 8, 16 items and then every 16.)
+                    let n = buf.len();
+                    if (n.is_power_of_two() || n % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
                         break;
                     }
                 }
-                // Never wait long to fill a batch: a slow source sends what
-                // it has after a millisecond. (The clock is read at 1, 2, 4,
-                // 8, 16 items and then every 16.)
-                let n = buf.len();
-                if (n.is_power_of_two() || n % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
-                    break;
-                }
-            }
+            }));
             cell.busy_ticks
                 .fetch_add(clock().raw().saturating_sub(t0), Ordering::Relaxed);
+            if let Err(p) = pulled {
+                cell.discarded.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                shared.fail(RunError::Panic {
+                    stage: cell.name(),
+                    worker: 0,
+                    message: panic_message(&*p),
+                });
+                break;
+            }
             if !buf.is_empty() {
                 let n = buf.len() as u64;
-                if send(&tx, Msg::Items(buf), &cancel, &mut blocked).is_err() {
+                if let Err(m) = send(&tx, Msg::Items(buf), &cancel, &mut blocked) {
+                    cell.discarded.fetch_add(items_in(&m), Ordering::Relaxed);
                     break;
                 }
                 cell.count.fetch_add(n, Ordering::Relaxed);

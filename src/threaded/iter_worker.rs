@@ -1,14 +1,18 @@
 //! The worker loop for iterator steps: the step gets an iterator over the
 //! stage's input ([`InputIter`]) and may keep any state while it pulls.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
-use super::channel::{recv, try_recv, Msg, Recv};
+use crate::sync::AtomicUsize;
+
+use super::channel::{edge, recv, try_recv, Layout, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
-use super::worker::{drain_discarding, guarded, Failure, WorkerCtx};
+use super::pacing::Pacing;
+use super::worker::{drain_discarding, guarded, Failure, StageEnd, WorkerCtx};
 use crate::error::BoxError;
 use crate::stats::{AllocScope, TargetGuard};
 
@@ -19,6 +23,10 @@ use crate::stats::{AllocScope, TargetGuard};
 pub struct InputIter<'a, T> {
     current: std::vec::IntoIter<T>,
     side: Rc<RefCell<dyn Refill<T> + 'a>>,
+    /// Items handed to the step, seen by the worker even if the step leaks
+    /// this iterator (then the rest of the batch it holds is counted as
+    /// discarded).
+    pulled: Rc<Cell<u64>>,
 }
 
 impl<T> fmt::Debug for InputIter<'_, T> {
@@ -35,11 +43,14 @@ impl<T> Iterator for InputIter<'_, T> {
     #[inline]
     fn next(&mut self) -> Option<T> {
         if let Some(x) = self.current.next() {
+            self.pulled.set(self.pulled.get() + 1);
             return Some(x);
         }
         let batch = self.side.borrow_mut().refill()?;
         self.current = batch.into_iter();
-        self.current.next()
+        let x = self.current.next();
+        self.pulled.set(self.pulled.get() + u64::from(x.is_some()));
+        x
     }
 }
 
@@ -47,6 +58,8 @@ impl<T> Drop for InputIter<'_, T> {
     fn drop(&mut self) {
         // Items taken but never pulled by the step.
         if !self.current.as_slice().is_empty() {
+            // Counted here: not as unread by a worker looking for a leak.
+            self.pulled.set(self.pulled.get() + self.current.len() as u64);
             self.side.borrow_mut().discard(self.current.as_slice());
         }
     }
@@ -66,6 +79,8 @@ struct Side<'a, In, Out> {
     took: bool,
     /// Items in the batch the step is pulling from.
     last: usize,
+    /// Items in the batches handed to the step.
+    handed: u64,
 }
 
 impl<In, Out> Side<'_, In, Out> {
@@ -96,6 +111,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                 Recv::Msg(Msg::Items(batch)) => {
                     self.took = true;
                     self.last = batch.len();
+                    self.handed += batch.len() as u64;
                     self.cx.take(&batch);
                     self.cx.cell.mark_busy(self.cx.info.index, crate::stats::clock().raw());
                     return Some(batch);
@@ -138,10 +154,13 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         ended: false,
         took: false,
         last: 0,
+        handed: 0,
     }));
+    let pulled = Rc::new(Cell::new(0));
     let input = InputIter {
         current: Vec::new().into_iter(),
         side: side.clone(),
+        pulled: pulled.clone(),
     };
     let result = guarded(|| {
         for r in step(input) {
@@ -162,8 +181,21 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         Ok(())
     });
     // The step and its input iterator are gone: this worker owns the rest.
-    let Ok(side) = Rc::try_unwrap(side).map(RefCell::into_inner) else {
-        return;
+    // A step that leaked its iterator (`mem::forget`, `Box::leak`) still
+    // shares the worker's side: take its parts out, so that the error is
+    // reported, the outbox flushed, and the edges released as usual.
+    let (side, outbox) = match Rc::try_unwrap(side) {
+        Ok(side) => (side.into_inner(), outbox),
+        Err(leaked) => {
+            let mut side = reclaim(&mut leaked.borrow_mut());
+            // What the leaked iterator held, never pulled.
+            side.cx.discard_n(side.handed.saturating_sub(pulled.get()));
+            let (dead_tx, _) = edge(Layout::for_capacity(1));
+            let stand_in = Outbox::new(dead_tx, Pacing::fixed(1), cell.clone(), shared.clone(), None);
+            let outbox = Rc::new(RefCell::new(std::mem::replace(&mut *outbox.borrow_mut(), stand_in)));
+            side.outbox = outbox.clone();
+            (side, outbox)
+        }
     };
     if let Err(f) = result {
         if matches!(f, Failure::Panic(_)) && side.took && !side.ended {
@@ -188,4 +220,35 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         drain_discarding(&side.cx);
     }
     side.clock.finish(&mut ob.blocked);
+}
+
+/// Takes a leaked side's parts out, leaving stand-ins: its input receiver
+/// (so upstream sees this worker go), its share of the stage-end latch, and
+/// its clock.
+fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
+    let cx = &mut side.cx;
+    let stand_in_end = StageEnd {
+        remaining: Arc::new(AtomicUsize::new(usize::MAX)),
+        after: Arc::new(|| {}),
+    };
+    let clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
+    Side {
+        cx: WorkerCtx {
+            info: cx.info.clone(),
+            rx: std::mem::replace(&mut cx.rx, edge(Layout::for_capacity(1)).1),
+            cell: cx.cell.clone(),
+            shared: cx.shared.clone(),
+            policy: cx.policy,
+            clone_in: cx.clone_in,
+            weigh_in: cx.weigh_in.clone(),
+            cost: cx.cost.clone(),
+            end: std::mem::replace(&mut cx.end, stand_in_end),
+        },
+        outbox: side.outbox.clone(),
+        clock: std::mem::replace(&mut side.clock, clock),
+        ended: side.ended,
+        took: side.took,
+        last: side.last,
+        handed: side.handed,
+    }
 }

@@ -78,7 +78,7 @@ impl Window {
             let entered = op.recv(&self.free_rx).is_ok();
             #[cfg(loom)]
             if entered {
-                self.taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                self.taken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             entered
         } else {
@@ -91,7 +91,7 @@ impl Window {
     pub(crate) fn leave(&self) {
         #[cfg(loom)]
         {
-            let before = self.taken.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let before = self.taken.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             assert!(before > 0, "a place was given back twice");
         }
         let _ = self.free_tx.try_send(());
@@ -105,7 +105,7 @@ impl Window {
     /// Places taken.
     #[cfg(loom)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.taken.load(std::sync::atomic::Ordering::SeqCst)
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -230,6 +230,8 @@ where
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
+    // Dropped inside the scope (see `item_worker`).
+    let (f, reorder, cx) = (f, reorder, cx);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut blocked = 0u64;
     loop {

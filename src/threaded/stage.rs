@@ -3,7 +3,8 @@
 //! [`Pipeline::then`](super::Pipeline::then).
 
 use std::fmt;
-use std::sync::Arc;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::channel::{EdgeRx, EdgeTx};
@@ -12,7 +13,7 @@ use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
 use super::pacing::{Cost, Pacing};
 use super::policy::{AfterRetries, OnError};
-use super::run::{Job, RunShared};
+use super::run::{panic_message, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
 use crate::error::{BoxError, ConfigError};
@@ -57,6 +58,8 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) ordered: bool,
     pub(crate) capacity: Option<usize>,
     pub(crate) weigh: Option<Weigher<Out>>,
+    /// The run a panicking weigher fails (set when the stage is added).
+    pub(crate) weigh_run: Option<Arc<OnceLock<Arc<RunShared>>>>,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) kind: Kind,
 }
@@ -136,10 +139,22 @@ fn workers<'a, In, Out>(
         .collect()
 }
 
-fn job<'a>(name: &str, index: usize, run: impl FnOnce() + Send + 'a) -> Job<'a> {
+/// A worker thread. Whatever it runs outside the guards around user calls
+/// (`StepFactory::create`, say) cannot kill it silently: a panic fails the
+/// run, naming the stage and worker, which cancels every other thread.
+fn job<'a>(name: &str, index: usize, shared: Arc<RunShared>, run: impl FnOnce() + Send + 'a) -> Job<'a> {
+    let stage = name.to_string();
     Job {
         name: format!("paipa:{name}:{index}"),
-        run: Box::new(run),
+        run: Box::new(move || {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(run)) {
+                shared.fail(crate::error::RunError::Panic {
+                    stage,
+                    worker: index,
+                    message: panic_message(&*p),
+                });
+            }
+        }),
     }
 }
 
@@ -173,6 +188,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 ordered: false,
                 capacity: None,
                 weigh: None,
+                weigh_run: None,
                 clone_in: None,
                 kind,
             },
@@ -215,8 +231,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                         .into_iter()
                         .enumerate()
                         .map(|(i, (cx, _))| {
-                            let (f, reorder) = (f.clone(), reorder.clone());
-                            job(&s.name, i, move || ordered_worker(f, reorder, cx))
+                            let (f, reorder, shared) = (f.clone(), reorder.clone(), cx.shared.clone());
+                            job(&s.name, i, shared, move || ordered_worker(f, reorder, cx))
                         })
                         .collect();
                     return StagePlan { before: None, jobs };
@@ -229,7 +245,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                             f: f.clone(),
                             _types: std::marker::PhantomData,
                         };
-                        job(&s.name, i, move || item_worker(step, cx, outbox))
+                        let shared = cx.shared.clone();
+                        job(&s.name, i, shared, move || item_worker(step, cx, outbox))
                     })
                     .collect();
                 StagePlan { before: None, jobs }
@@ -266,8 +283,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (cx, outbox))| {
-                        let f = f.clone();
-                        job(&s.name, i, move || {
+                        let (f, shared) = (f.clone(), cx.shared.clone());
+                        job(&s.name, i, shared, move || {
                             iter_worker(
                                 move |input| f(input).into_iter().map(|r| r.map_err(Into::into)),
                                 cx,
@@ -301,8 +318,9 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     .into_iter()
                     .enumerate()
                     .map(|(i, (cx, outbox))| {
-                        let factory = factory.clone();
-                        job(&s.name, i, move || {
+                        let (factory, shared) = (factory.clone(), cx.shared.clone());
+                        job(&s.name, i, shared, move || {
+                            // A panic here fails the run (see `job`).
                             let step = factory.create(&cx.info);
                             item_worker(step, cx, outbox)
                         })
@@ -348,11 +366,34 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 
     /// Says how much each output item counts for (a batch as its length).
+    ///
+    /// The weigher runs under a panic guard wherever it is called (a
+    /// worker's outbox, the next stage taking a batch, the reorder window,
+    /// the consumer): a panic fails the run with this stage's name, as a
+    /// panic in its step does, and the item counts for 1, so no thread dies
+    /// holding items and the books still balance.
     pub fn count_by<W>(mut self, weigh: W) -> Self
     where
         W: Fn(&Out) -> u64 + Send + Sync + 'static,
     {
-        self.settings.weigh = Some(Arc::new(weigh));
+        let run: Arc<OnceLock<Arc<RunShared>>> = Arc::default();
+        let (slot, stage) = (run.clone(), self.settings.name.clone());
+        self.settings.weigh = Some(Arc::new(move |x: &Out| {
+            match catch_unwind(AssertUnwindSafe(|| weigh(x))) {
+                Ok(n) => n,
+                Err(p) => {
+                    if let Some(shared) = slot.get() {
+                        shared.fail(crate::error::RunError::Panic {
+                            stage: stage.clone(),
+                            worker: 0,
+                            message: format!("count_by: {}", panic_message(&*p)),
+                        });
+                    }
+                    1
+                }
+            }
+        }));
+        self.settings.weigh_run = Some(run);
         self
     }
 

@@ -32,7 +32,11 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, BoxError>) -> Result<R, F
 }
 
 /// Runs the stage's "after" hook when the last worker ends (also if a
-/// worker unwinds).
+/// worker unwinds). The latch counts down with `AcqRel`, as `Arc`'s drop
+/// does: each worker's release publishes everything it did (its
+/// `on_shutdown` included), and the last one acquires all of it before the
+/// hook runs (`loom_tests::state::the_stage_end_hook_runs_once_after_every_worker`
+/// models it with plain, unsynchronised per-worker state).
 pub(crate) struct StageEnd<'a> {
     pub(crate) remaining: Arc<AtomicUsize>,
     pub(crate) after: Arc<dyn Fn() + Send + Sync + 'a>,
@@ -40,7 +44,7 @@ pub(crate) struct StageEnd<'a> {
 
 impl Drop for StageEnd<'_> {
     fn drop(&mut self) {
-        if self.remaining.fetch_sub(1, Relaxed) == 1 {
+        if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             let _ = catch_unwind(AssertUnwindSafe(|| (self.after)()));
         }
     }
@@ -140,15 +144,23 @@ impl<In> WorkerCtx<'_, In> {
         let mut items = batch.into_iter();
         if self.policy == OnError::Fail {
             let mut current = 1;
+            let cancel = &self.shared.cancel;
             let result = guarded(|| {
-                for item in items.by_ref() {
+                // Stop at a cancel (another worker failed, or an abort):
+                // the rest of the batch is discarded, not processed.
+                while !cancel.is_cancelled() {
+                    let Some(item) = items.next() else { break };
                     current = self.weight_of(&item);
                     call(item)?;
                 }
                 Ok(())
             });
             return match result {
-                Ok(()) => true,
+                Ok(()) if items.as_slice().is_empty() => true,
+                Ok(()) => {
+                    self.discard(items.as_slice());
+                    false
+                }
                 Err(f) => {
                     self.cell.failed.fetch_add(current, Relaxed);
                     self.discard(items.as_slice());
@@ -157,27 +169,37 @@ impl<In> WorkerCtx<'_, In> {
                 }
             };
         }
-        while let Some(item) = items.next() {
-            if !self.attempt(item, |item| guarded(|| call(item))) || self.shared.cancel.is_cancelled() {
-                self.discard(items.as_slice());
-                return false;
+        // As on the fast path, a cancel is checked before each item.
+        while !self.shared.cancel.is_cancelled() {
+            let Some(item) = items.next() else {
+                return true;
+            };
+            if !self.attempt(item, |item| guarded(|| call(item))) {
+                break;
             }
         }
-        true
+        self.discard(items.as_slice());
+        false
     }
 }
 
 /// The loop of one worker of an item stage.
-pub(crate) fn item_worker<S: Step>(mut step: S, cx: WorkerCtx<'_, S::In>, mut outbox: Outbox<S::Out>) {
+pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Outbox<S::Out>) {
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard: both live until this function
     // returns or unwinds, and the guard is declared after it.
     let _counters = unsafe { TargetGuard::install(&*cell) };
     // SAFETY: as above.
     let _mem = unsafe { AllocScope::enter(&cell) };
+    // Moved into locals declared after the scope, so they are dropped (and
+    // their memory freed) inside it, charged to this stage.
+    let (mut step, cx, mut outbox) = (step, cx, outbox);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
-    let idle = step.idle_timeout();
-    let mut ok = match guarded(|| step.on_start(&cx.info)) {
+    let mut idle = None;
+    let mut ok = match guarded(|| {
+        idle = step.idle_timeout();
+        step.on_start(&cx.info)
+    }) {
         Ok(()) => true,
         Err(f) => {
             cx.fatal(f);
