@@ -164,6 +164,7 @@ fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
             clone_in: Some(|x: &u32| *x),
             weigh_in: None,
             cost: crate::threaded::loom_support::Cost::new(),
+            source: None,
             end: StageEnd {
                 remaining: Arc::new(crate::sync::AtomicUsize::new(1)),
                 after: Arc::new(|| {}),

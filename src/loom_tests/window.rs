@@ -91,6 +91,7 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
                 clone_in: None,
                 weigh_in: None,
                 cost: crate::threaded::loom_support::Cost::new(),
+                source: None,
                 end: StageEnd {
                     remaining: remaining.clone(),
                     after: Arc::new(|| {}),

@@ -8,6 +8,7 @@ use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
 use super::outbox::Weigher;
 use super::pacing::{Cost, Pacing};
+use super::pull::SharedSource;
 use super::run::{Job, RunShared};
 use super::stage::{LaunchParts, Stage};
 use super::step::Meta;
@@ -34,9 +35,16 @@ pub(crate) struct Planner<'a> {
 
 /// An edge as the next stage sees it: the receiver, how its items are
 /// weighed, and the cost its reader measures.
-type EdgeEnd<T> = (EdgeRx<T>, Option<Weigher<T>>, Arc<Cost>);
+/// The lazy source travels with the first edge until a stage's workers
+/// take it to pull themselves (see `pull.rs`).
+type EdgeEnd<'a, T> = (
+    EdgeRx<T>,
+    Option<Weigher<T>>,
+    Arc<Cost>,
+    Option<Arc<SharedSource<'a, T>>>,
+);
 
-type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<In>, &mut Planner<'a>) -> EdgeEnd<Out> + Send + 'a>;
+type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<'a, In>, &mut Planner<'a>) -> EdgeEnd<'a, Out> + Send + 'a>;
 
 /// A threaded pipeline: stages, each on its own pool of worker threads,
 /// joined by bounded channels that carry batches.
@@ -244,8 +252,15 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         self.stages.push(stage.settings.name.clone());
         let prev = self.build;
         let build: Build<'a, In, Next> = Box::new(move |input, planner| {
-            let (mid, weigh_mid, cost) = prev(input, planner);
+            let (mid, weigh_mid, cost, mut source) = prev(input, planner);
             let settings = stage.settings;
+            if settings.ordered && settings.workers > 1 {
+                // An ordered stage numbers its batches as they come off its
+                // input edge: a source thread feeds that edge.
+                if let Some(job) = source.take().and_then(SharedSource::thread_job) {
+                    planner.jobs.push(job);
+                }
+            }
             if let Some(run) = &settings.weigh_run {
                 let _ = run.set(planner.shared.clone());
             }
@@ -256,6 +271,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             let next_cost = Cost::new();
             let parts = LaunchParts {
                 rx: mid,
+                source,
                 tx,
                 pacing: Pacing::new(Some(cost.clone()), next_cost.clone(), out_layout.batch),
                 cost,
@@ -267,7 +283,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             let plan = (stage.launch)(&settings, parts);
             planner.before.extend(plan.before);
             planner.jobs.extend(plan.jobs);
-            (out_rx, weigh_out, next_cost)
+            (out_rx, weigh_out, next_cost, None)
         });
         Ok(Pipeline {
             name: self.name,
@@ -299,18 +315,39 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: Vec::new(),
             cells: vec![(self.input.cell.clone(), 1)],
         };
-        let first = (self.first_rx, None, self.input.next_cost.clone());
-        let (rx_out, weigh_out, last_cost) = (self.build)(first, &mut planner);
+        let source = match (self.source.take(), self.input.sender()) {
+            (Some(iter), Some(tx)) => Some(Arc::new(SharedSource::new(
+                iter,
+                tx,
+                self.input.clone(),
+                shared.clone(),
+            ))),
+            _ => None,
+        };
+        let pending = std::mem::take(&mut self.pending);
+        // Items put before the run go first, through a source thread, which
+        // then pulls the lazy source too; without them, the first stage's
+        // workers pull it themselves.
+        let (pulled, threaded) = if pending.is_empty() {
+            (source, None)
+        } else {
+            (None, source)
+        };
+        let first = (self.first_rx, None, self.input.next_cost.clone(), pulled);
+        let (rx_out, weigh_out, last_cost, unpulled) = (self.build)(first, &mut planner);
         // The caller's consumer measures nothing: the last stage cuts its
         // batches by its own cost alone.
         last_cost.no_reader();
-        if !self.pending.is_empty() || self.source.is_some() {
+        if let Some(job) = unpulled.and_then(SharedSource::thread_job) {
+            // No stage: the source feeds the consumer directly.
+            planner.jobs.push(job);
+        }
+        if !pending.is_empty() {
             if let Some(tx) = self.input.sender() {
-                let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
-                let (input, shared) = (self.input.clone(), shared.clone());
+                let input = self.input.clone();
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
-                    run: Box::new(move || source_job(pending, source, tx, input, shared)),
+                    run: Box::new(move || source_job(pending, threaded, tx, input)),
                 });
             }
         }

@@ -3,7 +3,6 @@
 //! drains items put before the run and a lazy iterator.
 
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +11,9 @@ use crate::sync::chan::{Select, Sender, TrySendError};
 
 use super::channel::{send, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
-use super::run::{panic_message, RunShared};
+use super::pull::SharedSource;
 use super::step::Meta;
-use crate::error::RunError;
-use crate::stats::{clock, StageCell};
+use crate::stats::StageCell;
 use crate::sync::{AtomicBool, AtomicUsize, RwLock};
 
 /// The pipeline no longer takes input: it was stopped, or it failed. The
@@ -310,6 +308,11 @@ impl<T> Drop for Input<T> {
 /// How long a source batch may wait for more items before it is sent.
 const SOURCE_LINGER: Duration = Duration::from_millis(1);
 
+/// [`SOURCE_LINGER`] in raw clock ticks.
+pub(crate) fn source_linger_ticks() -> u64 {
+    crate::stats::duration_to_ticks(SOURCE_LINGER)
+}
+
 /// Items in a message (0 for a meta entry).
 fn items_in<T>(msg: &Msg<T>) -> u64 {
     match msg {
@@ -327,17 +330,16 @@ fn items_in<T>(msg: &Msg<T>) -> u64 {
 /// "source"), and the items pulled before it are discarded.
 pub(crate) fn source_job<T>(
     pending: Vec<Msg<T>>,
-    source: Option<Box<dyn Iterator<Item = T> + Send + '_>>,
+    source: Option<Arc<SharedSource<'_, T>>>,
     tx: EdgeTx<T>,
     input: Arc<InputShared<T>>,
-    shared: Arc<RunShared>,
 ) {
     let pacing = input.pacing();
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
     // Dropped inside the scope, charged to the source.
-    let (mut source, tx, input, shared) = (source, tx, input, shared);
+    let (source, tx, _input) = (source, tx, input);
     let mut blocked = 0u64;
     let mut pending = pending.into_iter();
     while let Some(msg) = pending.next() {
@@ -370,52 +372,15 @@ pub(crate) fn source_job<T>(
             }
         }
     }
-    let linger = crate::stats::duration_to_ticks(SOURCE_LINGER);
-    if let Some(src) = source.as_mut().filter(|_| !input.is_closed()) {
-        loop {
-            let t0 = clock().raw();
-            let batch = pacing.limit();
-            let mut buf = Vec::with_capacity(batch);
-            let mut ended = false;
-            // The source is user code: a panic in `next()` fails the run.
-            let pulled = catch_unwind(AssertUnwindSafe(|| {
-                while buf.len() < batch {
-                    match src.next() {
-                        Some(x) => buf.push(x),
-                        None => {
-                            ended = true;
-                            break;
-                        }
-                    }
-                    // Never wait long to fill a batch: a slow source sends what
-                    // it has after a millisecond. (The clock is read at 1, 2, 4,
-                    // 8, 16 items and then every 16.)
-                    let n = buf.len();
-                    if (n.is_power_of_two() || n % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
-                        break;
-                    }
-                }
-            }));
-            cell.busy_ticks
-                .fetch_add(clock().raw().saturating_sub(t0), Ordering::Relaxed);
-            if let Err(p) = pulled {
-                cell.discarded.fetch_add(buf.len() as u64, Ordering::Relaxed);
-                shared.fail(RunError::Panic {
-                    stage: cell.name(),
-                    worker: 0,
-                    message: panic_message(&*p),
-                });
-                break;
-            }
-            if !buf.is_empty() {
-                let n = buf.len() as u64;
-                if let Err(m) = send(&tx, Msg::Items(buf), &cancel, &mut blocked) {
-                    cell.discarded.fetch_add(items_in(&m), Ordering::Relaxed);
-                    break;
-                }
-                cell.count.fetch_add(n, Ordering::Relaxed);
-            }
-            if ended || cancel.is_cancelled() || input.is_closed() {
+    // A lazy source nobody pulls: this thread pulls it and sends what it
+    // gets, as fast as the first stage takes it.
+    if let Some(src) = source {
+        while let Some((buf, _)) = src.pull(pacing.limit()) {
+            if let Err(m) = send(&tx, Msg::Items(buf), &cancel, &mut blocked) {
+                // Pulled and counted, never delivered.
+                let n = items_in(&m);
+                cell.count.fetch_sub(n, Ordering::Relaxed);
+                cell.discarded.fetch_add(n, Ordering::Relaxed);
                 break;
             }
         }

@@ -100,7 +100,10 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                 return None;
             }
             self.mark();
-            let got = match try_recv(&self.cx.rx) {
+            let got = match try_recv(&self.cx.rx).or_else(|| {
+                let batch = self.cx.pull(&mut self.clock)?;
+                Some(Recv::Msg(Msg::Items(batch)))
+            }) {
                 Some(got) => got,
                 None => {
                     self.outbox.borrow_mut().flush();
@@ -242,6 +245,7 @@ fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
             clone_in: cx.clone_in,
             weigh_in: cx.weigh_in.clone(),
             cost: cx.cost.clone(),
+            source: cx.source.take(),
             end: std::mem::replace(&mut cx.end, stand_in_end),
         },
         outbox: side.outbox.clone(),

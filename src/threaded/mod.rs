@@ -24,6 +24,7 @@ mod ordered;
 mod outbox;
 mod pacing;
 mod policy;
+mod pull;
 mod run;
 mod stage;
 mod step;

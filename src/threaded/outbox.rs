@@ -141,6 +141,9 @@ pub(crate) struct WorkerClock {
     last: u64,
     /// Raw ticks spent waiting for input since the last mark.
     pub(crate) starved: u64,
+    /// Raw ticks since the last mark that belong to another stage (pulling
+    /// the source for it): neither busy, starved nor blocked here.
+    pub(crate) excluded: u64,
     cpu: (Duration, Duration),
     cpu_next: u64,
     cpu_every: u64,
@@ -155,6 +158,7 @@ impl WorkerClock {
             index,
             last: now,
             starved: 0,
+            excluded: 0,
             cpu: thread_cpu_time(),
             cpu_next: now + cpu_every,
             cpu_every,
@@ -165,7 +169,9 @@ impl WorkerClock {
     /// starved or blocked was busy.
     pub(crate) fn mark(&mut self, blocked: &mut u64) -> u64 {
         let now = clock().raw();
-        let elapsed = now.saturating_sub(self.last);
+        let elapsed = now
+            .saturating_sub(self.last)
+            .saturating_sub(std::mem::take(&mut self.excluded));
         let waiting = self.starved + *blocked;
         let busy = elapsed.saturating_sub(waiting);
         self.cell.busy_ticks.fetch_add(busy, Relaxed);

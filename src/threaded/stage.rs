@@ -13,6 +13,7 @@ use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
 use super::pacing::{Cost, Pacing};
 use super::policy::{AfterRetries, OnError};
+use super::pull::SharedSource;
 use super::run::{panic_message, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
@@ -29,7 +30,7 @@ pub(crate) enum Kind {
 }
 
 type Launcher<'a, In, Out> =
-    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<In, Out>) -> StagePlan<'a> + Send + 'a>;
+    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> StagePlan<'a> + Send + 'a>;
 
 /// What a launcher produces: worker threads, and a hook to run before them.
 pub(crate) struct StagePlan<'a> {
@@ -38,8 +39,10 @@ pub(crate) struct StagePlan<'a> {
 }
 
 /// The run-time parts of a stage launch.
-pub(crate) struct LaunchParts<In, Out> {
+pub(crate) struct LaunchParts<'a, In, Out> {
     pub(crate) rx: EdgeRx<In>,
+    /// The lazy source, if this stage's workers pull it (see `pull.rs`).
+    pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
     pub(crate) tx: EdgeTx<Out>,
     /// How the stage's outboxes cut their batches.
     pub(crate) pacing: Pacing,
@@ -103,7 +106,7 @@ impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
 /// The per-worker contexts and outboxes of a stage.
 fn workers<'a, In, Out>(
     s: &StageSettings<In, Out>,
-    p: LaunchParts<In, Out>,
+    p: LaunchParts<'a, In, Out>,
     after: Arc<dyn Fn() + Send + Sync + 'a>,
 ) -> Vec<(WorkerCtx<'a, In>, Outbox<Out>)> {
     let remaining = Arc::new(AtomicUsize::new(s.workers));
@@ -122,6 +125,7 @@ fn workers<'a, In, Out>(
                 clone_in: s.clone_in,
                 weigh_in: p.weigh_in.clone(),
                 cost: p.cost.clone(),
+                source: p.source.clone(),
                 end: StageEnd {
                     remaining: remaining.clone(),
                     after: after.clone(),

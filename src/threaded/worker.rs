@@ -10,6 +10,7 @@ use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
 use super::policy::OnError;
+use super::pull::SharedSource;
 use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
@@ -62,12 +63,25 @@ pub(crate) struct WorkerCtx<'a, In> {
     /// What an item costs this stage, measured per batch; the stage before
     /// sizes its batches by it (see `pacing.rs`).
     pub(crate) cost: Arc<Cost>,
+    /// The lazy source, for the first stage's workers to pull themselves
+    /// when their input edge is empty (see `pull.rs`).
+    pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
     /// Held for its `Drop`: the last worker to end runs the stage's hook.
     #[allow(dead_code)]
     pub(crate) end: StageEnd<'a>,
 }
 
 impl<In> WorkerCtx<'_, In> {
+    /// Pulls the next batch from the lazy source, if this stage reads it
+    /// and it has more; the time spent pulling is left out of this
+    /// worker's busy time (it is the source's).
+    pub(crate) fn pull(&self, clock: &mut WorkerClock) -> Option<Vec<In>> {
+        let source = self.source.as_ref()?;
+        let (batch, spent) = source.pull(source.pacing().limit())?;
+        clock.excluded += spent;
+        Some(batch)
+    }
+
     /// Records a fatal failure of this worker and stops the run.
     pub(crate) fn fatal(&self, failure: Failure) {
         let stage = self.info.stage.clone();
@@ -207,7 +221,9 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
         }
     };
     while ok {
-        let got = match try_recv(&cx.rx) {
+        // The input edge first (items put through input handles), then
+        // the lazy source if this stage pulls it, then wait.
+        let got = match try_recv(&cx.rx).or_else(|| cx.pull(&mut clock).map(|b| Recv::Msg(Msg::Items(b)))) {
             Some(got) => got,
             None => {
                 // The input ran dry: send what is ready, then wait.

@@ -1,0 +1,128 @@
+//! A lazy source pulled by the first stage's own workers.
+//!
+//! A source thread that reads items and hands them over costs a hop per
+//! batch, and, worse, every item it allocates (a `String` per line read) is
+//! freed on another thread, which the system allocator makes expensive (a
+//! 5 M-line log job spent 60 % more CPU than a loop on that alone). So when
+//! the first stage can take items in any order (not an ordered stage), its
+//! workers pull the source themselves, one batch at a time under a lock,
+//! whenever their input edge is empty, as rayon's `par_bridge` and
+//! morsel-driven engines do: the item is made, processed and freed on one
+//! thread. Items put through [`Input`](super::Input) handles still arrive on
+//! the edge, and workers look there first.
+//!
+//! The source's row in the stats counts what was pulled and the time spent
+//! pulling (charged to the source, not to the worker that pulled). When the
+//! source ends, is stopped, or panics, the pull state is dropped with its
+//! sender on the input edge, so the edge ends once the input handles are
+//! gone too.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use super::channel::EdgeTx;
+use super::input::InputShared;
+use super::pacing::Pacing;
+use super::run::{panic_message, RunShared};
+use crate::error::RunError;
+use crate::stats::clock;
+use crate::sync::Mutex;
+
+type Source<'a, T> = Box<dyn Iterator<Item = T> + Send + 'a>;
+
+/// What is left of the source: the iterator and the input edge's sender it
+/// keeps open.
+struct Left<'a, T> {
+    iter: Source<'a, T>,
+    _tx: EdgeTx<T>,
+}
+
+/// A lazy source shared by the workers that pull it.
+pub(crate) struct SharedSource<'a, T> {
+    left: Mutex<Option<Left<'a, T>>>,
+    input: Arc<InputShared<T>>,
+    shared: Arc<RunShared>,
+}
+
+impl<'a, T> SharedSource<'a, T> {
+    pub(crate) fn new(iter: Source<'a, T>, tx: EdgeTx<T>, input: Arc<InputShared<T>>, shared: Arc<RunShared>) -> Self {
+        SharedSource {
+            left: Mutex::new(Some(Left { iter, _tx: tx })),
+            input,
+            shared,
+        }
+    }
+
+    /// A thread that pulls the source and sends what it gets on the input
+    /// edge, for a first stage that does not pull (an ordered one, or none).
+    pub(crate) fn thread_job(self: Arc<Self>) -> Option<super::run::Job<'a>>
+    where
+        T: Send + 'a,
+    {
+        let tx = self.input.sender()?;
+        let input = self.input.clone();
+        Some(super::run::Job {
+            name: "paipa:source".into(),
+            run: Box::new(move || super::input::source_job(Vec::new(), Some(self), tx, input)),
+        })
+    }
+
+    /// How batches pulled for the first stage are sized (by its cost).
+    pub(crate) fn pacing(&self) -> Pacing {
+        self.input.pacing()
+    }
+
+    /// Pulls up to `n` items (fewer if the source is slow: what it has after
+    /// a millisecond). `None` once the source is done, stopped or failed, or
+    /// the run is cancelled; the time spent is returned with the items, in
+    /// raw ticks, so the caller can leave it out of its own busy time.
+    pub(crate) fn pull(&self, n: usize) -> Option<(Vec<T>, u64)> {
+        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let src = left.as_mut()?;
+        if self.shared.cancel.is_cancelled() || self.input.is_closed() {
+            *left = None;
+            return None;
+        }
+        let cell = &self.input.cell;
+        let t0 = clock().raw();
+        let linger = super::input::source_linger_ticks();
+        let mut buf = Vec::with_capacity(n);
+        let mut ended = false;
+        let pulled = catch_unwind(AssertUnwindSafe(|| {
+            while buf.len() < n {
+                match src.iter.next() {
+                    Some(x) => buf.push(x),
+                    None => {
+                        ended = true;
+                        break;
+                    }
+                }
+                let k = buf.len();
+                if (k.is_power_of_two() || k % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
+                    break;
+                }
+            }
+        }));
+        let spent = clock().raw().saturating_sub(t0);
+        cell.busy_ticks.fetch_add(spent, Relaxed);
+        if let Err(p) = pulled {
+            cell.discarded.fetch_add(buf.len() as u64, Relaxed);
+            *left = None;
+            self.shared.fail(RunError::Panic {
+                stage: cell.name(),
+                worker: 0,
+                message: panic_message(&*p),
+            });
+            return None;
+        }
+        if ended {
+            *left = None;
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        cell.count.fetch_add(buf.len() as u64, Relaxed);
+        Some((buf, spent))
+    }
+}
