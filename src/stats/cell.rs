@@ -47,6 +47,8 @@ pub(crate) struct StageCell {
     pub(crate) busy_since: Vec<AtomicU64>,
     /// Per worker: busy, starved and blocked raw ticks.
     pub(crate) per_worker: Vec<[AtomicU64; 3]>,
+    /// A source's known length plus one (0: not known).
+    expected: AtomicU64,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).
@@ -109,6 +111,16 @@ impl StageCell {
         if let Some(slot) = self.busy_since.get(worker) {
             slot.store(now, Relaxed);
         }
+    }
+
+    /// Says how many items the source will give, when that is known.
+    pub(crate) fn set_expected(&self, items: Option<u64>) {
+        self.expected.store(items.map_or(0, |n| n.saturating_add(1)), Relaxed);
+    }
+
+    /// How many items the source will give, if known.
+    pub(crate) fn expected(&self) -> Option<u64> {
+        self.expected.load(Relaxed).checked_sub(1)
     }
 
     /// A cell whose name is set later with [`StageCell::set_name`].

@@ -296,6 +296,7 @@ impl Recorder {
             stages,
             is_final,
             stalls,
+            expected: None,
         }
     }
 }

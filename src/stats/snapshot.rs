@@ -17,6 +17,11 @@ pub struct Snapshot {
     /// Work that has been inside one stage longer than the debugger's
     /// watchdog threshold, right now (empty without a watchdog).
     pub stalls: Vec<Stall>,
+    /// How many items the source gives in all, when that is known before
+    /// the end (an exact `size_hint` of a threaded pipeline's lazy source,
+    /// plus the items put before the run): progress views show a bar and
+    /// an ETA from it.
+    pub expected: Option<u64>,
 }
 
 /// Work stuck inside one stage: a batch (threaded stages) or a call

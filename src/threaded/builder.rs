@@ -315,6 +315,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             jobs: Vec::new(),
             cells: vec![(self.input.cell.clone(), 1)],
         };
+        // What the source will give in all, when known: for progress bars.
+        let lazy = match &self.source {
+            None => Some(0),
+            Some(s) => match s.size_hint() {
+                (lo, Some(hi)) if lo == hi => Some(lo as u64),
+                _ => None,
+            },
+        };
+        let expected = lazy
+            .filter(|_| !self.handles_taken)
+            .map(|n| n + self.pending_items() as u64);
+        self.input.cell.set_expected(expected);
         let source = match (self.source.take(), self.input.sender()) {
             (Some(iter), Some(tx)) => Some(Arc::new(SharedSource::new(
                 iter,

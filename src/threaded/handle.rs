@@ -70,6 +70,7 @@ fn snapshot(name: &str, started: Instant, cells: &Cells, watchdog: Option<Durati
         stages,
         is_final,
         stalls,
+        expected: cells.first().and_then(|(cell, _)| cell.expected()),
     }
 }
 
