@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::chain::{worth_chaining, Links};
 use super::channel::{edge, Cancel, EdgeRx, Layout, Msg};
 use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
@@ -36,11 +37,14 @@ pub(crate) struct Planner<'a> {
 /// An edge as the next stage sees it: the receiver, how its items are
 /// weighed, and the cost its reader measures.
 /// The lazy source travels with the first edge until a stage's workers
-/// take it to pull themselves (see `pull.rs`).
+/// take it to pull themselves (see `pull.rs`); the links of the stage that
+/// writes the edge, with its worker count, say where a next stage could be
+/// chained to it (see `chain.rs`).
 type EdgeEnd<'a, T> = (
     EdgeRx<T>,
     Option<Weigher<T>>,
     Arc<Cost>,
+    Option<(Arc<Links<'a, T>>, usize)>,
     Option<Arc<SharedSource<'a, T>>>,
 );
 
@@ -252,7 +256,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         self.stages.push(stage.settings.name.clone());
         let prev = self.build;
         let build: Build<'a, In, Next> = Box::new(move |input, planner| {
-            let (mid, weigh_mid, cost, mut source) = prev(input, planner);
+            let (mid, weigh_mid, cost, before, mut source) = prev(input, planner);
             let settings = stage.settings;
             if settings.ordered && settings.workers > 1 {
                 // An ordered stage numbers its batches as they come off its
@@ -269,9 +273,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));
             planner.cells.push((cell.clone(), settings.workers));
             let next_cost = Cost::new();
+            // Where a next stage may be chained to this one: unordered
+            // stages only (an ordered one hands its output over in order).
+            let links = (!(settings.ordered && settings.workers > 1)).then(Links::new);
             let parts = LaunchParts {
                 rx: mid,
                 source,
+                links: links.clone(),
                 tx,
                 pacing: Pacing::new(Some(cost.clone()), next_cost.clone(), out_layout.batch),
                 cost,
@@ -280,10 +288,23 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                 weigh_in: weigh_mid,
             };
             let weigh_out = settings.weigh.clone();
-            let plan = (stage.launch)(&settings, parts);
-            planner.before.extend(plan.before);
-            planner.jobs.extend(plan.jobs);
-            (out_rx, weigh_out, next_cost, None)
+            let chain_to = before.filter(|(_, workers)| {
+                settings.chain
+                    && !settings.ordered
+                    && *workers == settings.workers
+                    && worth_chaining(settings.workers)
+                    && stage.chain.is_some()
+            });
+            match (chain_to, stage.chain) {
+                (Some((links_before, _)), Some(chain)) => links_before.fill(chain(&settings, parts)),
+                _ => {
+                    let plan = (stage.launch)(&settings, parts);
+                    planner.before.extend(plan.before);
+                    planner.jobs.extend(plan.jobs);
+                }
+            }
+            let links = links.map(|l| (l, settings.workers));
+            (out_rx, weigh_out, next_cost, links, None)
         });
         Ok(Pipeline {
             name: self.name,
@@ -345,8 +366,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         } else {
             (None, source)
         };
-        let first = (self.first_rx, None, self.input.next_cost.clone(), pulled);
-        let (rx_out, weigh_out, last_cost, unpulled) = (self.build)(first, &mut planner);
+        let first = (self.first_rx, None, self.input.next_cost.clone(), None, pulled);
+        let (rx_out, weigh_out, last_cost, _, unpulled) = (self.build)(first, &mut planner);
         // The caller's consumer measures nothing: the last stage cuts its
         // batches by its own cost alone.
         last_cost.no_reader();

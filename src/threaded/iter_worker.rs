@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::sync::AtomicUsize;
 
+use super::chain::{feed, link_for, Link, Links};
 use super::channel::{edge, recv, try_recv, Layout, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::pacing::Pacing;
@@ -81,9 +82,17 @@ struct Side<'a, In, Out> {
     last: usize,
     /// Items in the batches handed to the step.
     handed: u64,
+    /// A chained next stage, run on this thread (see `chain.rs`).
+    link: Option<Link<'a, Out>>,
 }
 
 impl<In, Out> Side<'_, In, Out> {
+    /// Runs what the outbox keeps locally through the chained stage.
+    fn feed(&mut self) {
+        let mut ob = self.outbox.borrow_mut();
+        feed(&mut ob, &mut self.link, &mut self.clock);
+    }
+
     fn mark(&mut self) {
         let mut ob = self.outbox.borrow_mut();
         let busy = self.clock.mark(&mut ob.blocked);
@@ -100,6 +109,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                 return None;
             }
             self.mark();
+            self.feed();
             let got = match try_recv(&self.cx.rx).or_else(|| {
                 let batch = self.cx.pull(&mut self.clock)?;
                 Some(Recv::Msg(Msg::Items(batch)))
@@ -107,6 +117,10 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                 Some(got) => got,
                 None => {
                     self.outbox.borrow_mut().flush();
+                    self.feed();
+                    if let Some(link) = self.link.as_mut() {
+                        link.idle();
+                    }
                     recv(&self.cx.rx, &self.cx.shared.cancel, None, &mut self.clock.starved)
                 }
             };
@@ -119,7 +133,10 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                     self.cx.cell.mark_busy(self.cx.info.index, crate::stats::clock().raw());
                     return Some(batch);
                 }
-                Recv::Msg(Msg::Meta(meta)) => self.outbox.borrow_mut().meta(meta),
+                Recv::Msg(Msg::Meta(meta)) => {
+                    self.outbox.borrow_mut().meta(meta);
+                    self.feed();
+                }
                 Recv::End | Recv::Cancelled | Recv::Idle => {
                     self.ended = true;
                     return None;
@@ -139,6 +156,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     step: impl FnOnce(InputIter<'a, In>) -> J,
     cx: WorkerCtx<'a, In>,
     outbox: Outbox<Out>,
+    links: Option<Arc<Links<'a, Out>>>,
 ) where
     J: IntoIterator<Item = Result<Out, BoxError>>,
 {
@@ -149,6 +167,8 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     let _mem = unsafe { AllocScope::enter(&cell) };
     let skip = cx.policy.skips_at_last();
     let shared = cx.shared.clone();
+    let mut outbox = outbox;
+    let link = link_for(&links, cx.info.index, &mut outbox);
     let outbox = Rc::new(RefCell::new(outbox));
     let side = Rc::new(RefCell::new(Side {
         clock: WorkerClock::start(cell.clone(), cx.info.index),
@@ -158,6 +178,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         took: false,
         last: 0,
         handed: 0,
+        link,
     }));
     let pulled = Rc::new(Cell::new(0));
     let input = InputIter {
@@ -168,7 +189,14 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     let result = guarded(|| {
         for r in step(input) {
             match r {
-                Ok(x) => outbox.borrow_mut().push(x),
+                Ok(x) => {
+                    let mut ob = outbox.borrow_mut();
+                    ob.push(x);
+                    if ob.has_local() {
+                        drop(ob);
+                        side.borrow_mut().feed();
+                    }
+                }
                 Err(_) if skip => {
                     cell.skipped.fetch_add(1, Relaxed);
                 }
@@ -222,6 +250,11 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         // which stops the stages upstream.
         drain_discarding(&side.cx);
     }
+    let mut side = side;
+    feed(&mut ob, &mut side.link, &mut side.clock);
+    if let Some(link) = side.link.take() {
+        link.finish();
+    }
     side.clock.finish(&mut ob.blocked);
 }
 
@@ -254,5 +287,6 @@ fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
         took: side.took,
         last: side.last,
         handed: side.handed,
+        link: side.link.take(),
     }
 }

@@ -15,6 +15,7 @@
 //! See `channel.rs` for the shutdown protocol and why it cannot deadlock.
 
 mod builder;
+mod chain;
 mod channel;
 mod chunk;
 mod handle;

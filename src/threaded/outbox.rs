@@ -1,6 +1,7 @@
 //! A worker's output side (batching, counting, backpressure) and its clock
 //! (busy / starved / blocked split, sampled CPU time).
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub(crate) struct Outbox<T> {
     pub(crate) blocked: u64,
     /// Downstream is gone (cancelled, or the consumer stopped).
     gone: bool,
+    /// Where batches wait for a chained stage on this thread, instead of
+    /// going on the edge (see `chain.rs`).
+    local: Option<VecDeque<Msg<T>>>,
 }
 
 impl<T> Outbox<T> {
@@ -57,7 +61,29 @@ impl<T> Outbox<T> {
             weigh,
             blocked: 0,
             gone: false,
+            local: None,
         }
+    }
+
+    /// Keeps batches on this thread for a chained stage instead of
+    /// sending them on the edge.
+    pub(crate) fn keep_locally(&mut self) {
+        self.local = Some(VecDeque::new());
+    }
+
+    /// True if batches wait for the chained stage.
+    pub(crate) fn has_local(&self) -> bool {
+        self.local.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
+    /// The next batch kept for the chained stage.
+    pub(crate) fn take_local(&mut self) -> Option<Msg<T>> {
+        self.local.as_mut()?.pop_front()
+    }
+
+    /// The chained stage stopped: this stage stops taking input.
+    pub(crate) fn stop(&mut self) {
+        self.gone = true;
     }
 
     #[inline]
@@ -96,6 +122,17 @@ impl<T> Outbox<T> {
 
     fn deliver(&mut self, msg: Msg<T>, n: u64) {
         let is_meta = matches!(msg, Msg::Meta(_));
+        if let Some(local) = self.local.as_mut() {
+            // Handed to the chained stage, which counts it in (and out as
+            // discarded if it has stopped).
+            local.push_back(msg);
+            if is_meta {
+                self.cell.metas.fetch_add(1, Relaxed);
+            } else {
+                self.cell.count.fetch_add(n, Relaxed);
+            }
+            return;
+        }
         if !self.gone {
             match send(&self.tx, msg, &self.shared.cancel, &mut self.blocked) {
                 Ok(()) => {
@@ -201,6 +238,14 @@ impl WorkerClock {
             .sys_cpu_ns
             .fetch_add(s.saturating_sub(self.cpu.1).as_nanos() as u64, Relaxed);
         self.cpu = (u, s);
+    }
+
+    /// Starts the next interval now, attributing nothing: a chained stage
+    /// counts only the time inside its own calls.
+    pub(crate) fn resume(&mut self) {
+        self.last = clock().raw();
+        self.starved = 0;
+        self.excluded = 0;
     }
 
     /// The last mark and CPU reading of a worker that is ending.

@@ -7,6 +7,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use super::chain::{Chained, Link, Links};
 use super::channel::{EdgeRx, EdgeTx};
 use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
@@ -43,6 +44,9 @@ pub(crate) struct LaunchParts<'a, In, Out> {
     pub(crate) rx: EdgeRx<In>,
     /// The lazy source, if this stage's workers pull it (see `pull.rs`).
     pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
+    /// Where the stage after this one is chained, if it is: each worker
+    /// takes its link when it starts.
+    pub(crate) links: Option<Arc<Links<'a, Out>>>,
     pub(crate) tx: EdgeTx<Out>,
     /// How the stage's outboxes cut their batches.
     pub(crate) pacing: Pacing,
@@ -65,6 +69,8 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) weigh_run: Option<Arc<OnceLock<Arc<RunShared>>>>,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) kind: Kind,
+    /// May run chained to the stage before it (see `chain.rs`).
+    pub(crate) chain: bool,
 }
 
 /// A stage of a threaded pipeline, ready to be added with
@@ -89,7 +95,14 @@ pub(crate) struct StageSettings<In, Out> {
 pub struct Stage<'a, In, Out> {
     pub(crate) settings: StageSettings<In, Out>,
     pub(crate) launch: Launcher<'a, In, Out>,
+    /// Launches the stage chained to the one before it, on its threads
+    /// (function stages only; see `chain.rs`).
+    pub(crate) chain: Option<ChainLauncher<'a, In, Out>>,
 }
+
+/// Makes a chained stage's workers, one per worker of the stage before.
+pub(crate) type ChainLauncher<'a, In, Out> =
+    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> Vec<Link<'a, In>> + Send + 'a>;
 
 impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -195,8 +208,10 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 weigh_run: None,
                 clone_in: None,
                 kind,
+                chain: true,
             },
             launch,
+            chain: None,
         }
     }
 
@@ -216,7 +231,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         E: Into<BoxError>,
     {
         let f = Arc::new(move |x: In| f(x).map_err(Into::into));
-        Self::with(
+        let chained = f.clone();
+        let mut stage = Self::with(
             name,
             Kind::Map,
             Box::new(move |s, p| {
@@ -241,6 +257,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                         .collect();
                     return StagePlan { before: None, jobs };
                 }
+                let links = p.links.clone();
                 let jobs = workers(s, p, Arc::new(|| {}))
                     .into_iter()
                     .enumerate()
@@ -249,13 +266,27 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                             f: f.clone(),
                             _types: std::marker::PhantomData,
                         };
-                        let shared = cx.shared.clone();
-                        job(&s.name, i, shared, move || item_worker(step, cx, outbox))
+                        let (shared, links) = (cx.shared.clone(), links.clone());
+                        job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
                     })
                     .collect();
                 StagePlan { before: None, jobs }
             }),
-        )
+        );
+        stage.chain = Some(Box::new(move |s, p| {
+            let links = p.links.clone();
+            workers(s, p, Arc::new(|| {}))
+                .into_iter()
+                .map(|(cx, outbox)| {
+                    let step = MapStep {
+                        f: chained.clone(),
+                        _types: std::marker::PhantomData,
+                    };
+                    Box::new(Chained::new(step, cx, outbox, links.clone())) as Link<'a, In>
+                })
+                .collect()
+        }));
+        stage
     }
 
     /// A stage whose workers each run an iterator step over the stage's
@@ -283,16 +314,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             name,
             Kind::Iter,
             Box::new(move |s, p| {
+                let links = p.links.clone();
                 let jobs = workers(s, p, Arc::new(|| {}))
                     .into_iter()
                     .enumerate()
                     .map(|(i, (cx, outbox))| {
-                        let (f, shared) = (f.clone(), cx.shared.clone());
+                        let (f, shared, links) = (f.clone(), cx.shared.clone(), links.clone());
                         job(&s.name, i, shared, move || {
                             iter_worker(
                                 move |input| f(input).into_iter().map(|r| r.map_err(Into::into)),
                                 cx,
                                 outbox,
+                                links,
                             )
                         })
                     })
@@ -318,15 +351,16 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     let factory = factory.clone();
                     Arc::new(move || factory.after_stage())
                 };
+                let links = p.links.clone();
                 let jobs = workers(s, p, after)
                     .into_iter()
                     .enumerate()
                     .map(|(i, (cx, outbox))| {
-                        let (factory, shared) = (factory.clone(), cx.shared.clone());
+                        let (factory, shared, links) = (factory.clone(), cx.shared.clone(), links.clone());
                         job(&s.name, i, shared, move || {
                             // A panic here fails the run (see `job`).
                             let step = factory.create(&cx.info);
-                            item_worker(step, cx, outbox)
+                            item_worker(step, cx, outbox, links)
                         })
                     })
                     .collect();
@@ -346,6 +380,16 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     /// the stage is added).
     pub fn workers(mut self, n: usize) -> Self {
         self.settings.workers = n;
+        self
+    }
+
+    /// Runs this stage on threads of its own, never chained to the stage
+    /// before it. By default a function stage with as many workers as the
+    /// stage before (at least 2, and more threads together than the machine
+    /// has cores) runs on that stage's threads, a batch going through both
+    /// by direct call; its own stats are kept either way.
+    pub fn unchained(mut self) -> Self {
+        self.settings.chain = false;
         self
     }
 

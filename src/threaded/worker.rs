@@ -6,6 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use super::chain::{feed, link_for, Links};
 use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
@@ -198,7 +199,12 @@ impl<In> WorkerCtx<'_, In> {
 }
 
 /// The loop of one worker of an item stage.
-pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Outbox<S::Out>) {
+pub(crate) fn item_worker<'a, S: Step>(
+    step: S,
+    cx: WorkerCtx<'a, S::In>,
+    outbox: Outbox<S::Out>,
+    links: Option<Arc<Links<'a, S::Out>>>,
+) {
     let cell = cx.cell.clone();
     // SAFETY: `cell` outlives the guard: both live until this function
     // returns or unwinds, and the guard is declared after it.
@@ -208,6 +214,8 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
     // Moved into locals declared after the scope, so they are dropped (and
     // their memory freed) inside it, charged to this stage.
     let (mut step, cx, mut outbox) = (step, cx, outbox);
+    // A chained next stage runs on this thread (see `chain.rs`).
+    let mut link = link_for(&links, cx.info.index, &mut outbox);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut idle = None;
     let mut ok = match guarded(|| {
@@ -232,6 +240,10 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
                     break;
                 }
                 outbox.flush();
+                feed(&mut outbox, &mut link, &mut clock);
+                if let Some(link) = link.as_mut() {
+                    link.idle();
+                }
                 clock.mark(&mut outbox.blocked);
                 loop {
                     match recv(&cx.rx, &cx.shared.cancel, idle, &mut clock.starved) {
@@ -241,6 +253,7 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
                                 break Recv::Cancelled;
                             }
                             outbox.flush();
+                            feed(&mut outbox, &mut link, &mut clock);
                         }
                         got => break got,
                     }
@@ -255,16 +268,19 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
                 ok = cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
                 cx.cell.mark_busy(cx.info.index, 0);
-                ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
+                feed(&mut outbox, &mut link, &mut clock);
                 let busy = clock.mark(&mut outbox.blocked);
                 cx.cost.observe(busy, n);
                 outbox.repace();
+                feed(&mut outbox, &mut link, &mut clock);
+                ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
             }
             Recv::Msg(Msg::Meta(meta)) => {
                 if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: &mut outbox })) {
                     cx.fatal(f);
                     ok = false;
                 }
+                feed(&mut outbox, &mut link, &mut clock);
             }
             Recv::End => {
                 if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut outbox })) {
@@ -286,6 +302,10 @@ pub(crate) fn item_worker<S: Step>(step: S, cx: WorkerCtx<'_, S::In>, outbox: Ou
         drain_discarding(&cx);
     } else {
         outbox.flush();
+    }
+    feed(&mut outbox, &mut link, &mut clock);
+    if let Some(link) = link {
+        link.finish();
     }
     clock.finish(&mut outbox.blocked);
 }

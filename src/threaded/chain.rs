@@ -1,0 +1,233 @@
+//! Chaining: a function stage that runs on the threads of the stage before
+//! it, a batch going through both by direct call (operator chaining, as
+//! Flink does it).
+//!
+//! On a machine with few cores, a thread per worker per stage means more
+//! runnable threads than cores, a hand-over between threads per batch, and
+//! every item allocated by one stage freed on another thread (which the
+//! system allocator makes expensive). When a function stage has the same
+//! number of workers as the stage before it (at least 2, and together they
+//! would have more threads than the machine has cores), the two are
+//! chained: worker `i` of the first stage keeps its output in a local
+//! queue, and after each of its batches runs the chained stage's worker `i`
+//! over it. Each stage keeps its own row in the stats: the chained stage's
+//! count, busy time and cost are measured around its own batches, and the
+//! time is left out of the first stage's. The first stage's starved time is
+//! the chain's; the chained stage is never starved (it never waits).
+//!
+//! Not chained: ordered stages, stages of one worker (their only
+//! parallelism is the pipeline's), [`Step`](super::Step) stages (their
+//! hooks run on their own threads), and stages built with
+//! [`Stage::unchained`](super::Stage::unchained).
+
+use std::sync::Arc;
+
+use super::channel::Msg;
+use super::outbox::{Outbox, WorkerClock};
+use super::step::{Meta, Output, Step};
+use super::worker::{guarded, WorkerCtx};
+use crate::stats::{clock, AllocScope, TargetGuard};
+use crate::sync::Mutex;
+
+/// A chained stage's worker, as the worker that feeds it sees it.
+pub(crate) trait Downstream<T> {
+    /// Called on the feeding worker's thread before anything else.
+    fn start(&mut self);
+    /// Runs a batch through the stage; false once it must stop (it failed,
+    /// its output is gone, or the run is cancelled).
+    fn batch(&mut self, items: Vec<T>) -> bool;
+    /// Passes a meta entry on; false once it must stop.
+    fn meta(&mut self, meta: Meta) -> bool;
+    /// The feeding worker's input ran dry: send what is ready.
+    fn idle(&mut self);
+    /// The feeding worker ends: send or discard what is left, and end.
+    fn finish(self: Box<Self>);
+}
+
+/// A chained stage's worker, boxed.
+pub(crate) type Link<'a, T> = Box<dyn Downstream<T> + Send + 'a>;
+
+/// Per worker of a stage, the chained worker it feeds, if the next stage
+/// was chained to it. Filled while the run is laid out, taken when the
+/// workers start.
+pub(crate) struct Links<'a, T> {
+    slots: Mutex<Vec<Option<Link<'a, T>>>>,
+}
+
+impl<'a, T> Links<'a, T> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Links {
+            slots: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub(crate) fn fill(&self, links: Vec<Link<'a, T>>) {
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) = links.into_iter().map(Some).collect();
+    }
+
+    /// Worker `index`'s link, if the next stage is chained.
+    pub(crate) fn take(&self, index: usize) -> Option<Link<'a, T>> {
+        self.slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(index)
+            .and_then(Option::take)
+    }
+}
+
+/// Whether two stages of `workers` workers each should be chained on this
+/// machine: they would have more threads than it has cores.
+pub(crate) fn worth_chaining(workers: usize) -> bool {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    workers >= 2 && 2 * workers > cores
+}
+
+/// Starts a worker's link (if any): takes it from `links`, puts `outbox`
+/// in local mode, and starts the chained worker.
+pub(crate) fn link_for<'a, T>(
+    links: &Option<Arc<Links<'a, T>>>,
+    index: usize,
+    outbox: &mut Outbox<T>,
+) -> Option<Link<'a, T>> {
+    let mut link = links.as_ref()?.take(index)?;
+    outbox.keep_locally();
+    link.start();
+    Some(link)
+}
+
+/// Runs what `outbox` holds locally through `link`; the time is left out
+/// of the feeding worker's clock.
+pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, worker_clock: &mut WorkerClock) {
+    let Some(link) = link.as_mut() else {
+        return;
+    };
+    let t0 = clock().raw();
+    let mut ok = true;
+    while let Some(msg) = outbox.take_local() {
+        // After a stop the chained stage still takes (and discards) what
+        // was handed to it, so the books balance.
+        ok &= match msg {
+            Msg::Items(items) => link.batch(items),
+            Msg::Meta(meta) => link.meta(meta),
+        };
+    }
+    if !ok {
+        outbox.stop();
+    }
+    worker_clock.excluded += clock().raw().saturating_sub(t0);
+}
+
+/// A worker of a chained stage: its step, context, outbox and clock, run
+/// on the feeding worker's thread.
+pub(crate) struct Chained<'a, S: Step> {
+    step: S,
+    cx: WorkerCtx<'a, S::In>,
+    outbox: Outbox<S::Out>,
+    clock: WorkerClock,
+    /// The stage after this one, if chained too.
+    links: Option<Arc<Links<'a, S::Out>>>,
+    link: Option<Link<'a, S::Out>>,
+    stopped: bool,
+}
+
+impl<'a, S: Step> Chained<'a, S> {
+    pub(crate) fn new(
+        step: S,
+        cx: WorkerCtx<'a, S::In>,
+        outbox: Outbox<S::Out>,
+        links: Option<Arc<Links<'a, S::Out>>>,
+    ) -> Self {
+        let clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
+        Chained {
+            step,
+            cx,
+            outbox,
+            clock,
+            links,
+            link: None,
+            stopped: false,
+        }
+    }
+}
+
+impl<S: Step> Downstream<S::In> for Chained<'_, S> {
+    fn start(&mut self) {
+        self.link = link_for(&self.links.take(), self.cx.info.index, &mut self.outbox);
+        self.clock.resume();
+    }
+
+    fn batch(&mut self, batch: Vec<S::In>) -> bool {
+        let cell = self.cx.cell.clone();
+        // SAFETY: `cell` outlives both guards (declared before them).
+        let _counters = unsafe { TargetGuard::install(&*cell) };
+        // SAFETY: as above.
+        let _mem = unsafe { AllocScope::enter(&cell) };
+        self.cx.take(&batch);
+        if self.stopped || self.cx.shared.cancel.is_cancelled() {
+            self.cx.discard(&batch);
+            self.stopped = true;
+            return false;
+        }
+        self.clock.resume();
+        let n = batch.len();
+        let (out, step) = (&mut self.outbox, &mut self.step);
+        cell.mark_busy(self.cx.info.index, clock().raw());
+        let ok = self
+            .cx
+            .process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
+        cell.mark_busy(self.cx.info.index, 0);
+        feed(&mut self.outbox, &mut self.link, &mut self.clock);
+        let busy = self.clock.mark(&mut self.outbox.blocked);
+        self.cx.cost.observe(busy, n);
+        self.outbox.repace();
+        feed(&mut self.outbox, &mut self.link, &mut self.clock);
+        let ok = ok && !self.outbox.is_gone() && !self.cx.shared.cancel.is_cancelled();
+        self.stopped |= !ok;
+        ok
+    }
+
+    fn meta(&mut self, meta: Meta) -> bool {
+        if self.stopped {
+            return false;
+        }
+        let (out, step) = (&mut self.outbox, &mut self.step);
+        if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: out })) {
+            self.cx.fatal(f);
+            self.stopped = true;
+            return false;
+        }
+        feed(&mut self.outbox, &mut self.link, &mut self.clock);
+        true
+    }
+
+    fn idle(&mut self) {
+        self.clock.resume();
+        self.outbox.flush();
+        feed(&mut self.outbox, &mut self.link, &mut self.clock);
+        if let Some(link) = self.link.as_mut() {
+            link.idle();
+        }
+        self.clock.mark(&mut self.outbox.blocked);
+    }
+
+    fn finish(self: Box<Self>) {
+        let mut this = *self;
+        let cell = this.cx.cell.clone();
+        // SAFETY: `cell` outlives both guards (declared before them).
+        let _counters = unsafe { TargetGuard::install(&*cell) };
+        // SAFETY: as above.
+        let _mem = unsafe { AllocScope::enter(&cell) };
+        this.clock.resume();
+        if this.cx.shared.cancel.is_cancelled() || this.outbox.is_gone() {
+            this.outbox.discard_pending();
+        } else {
+            this.outbox.flush();
+        }
+        feed(&mut this.outbox, &mut this.link, &mut this.clock);
+        if let Some(link) = this.link.take() {
+            link.finish();
+        }
+        this.clock.finish(&mut this.outbox.blocked);
+        // The context goes last: the stage-end latch counts this worker out.
+    }
+}
