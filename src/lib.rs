@@ -121,6 +121,18 @@
 //! ones. Until a stage has measured anything, items go to it one at a
 //! time. Nothing needs tuning for either case.
 //!
+//! Threads follow the machine, not only the stage list:
+//! - a lazy [`source`](threaded::Pipeline::source) is pulled by the first
+//!   stage's own workers, one batch at a time, whenever their input is
+//!   empty (as rayon's `par_bridge` does), so an item is made, processed
+//!   and freed on one thread, with no source thread to hand it over;
+//! - a function stage with as many workers as the stage before it (at
+//!   least 2, and together more threads than the machine has cores) is
+//!   *chained*: it runs on the threads of the stage before, a batch going
+//!   through both by direct call, as Flink chains operators. Each stage
+//!   keeps its own row in the stats. [`Stage::unchained`](threaded::Stage::unchained)
+//!   opts out.
+//!
 //! ```
 //! use paipa::threaded::{Pipeline, Stage};
 //! use std::time::Duration;
