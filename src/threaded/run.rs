@@ -79,15 +79,25 @@ pub(crate) fn execute<'scope, 'env: 'scope, R>(
         }
     }
     let mut handles = Vec::with_capacity(jobs.len());
+    // A run that failed before any thread started (a `before_stage` hook),
+    // or whose threads cannot be started, starts no more. A run cancelled
+    // by a thread already running still starts the others: each sees the
+    // cancel at once, but runs its hooks (workers pull a lazy source as
+    // soon as they start, so a first item can fail before the last worker
+    // is spawned).
+    let mut skip = shared.cancel.is_cancelled();
     for job in jobs {
-        if shared.cancel.is_cancelled() {
+        if skip {
             // Dropping the job drops its channel ends, so neighbours see an
             // end or a disconnection and stop.
             continue;
         }
         match std::thread::Builder::new().name(job.name).spawn_scoped(scope, job.run) {
             Ok(h) => handles.push(h),
-            Err(e) => shared.fail(RunError::Spawn(e)),
+            Err(e) => {
+                shared.fail(RunError::Spawn(e));
+                skip = true;
+            }
         }
     }
     let result = consume();
