@@ -1,0 +1,194 @@
+//! The ingestion server against slow, idle, numerous and stalled clients
+//! (feature `http`): every wait a client can impose is bounded, and the
+//! books balance on both sides.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, within};
+use paipa::glue::{serve_pipeline, Server, ServerConfig};
+use paipa::threaded::{Pipeline, Stage};
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn start(config: ServerConfig) -> (Server, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let p = Pipeline::new()
+        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (serve_pipeline(listener, p, config).unwrap(), seen)
+}
+
+/// A connection that sent `sent` and then nothing.
+fn stalled(addr: SocketAddr, sent: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(sent).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection (or 20 s pass: an error).
+fn read_until_closed(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        // A reset also means the server closed it.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Posts `ids` as one JSON array; returns the status.
+fn post_ids(addr: SocketAddr, ids: &[u64]) -> (u16, String, String) {
+    http(
+        addr,
+        "POST",
+        "/ingest",
+        "application/json",
+        format!("{ids:?}").as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn slow_clients_cannot_hold_shutdown_past_the_grace_deadline() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            header_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let mut acked = Vec::new();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            let (status, _, reply) = post_ids(addr, &ids);
+            assert_eq!((status, reply.as_str()), (200, r#"{"accepted":10}"#));
+            acked.extend(ids);
+        }
+        // Half a request line; a full head with half its body; an idle
+        // keep-alive connection that was served once.
+        let mut loris = stalled(addr, b"POST /inge");
+        let mut slow_body = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
+        );
+        let mut idle = stalled(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut first = [0u8; 12];
+        idle.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        std::thread::sleep(Duration::from_millis(200)); // every connection is accepted
+
+        let asked = Instant::now();
+        server.shutdown();
+        let summary = server.wait().unwrap();
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "shutdown took {took:?} with slow clients"
+        );
+        for s in [&mut loris, &mut slow_body, &mut idle] {
+            read_until_closed(s).expect("the server closed every slow connection");
+        }
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(acked.len(), 200);
+        assert_eq!(got, acked, "every acknowledged entry, once");
+        assert_eq!(summary.items, 200);
+    });
+}
+
+#[test]
+fn a_half_sent_head_or_body_is_cut_off_by_its_timeout() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let mut loris = stalled(addr, b"GET /hea");
+        read_until_closed(&mut loris).expect("closed by header_timeout");
+        let mut idle = stalled(addr, b"");
+        read_until_closed(&mut idle).expect("an idle connection is closed by header_timeout");
+
+        let mut slow_body = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
+        );
+        let reply = read_until_closed(&mut slow_body).expect("answered by body_timeout");
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(
+            reply.ends_with(r#"{"accepted":0,"error":"the body did not arrive within 500ms"}"#),
+            "{reply}"
+        );
+
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!((status, reply.as_str()), (200, "ok\n"));
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 0);
+        assert!(seen.lock().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            max_connections: 16,
+            header_timeout: Duration::from_secs(2),
+            retry_after_secs: 2,
+            ..ServerConfig::default()
+        };
+        let (server, _seen) = start(config);
+        let addr = server.addr();
+        // 16 idle connections take every place (accepted in order).
+        let mut idle: Vec<TcpStream> = (0..16).map(|_| stalled(addr, b"")).collect();
+        // 4 more, and a request: each answered 503 at once, then closed.
+        let mut excess: Vec<TcpStream> = (0..4).map(|_| stalled(addr, b"")).collect();
+        for s in &mut excess {
+            let reply = read_until_closed(s).unwrap();
+            assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+            assert!(reply.contains("retry-after: 2"), "{reply}");
+            assert!(
+                reply.ends_with(r#"{"error":"too many connections","accepted":0}"#),
+                "{reply}"
+            );
+        }
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(reply, r#"{"error":"too many connections","accepted":0}"#);
+        // The idle ones are closed by header_timeout, though their clients
+        // keep them open: the server answers again.
+        for s in &mut idle {
+            read_until_closed(s).expect("closed by header_timeout");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let health = loop {
+            let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+            if status == 200 || Instant::now() > deadline {
+                break (status, reply);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(health, (200, "ok\n".to_string()));
+        let (status, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+        assert_eq!(status, 200);
+        let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(stats["server"]["refused_connections"], 5);
+        drop(idle);
+        server.shutdown();
+        server.wait().unwrap();
+    });
+}
