@@ -192,3 +192,161 @@ fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
         server.wait().unwrap();
     });
 }
+
+#[path = "../examples/common/post.rs"]
+mod post;
+
+#[test]
+fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
+    within(Duration::from_secs(60), || {
+        let release = Arc::new(AtomicBool::new(false));
+        let gate = release.clone();
+        let seen: Seen = Arc::default();
+        let sink = seen.clone();
+        let p = Pipeline::new()
+            .capacity(16)
+            .unwrap()
+            .then(Stage::map("stalls", move |id: u64| {
+                while !gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                sink.lock().unwrap().push(id);
+            }))
+            .unwrap();
+        let config = ServerConfig {
+            full_wait: Duration::from_millis(100),
+            retry_after_secs: 1,
+            ..ServerConfig::default()
+        };
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
+        let addr = server.addr();
+        // Larger than the capacity: refused whole, and it says so.
+        let (status, _, reply) = post_ids(addr, &(0..17).collect::<Vec<_>>());
+        assert_eq!(status, 413, "{reply}");
+        assert_eq!(
+            reply,
+            r#"{"accepted":0,"error":"17 entries are more than the pipeline's capacity: send fewer per request"}"#
+        );
+        // The stage stalls 2 s, 20 times `full_wait`: the client (the
+        // products example's own sender) meets 503s and resends whole.
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            release.store(true, Ordering::SeqCst);
+        });
+        let url = format!("http://{addr}/ingest");
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut sent = Vec::new();
+        let mut refused = 0;
+        for b in 0..10u64 {
+            let ids: Vec<u64> = (b * 7..b * 7 + 7).collect();
+            refused += post::post_until_accepted(&agent, &url, &format!("{ids:?}")).unwrap();
+            sent.extend(ids);
+        }
+        opener.join().unwrap();
+        assert!(refused > 0, "the stall made the server answer 503");
+        assert_eq!(server.acknowledged(), 70);
+        server.shutdown();
+        let summary = server.wait().unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, sent, "each sent entry processed exactly once, none twice");
+        assert_eq!(summary.items, 70);
+    });
+}
+
+#[test]
+fn bodies_are_refused_in_json_whatever_the_reason() {
+    within(Duration::from_secs(30), || {
+        let config = ServerConfig {
+            max_entries: 4,
+            max_body_bytes: 64,
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let cases: [(&str, &str, u16, &str); 6] = [
+            (
+                "application/json",
+                "[1,2,3,4,5]",
+                413,
+                r#"{"accepted":0,"error":"more than 4 entries in one request (max_entries)"}"#,
+            ),
+            (
+                "application/x-ndjson",
+                "1\n2\n3\n4\n5\n",
+                413,
+                r#"{"accepted":0,"error":"more than 4 entries in one request (max_entries)"}"#,
+            ),
+            (
+                "application/json",
+                &"1 ".repeat(40),
+                413,
+                r#"{"accepted":0,"error":"the body is larger than 64 bytes"}"#,
+            ),
+            (
+                "application/x-ndjson",
+                "{",
+                400,
+                r#"{"accepted":0,"error":"line 1: invalid JSON: EOF while parsing an object at line 1 column 1"}"#,
+            ),
+            // Content types match case-insensitively, parameters ignored.
+            (
+                "Application/X-NDJSON; charset=utf-8",
+                "1\n2\n",
+                200,
+                r#"{"accepted":2}"#,
+            ),
+            ("APPLICATION/JSON", "[3,4]", 200, r#"{"accepted":2}"#),
+        ];
+        for (ctype, body, status, reply) in cases {
+            let got = http(addr, "POST", "/ingest", ctype, body.as_bytes()).unwrap();
+            assert_eq!((got.0, got.2.as_str()), (status, reply), "{ctype} {body:?}");
+            assert!(got.1.contains("content-type: application/json"), "{}", got.1);
+        }
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 4);
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+    });
+}
+
+#[test]
+fn zero_waits_and_limits_are_refused_with_field_and_value() {
+    let cases: [(ServerConfig, &str); 4] = [
+        (
+            ServerConfig {
+                full_wait: Duration::ZERO,
+                ..ServerConfig::default()
+            },
+            "invalid full_wait: 0ns (must be at least 1ms)",
+        ),
+        (
+            ServerConfig {
+                header_timeout: Duration::from_micros(10),
+                ..ServerConfig::default()
+            },
+            "invalid header_timeout: 10µs (must be at least 1ms)",
+        ),
+        (
+            ServerConfig {
+                max_connections: 0,
+                ..ServerConfig::default()
+            },
+            "invalid max_connections: 0 (must be at least 1)",
+        ),
+        (
+            ServerConfig {
+                max_entries: 0,
+                ..ServerConfig::default()
+            },
+            "invalid max_entries: 0 (must be at least 1)",
+        ),
+    ];
+    for (config, message) in cases {
+        let p = Pipeline::new().then(Stage::map("id", |x: u64| x)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = serve_pipeline(listener, p, config).unwrap_err();
+        assert_eq!(err.to_string(), message);
+    }
+}
