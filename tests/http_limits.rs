@@ -350,3 +350,109 @@ fn zero_waits_and_limits_are_refused_with_field_and_value() {
         assert_eq!(err.to_string(), message);
     }
 }
+
+/// A pipeline whose `check` stage fails on `null`, skipping it or not.
+fn start_checked(skip: bool) -> (Server, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let check = Stage::try_map("check", |v: serde_json::Value| v.as_u64().ok_or("not a number"));
+    let check = if skip { check.skip_errors() } else { check };
+    let p = Pipeline::new()
+        .then(check)
+        .unwrap()
+        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (serve_pipeline(listener, p, ServerConfig::default()).unwrap(), seen)
+}
+
+#[test]
+fn a_poison_entry_is_skipped_and_every_other_acknowledged_entry_processed() {
+    within(Duration::from_secs(30), || {
+        let (server, seen) = start_checked(true);
+        let addr = server.addr();
+        let mut acked = Vec::new();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            assert_eq!(post_ids(addr, &ids).0, 200);
+            acked.extend(ids);
+            if r == 10 {
+                let (status, _, reply) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+                assert_eq!((status, reply.as_str()), (200, r#"{"accepted":1}"#));
+            }
+        }
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(
+            (status, reply.as_str()),
+            (200, "ok\n"),
+            "the poison did not stop the server"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stats = loop {
+            let (_, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+            let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+            if stats["stages"][1]["skipped"] == 1 || Instant::now() > deadline {
+                break stats;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(stats["stages"][1]["name"], "check");
+        assert_eq!(stats["stages"][1]["skipped"], 1, "the poison is visible in /stats");
+        assert_eq!(stats["server"]["acknowledged"], 201);
+        server.shutdown();
+        let drained = server.finish();
+        assert_eq!(drained.unfinished(), 0);
+        let summary = drained.result.unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, acked, "every acknowledged entry but the poison, once");
+        assert_eq!(summary.items, 200);
+        assert_eq!(drained.acknowledged, 201);
+    });
+}
+
+#[test]
+fn a_poison_entry_that_fails_the_run_reports_exactly_what_was_not_processed() {
+    within(Duration::from_secs(30), || {
+        let (server, seen) = start_checked(false);
+        let addr = server.addr();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            assert_eq!(post_ids(addr, &ids).0, 200);
+        }
+        let (status, _, _) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+        assert_eq!(status, 200, "the entry is well-formed JSON: acknowledged");
+        // The run fails: later requests are refused with Retry-After, and
+        // /health says so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut acked_late = 0;
+        let (status, head, reply) = loop {
+            let r = post_ids(addr, &[999_999]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+            acked_late += 1; // taken before the failure stopped the input
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status, 503, "{reply}");
+        assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+        assert_eq!(
+            reply,
+            r#"{"accepted":0,"error":"the pipeline no longer takes input","of":1}"#
+        );
+        let (status, _, _) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(status, 503);
+        server.shutdown();
+        let drained = server.finish();
+        let err = drained.result.as_ref().unwrap_err();
+        assert_eq!(err.stage(), Some("check"));
+        let processed = seen.lock().unwrap().len() as u64;
+        assert!(drained.unfinished() >= 1, "the poison itself");
+        assert_eq!(
+            processed + drained.unfinished(),
+            drained.acknowledged,
+            "every acknowledged entry is processed or reported unfinished"
+        );
+        assert_eq!(drained.acknowledged, 201 + acked_late);
+    });
+}

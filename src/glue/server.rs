@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{ConfigError, RunError};
 use crate::report::snapshot_json;
+use crate::stats::Snapshot;
 use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
 
 /// Settings of the ingestion server.
@@ -512,17 +513,83 @@ impl Server {
 
     /// Waits for shutdown (see [`Server::shutdown`]: every connection is
     /// closed by the grace deadline), then closes the pipeline's input,
-    /// drains the pipeline, and returns its result.
-    pub fn wait(mut self) -> Result<Summary, RunError> {
+    /// drains the pipeline, and returns its result. If the run failed, what
+    /// it did not finish of the acknowledged entries is logged (see
+    /// [`Server::finish`] for the figures).
+    pub fn wait(self) -> Result<Summary, RunError> {
+        let drained = self.finish();
+        if drained.result.is_err() {
+            tracing::error!(
+                target: "paipa::glue",
+                "the pipeline failed: {} acknowledged entries, {} of them (in each stage's units) not finished",
+                drained.acknowledged,
+                drained.unfinished()
+            );
+        }
+        drained.result
+    }
+
+    /// As [`Server::wait`], with the books: how many entries were
+    /// acknowledged and the run's final snapshot, so that a failed run
+    /// reports exactly what it did not finish.
+    pub fn finish(mut self) -> Drained {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         (self.close_input)();
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let acknowledged = self.acknowledged();
         match running {
-            Some(r) => r.stop(),
-            None => Err(RunError::NoInput),
+            Some(r) => {
+                let stats = r.stats();
+                let result = r.stop();
+                Drained {
+                    acknowledged,
+                    snapshot: stats.snapshot(),
+                    result,
+                }
+            }
+            None => Drained {
+                acknowledged,
+                snapshot: Snapshot {
+                    pipeline: String::new(),
+                    elapsed: Duration::ZERO,
+                    stages: Vec::new(),
+                    is_final: true,
+                    stalls: Vec::new(),
+                },
+                result: Err(RunError::NoInput),
+            },
         }
+    }
+}
+
+/// What a server's pipeline did with what the server acknowledged
+/// ([`Server::finish`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Entries answered `200`: every one of them was put into the pipeline.
+    pub acknowledged: u64,
+    /// The stats of every stage once the pipeline was joined.
+    pub snapshot: Snapshot,
+    /// The run's result.
+    pub result: Result<Summary, RunError>,
+}
+
+impl Drained {
+    /// Entries the run took but did not finish: every stage's `failed` and
+    /// `discarded`, and what was left on its input edge (`queue_depth`),
+    /// each in that stage's own units (entries, for stages that emit one
+    /// item per input). 0 for a run that ended cleanly. For such a
+    /// pipeline, `acknowledged` = what came out of the last stage + every
+    /// stage's `skipped` + `unfinished()`.
+    pub fn unfinished(&self) -> u64 {
+        self.snapshot
+            .stages
+            .iter()
+            .map(|s| s.failed + s.discarded + s.queue_depth as u64)
+            .sum()
     }
 }
 
