@@ -456,3 +456,41 @@ fn a_poison_entry_that_fails_the_run_reports_exactly_what_was_not_processed() {
         assert_eq!(drained.acknowledged, 201 + acked_late);
     });
 }
+
+#[test]
+fn numbers_beyond_64_bits_are_kept_exactly_or_refused_never_rounded() {
+    within(Duration::from_secs(30), || {
+        // Typed entries: a number that does not fit is refused.
+        let (server, seen) = start(ServerConfig::default());
+        let addr = server.addr();
+        let (status, _, reply) =
+            http(addr, "POST", "/ingest", "application/json", b"[1, 18446744073709551616]").unwrap();
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply.contains("entry 1"), "{reply}");
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 0);
+        assert!(seen.lock().unwrap().is_empty());
+
+        // JSON values: every digit kept.
+        let texts: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = texts.clone();
+        let p = Pipeline::new()
+            .then(Stage::map("store", move |v: serde_json::Value| sink.lock().unwrap().push(v.to_string())))
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = serve_pipeline(listener, p, ServerConfig::default()).unwrap();
+        let body = "[123456789012345678901234567890, 0.1000000000000000055511151231257827, -18446744073709551617]";
+        let (status, _, reply) = http(server.addr(), "POST", "/ingest", "application/json", body.as_bytes()).unwrap();
+        assert_eq!((status, reply.as_str()), (200, r#"{"accepted":3}"#));
+        server.shutdown();
+        server.wait().unwrap();
+        assert_eq!(
+            *texts.lock().unwrap(),
+            [
+                "123456789012345678901234567890",
+                "0.1000000000000000055511151231257827",
+                "-18446744073709551617"
+            ]
+        );
+    });
+}
