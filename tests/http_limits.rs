@@ -463,8 +463,14 @@ fn numbers_beyond_64_bits_are_kept_exactly_or_refused_never_rounded() {
         // Typed entries: a number that does not fit is refused.
         let (server, seen) = start(ServerConfig::default());
         let addr = server.addr();
-        let (status, _, reply) =
-            http(addr, "POST", "/ingest", "application/json", b"[1, 18446744073709551616]").unwrap();
+        let (status, _, reply) = http(
+            addr,
+            "POST",
+            "/ingest",
+            "application/json",
+            b"[1, 18446744073709551616]",
+        )
+        .unwrap();
         assert_eq!(status, 400, "{reply}");
         assert!(reply.contains("entry 1"), "{reply}");
         server.shutdown();
@@ -475,7 +481,9 @@ fn numbers_beyond_64_bits_are_kept_exactly_or_refused_never_rounded() {
         let texts: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = texts.clone();
         let p = Pipeline::new()
-            .then(Stage::map("store", move |v: serde_json::Value| sink.lock().unwrap().push(v.to_string())))
+            .then(Stage::map("store", move |v: serde_json::Value| {
+                sink.lock().unwrap().push(v.to_string())
+            }))
             .unwrap();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let server = serve_pipeline(listener, p, ServerConfig::default()).unwrap();
@@ -491,6 +499,107 @@ fn numbers_beyond_64_bits_are_kept_exactly_or_refused_never_rounded() {
                 "0.1000000000000000055511151231257827",
                 "-18446744073709551617"
             ]
+        );
+    });
+}
+
+/// A pipeline of capacity 2 whose stage waits until `release` is set.
+fn start_stalled(config: ServerConfig, release: Arc<AtomicBool>) -> Server {
+    let p = Pipeline::new()
+        .capacity(2)
+        .unwrap()
+        .then(Stage::map("stalls", move |id: u64| {
+            while !release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            id
+        }))
+        .unwrap();
+    serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap()
+}
+
+#[test]
+fn idle_connections_are_closed_but_a_slow_request_is_not() {
+    within(Duration::from_secs(60), || {
+        let release = Arc::new(AtomicBool::new(false));
+        let config = ServerConfig {
+            header_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_millis(300),
+            full_wait: Duration::from_millis(1500),
+            ..ServerConfig::default()
+        };
+        let server = start_stalled(config, release.clone());
+        let addr = server.addr();
+        // Opened and never used.
+        let mut unused = stalled(addr, b"");
+        assert_eq!(read_until_closed(&mut unused).unwrap(), "");
+        // Kept alive after one request.
+        let mut kept = stalled(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let reply = read_until_closed(&mut kept).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok\n"), "{reply}");
+        // Fill the pipeline (the stage holds one, the edge two), then a
+        // request that waits 1.5 s for room, five idle timeouts: answered.
+        for id in 0..3u64 {
+            let (status, _, reply) = post_ids(addr, &[id]);
+            assert_eq!(status, 200, "{reply}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (status, _, reply) = loop {
+            let r = post_ids(addr, &[99]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+        };
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(reply, r#"{"accepted":0,"error":"the pipeline is full","of":1}"#);
+        release.store(true, Ordering::SeqCst);
+        server.shutdown();
+        let drained = server.finish();
+        assert_eq!(drained.result.unwrap().items, drained.acknowledged);
+    });
+}
+
+#[test]
+fn ingest_requests_past_the_limit_are_refused_at_once_and_take_nothing() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            max_ingests: 1,
+            retry_after_secs: 4,
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        // A request whose body is half sent holds the only place.
+        let mut holder = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n[1,",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (status, head, reply) = loop {
+            let r = post_ids(addr, &[100]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+            // Taken before the holder's request reached the server: its
+            // entry counts as acknowledged below.
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status, 503);
+        assert!(head.contains("retry-after: 4"), "{head}");
+        assert_eq!(reply, r#"{"accepted":0,"error":"too many requests in flight"}"#);
+        holder.write_all(b"2,3]").unwrap();
+        let reply = read_until_closed(&mut holder).unwrap();
+        assert!(reply.ends_with(r#"{"accepted":3}"#), "{reply}");
+        server.shutdown();
+        let drained = server.finish();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        got.retain(|&id| id != 100);
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(
+            drained.result.unwrap().items,
+            drained.acknowledged,
+            "the refused requests took nothing"
         );
     });
 }

@@ -34,8 +34,9 @@
 //! client.
 //!
 //! No client can hold the server: the head of a request must arrive
-//! within `header_timeout` (which also closes idle keep-alive connections),
-//! its body within `body_timeout`, at most `max_connections` connections
+//! within `header_timeout`, its body within `body_timeout`, a connection
+//! silent with no request handled is closed after `idle_timeout` (idle
+//! keep-alive, or opened and never used), at most `max_connections` connections
 //! are open (the next ones get `503` and are closed) and at most
 //! `max_ingests` ingest requests are handled at once.
 //!

@@ -28,8 +28,9 @@ use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
 /// Settings of the ingestion server.
 ///
 /// Every wait a client can impose on the server is bounded: the head of a
-/// request ([`header_timeout`](Self::header_timeout), which also bounds an
-/// idle keep-alive connection), its body ([`body_timeout`](Self::body_timeout)),
+/// request ([`header_timeout`](Self::header_timeout)), its body
+/// ([`body_timeout`](Self::body_timeout)), a connection doing nothing
+/// ([`idle_timeout`](Self::idle_timeout)),
 /// the number of open connections and of ingest requests in flight, and,
 /// once shutdown starts, the whole of it ([`shutdown_grace`](Self::shutdown_grace)).
 #[derive(Clone)]
@@ -48,9 +49,14 @@ pub struct ServerConfig {
     pub retry_after_secs: u64,
     /// How long a connection may take to send a request's head, counted
     /// from the moment it is ready for one (opened, or its previous
-    /// response sent): so it also closes idle keep-alive connections. At
-    /// least 1 ms; 10 s unless set.
+    /// response sent), however it trickles bytes: so it also bounds an idle
+    /// keep-alive connection. At least 1 ms; 10 s unless set.
     pub header_timeout: Duration,
+    /// How long a connection may stay silent (no byte read or written)
+    /// with no request being handled before it is closed: an idle
+    /// keep-alive connection, or one opened and never used. At least 1 ms;
+    /// 5 s unless set.
+    pub idle_timeout: Duration,
     /// How long a request may take to send its body once its head is in
     /// (408 after that). At least 1 ms; 30 s unless set.
     pub body_timeout: Duration,
@@ -78,6 +84,7 @@ impl fmt::Debug for ServerConfig {
             .field("full_wait", &self.full_wait)
             .field("retry_after_secs", &self.retry_after_secs)
             .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("max_connections", &self.max_connections)
@@ -110,6 +117,7 @@ impl Default for ServerConfig {
             full_wait: Duration::from_secs(1),
             retry_after_secs: 1,
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 256,
@@ -148,6 +156,7 @@ impl ServerConfig {
         let waits = [
             ("full_wait", self.full_wait),
             ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
             ("body_timeout", self.body_timeout),
         ];
         for (field, value) in waits {
@@ -314,8 +323,22 @@ async fn accept_loop(
                 };
                 match open.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-                        connections.spawn(serve_connection(conn, stop.clone(), permit));
+                        let activity = Arc::new(Activity::new());
+                        let service = {
+                            let (service, activity) = (TowerToHyperService::new(app.clone()), activity.clone());
+                            hyper::service::service_fn(move |request| {
+                                let handling = Handling::start(&activity);
+                                let response = hyper::service::Service::call(&service, request);
+                                async move {
+                                    let response = response.await;
+                                    drop(handling);
+                                    response
+                                }
+                            })
+                        };
+                        let io = TokioIo::new(Tracked { io: stream, activity: activity.clone() });
+                        let conn = http.serve_connection(io, service);
+                        connections.spawn(serve_connection(conn, activity, config.idle_timeout, stop.clone(), permit));
                     }
                     Err(_) => {
                         refused.fetch_add(1, Ordering::Relaxed);
@@ -344,18 +367,136 @@ async fn accept_loop(
     connections.shutdown().await;
 }
 
-/// Serves one connection until it ends, or until shutdown asks it to close
-/// (at once if idle or still sending a head, after its response if not).
-async fn serve_connection<C>(conn: C, mut stop: watch::Receiver<u8>, _permit: OwnedSemaphorePermit)
-where
+/// What a connection is doing: when it last read or wrote a byte, and how
+/// many requests it is handling.
+struct Activity {
+    born: std::time::Instant,
+    /// Milliseconds since `born` of the last byte read or written.
+    last: AtomicU64,
+    handling: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+            handling: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been silent with no request handled
+    /// (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.handling.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request being handled on a connection (until dropped).
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.handling.fetch_add(1, Ordering::SeqCst);
+        Handling(activity.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A TCP stream that records its activity.
+struct Tracked {
+    io: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves one connection until it ends, until it stays idle for
+/// `idle_timeout`, or until shutdown asks it to close (at once if idle or
+/// still sending a head, after its response if not).
+async fn serve_connection<C>(
+    conn: C,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<u8>,
+    _permit: OwnedSemaphorePermit,
+) where
     C: std::future::Future + GracefulConnection,
 {
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        () = reached(&mut stop, STOPPING) => {}
+    loop {
+        let idle_for = activity.idle_for();
+        if idle_for >= idle_timeout {
+            break;
+        }
+        // Check again when the idle time could have run out.
+        let check = (idle_timeout - idle_for).max(Duration::from_millis(1));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = reached(&mut stop, STOPPING) => break,
+            () = tokio::time::sleep(check) => {}
+        }
     }
     conn.as_mut().shut_down_gracefully();
+    // Idle: hyper closes it at once. A partly sent head may still be
+    // waited for by hyper until `header_timeout`; shutdown's deadline
+    // bounds that too.
     let _ = conn.await;
 }
 
