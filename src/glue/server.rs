@@ -66,7 +66,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Most connections open at once. A connection past the limit is
     /// answered `503` (JSON, with `Retry-After`) and closed without reading
-    /// its request. At least 1; 256 unless set.
+    /// its request (or, while as many again are being refused, closed
+    /// without an answer). At least 1; 256 unless set.
     pub max_connections: usize,
     /// Most `POST /ingest` requests handled at once (reading, parsing or
     /// putting); more get `503` with `Retry-After` at once, nothing taken.
@@ -303,6 +304,9 @@ async fn accept_loop(
     refused: Arc<AtomicU64>,
 ) {
     let open = Arc::new(Semaphore::new(config.max_connections));
+    // Connections being refused (each for at most 2 s): past as many again,
+    // a connection is closed without an answer.
+    let refusing = Arc::new(Semaphore::new(config.max_connections));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
     let mut connections = JoinSet::new();
@@ -342,7 +346,9 @@ async fn accept_loop(
                     }
                     Err(_) => {
                         refused.fetch_add(1, Ordering::Relaxed);
-                        connections.spawn(refuse_connection(stream, config.retry_after_secs));
+                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                            connections.spawn(refuse_connection(stream, config.retry_after_secs, permit));
+                        }
                     }
                 }
             }
@@ -520,7 +526,7 @@ where
 
 /// Answers a connection past `max_connections` with a 503 without reading
 /// its request, then closes it. Bounded in time.
-async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after_secs: u64) {
+async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after_secs: u64, _permit: OwnedSemaphorePermit) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = r#"{"error":"too many connections","accepted":0}"#;
     let reply = format!(
