@@ -1,7 +1,8 @@
 //! The ingestion server under its largest allowed bodies: how fast
 //! `GET /health` answers while 8 MiB JSON arrays are read and parsed (off
 //! the async workers), and the process's peak RSS. Loopback only, bounded:
-//! 4 senders x 40 bodies of 2048 entries of 4000 bytes each.
+//! 4 senders x 40 bodies of 2048 entries of 4000 bytes each, after 4 x 10
+//! bodies of the same size holding about 4 M small numbers each (refused).
 //!
 //! Run: `cargo run --release --features http --example bench_ingest`
 
@@ -48,6 +49,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ServerConfig::default().max_body_bytes as f64 / (1024.0 * 1024.0)
     );
     let rss_before = paipa::stats::resident_bytes().unwrap_or(0);
+
+    // First, bodies of the largest size holding far too many small entries
+    // (about 4 M numbers each): refused (413) without building the array.
+    let small = Arc::new(format!("[{}1]", "1,".repeat((body.len() - 3) / 2)));
+    let refusers: Vec<_> = (0..SENDERS)
+        .map(|_| {
+            let small = small.clone();
+            std::thread::spawn(move || {
+                let head = format!(
+                    "POST /ingest HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    small.len()
+                );
+                (0..10).map(|_| request(addr, &head, small.as_bytes()).unwrap_or(0)).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut refusals = std::collections::BTreeMap::new();
+    for r in refusers {
+        for status in r.join().expect("sender") {
+            *refusals.entry(status).or_insert(0u32) += 1;
+        }
+    }
+    println!(
+        "{} bodies of {:.2} MiB with {} entries each: statuses {refusals:?}; peak RSS so far {:.1} MiB",
+        SENDERS * 10,
+        small.len() as f64 / (1024.0 * 1024.0),
+        small.len() / 2,
+        paipa::stats::peak_resident_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+    );
 
     let sending = Arc::new(AtomicBool::new(true));
     let started = Instant::now();

@@ -17,6 +17,7 @@ use http_body_util::LengthLimitError;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
+use serde::Deserializer as _;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
@@ -802,9 +803,26 @@ fn parse<T: DeserializeOwned>(ndjson: bool, body: &[u8], max_entries: usize) -> 
         }
         return Ok(entries);
     }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        // An array is refused as soon as it holds one entry too many: a
+        // huge array of small entries is never built.
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let items = match de
+            .deserialize_seq(CappedArray(max_entries))
+            .and_then(|items| de.end().map(|()| items))
+        {
+            Ok(items) => items,
+            Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(Refusal::TooMany(max_entries)),
+            Err(e) => return Err(invalid(format!("invalid JSON: {e}"))),
+        };
+        return items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| serde_json::from_value(v).map_err(|e| invalid(format!("entry {i}: {e}"))))
+            .collect();
+    }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     match value {
-        serde_json::Value::Array(items) if items.len() > max_entries => Err(Refusal::TooMany(max_entries)),
         serde_json::Value::Array(items) => items
             .into_iter()
             .enumerate()
@@ -813,6 +831,32 @@ fn parse<T: DeserializeOwned>(ndjson: bool, body: &[u8], max_entries: usize) -> 
         one => serde_json::from_value(one)
             .map(|v| vec![v])
             .map_err(|e| invalid(format!("entry: {e}"))),
+    }
+}
+
+/// The message `CappedArray` fails with when an array is too long.
+const TOO_MANY: &str = "paipa: too many entries";
+
+/// Reads a JSON array of at most `.0` values, failing at the first one
+/// past that.
+struct CappedArray(usize);
+
+impl<'de> serde::de::Visitor<'de> for CappedArray {
+    type Value = Vec<serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<serde_json::Value>()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
     }
 }
 
