@@ -603,3 +603,31 @@ fn ingest_requests_past_the_limit_are_refused_at_once_and_take_nothing() {
         );
     });
 }
+
+#[test]
+fn a_drain_deadline_bounds_the_wait_for_a_step_that_never_returns() {
+    within(Duration::from_secs(30), || {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let p = Pipeline::new()
+            .then(Stage::map("blocked", move |id: u64| {
+                let _ = gate.lock().unwrap().recv();
+                id
+            }))
+            .unwrap();
+        let config = ServerConfig {
+            drain_deadline: Some(Duration::from_millis(300)),
+            ..ServerConfig::default()
+        };
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
+        assert_eq!(post_ids(server.addr(), &[1, 2]).0, 200);
+        server.shutdown();
+        let drained = server.finish();
+        match drained.result {
+            Err(paipa::RunError::Stuck { stage, worker, .. }) => assert_eq!((stage.as_str(), worker), ("blocked", 0)),
+            other => panic!("expected Stuck, got {other:?}"),
+        }
+        assert_eq!(drained.acknowledged, 2);
+        drop(release); // the detached step returns, its threads end
+    });
+}

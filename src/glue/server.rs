@@ -65,6 +65,13 @@ pub struct ServerConfig {
     /// every connection left. Connections idle or still sending a head are
     /// closed at once. 10 s unless set.
     pub shutdown_grace: Duration,
+    /// How long [`Server::wait`] waits, once every connection is closed,
+    /// for the pipeline to process what it holds. `None` (the default):
+    /// as long as it takes. Past it, the wait returns
+    /// [`RunError::Stuck`] naming the stage still busy, and the pipeline's
+    /// threads are left running, detached (see `Running::stop_within`):
+    /// what it held is then not known to be processed.
+    pub drain_deadline: Option<Duration>,
     /// Most connections open at once. A connection past the limit is
     /// answered `503` (JSON, with `Retry-After`) and closed without reading
     /// its request (or, while as many again are being refused, closed
@@ -89,6 +96,7 @@ impl fmt::Debug for ServerConfig {
             .field("idle_timeout", &self.idle_timeout)
             .field("body_timeout", &self.body_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("drain_deadline", &self.drain_deadline)
             .field("max_connections", &self.max_connections)
             .field("max_ingests", &self.max_ingests)
             .field("metrics_text", &self.metrics_text.is_some())
@@ -122,6 +130,7 @@ impl Default for ServerConfig {
             idle_timeout: Duration::from_secs(5),
             body_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
+            drain_deadline: None,
             max_connections: 256,
             max_ingests: 16,
             metrics_text: None,
@@ -198,6 +207,7 @@ pub struct Server {
     running: Arc<Mutex<Option<Running>>>,
     close_input: Box<dyn Fn() + Send + Sync>,
     acknowledged: Arc<AtomicU64>,
+    drain_deadline: Option<Duration>,
 }
 
 impl fmt::Debug for Server {
@@ -264,7 +274,7 @@ where
         .enable_all()
         .thread_name("paipa-http")
         .build()?;
-    let full_wait = config.full_wait;
+    let (full_wait, drain_deadline) = (config.full_wait, config.drain_deadline);
     let thread = std::thread::Builder::new().name("paipa-http".into()).spawn(move || {
         rt.block_on(async move {
             match tokio::net::TcpListener::from_std(listener) {
@@ -286,6 +296,7 @@ where
             close_shared.input.lock().unwrap_or_else(|e| e.into_inner()).take();
         }),
         acknowledged,
+        drain_deadline,
     })
 }
 
@@ -690,7 +701,10 @@ impl Server {
         match running {
             Some(r) => {
                 let stats = r.stats();
-                let result = r.stop();
+                let result = match self.drain_deadline {
+                    Some(deadline) => r.stop_within(deadline),
+                    None => r.stop(),
+                };
                 Drained {
                     acknowledged,
                     snapshot: stats.snapshot(),
