@@ -1,8 +1,10 @@
 //! A standalone ingestion server: POST JSON entries (one, an array, or
 //! NDJSON) to `/ingest`; SIGTERM or SIGINT stops accepting connections,
-//! drains the pipeline and exits 0 (or 1 if the pipeline failed: a `null`
-//! entry fails it, to show that). Point the products example at it with
-//! `--url http://127.0.0.1:8080/ingest`.
+//! closes slow ones by the grace deadline (a second signal closes them at
+//! once), drains the pipeline and exits 0 (or 1 if the pipeline failed). A
+//! `null` entry fails its step: the stage skips it (counted as `skipped` in
+//! `/stats`) so one bad entry does not stop the server for every client.
+//! Point the products example at it with `--url http://127.0.0.1:8080/ingest`.
 //!
 //! Run: `cargo run --release --features http --example ingest_server -- [port]`
 //! then `curl -d '[1,2,3]' http://127.0.0.1:8080/ingest`.
@@ -20,13 +22,19 @@ fn main() {
     let run = || -> Result<u64, Box<dyn std::error::Error>> {
         let pipeline = Pipeline::new()
             .debug(Debugger::new().name("ingest").source_name("http"))
-            .then(Stage::try_map("check", |v: serde_json::Value| {
-                if v.is_null() {
-                    Err("null entry")
-                } else {
-                    Ok(v)
-                }
-            }))?
+            .then(
+                Stage::try_map(
+                    "check",
+                    |v: serde_json::Value| {
+                        if v.is_null() {
+                            Err("null entry")
+                        } else {
+                            Ok(v)
+                        }
+                    },
+                )
+                .skip_errors(),
+            )?
             .then(Stage::map("store", |v: serde_json::Value| v.to_string().len()).workers(2))?;
         let server = serve_pipeline(
             std::net::TcpListener::bind(("127.0.0.1", port))?,

@@ -8,6 +8,9 @@
 //!
 //! The database is created on first run (fixed seed) and reused afterwards.
 
+#[path = "common/post.rs"]
+mod post;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -90,25 +93,15 @@ fn only_available(products: impl Iterator<Item = Product>) -> impl Iterator<Item
     products.filter(|p| p.available)
 }
 
-/// POSTs each batch to the ingestion server, waiting and retrying when it
-/// answers 503 (full); passes the batch on.
+/// POSTs each batch to the ingestion server, resending it whole when it
+/// answers 503 (full: the server took none of it, so nothing is sent
+/// twice); passes the batch on.
 fn send_in_batch(chunks: impl Iterator<Item = Vec<Product>>, url: String) -> impl Iterator<Item = Vec<Product>> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
     chunks.inspect(move |batch| {
         let body = serde_json::to_string(batch).expect("products serialise");
-        loop {
-            match agent
-                .post(&url)
-                .set("Content-Type", "application/json")
-                .send_string(&body)
-            {
-                Ok(_) => break,
-                Err(ureq::Error::Status(503, r)) => {
-                    let wait = r.header("Retry-After").and_then(|v| v.parse().ok()).unwrap_or(1);
-                    std::thread::sleep(Duration::from_secs(wait));
-                }
-                Err(e) => panic!("POST {url}: {e}"),
-            }
+        if let Err(e) = post::post_until_accepted(&agent, &url, &body) {
+            panic!("{e}");
         }
     })
 }

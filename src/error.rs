@@ -88,13 +88,31 @@ pub enum RunError {
     /// A thread of the pipeline could not be started.
     #[error("could not start a pipeline thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The run did not end within the deadline given to
+    /// `Running::stop_within` or `Running::abort_within`: a step has not
+    /// returned. The run's threads were left running, detached.
+    #[error(
+        "the run did not end within {waited:?}: stage {stage:?} (worker {worker}) has been busy for {busy_for:?}; \
+         its threads are left running, detached"
+    )]
+    Stuck {
+        /// The stage whose worker has been busy the longest (`"pipeline"`
+        /// if no worker was inside a step).
+        stage: String,
+        /// That worker's index.
+        worker: usize,
+        /// How long that worker had been on its current batch.
+        busy_for: std::time::Duration,
+        /// The deadline that passed.
+        waited: std::time::Duration,
+    },
 }
 
 impl RunError {
     /// The name of the stage that failed, if a stage failed.
     pub fn stage(&self) -> Option<&str> {
         match self {
-            RunError::Step { stage, .. } | RunError::Panic { stage, .. } => Some(stage),
+            RunError::Step { stage, .. } | RunError::Panic { stage, .. } | RunError::Stuck { stage, .. } => Some(stage),
             _ => None,
         }
     }

@@ -2,24 +2,51 @@
 //! `http`), the reference's "glue", on axum and tokio.
 //!
 //! - `POST /ingest`: one JSON entry, a JSON array of entries, or NDJSON
-//!   (`Content-Type: application/x-ndjson`, one entry per line). The whole
-//!   body is parsed first: a malformed body gets `400` and nothing of it is
-//!   put. Then every entry is put into the pipeline's live input, and the
-//!   response (`200 {"accepted": n}`) is sent only once all of them are in:
-//!   nothing acknowledged is ever lost. If the pipeline stays full for
-//!   `full_wait`, the response is `503` with `Retry-After` and
-//!   `{"accepted": k, ...}`: the first `k` entries are in, the rest are not.
-//!   A body over `max_body_bytes` gets `413`.
+//!   (`Content-Type: application/x-ndjson` or `application/jsonl`, matched
+//!   case-insensitively; one entry per line). The body is read (within
+//!   `body_timeout`, at most `max_body_bytes`) and parsed off the async
+//!   workers: a malformed body gets `400` and nothing of it is put. Then the
+//!   request's entries (at most `max_entries`) are put into the pipeline's
+//!   live input as **one all-or-nothing hand-over**: `200 {"accepted": n}`
+//!   means all `n` are in the pipeline; any other answer means none of them
+//!   is, so a client may resend a refused request whole without
+//!   duplicating anything. If the pipeline stays full for `full_wait`, the
+//!   answer is `503` with `Retry-After` and `{"accepted": 0, "of": n, ...}`.
+//!   Every error is JSON: `400`, `408` (body too slow), `413` (body over
+//!   `max_body_bytes`, more than `max_entries` entries, or more than the
+//!   pipeline's capacity), `503` (full, stopped, or too many requests in
+//!   flight: `max_ingests`; always with `Retry-After`).
 //! - `GET /health`: `200 ok` while the pipeline is alive, `503` otherwise.
-//! - `GET /stats`: the current snapshot as JSON (`report::snapshot_json`).
+//! - `GET /stats`: the current snapshot as JSON (`report::snapshot_json`),
+//!   plus `"server": {"acknowledged", "refused_connections"}`.
 //! - `GET /metrics`: Prometheus text, with the `metrics` feature on and
 //!   [`ServerConfig::with_prometheus`] (or whatever a `metrics_text` hook
 //!   renders); `404` otherwise.
 //!
+//! What an acknowledgement promises: an entry answered `200` is in the
+//! pipeline, and a clean shutdown processes it before [`Server::wait`]
+//! returns. It is not processed if the pipeline itself fails (a step error
+//! under the default `OnError::Fail` policy cancels the run, and what was
+//! in flight is discarded): [`Server::finish`] then says exactly how many
+//! acknowledged entries were not finished. Give a server's stages
+//! `skip_errors()` (or a retry that ends in a skip) so one bad entry is
+//! skipped, counted in `/stats`, and does not stop the server for every
+//! client.
+//!
+//! No client can hold the server: the head of a request must arrive
+//! within `header_timeout`, its body within `body_timeout`, a connection
+//! silent with no request handled is closed after `idle_timeout` (idle
+//! keep-alive, or opened and never used), at most `max_connections` connections
+//! are open (the next ones get `503` and are closed) and at most
+//! `max_ingests` ingest requests are handled at once.
+//!
 //! [`serve_pipeline`] starts one. [`Server::shutdown`] (or SIGTERM / SIGINT with
-//! [`Server::stop_on_signals`]) stops accepting connections, lets requests
-//! in flight finish, closes the pipeline's input, and drains the pipeline.
+//! [`Server::stop_on_signals`]) stops accepting connections, closes idle
+//! and half-sent ones at once, lets requests in flight finish until
+//! `shutdown_grace` and then closes every connection left (a second
+//! signal, or [`Server::shutdown_now`], closes them at once); then
+//! [`Server::wait`] closes the pipeline's input and drains it.
 
 mod server;
 
-pub use server::{serve, serve_pipeline, Server, ServerConfig};
+pub use server::{serve, serve_pipeline, Drained, Server, ServerConfig};

@@ -5,28 +5,82 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::LengthLimitError;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use serde::Deserializer as _;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::error::{ConfigError, RunError};
 use crate::report::snapshot_json;
+use crate::stats::Snapshot;
 use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
 
 /// Settings of the ingestion server.
+///
+/// Every wait a client can impose on the server is bounded: the head of a
+/// request ([`header_timeout`](Self::header_timeout)), its body
+/// ([`body_timeout`](Self::body_timeout)), a connection doing nothing
+/// ([`idle_timeout`](Self::idle_timeout)),
+/// the number of open connections and of ingest requests in flight, and,
+/// once shutdown starts, the whole of it ([`shutdown_grace`](Self::shutdown_grace)).
 #[derive(Clone)]
 pub struct ServerConfig {
     /// Largest request body accepted (bigger ones get 413). 8 MiB unless set.
     pub max_body_bytes: usize,
-    /// How long a request waits for room in a full pipeline before 503.
+    /// Most entries one request may carry (more get 413). A request is put
+    /// into the pipeline as one all-or-nothing hand-over, so it must also
+    /// fit in the pipeline's capacity: a request larger than the capacity
+    /// gets 413 too. 2048 unless set (the default capacity).
+    pub max_entries: usize,
+    /// How long a request waits for room for all its entries in a full
+    /// pipeline before 503 (nothing of it is then taken). At least 1 ms.
     pub full_wait: Duration,
     /// The `Retry-After` a 503 suggests, in seconds.
     pub retry_after_secs: u64,
+    /// How long a connection may take to send a request's head, counted
+    /// from the moment it is ready for one (opened, or its previous
+    /// response sent), however it trickles bytes: so it also bounds an idle
+    /// keep-alive connection. At least 1 ms; 10 s unless set.
+    pub header_timeout: Duration,
+    /// How long a connection may stay silent (no byte read or written)
+    /// with no request being handled before it is closed: an idle
+    /// keep-alive connection, or one opened and never used. At least 1 ms;
+    /// 5 s unless set.
+    pub idle_timeout: Duration,
+    /// How long a request may take to send its body once its head is in
+    /// (408 after that). At least 1 ms; 30 s unless set.
+    pub body_timeout: Duration,
+    /// How long shutdown waits for requests in flight before it closes
+    /// every connection left. Connections idle or still sending a head are
+    /// closed at once. 10 s unless set.
+    pub shutdown_grace: Duration,
+    /// How long [`Server::wait`] waits, once every connection is closed,
+    /// for the pipeline to process what it holds. `None` (the default):
+    /// as long as it takes. Past it, the wait returns
+    /// [`RunError::Stuck`] naming the stage still busy, and the pipeline's
+    /// threads are left running, detached (see `Running::stop_within`):
+    /// what it held is then not known to be processed.
+    pub drain_deadline: Option<Duration>,
+    /// Most connections open at once. A connection past the limit is
+    /// answered `503` (JSON, with `Retry-After`) and closed without reading
+    /// its request (or, while as many again are being refused, closed
+    /// without an answer). At least 1; 256 unless set.
+    pub max_connections: usize,
+    /// Most `POST /ingest` requests handled at once (reading, parsing or
+    /// putting); more get `503` with `Retry-After` at once, nothing taken.
+    /// At least 1; 16 unless set.
+    pub max_ingests: usize,
     /// Renders `GET /metrics` (404 when `None`).
     pub metrics_text: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
@@ -35,8 +89,16 @@ impl fmt::Debug for ServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerConfig")
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_entries", &self.max_entries)
             .field("full_wait", &self.full_wait)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("drain_deadline", &self.drain_deadline)
+            .field("max_connections", &self.max_connections)
+            .field("max_ingests", &self.max_ingests)
             .field("metrics_text", &self.metrics_text.is_some())
             .finish()
     }
@@ -61,24 +123,57 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
+            max_entries: 2048,
             full_wait: Duration::from_secs(1),
             retry_after_secs: 1,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            drain_deadline: None,
+            max_connections: 256,
+            max_ingests: 16,
             metrics_text: None,
         }
     }
 }
 
 impl ServerConfig {
-    /// Checks the settings: a body limit of 0 would refuse every request.
+    /// Checks the settings: a zero body limit, entry limit, connection or
+    /// request limit would refuse every request, and a zero wait or timeout
+    /// would answer before anything could happen.
     ///
     /// ```
     /// let config = paipa::glue::ServerConfig { max_body_bytes: 0, ..Default::default() };
     /// let err = config.validate().unwrap_err();
     /// assert_eq!(err.to_string(), "invalid max_body_bytes: 0 (must be at least 1)");
+    ///
+    /// let config = paipa::glue::ServerConfig { full_wait: std::time::Duration::ZERO, ..Default::default() };
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid full_wait: 0ns (must be at least 1ms)");
     /// ```
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_body_bytes == 0 {
-            return Err(ConfigError::new("max_body_bytes", 0, "must be at least 1"));
+        let counts = [
+            ("max_body_bytes", self.max_body_bytes),
+            ("max_entries", self.max_entries),
+            ("max_connections", self.max_connections),
+            ("max_ingests", self.max_ingests),
+        ];
+        for (field, value) in counts {
+            if value == 0 {
+                return Err(ConfigError::new(field, 0, "must be at least 1"));
+            }
+        }
+        let waits = [
+            ("full_wait", self.full_wait),
+            ("header_timeout", self.header_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("body_timeout", self.body_timeout),
+        ];
+        for (field, value) in waits {
+            if value < Duration::from_millis(1) {
+                return Err(ConfigError::new(field, format!("{value:?}"), "must be at least 1ms"));
+            }
         }
         Ok(())
     }
@@ -88,15 +183,31 @@ struct Shared<T> {
     input: Mutex<Option<Input<T>>>,
     running: Arc<Mutex<Option<Running>>>,
     config: ServerConfig,
+    /// Ingest requests in flight.
+    ingests: Arc<Semaphore>,
+    /// Entries acknowledged with a 200.
+    acknowledged: Arc<AtomicU64>,
+    /// Connections refused because `max_connections` were open.
+    refused_connections: Arc<AtomicU64>,
 }
+
+/// Shutdown levels sent to the server thread.
+const SERVING: u8 = 0;
+/// Stop accepting, close idle connections, let requests finish until the
+/// grace deadline.
+const STOPPING: u8 = 1;
+/// Close every connection now.
+const FORCED: u8 = 2;
 
 /// A running ingestion server and the pipeline it feeds.
 pub struct Server {
     addr: SocketAddr,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<u8>,
     thread: Option<std::thread::JoinHandle<()>>,
     running: Arc<Mutex<Option<Running>>>,
     close_input: Box<dyn Fn() + Send + Sync>,
+    acknowledged: Arc<AtomicU64>,
+    drain_deadline: Option<Duration>,
 }
 
 impl fmt::Debug for Server {
@@ -141,44 +252,39 @@ where
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let running = Arc::new(Mutex::new(Some(running)));
+    let acknowledged = Arc::new(AtomicU64::new(0));
     let shared = Arc::new(Shared {
         input: Mutex::new(Some(input)),
         running: running.clone(),
         config: config.clone(),
+        ingests: Arc::new(Semaphore::new(config.max_ingests)),
+        acknowledged: acknowledged.clone(),
+        refused_connections: Arc::new(AtomicU64::new(0)),
     });
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(SERVING);
+    let refused = shared.refused_connections.clone();
     let app = Router::new()
         .route("/ingest", post(ingest::<T>))
         .route("/health", get(health::<T>))
         .route("/stats", get(stats::<T>))
         .route("/metrics", get(metrics::<T>))
-        .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(shared.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("paipa-http")
         .build()?;
+    let (full_wait, drain_deadline) = (config.full_wait, config.drain_deadline);
     let thread = std::thread::Builder::new().name("paipa-http".into()).spawn(move || {
         rt.block_on(async move {
-            let listener = match tokio::net::TcpListener::from_std(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(target: "paipa::glue", "cannot serve: {e}");
-                    return;
-                }
-            };
-            let shutdown = async move {
-                while !*stopped.borrow() {
-                    if stopped.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
-            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(target: "paipa::glue", "server error: {e}");
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => accept_loop(listener, app, &config, stopped, refused).await,
+                Err(e) => tracing::error!(target: "paipa::glue", "cannot serve: {e}"),
             }
         });
+        // A put still waiting for room (at most `full_wait`) is not waited
+        // for past that: its client was cut off and never got an answer.
+        rt.shutdown_timeout(full_wait);
     })?;
     let close_shared = shared.clone();
     Ok(Server {
@@ -189,7 +295,272 @@ where
         close_input: Box::new(move || {
             close_shared.input.lock().unwrap_or_else(|e| e.into_inner()).take();
         }),
+        acknowledged,
+        drain_deadline,
     })
+}
+
+/// Waits until the shutdown level reaches `level` (or the server is gone).
+async fn reached(stop: &mut watch::Receiver<u8>, level: u8) {
+    let _ = stop.wait_for(|l| *l >= level).await;
+}
+
+/// Accepts connections until shutdown, then closes them: idle ones at once,
+/// busy ones once their request is answered, and every one left when the
+/// grace period ends (or at once on a forced shutdown).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    config: &ServerConfig,
+    mut stop: watch::Receiver<u8>,
+    refused: Arc<AtomicU64>,
+) {
+    let open = Arc::new(Semaphore::new(config.max_connections));
+    // Connections being refused (each for at most 2 s): past as many again,
+    // a connection is closed without an answer.
+    let refusing = Arc::new(Semaphore::new(config.max_connections));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = reached(&mut stop, STOPPING) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a
+                        // little rather than spin.
+                        tracing::warn!(target: "paipa::glue", "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                match open.clone().try_acquire_owned() {
+                    Ok(permit) => {
+                        let activity = Arc::new(Activity::new());
+                        let service = {
+                            let (service, activity) = (TowerToHyperService::new(app.clone()), activity.clone());
+                            hyper::service::service_fn(move |request| {
+                                let handling = Handling::start(&activity);
+                                let response = hyper::service::Service::call(&service, request);
+                                async move {
+                                    let response = response.await;
+                                    drop(handling);
+                                    response
+                                }
+                            })
+                        };
+                        let io = TokioIo::new(Tracked { io: stream, activity: activity.clone() });
+                        let conn = http.serve_connection(io, service);
+                        connections.spawn(serve_connection(conn, activity, config.idle_timeout, stop.clone(), permit));
+                    }
+                    Err(_) => {
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                            connections.spawn(refuse_connection(stream, config.retry_after_secs, permit));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    loop {
+        tokio::select! {
+            next = connections.join_next() => if next.is_none() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = reached(&mut stop, FORCED) => break,
+        }
+    }
+    if !connections.is_empty() {
+        tracing::warn!(
+            target: "paipa::glue",
+            "closing {} connections still open at the shutdown deadline",
+            connections.len()
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// What a connection is doing: when it last read or wrote a byte, and how
+/// many requests it is handling.
+struct Activity {
+    born: std::time::Instant,
+    /// Milliseconds since `born` of the last byte read or written.
+    last: AtomicU64,
+    handling: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            born: std::time::Instant::now(),
+            last: AtomicU64::new(0),
+            handling: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long the connection has been silent with no request handled
+    /// (zero while one is).
+    fn idle_for(&self) -> Duration {
+        if self.handling.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// A request being handled on a connection (until dropped).
+struct Handling(Arc<Activity>);
+
+impl Handling {
+    fn start(activity: &Arc<Activity>) -> Self {
+        activity.handling.fetch_add(1, Ordering::SeqCst);
+        Handling(activity.clone())
+    }
+}
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.handling.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A TCP stream that records its activity.
+struct Tracked {
+    io: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Serves one connection until it ends, until it stays idle for
+/// `idle_timeout`, or until shutdown asks it to close (at once if idle or
+/// still sending a head, after its response if not).
+async fn serve_connection<C>(
+    conn: C,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+    mut stop: watch::Receiver<u8>,
+    _permit: OwnedSemaphorePermit,
+) where
+    C: std::future::Future + GracefulConnection,
+{
+    let mut conn = std::pin::pin!(conn);
+    loop {
+        let idle_for = activity.idle_for();
+        if idle_for >= idle_timeout {
+            break;
+        }
+        // Check again when the idle time could have run out.
+        let check = (idle_timeout - idle_for).max(Duration::from_millis(1));
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            () = reached(&mut stop, STOPPING) => break,
+            () = tokio::time::sleep(check) => {}
+        }
+    }
+    conn.as_mut().shut_down_gracefully();
+    // Idle: hyper closes it at once. A partly sent head may still be
+    // waited for by hyper until `header_timeout`; shutdown's deadline
+    // bounds that too.
+    let _ = conn.await;
+}
+
+/// A hyper connection that can be asked to finish.
+trait GracefulConnection {
+    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shut_down_gracefully(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Answers a connection past `max_connections` with a 503 without reading
+/// its request, then closes it. Bounded in time.
+async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after_secs: u64, _permit: OwnedSemaphorePermit) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = r#"{"error":"too many connections","accepted":0}"#;
+    let reply = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {retry_after_secs}\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let limit = Duration::from_secs(1);
+    if let Ok(Ok(())) = tokio::time::timeout(limit, stream.write_all(reply.as_bytes())).await {
+        let _ = stream.shutdown().await;
+        // Read what the client sent until it closes (briefly), so that the
+        // close is not a reset that could destroy the reply in flight.
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(limit, async {
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// Takes a live input handle on `pipeline`, runs it in the background and
@@ -216,13 +587,40 @@ impl Server {
         self.addr
     }
 
-    /// Stops accepting connections, lets requests in flight finish, then
-    /// closes the pipeline's input (the pipeline drains). Idempotent.
-    pub fn shutdown(&self) {
-        let _ = self.stop.send(true);
+    /// Entries acknowledged so far (answered `200`): each of them is in the
+    /// pipeline.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged.load(Ordering::SeqCst)
     }
 
-    /// Calls [`Server::shutdown`] on SIGTERM or SIGINT (Unix).
+    /// Starts shutdown: stops accepting connections, closes idle ones and
+    /// ones still sending a request's head at once, lets requests in
+    /// flight finish for at most [`ServerConfig::shutdown_grace`], then
+    /// closes every connection left. [`Server::wait`] then closes the
+    /// pipeline's input and drains it. Idempotent.
+    pub fn shutdown(&self) {
+        self.raise(STOPPING);
+    }
+
+    /// Shuts down without the grace period: every connection is closed at
+    /// once (a request cut off this way is not acknowledged). What was
+    /// acknowledged is still drained by [`Server::wait`].
+    pub fn shutdown_now(&self) {
+        self.raise(FORCED);
+    }
+
+    fn raise(&self, level: u8) {
+        self.stop.send_if_modified(|l| {
+            let raise = *l < level;
+            if raise {
+                *l = level;
+            }
+            raise
+        });
+    }
+
+    /// On SIGTERM or SIGINT (Unix; Ctrl-C elsewhere) calls
+    /// [`Server::shutdown`]; on a second one, [`Server::shutdown_now`].
     pub fn stop_on_signals(&self) {
         let stop = self.stop.clone();
         let _ = std::thread::Builder::new().name("paipa-signals".into()).spawn(move || {
@@ -232,40 +630,128 @@ impl Server {
             };
             rt.block_on(async move {
                 #[cfg(unix)]
-                {
+                let (mut term, mut int) = {
                     use tokio::signal::unix::{signal, SignalKind};
-                    let (Ok(mut term), Ok(mut int)) =
-                        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-                    else {
-                        return;
+                    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                        (Ok(term), Ok(int)) => (term, int),
+                        _ => return,
+                    }
+                };
+                for level in [STOPPING, FORCED] {
+                    #[cfg(unix)]
+                    let signalled = async {
+                        tokio::select! {
+                            _ = term.recv() => {}
+                            _ = int.recv() => {}
+                        }
+                    };
+                    #[cfg(not(unix))]
+                    let signalled = async {
+                        let _ = tokio::signal::ctrl_c().await;
                     };
                     tokio::select! {
-                        _ = term.recv() => {}
-                        _ = int.recv() => {}
-                        _ = stop.closed() => return,
+                        () = signalled => {}
+                        () = stop.closed() => return,
                     }
+                    tracing::info!(
+                        target: "paipa::glue",
+                        "{}",
+                        if level == STOPPING { "signal: shutting down" } else { "second signal: closing every connection now" }
+                    );
+                    stop.send_if_modified(|l| {
+                        let raise = *l < level;
+                        if raise {
+                            *l = level;
+                        }
+                        raise
+                    });
                 }
-                #[cfg(not(unix))]
-                {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-                let _ = stop.send(true);
             });
         });
     }
 
-    /// Waits for shutdown (see [`Server::shutdown`]), then for the pipeline
-    /// to drain, and returns its result.
-    pub fn wait(mut self) -> Result<Summary, RunError> {
+    /// Waits for shutdown (see [`Server::shutdown`]: every connection is
+    /// closed by the grace deadline), then closes the pipeline's input,
+    /// drains the pipeline, and returns its result. If the run failed, what
+    /// it did not finish of the acknowledged entries is logged (see
+    /// [`Server::finish`] for the figures).
+    pub fn wait(self) -> Result<Summary, RunError> {
+        let drained = self.finish();
+        if drained.result.is_err() {
+            tracing::error!(
+                target: "paipa::glue",
+                "the pipeline failed: {} acknowledged entries, {} of them (in each stage's units) not finished",
+                drained.acknowledged,
+                drained.unfinished()
+            );
+        }
+        drained.result
+    }
+
+    /// As [`Server::wait`], with the books: how many entries were
+    /// acknowledged and the run's final snapshot, so that a failed run
+    /// reports exactly what it did not finish.
+    pub fn finish(mut self) -> Drained {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         (self.close_input)();
         let running = self.running.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let acknowledged = self.acknowledged();
         match running {
-            Some(r) => r.wait(),
-            None => Err(RunError::NoInput),
+            Some(r) => {
+                let stats = r.stats();
+                let result = match self.drain_deadline {
+                    Some(deadline) => r.stop_within(deadline),
+                    None => r.stop(),
+                };
+                Drained {
+                    acknowledged,
+                    snapshot: stats.snapshot(),
+                    result,
+                }
+            }
+            None => Drained {
+                acknowledged,
+                snapshot: Snapshot {
+                    pipeline: String::new(),
+                    elapsed: Duration::ZERO,
+                    stages: Vec::new(),
+                    is_final: true,
+                    stalls: Vec::new(),
+                },
+                result: Err(RunError::NoInput),
+            },
         }
+    }
+}
+
+/// What a server's pipeline did with what the server acknowledged
+/// ([`Server::finish`]).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Drained {
+    /// Entries answered `200`: every one of them was put into the pipeline.
+    pub acknowledged: u64,
+    /// The stats of every stage once the pipeline was joined.
+    pub snapshot: Snapshot,
+    /// The run's result.
+    pub result: Result<Summary, RunError>,
+}
+
+impl Drained {
+    /// Entries the run took but did not finish: every stage's `failed` and
+    /// `discarded`, and what was left on its input edge (`queue_depth`),
+    /// each in that stage's own units (entries, for stages that emit one
+    /// item per input). 0 for a run that ended cleanly. For such a
+    /// pipeline, `acknowledged` = what came out of the last stage + every
+    /// stage's `skipped` + `unfinished()`.
+    pub fn unfinished(&self) -> u64 {
+        self.snapshot
+            .stages
+            .iter()
+            .map(|s| s.failed + s.discarded + s.queue_depth as u64)
+            .sum()
     }
 }
 
@@ -283,88 +769,217 @@ fn json_response(status: StatusCode, body: serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-/// Parses a body: NDJSON if the content type says so, else one JSON value
-/// or an array of them.
-fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<Vec<T>, String> {
-    let ndjson = headers
+fn json_error(status: StatusCode, error: impl fmt::Display) -> Response {
+    json_response(status, serde_json::json!({ "accepted": 0, "error": error.to_string() }))
+}
+
+/// A 503 with `Retry-After`: nothing of the request was taken.
+fn unavailable(config: &ServerConfig, body: serde_json::Value) -> Response {
+    let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, config.retry_after_secs.into());
+    r
+}
+
+/// Why a body was refused.
+enum Refusal {
+    /// Malformed (400).
+    Invalid(String),
+    /// More entries than `max_entries` (413).
+    TooMany(usize),
+}
+
+/// Whether the content type says NDJSON (case-insensitive, parameters
+/// ignored).
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-ndjson") || v.starts_with("application/jsonl"));
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .is_some_and(|v| v == "application/x-ndjson" || v == "application/jsonl")
+}
+
+/// Parses a body: NDJSON if `ndjson`, else one JSON value or an array of
+/// them; at most `max_entries` entries. Every entry is read as JSON first,
+/// so a syntax error is reported as one (not as a type mismatch).
+fn parse<T: DeserializeOwned>(ndjson: bool, body: &[u8], max_entries: usize) -> Result<Vec<T>, Refusal> {
+    let invalid = Refusal::Invalid;
     if ndjson {
-        let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
-        return text
-            .lines()
+        let text = std::str::from_utf8(body).map_err(|e| invalid(format!("body is not UTF-8: {e}")))?;
+        let mut entries = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            if entries.len() == max_entries {
+                return Err(Refusal::TooMany(max_entries));
+            }
+            let value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| invalid(format!("line {}: invalid JSON: {e}", i + 1)))?;
+            entries.push(serde_json::from_value(value).map_err(|e| invalid(format!("line {}: {e}", i + 1)))?);
+        }
+        return Ok(entries);
+    }
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        // An array is refused as soon as it holds one entry too many: a
+        // huge array of small entries is never built.
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let items = match de
+            .deserialize_seq(CappedArray(max_entries))
+            .and_then(|items| de.end().map(|()| items))
+        {
+            Ok(items) => items,
+            Err(e) if e.to_string().starts_with(TOO_MANY) => return Err(Refusal::TooMany(max_entries)),
+            Err(e) => return Err(invalid(format!("invalid JSON: {e}"))),
+        };
+        return items
+            .into_iter()
             .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1)))
+            .map(|(i, v)| serde_json::from_value(v).map_err(|e| invalid(format!("entry {i}: {e}"))))
             .collect();
     }
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| invalid(format!("invalid JSON: {e}")))?;
     match value {
         serde_json::Value::Array(items) => items
             .into_iter()
             .enumerate()
-            .map(|(i, v)| serde_json::from_value(v).map_err(|e| format!("entry {i}: {e}")))
+            .map(|(i, v)| serde_json::from_value(v).map_err(|e| invalid(format!("entry {i}: {e}"))))
             .collect(),
         one => serde_json::from_value(one)
             .map(|v| vec![v])
-            .map_err(|e| format!("entry: {e}")),
+            .map_err(|e| invalid(format!("entry: {e}"))),
     }
+}
+
+/// The message `CappedArray` fails with when an array is too long.
+const TOO_MANY: &str = "paipa: too many entries";
+
+/// Reads a JSON array of at most `.0` values, failing at the first one
+/// past that.
+struct CappedArray(usize);
+
+impl<'de> serde::de::Visitor<'de> for CappedArray {
+    type Value = Vec<serde_json::Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<serde_json::Value>()? {
+            if items.len() == self.0 {
+                return Err(serde::de::Error::custom(TOO_MANY));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// How a request's entries fared.
+enum Outcome {
+    Accepted(usize),
+    Refused(Refusal),
+    Full(usize),
+    TooLarge(usize),
+    Closed(usize),
 }
 
 async fn ingest<T: DeserializeOwned + Send + 'static>(
     State(shared): State<Arc<Shared<T>>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let entries: Vec<T> = match parse(&headers, &body) {
-        Ok(e) => e,
-        Err(msg) => return json_response(StatusCode::BAD_REQUEST, serde_json::json!({ "error": msg })),
+    let config = &shared.config;
+    let Ok(_permit) = shared.ingests.clone().try_acquire_owned() else {
+        return unavailable(
+            config,
+            serde_json::json!({ "accepted": 0, "error": "too many requests in flight" }),
+        );
     };
-    let total = entries.len();
+    let too_big = || {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            serde_json::json!({
+                "accepted": 0,
+                "error": format!("the body is larger than {} bytes", config.max_body_bytes),
+            }),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > config.max_body_bytes as u64) {
+        return too_big();
+    }
+    let body = match tokio::time::timeout(config.body_timeout, to_bytes(body, config.max_body_bytes)).await {
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the body did not arrive within {:?}", config.body_timeout),
+            )
+        }
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                return too_big();
+            }
+            return json_error(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}"));
+        }
+        Ok(Ok(body)) => body,
+    };
+    let ndjson = is_ndjson(&headers);
     let worker = shared.clone();
-    // Putting may wait for room: do it off the async workers.
+    // Parsing a large body and waiting for room both block: off the async
+    // workers, so /health and the other connections stay responsive.
     let outcome = tokio::task::spawn_blocking(move || {
+        let config = &worker.config;
+        let entries: Vec<T> = match parse(ndjson, &body, config.max_entries) {
+            Ok(e) => e,
+            Err(refusal) => return Outcome::Refused(refusal),
+        };
+        drop(body);
+        let total = entries.len();
+        if total == 0 {
+            return Outcome::Accepted(0);
+        }
         let guard = worker.input.lock().unwrap_or_else(|e| e.into_inner());
         let Some(input) = guard.as_ref().cloned() else {
-            return (0, Some(false));
+            return Outcome::Closed(total);
         };
         drop(guard);
-        // Hand entries over in batches the input's edge can hold: one
-        // channel operation per batch, not per entry.
-        let mut accepted = 0;
-        let mut entries = entries.into_iter().peekable();
-        while entries.peek().is_some() {
-            let batch: Vec<T> = entries.by_ref().take(input.batch_size()).collect();
-            let n = batch.len();
-            match input.put_batch_timeout(batch, worker.config.full_wait) {
-                Ok(()) => accepted += n,
-                Err(PutError::Full(_) | PutError::TooLarge(_)) => return (accepted, Some(true)),
-                Err(PutError::Closed(_)) => return (accepted, Some(false)),
+        // One all-or-nothing hand-over: the request is in, or none of it
+        // is, so a client may resend a refused request whole.
+        match input.put_batch_timeout(entries, config.full_wait) {
+            Ok(()) => {
+                worker.acknowledged.fetch_add(total as u64, Ordering::SeqCst);
+                Outcome::Accepted(total)
             }
+            Err(PutError::Full(_)) => Outcome::Full(total),
+            Err(PutError::TooLarge(_)) => Outcome::TooLarge(total),
+            Err(PutError::Closed(_)) => Outcome::Closed(total),
         }
-        (accepted, None)
     })
-    .await;
-    let (accepted, failure) = outcome.unwrap_or((0, Some(false)));
-    match failure {
-        None => json_response(StatusCode::OK, serde_json::json!({ "accepted": accepted })),
-        Some(full) => {
-            let error = if full {
-                "the pipeline is full"
-            } else {
-                "the pipeline no longer takes input"
-            };
-            let mut r = json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({ "accepted": accepted, "of": total, "error": error }),
-            );
-            if full {
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, shared.config.retry_after_secs.into());
-            }
-            r
-        }
+    .await
+    .unwrap_or(Outcome::Closed(0));
+    match outcome {
+        Outcome::Accepted(n) => json_response(StatusCode::OK, serde_json::json!({ "accepted": n })),
+        Outcome::Refused(Refusal::Invalid(msg)) => json_error(StatusCode::BAD_REQUEST, msg),
+        Outcome::Refused(Refusal::TooMany(max)) => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("more than {max} entries in one request (max_entries)"),
+        ),
+        Outcome::TooLarge(n) => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{n} entries are more than the pipeline's capacity: send fewer per request"),
+        ),
+        Outcome::Full(n) => unavailable(
+            config,
+            serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline is full" }),
+        ),
+        Outcome::Closed(n) => unavailable(
+            config,
+            serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline no longer takes input" }),
+        ),
     }
 }
 
@@ -390,11 +1005,15 @@ async fn stats<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Respo
         .as_ref()
         .map(Running::stats);
     match stats {
-        Some(s) => json_response(StatusCode::OK, snapshot_json(&s.snapshot())),
-        None => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": "stopped" }),
-        ),
+        Some(s) => {
+            let mut json = snapshot_json(&s.snapshot());
+            json["server"] = serde_json::json!({
+                "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
+                "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
+            });
+            json_response(StatusCode::OK, json)
+        }
+        None => json_error(StatusCode::SERVICE_UNAVAILABLE, "stopped"),
     }
 }
 

@@ -53,8 +53,10 @@ use crate::stats::Snapshot;
 /// Receives snapshots of a pipeline: periodically while it runs, and once
 /// with [`Snapshot::is_final`] set when it is over.
 pub trait Reporter: Send {
-    /// Called with every snapshot, from the reporting thread or (for the
-    /// final one) from the thread that ends the run.
+    /// Called with every snapshot, from a reporting thread. The end of a
+    /// run waits at most 2 s for its final report: a reporter that blocks
+    /// longer gets the final report late (still exactly once, and last),
+    /// after the run has returned.
     fn report(&mut self, snapshot: &Snapshot);
 
     /// Called by the watchdog (see [`crate::Debugger::watchdog`]) for work

@@ -3,9 +3,12 @@
 //!
 //! Protocol: the schedule thread waits on a channel with a timeout. A timeout
 //! means "report now"; disconnection (the `Schedule` finishing or being
-//! dropped) means "stop". `finish` disconnects, joins the thread, and only
-//! then makes the final report on the calling thread, so the final report is
-//! always the last one and is made exactly once.
+//! dropped) means "stop". `finish` takes the final snapshot, disconnects,
+//! and a final-report thread joins the schedule thread and only then hands
+//! the final snapshot to the reporters, so the
+//! final report is always the last one and is made exactly once. `finish`
+//! waits for that thread at most `FINAL_REPORT_WAIT`: a blocking reporter
+//! cannot stretch the run.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -124,20 +127,52 @@ impl Schedule {
     }
 
     /// Stops periodic reports and makes the final one (once; later calls do
-    /// nothing).
+    /// nothing), on a reporting thread: the caller waits for it at most
+    /// [`FINAL_REPORT_WAIT`]. A reporter that blocks longer (in a periodic
+    /// report or the final one) does not hold the run up: `finish` returns,
+    /// with a warning, and the final report is still made, once and last,
+    /// as soon as that reporter returns, by a thread left to finish it.
     pub(crate) fn finish(&mut self) {
         if self.done {
             return;
         }
         self.done = true;
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let periodic = self.thread.take();
+        // Taken here: an iterator pipeline's final snapshot reads this
+        // thread's CPU time.
         let snap = (self.snapshot)(true);
-        deliver(&self.reporters, &snap);
+        let reporters = self.reporters.clone();
+        let (done_tx, done_rx) = bounded::<()>(1);
+        let final_report = move || {
+            if let Some(t) = periodic {
+                let _ = t.join();
+            }
+            deliver(&reporters, &snap);
+            let _ = done_tx.send(());
+        };
+        match std::thread::Builder::new()
+            .name("paipa-report".into())
+            .spawn(final_report)
+        {
+            Ok(thread) => match done_rx.recv_timeout(FINAL_REPORT_WAIT) {
+                Ok(()) => {
+                    let _ = thread.join();
+                }
+                Err(_) => tracing::warn!(
+                    target: "paipa::debugger",
+                    "a reporter is still busy after {FINAL_REPORT_WAIT:?}: the run returns without waiting; \
+                     its final report is made when that reporter returns"
+                ),
+            },
+            Err(e) => tracing::error!(target: "paipa::debugger", "final report skipped: cannot start its thread: {e}"),
+        }
     }
 }
+
+/// How long the end of a run waits for its final report (and for a
+/// periodic report still being made) before it returns without it.
+pub(crate) const FINAL_REPORT_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Schedule {
     fn drop(&mut self) {

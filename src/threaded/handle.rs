@@ -238,6 +238,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
 
     pub(crate) fn spawn(self) -> Result<Running, RunError> {
         let stats = self.stats();
+        let cells: Cells = Arc::new(self.cells.clone());
         let shared = self.shared.clone();
         let close_input = self.close_input.clone();
         let thread = std::thread::Builder::new()
@@ -249,6 +250,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
             shared,
             close_input,
             stats,
+            cells,
         })
     }
 
@@ -290,6 +292,8 @@ pub struct Running {
     shared: Arc<RunShared>,
     close_input: Arc<dyn Fn() + Send + Sync>,
     stats: Stats,
+    /// Every stage's cell, to name a worker stuck in a step.
+    cells: Cells,
 }
 
 impl fmt::Debug for Running {
@@ -333,6 +337,73 @@ impl Running {
         self.shared.cancel.cancel();
         (self.close_input)();
         self.join()
+    }
+
+    /// [`Running::stop`], but gives up after `deadline`: if the run has
+    /// not ended by then (a step that never returns, or retries for ever),
+    /// returns [`RunError::Stuck`] naming the stage and worker that has been
+    /// on its batch the longest. The run's threads are then **detached**:
+    /// they go on in the background (the input stays closed), and end by
+    /// themselves once the stuck step returns; nothing joins them, and the
+    /// process may exit while they run.
+    pub fn stop_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
+        (self.close_input)();
+        self.join_within(deadline)
+    }
+
+    /// [`Running::abort`], but gives up after `deadline` as
+    /// [`Running::stop_within`] does (a step that never returns cannot see
+    /// the cancel): [`RunError::Stuck`], the threads detached.
+    pub fn abort_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
+        self.shared.cancel.cancel();
+        (self.close_input)();
+        self.join_within(deadline)
+    }
+
+    /// Joins if the run thread ends within `limit`; else detaches it and
+    /// names the longest-busy worker.
+    fn join_within(&mut self, limit: Duration) -> Result<Summary, RunError> {
+        let end = Instant::now() + limit;
+        let mut pause = Duration::from_micros(100);
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            let now = Instant::now();
+            if now >= end {
+                self.thread.take(); // detached
+                return Err(self.stuck(limit));
+            }
+            std::thread::sleep(pause.min(end - now));
+            pause = (pause * 2).min(Duration::from_millis(10));
+        }
+        self.join()
+    }
+
+    /// The worker that has been on its current batch the longest.
+    fn stuck(&self, waited: Duration) -> RunError {
+        let now = clock().raw();
+        let oldest = self
+            .cells
+            .iter()
+            .flat_map(|(cell, _)| {
+                cell.busy_since.iter().enumerate().filter_map(move |(worker, since)| {
+                    let since = since.load(Ordering::Relaxed);
+                    (since != 0).then(|| (since, cell.name(), worker))
+                })
+            })
+            .min_by_key(|(since, _, _)| *since);
+        match oldest {
+            Some((since, stage, worker)) => RunError::Stuck {
+                stage,
+                worker,
+                busy_for: ticks_to_duration(now.saturating_sub(since)),
+                waited,
+            },
+            None => RunError::Stuck {
+                stage: "pipeline".into(),
+                worker: 0,
+                busy_for: Duration::ZERO,
+                waited,
+            },
+        }
     }
 
     /// Lets the run go on unjoined: the process may exit without waiting

@@ -1,0 +1,633 @@
+//! The ingestion server against slow, idle, numerous and stalled clients
+//! (feature `http`): every wait a client can impose is bounded, and the
+//! books balance on both sides.
+#![cfg(feature = "http")]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, within};
+use paipa::glue::{serve_pipeline, Server, ServerConfig};
+use paipa::threaded::{Pipeline, Stage};
+
+type Seen = Arc<Mutex<Vec<u64>>>;
+
+fn start(config: ServerConfig) -> (Server, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let p = Pipeline::new()
+        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (serve_pipeline(listener, p, config).unwrap(), seen)
+}
+
+/// A connection that sent `sent` and then nothing.
+fn stalled(addr: SocketAddr, sent: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(sent).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection (or 20 s pass: an error).
+fn read_until_closed(s: &mut TcpStream) -> std::io::Result<String> {
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        // A reset also means the server closed it.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(String::from_utf8_lossy(&raw).into_owned()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Posts `ids` as one JSON array; returns the status.
+fn post_ids(addr: SocketAddr, ids: &[u64]) -> (u16, String, String) {
+    http(
+        addr,
+        "POST",
+        "/ingest",
+        "application/json",
+        format!("{ids:?}").as_bytes(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn slow_clients_cannot_hold_shutdown_past_the_grace_deadline() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            header_timeout: Duration::from_secs(120),
+            body_timeout: Duration::from_secs(120),
+            shutdown_grace: Duration::from_secs(2),
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let mut acked = Vec::new();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            let (status, _, reply) = post_ids(addr, &ids);
+            assert_eq!((status, reply.as_str()), (200, r#"{"accepted":10}"#));
+            acked.extend(ids);
+        }
+        // Half a request line; a full head with half its body; an idle
+        // keep-alive connection that was served once.
+        let mut loris = stalled(addr, b"POST /inge");
+        let mut slow_body = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
+        );
+        let mut idle = stalled(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut first = [0u8; 12];
+        idle.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        std::thread::sleep(Duration::from_millis(200)); // every connection is accepted
+
+        let asked = Instant::now();
+        server.shutdown();
+        let summary = server.wait().unwrap();
+        let took = asked.elapsed();
+        assert!(
+            took < Duration::from_secs(10),
+            "shutdown took {took:?} with slow clients"
+        );
+        for s in [&mut loris, &mut slow_body, &mut idle] {
+            read_until_closed(s).expect("the server closed every slow connection");
+        }
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(acked.len(), 200);
+        assert_eq!(got, acked, "every acknowledged entry, once");
+        assert_eq!(summary.items, 200);
+    });
+}
+
+#[test]
+fn a_half_sent_head_or_body_is_cut_off_by_its_timeout() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            header_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let mut loris = stalled(addr, b"GET /hea");
+        read_until_closed(&mut loris).expect("closed by header_timeout");
+        let mut idle = stalled(addr, b"");
+        read_until_closed(&mut idle).expect("an idle connection is closed by header_timeout");
+
+        let mut slow_body = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
+        );
+        let reply = read_until_closed(&mut slow_body).expect("answered by body_timeout");
+        assert!(reply.starts_with("HTTP/1.1 408"), "{reply}");
+        assert!(
+            reply.ends_with(r#"{"accepted":0,"error":"the body did not arrive within 500ms"}"#),
+            "{reply}"
+        );
+
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!((status, reply.as_str()), (200, "ok\n"));
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 0);
+        assert!(seen.lock().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            max_connections: 16,
+            header_timeout: Duration::from_secs(2),
+            retry_after_secs: 2,
+            ..ServerConfig::default()
+        };
+        let (server, _seen) = start(config);
+        let addr = server.addr();
+        // 16 idle connections take every place (accepted in order).
+        let mut idle: Vec<TcpStream> = (0..16).map(|_| stalled(addr, b"")).collect();
+        // 4 more, and a request: each answered 503 at once, then closed.
+        let mut excess: Vec<TcpStream> = (0..4).map(|_| stalled(addr, b"")).collect();
+        for s in &mut excess {
+            let reply = read_until_closed(s).unwrap();
+            assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+            assert!(reply.contains("retry-after: 2"), "{reply}");
+            assert!(
+                reply.ends_with(r#"{"error":"too many connections","accepted":0}"#),
+                "{reply}"
+            );
+        }
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(reply, r#"{"error":"too many connections","accepted":0}"#);
+        // The idle ones are closed by header_timeout, though their clients
+        // keep them open: the server answers again.
+        for s in &mut idle {
+            read_until_closed(s).expect("closed by header_timeout");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let health = loop {
+            let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+            if status == 200 || Instant::now() > deadline {
+                break (status, reply);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(health, (200, "ok\n".to_string()));
+        let (status, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+        assert_eq!(status, 200);
+        let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(stats["server"]["refused_connections"], 5);
+        drop(idle);
+        server.shutdown();
+        server.wait().unwrap();
+    });
+}
+
+#[path = "../examples/common/post.rs"]
+mod post;
+
+#[test]
+fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
+    within(Duration::from_secs(60), || {
+        let release = Arc::new(AtomicBool::new(false));
+        let gate = release.clone();
+        let seen: Seen = Arc::default();
+        let sink = seen.clone();
+        let p = Pipeline::new()
+            .capacity(16)
+            .unwrap()
+            .then(Stage::map("stalls", move |id: u64| {
+                while !gate.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                sink.lock().unwrap().push(id);
+            }))
+            .unwrap();
+        let config = ServerConfig {
+            full_wait: Duration::from_millis(100),
+            retry_after_secs: 1,
+            ..ServerConfig::default()
+        };
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
+        let addr = server.addr();
+        // Larger than the capacity: refused whole, and it says so.
+        let (status, _, reply) = post_ids(addr, &(0..17).collect::<Vec<_>>());
+        assert_eq!(status, 413, "{reply}");
+        assert_eq!(
+            reply,
+            r#"{"accepted":0,"error":"17 entries are more than the pipeline's capacity: send fewer per request"}"#
+        );
+        // The stage stalls 2 s, 20 times `full_wait`: the client (the
+        // products example's own sender) meets 503s and resends whole.
+        let opener = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            release.store(true, Ordering::SeqCst);
+        });
+        let url = format!("http://{addr}/ingest");
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut sent = Vec::new();
+        let mut refused = 0;
+        for b in 0..10u64 {
+            let ids: Vec<u64> = (b * 7..b * 7 + 7).collect();
+            refused += post::post_until_accepted(&agent, &url, &format!("{ids:?}")).unwrap();
+            sent.extend(ids);
+        }
+        opener.join().unwrap();
+        assert!(refused > 0, "the stall made the server answer 503");
+        assert_eq!(server.acknowledged(), 70);
+        server.shutdown();
+        let summary = server.wait().unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, sent, "each sent entry processed exactly once, none twice");
+        assert_eq!(summary.items, 70);
+    });
+}
+
+#[test]
+fn bodies_are_refused_in_json_whatever_the_reason() {
+    within(Duration::from_secs(30), || {
+        let config = ServerConfig {
+            max_entries: 4,
+            max_body_bytes: 64,
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        let cases: [(&str, &str, u16, &str); 6] = [
+            (
+                "application/json",
+                "[1,2,3,4,5]",
+                413,
+                r#"{"accepted":0,"error":"more than 4 entries in one request (max_entries)"}"#,
+            ),
+            (
+                "application/x-ndjson",
+                "1\n2\n3\n4\n5\n",
+                413,
+                r#"{"accepted":0,"error":"more than 4 entries in one request (max_entries)"}"#,
+            ),
+            (
+                "application/json",
+                &"1 ".repeat(40),
+                413,
+                r#"{"accepted":0,"error":"the body is larger than 64 bytes"}"#,
+            ),
+            (
+                "application/x-ndjson",
+                "{",
+                400,
+                r#"{"accepted":0,"error":"line 1: invalid JSON: EOF while parsing an object at line 1 column 1"}"#,
+            ),
+            // Content types match case-insensitively, parameters ignored.
+            (
+                "Application/X-NDJSON; charset=utf-8",
+                "1\n2\n",
+                200,
+                r#"{"accepted":2}"#,
+            ),
+            ("APPLICATION/JSON", "[3,4]", 200, r#"{"accepted":2}"#),
+        ];
+        for (ctype, body, status, reply) in cases {
+            let got = http(addr, "POST", "/ingest", ctype, body.as_bytes()).unwrap();
+            assert_eq!((got.0, got.2.as_str()), (status, reply), "{ctype} {body:?}");
+            assert!(got.1.contains("content-type: application/json"), "{}", got.1);
+        }
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 4);
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, vec![1, 2, 3, 4]);
+    });
+}
+
+#[test]
+fn zero_waits_and_limits_are_refused_with_field_and_value() {
+    let cases: [(ServerConfig, &str); 4] = [
+        (
+            ServerConfig {
+                full_wait: Duration::ZERO,
+                ..ServerConfig::default()
+            },
+            "invalid full_wait: 0ns (must be at least 1ms)",
+        ),
+        (
+            ServerConfig {
+                header_timeout: Duration::from_micros(10),
+                ..ServerConfig::default()
+            },
+            "invalid header_timeout: 10µs (must be at least 1ms)",
+        ),
+        (
+            ServerConfig {
+                max_connections: 0,
+                ..ServerConfig::default()
+            },
+            "invalid max_connections: 0 (must be at least 1)",
+        ),
+        (
+            ServerConfig {
+                max_entries: 0,
+                ..ServerConfig::default()
+            },
+            "invalid max_entries: 0 (must be at least 1)",
+        ),
+    ];
+    for (config, message) in cases {
+        let p = Pipeline::new().then(Stage::map("id", |x: u64| x)).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let err = serve_pipeline(listener, p, config).unwrap_err();
+        assert_eq!(err.to_string(), message);
+    }
+}
+
+/// A pipeline whose `check` stage fails on `null`, skipping it or not.
+fn start_checked(skip: bool) -> (Server, Seen) {
+    let seen: Seen = Arc::default();
+    let sink = seen.clone();
+    let check = Stage::try_map("check", |v: serde_json::Value| v.as_u64().ok_or("not a number"));
+    let check = if skip { check.skip_errors() } else { check };
+    let p = Pipeline::new()
+        .then(check)
+        .unwrap()
+        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (serve_pipeline(listener, p, ServerConfig::default()).unwrap(), seen)
+}
+
+#[test]
+fn a_poison_entry_is_skipped_and_every_other_acknowledged_entry_processed() {
+    within(Duration::from_secs(30), || {
+        let (server, seen) = start_checked(true);
+        let addr = server.addr();
+        let mut acked = Vec::new();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            assert_eq!(post_ids(addr, &ids).0, 200);
+            acked.extend(ids);
+            if r == 10 {
+                let (status, _, reply) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+                assert_eq!((status, reply.as_str()), (200, r#"{"accepted":1}"#));
+            }
+        }
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(
+            (status, reply.as_str()),
+            (200, "ok\n"),
+            "the poison did not stop the server"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stats = loop {
+            let (_, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+            let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+            if stats["stages"][1]["skipped"] == 1 || Instant::now() > deadline {
+                break stats;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(stats["stages"][1]["name"], "check");
+        assert_eq!(stats["stages"][1]["skipped"], 1, "the poison is visible in /stats");
+        assert_eq!(stats["server"]["acknowledged"], 201);
+        server.shutdown();
+        let drained = server.finish();
+        assert_eq!(drained.unfinished(), 0);
+        let summary = drained.result.unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        assert_eq!(got, acked, "every acknowledged entry but the poison, once");
+        assert_eq!(summary.items, 200);
+        assert_eq!(drained.acknowledged, 201);
+    });
+}
+
+#[test]
+fn a_poison_entry_that_fails_the_run_reports_exactly_what_was_not_processed() {
+    within(Duration::from_secs(30), || {
+        let (server, seen) = start_checked(false);
+        let addr = server.addr();
+        for r in 0..20u64 {
+            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+            assert_eq!(post_ids(addr, &ids).0, 200);
+        }
+        let (status, _, _) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+        assert_eq!(status, 200, "the entry is well-formed JSON: acknowledged");
+        // The run fails: later requests are refused with Retry-After, and
+        // /health says so.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut acked_late = 0;
+        let (status, head, reply) = loop {
+            let r = post_ids(addr, &[999_999]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+            acked_late += 1; // taken before the failure stopped the input
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status, 503, "{reply}");
+        assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+        assert_eq!(
+            reply,
+            r#"{"accepted":0,"error":"the pipeline no longer takes input","of":1}"#
+        );
+        let (status, _, _) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(status, 503);
+        server.shutdown();
+        let drained = server.finish();
+        let err = drained.result.as_ref().unwrap_err();
+        assert_eq!(err.stage(), Some("check"));
+        let processed = seen.lock().unwrap().len() as u64;
+        assert!(drained.unfinished() >= 1, "the poison itself");
+        assert_eq!(
+            processed + drained.unfinished(),
+            drained.acknowledged,
+            "every acknowledged entry is processed or reported unfinished"
+        );
+        assert_eq!(drained.acknowledged, 201 + acked_late);
+    });
+}
+
+#[test]
+fn numbers_beyond_64_bits_are_kept_exactly_or_refused_never_rounded() {
+    within(Duration::from_secs(30), || {
+        // Typed entries: a number that does not fit is refused.
+        let (server, seen) = start(ServerConfig::default());
+        let addr = server.addr();
+        let (status, _, reply) = http(
+            addr,
+            "POST",
+            "/ingest",
+            "application/json",
+            b"[1, 18446744073709551616]",
+        )
+        .unwrap();
+        assert_eq!(status, 400, "{reply}");
+        assert!(reply.contains("entry 1"), "{reply}");
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 0);
+        assert!(seen.lock().unwrap().is_empty());
+
+        // JSON values: every digit kept.
+        let texts: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = texts.clone();
+        let p = Pipeline::new()
+            .then(Stage::map("store", move |v: serde_json::Value| {
+                sink.lock().unwrap().push(v.to_string())
+            }))
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = serve_pipeline(listener, p, ServerConfig::default()).unwrap();
+        let body = "[123456789012345678901234567890, 0.1000000000000000055511151231257827, -18446744073709551617]";
+        let (status, _, reply) = http(server.addr(), "POST", "/ingest", "application/json", body.as_bytes()).unwrap();
+        assert_eq!((status, reply.as_str()), (200, r#"{"accepted":3}"#));
+        server.shutdown();
+        server.wait().unwrap();
+        assert_eq!(
+            *texts.lock().unwrap(),
+            [
+                "123456789012345678901234567890",
+                "0.1000000000000000055511151231257827",
+                "-18446744073709551617"
+            ]
+        );
+    });
+}
+
+/// A pipeline of capacity 2 whose stage waits until `release` is set.
+fn start_stalled(config: ServerConfig, release: Arc<AtomicBool>) -> Server {
+    let p = Pipeline::new()
+        .capacity(2)
+        .unwrap()
+        .then(Stage::map("stalls", move |id: u64| {
+            while !release.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            id
+        }))
+        .unwrap();
+    serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap()
+}
+
+#[test]
+fn idle_connections_are_closed_but_a_slow_request_is_not() {
+    within(Duration::from_secs(60), || {
+        let release = Arc::new(AtomicBool::new(false));
+        let config = ServerConfig {
+            header_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_millis(300),
+            full_wait: Duration::from_millis(1500),
+            ..ServerConfig::default()
+        };
+        let server = start_stalled(config, release.clone());
+        let addr = server.addr();
+        // Opened and never used.
+        let mut unused = stalled(addr, b"");
+        assert_eq!(read_until_closed(&mut unused).unwrap(), "");
+        // Kept alive after one request.
+        let mut kept = stalled(addr, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        let reply = read_until_closed(&mut kept).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok\n"), "{reply}");
+        // Fill the pipeline (the stage holds one, the edge two), then a
+        // request that waits 1.5 s for room, five idle timeouts: answered.
+        for id in 0..3u64 {
+            let (status, _, reply) = post_ids(addr, &[id]);
+            assert_eq!(status, 200, "{reply}");
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (status, _, reply) = loop {
+            let r = post_ids(addr, &[99]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+        };
+        assert_eq!(status, 503, "{reply}");
+        assert_eq!(reply, r#"{"accepted":0,"error":"the pipeline is full","of":1}"#);
+        release.store(true, Ordering::SeqCst);
+        server.shutdown();
+        let drained = server.finish();
+        assert_eq!(drained.result.unwrap().items, drained.acknowledged);
+    });
+}
+
+#[test]
+fn ingest_requests_past_the_limit_are_refused_at_once_and_take_nothing() {
+    within(Duration::from_secs(60), || {
+        let config = ServerConfig {
+            max_ingests: 1,
+            retry_after_secs: 4,
+            ..ServerConfig::default()
+        };
+        let (server, seen) = start(config);
+        let addr = server.addr();
+        // A request whose body is half sent holds the only place.
+        let mut holder = stalled(
+            addr,
+            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n[1,",
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (status, head, reply) = loop {
+            let r = post_ids(addr, &[100]);
+            if r.0 != 200 || Instant::now() > deadline {
+                break r;
+            }
+            // Taken before the holder's request reached the server: its
+            // entry counts as acknowledged below.
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status, 503);
+        assert!(head.contains("retry-after: 4"), "{head}");
+        assert_eq!(reply, r#"{"accepted":0,"error":"too many requests in flight"}"#);
+        holder.write_all(b"2,3]").unwrap();
+        let reply = read_until_closed(&mut holder).unwrap();
+        assert!(reply.ends_with(r#"{"accepted":3}"#), "{reply}");
+        server.shutdown();
+        let drained = server.finish();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        got.retain(|&id| id != 100);
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(
+            drained.result.unwrap().items,
+            drained.acknowledged,
+            "the refused requests took nothing"
+        );
+    });
+}
+
+#[test]
+fn a_drain_deadline_bounds_the_wait_for_a_step_that_never_returns() {
+    within(Duration::from_secs(30), || {
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let p = Pipeline::new()
+            .then(Stage::map("blocked", move |id: u64| {
+                let _ = gate.lock().unwrap().recv();
+                id
+            }))
+            .unwrap();
+        let config = ServerConfig {
+            drain_deadline: Some(Duration::from_millis(300)),
+            ..ServerConfig::default()
+        };
+        let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
+        assert_eq!(post_ids(server.addr(), &[1, 2]).0, 200);
+        server.shutdown();
+        let drained = server.finish();
+        match drained.result {
+            Err(paipa::RunError::Stuck { stage, worker, .. }) => assert_eq!((stage.as_str(), worker), ("blocked", 0)),
+            other => panic!("expected Stuck, got {other:?}"),
+        }
+        assert_eq!(drained.acknowledged, 2);
+        drop(release); // the detached step returns, its threads end
+    });
+}
