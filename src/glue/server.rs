@@ -719,6 +719,7 @@ impl Server {
                     stages: Vec::new(),
                     is_final: true,
                     stalls: Vec::new(),
+                    expected: None,
                 },
                 result: Err(RunError::NoInput),
             },
