@@ -216,3 +216,41 @@ fn a_consumer_that_stops_early_ends_a_chained_run_and_keeps_the_books() {
         books(&last.lock().unwrap().take().unwrap());
     });
 }
+
+#[test]
+fn a_chained_stage_is_charged_only_the_cpu_of_its_own_calls() {
+    within(LIMIT, || {
+        let w = workers();
+        let (debugger, last) = keep_last();
+        // "spin" burns about 200 us of CPU per item, "tag" almost nothing:
+        // both run on the same threads, each is charged its own CPU.
+        let spin = |x: u64| {
+            let until = std::time::Instant::now() + Duration::from_micros(200);
+            let mut acc = x;
+            while std::time::Instant::now() < until {
+                acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            acc
+        };
+        let p = Pipeline::new()
+            .debug(debugger)
+            .source(0..1_000u64)
+            .then(Stage::map("spin", spin).workers(w))
+            .unwrap()
+            .then(Stage::map("tag", |x: u64| x & 1).workers(w))
+            .unwrap();
+        assert_eq!(p.run().unwrap().items, 1_000);
+        let snap = last.lock().unwrap().take().unwrap();
+        let cpu = |name: &str| {
+            let s = snap.stage(name).unwrap();
+            s.user_cpu + s.sys_cpu
+        };
+        assert!(cpu("spin") >= Duration::from_millis(100), "spin {:?}", cpu("spin"));
+        assert!(
+            cpu("tag") * 10 < cpu("spin"),
+            "tag {:?} of spin {:?}",
+            cpu("tag"),
+            cpu("spin")
+        );
+    });
+}

@@ -26,7 +26,7 @@ use super::channel::Msg;
 use super::outbox::{Outbox, WorkerClock};
 use super::step::{Meta, Output, Step};
 use super::worker::{guarded, WorkerCtx};
-use crate::stats::{clock, AllocScope, TargetGuard};
+use crate::stats::{clock, thread_cpu_time, AllocScope, TargetGuard};
 use crate::sync::Mutex;
 
 /// A chained stage's worker, as the worker that feeds it sees it.
@@ -101,7 +101,11 @@ pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, wo
     let Some(link) = link.as_mut() else {
         return;
     };
+    if !outbox.has_local() {
+        return;
+    }
     let t0 = clock().raw();
+    let cpu0 = thread_cpu_time();
     let mut ok = true;
     while let Some(msg) = outbox.take_local() {
         // After a stop the chained stage still takes (and discards) what
@@ -115,6 +119,11 @@ pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, wo
         outbox.stop();
     }
     worker_clock.excluded += clock().raw().saturating_sub(t0);
+    // The chained stage's CPU is its own (it reads it around its calls).
+    let cpu1 = thread_cpu_time();
+    let x = &mut worker_clock.excluded_cpu;
+    x.0 += cpu1.0.saturating_sub(cpu0.0);
+    x.1 += cpu1.1.saturating_sub(cpu0.1);
 }
 
 /// A worker of a chained stage: its step, context, outbox and clock, run
@@ -137,7 +146,8 @@ impl<'a, S: Step> Chained<'a, S> {
         outbox: Outbox<S::Out>,
         links: Option<Arc<Links<'a, S::Out>>>,
     ) -> Self {
-        let clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
+        let mut clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
+        clock.own_calls_only();
         Chained {
             step,
             cx,

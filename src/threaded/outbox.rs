@@ -181,9 +181,15 @@ pub(crate) struct WorkerClock {
     /// Raw ticks since the last mark that belong to another stage (pulling
     /// the source for it): neither busy, starved nor blocked here.
     pub(crate) excluded: u64,
+    /// User and system CPU since the last sample that belong to another
+    /// stage (a chained one, run on this thread).
+    pub(crate) excluded_cpu: (Duration, Duration),
     cpu: (Duration, Duration),
     cpu_next: u64,
     cpu_every: u64,
+    /// A chained stage's clock: its CPU is read around each of its own
+    /// calls (the thread also runs the stage before it).
+    own_calls_only: bool,
 }
 
 impl WorkerClock {
@@ -196,6 +202,8 @@ impl WorkerClock {
             last: now,
             starved: 0,
             excluded: 0,
+            excluded_cpu: (Duration::ZERO, Duration::ZERO),
+            own_calls_only: false,
             cpu: thread_cpu_time(),
             cpu_next: now + cpu_every,
             cpu_every,
@@ -222,7 +230,10 @@ impl WorkerClock {
         self.starved = 0;
         *blocked = 0;
         self.last = now;
-        if now >= self.cpu_next {
+        if self.own_calls_only {
+            // Read at every mark: each mark ends one of this stage's calls.
+            self.sample_cpu();
+        } else if now >= self.cpu_next {
             self.cpu_next = now + self.cpu_every;
             self.sample_cpu();
         }
@@ -231,13 +242,21 @@ impl WorkerClock {
 
     fn sample_cpu(&mut self) {
         let (u, s) = thread_cpu_time();
-        self.cell
-            .user_cpu_ns
-            .fetch_add(u.saturating_sub(self.cpu.0).as_nanos() as u64, Relaxed);
-        self.cell
-            .sys_cpu_ns
-            .fetch_add(s.saturating_sub(self.cpu.1).as_nanos() as u64, Relaxed);
+        let (xu, xs) = std::mem::take(&mut self.excluded_cpu);
+        self.cell.user_cpu_ns.fetch_add(
+            u.saturating_sub(self.cpu.0).saturating_sub(xu).as_nanos() as u64,
+            Relaxed,
+        );
+        self.cell.sys_cpu_ns.fetch_add(
+            s.saturating_sub(self.cpu.1).saturating_sub(xs).as_nanos() as u64,
+            Relaxed,
+        );
         self.cpu = (u, s);
+    }
+
+    /// Makes this a chained stage's clock (see `resume`).
+    pub(crate) fn own_calls_only(&mut self) {
+        self.own_calls_only = true;
     }
 
     /// Starts the next interval now, attributing nothing: a chained stage
@@ -246,6 +265,10 @@ impl WorkerClock {
         self.last = clock().raw();
         self.starved = 0;
         self.excluded = 0;
+        if self.own_calls_only {
+            self.cpu = thread_cpu_time();
+            self.excluded_cpu = (Duration::ZERO, Duration::ZERO);
+        }
     }
 
     /// The last mark and CPU reading of a worker that is ending.
