@@ -9,7 +9,7 @@ use super::name::step_name;
 use super::probe::{One, Probe};
 use crate::report::Schedule;
 use crate::stats::recorder::Recorder;
-use crate::stats::TargetGuard;
+use crate::stats::{Outcome, TargetGuard};
 use crate::{Debugger, Stats};
 
 /// An iterator pipeline with the runtime debugger attached (see
@@ -195,7 +195,11 @@ impl<I> Debugged<I> {
         stats_of(&self.rec)
     }
 
-    fn finish(&mut self) {
+    /// Makes the final report (once), saying how the run ended.
+    fn finish(&mut self, outcome: Outcome) {
+        if self.inner.is_some() {
+            self.rec.set_outcome(outcome);
+        }
         if self.inner.take().is_some() {
             self.schedule.finish();
         }
@@ -217,7 +221,7 @@ impl<I: Iterator> Iterator for Debugged<I> {
             inner.next()
         };
         if item.is_none() {
-            self.finish();
+            self.finish(Outcome::Finished);
         }
         item
     }
@@ -229,6 +233,14 @@ impl<I: Iterator> Iterator for Debugged<I> {
 
 impl<I> Drop for Debugged<I> {
     fn drop(&mut self) {
-        self.finish();
+        let outcome = if std::thread::panicking() {
+            Outcome::Failed {
+                stage: self.rec.current_stage(),
+                error: "panicked".into(),
+            }
+        } else {
+            Outcome::StoppedEarly
+        };
+        self.finish(outcome);
     }
 }

@@ -23,7 +23,7 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::{
-    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Snapshot, StageCell,
+    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Outcome, Snapshot, StageCell,
     StageSnapshot, CPU_SAMPLE_EVERY,
 };
 
@@ -62,6 +62,8 @@ pub(crate) struct Recorder {
     finished: Mutex<Option<Duration>>,
     sampler: Mutex<Sampler>,
     watchdog: Option<Duration>,
+    /// How the run ended, once it did (for the final report).
+    outcome: Mutex<Option<Outcome>>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +100,7 @@ impl Recorder {
             finished: Mutex::new(None),
             sampler: Mutex::new(Sampler::default()),
             watchdog,
+            outcome: Mutex::new(None),
         }
     }
 
@@ -223,6 +226,17 @@ impl Recorder {
         };
     }
 
+    /// Says how the run ended, for the final report.
+    pub(crate) fn set_outcome(&self, outcome: Outcome) {
+        *lock(&self.outcome) = Some(outcome);
+    }
+
+    /// The name of the stage running now, if a pull is in progress.
+    pub(crate) fn current_stage(&self) -> Option<String> {
+        let current = self.current.load(Relaxed);
+        lock(&self.cells).get(current).map(|c| c.name())
+    }
+
     /// Marks the run as over (idempotent): later snapshots keep its wall time.
     pub(crate) fn finish(&self) {
         if self.timing.load(Relaxed) || self.mode == Timing::Exact {
@@ -296,6 +310,7 @@ impl Recorder {
             stages,
             is_final,
             stalls,
+            outcome: if is_final { lock(&self.outcome).clone() } else { None },
         }
     }
 }
