@@ -9,10 +9,12 @@ pub fn outcome_line(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Finished => "outcome: finished (every item went through)".to_string(),
         Outcome::StoppedEarly => {
-            "outcome: stopped early (the consumer stopped reading, or the run was stopped; see discarded)"
-                .to_string()
+            "outcome: stopped early (the consumer stopped reading, or the run was stopped; see discarded)".to_string()
         }
-        Outcome::Failed { stage: Some(stage), error } => format!("outcome: failed in stage {stage:?}: {error}"),
+        Outcome::Failed {
+            stage: Some(stage),
+            error,
+        } => format!("outcome: failed in stage {stage:?}: {error}"),
         Outcome::Failed { stage: None, error } => format!("outcome: failed: {error}"),
     }
 }
@@ -21,11 +23,12 @@ pub fn outcome_line(outcome: &Outcome) -> String {
 /// machine's cores (see [`Snapshot::verdict`]). A failed run gets no advice
 /// on speed: its timings cover only the part that ran.
 pub fn hint(snapshot: &Snapshot) -> Option<String> {
-    hint_for(snapshot, &snapshot.verdict())
+    advice(snapshot, &snapshot.verdict())
 }
 
-/// The advice for a verdict on `snapshot`.
-fn hint_for(snapshot: &Snapshot, verdict: &Verdict) -> Option<String> {
+/// The advice for a verdict on `snapshot` (from [`Snapshot::verdict`], or
+/// [`Snapshot::verdict_for_cores`] to judge it for another machine).
+pub fn advice(snapshot: &Snapshot, verdict: &Verdict) -> Option<String> {
     if let Some(Outcome::Failed { stage, .. }) = &snapshot.outcome {
         let at = stage.as_ref().map_or(String::new(), |s| format!(" in stage {s:?}"));
         return Some(format!(

@@ -23,8 +23,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::{
-    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Outcome, Snapshot, StageCell,
-    StageSnapshot, CPU_SAMPLE_EVERY,
+    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Outcome, Snapshot,
+    StageCell, StageSnapshot, CPU_SAMPLE_EVERY,
 };
 
 /// How the pull-model recorder reads the clock.
@@ -310,7 +310,7 @@ impl Recorder {
             stages,
             is_final,
             stalls,
-            outcome: if is_final { lock(&self.outcome).clone() } else { None },
+            outcome: lock(&self.outcome).clone(),
         }
     }
 }

@@ -17,10 +17,9 @@ pub struct Snapshot {
     /// Work that has been inside one stage longer than the debugger's
     /// watchdog threshold, right now (empty without a watchdog).
     pub stalls: Vec<Stall>,
-    /// How the run ended: set on the final report of a threaded run, and of
-    /// an iterator pipeline that reached its end or unwound from a panic;
-    /// `None` on periodic reports (and when an iterator pipeline was dropped
-    /// before its end, which it cannot tell from a normal end of use).
+    /// How the run ended, once it has: on the final report (and a threaded
+    /// run's [`Summary`](crate::threaded::Summary)), and on an iterator
+    /// pipeline's stats read after its end; `None` while it runs.
     pub outcome: Option<Outcome>,
 }
 

@@ -113,8 +113,12 @@ impl ConsumerClock {
         let asked = clock().raw();
         let msg = rx.recv_blocking().map_err(|_| ());
         let got = clock().raw();
-        self.cell.busy_ticks.fetch_add(asked.saturating_sub(self.mark), Ordering::Relaxed);
-        self.cell.starved_ticks.fetch_add(got.saturating_sub(asked), Ordering::Relaxed);
+        self.cell
+            .busy_ticks
+            .fetch_add(asked.saturating_sub(self.mark), Ordering::Relaxed);
+        self.cell
+            .starved_ticks
+            .fetch_add(got.saturating_sub(asked), Ordering::Relaxed);
         self.mark = got;
         if let Ok(Msg::Items(b)) = &msg {
             let w = weight(b, weigh);
@@ -129,7 +133,9 @@ impl ConsumerClock {
     /// its last batch was its own.
     fn stop(&mut self) {
         let now = clock().raw();
-        self.cell.busy_ticks.fetch_add(now.saturating_sub(self.mark), Ordering::Relaxed);
+        self.cell
+            .busy_ticks
+            .fetch_add(now.saturating_sub(self.mark), Ordering::Relaxed);
         self.mark = now;
     }
 }
@@ -281,7 +287,8 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         // `drain` reads to the end: everything sent is delivered.
         let (consumer, _stopped) = Consumer::new();
         let (row, weigh) = (self.consumer_row(), self.weigh_out.clone());
-        self.execute(&consumer, |rx, _| drain(rx, ConsumerClock::new(row), &weigh)).1
+        self.execute(&consumer, |rx, _| drain(rx, ConsumerClock::new(row), &weigh))
+            .1
     }
 
     pub(crate) fn run_with<R>(mut self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
