@@ -125,7 +125,7 @@ fn a_slow_consumer_is_named_and_the_blocked_source_points_downstream() {
 fn the_consumer_row_measures_an_outputs_iterator_too() {
     within(LIMIT, || {
         let mut p = Pipeline::new().then(Stage::map("a", nap)).unwrap();
-        p.put_all(0..50u64);
+        p.put_all(0..50u64).unwrap();
         let mut out = p.outputs().unwrap();
         assert_eq!(out.by_ref().count(), 50);
         let summary = out.finish().unwrap();

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::boxed::{BoxIter, StepList};
-use super::name::step_name;
+use super::name::{is_closure, step_name, unique_name};
 use super::probe::{One, Probe};
 use crate::report::Schedule;
 use crate::stats::recorder::Recorder;
@@ -77,12 +77,34 @@ impl<I: Iterator, W> DebugPipeline<Probe<I, W>> {
 
 impl<I: Iterator> DebugPipeline<I> {
     /// Adds a measured step named after its function.
+    ///
+    /// A closure is named after the function that contains it; every
+    /// closure of one function would so share a name, so a closure whose
+    /// name is already a stage's gets an index suffix: `main`, `main#2`,
+    /// `main#3`. Name closures with [`DebugPipeline::step_named`] for
+    /// readable reports.
+    ///
+    /// ```
+    /// use paipa::{iter::Pipeline, Debugger};
+    /// let pipeline = Pipeline::new(0..4u32)
+    ///     .debug(Debugger::silent())
+    ///     .step(|it| it.map(|x| x + 1))
+    ///     .step(|it| it.filter(|x| x % 2 == 0));
+    /// let stats = pipeline.stats();
+    /// assert_eq!(paipa::iter::consume(pipeline), 2);
+    /// let names: Vec<String> = stats.snapshot().stages.into_iter().map(|s| s.name).collect();
+    /// assert_eq!(names[1..], [format!("{}", names[1]), format!("{}#2", names[1])]);
+    /// ```
     pub fn step<F, J>(self, step: F) -> DebugPipeline<Probe<J::IntoIter, One>>
     where
         F: FnOnce(I) -> J,
         J: IntoIterator,
     {
-        self.step_named(step_name::<F>(), step)
+        let mut name = step_name::<F>();
+        if is_closure::<F>() {
+            name = unique_name(name, &self.rec.stage_names());
+        }
+        self.step_named(name, step)
     }
 
     /// Adds a measured step with an explicit name.

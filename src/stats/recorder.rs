@@ -226,6 +226,12 @@ impl Recorder {
         };
     }
 
+    /// The names of the stages so far (the pending consumer cell left out).
+    pub(crate) fn stage_names(&self) -> Vec<String> {
+        let cells = lock(&self.cells);
+        cells[..cells.len() - 1].iter().map(|c| c.name()).collect()
+    }
+
     /// Says how the run ended, for the final report.
     pub(crate) fn set_outcome(&self, outcome: Outcome) {
         *lock(&self.outcome) = Some(outcome);

@@ -52,7 +52,7 @@ type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<In>, &mut Planner<'a>) -> EdgeE
 /// let mut pipeline = Pipeline::new()
 ///     .then(Stage::map("pick", |i: usize| words[i % 3].len()).workers(2))?
 ///     .then(Stage::map("square", |n: usize| n * n))?;
-/// pipeline.put_all(0..6);
+/// pipeline.put_all(0..6)?;
 /// let (total, summary) = pipeline.run_with(|out| out.sum::<usize>())?;
 /// assert_eq!(total, 2 * (81 + 4 + 16));
 /// assert_eq!(summary.items, 6);
@@ -182,10 +182,22 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         Ok(())
     }
 
-    /// Puts every item before the run. Returns how many.
-    pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> usize {
+    /// Puts every item before the run. Returns how many; after
+    /// [`Pipeline::finish`] it is refused as [`Pipeline::put`] is, and the
+    /// items are given back untouched.
+    ///
+    /// ```
+    /// use paipa::threaded::Pipeline;
+    /// let mut p = Pipeline::<u8, u8>::new();
+    /// assert_eq!(p.put_all(0..3), Ok(3));
+    /// p.finish();
+    /// let refused = p.put_all(3..5).unwrap_err();
+    /// assert_eq!(refused.to_string(), "the pipeline no longer takes input");
+    /// assert_eq!(refused.into_inner(), 3..5);
+    /// ```
+    pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> Result<usize, Closed<I>> {
         if self.sealed {
-            return 0;
+            return Err(Closed(items));
         }
         let before = self.pending_items();
         let mut items = items.into_iter().peekable();
@@ -195,7 +207,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                 _ => self.pending.push(Msg::Items(items.collect())),
             }
         }
-        self.pending_items() - before
+        Ok(self.pending_items() - before)
     }
 
     fn pending_items(&self) -> usize {

@@ -49,5 +49,5 @@ pub use handle::{Outputs, Running, Summary};
 pub use input::{Closed, Input, PutError};
 pub use iter_worker::InputIter;
 pub use policy::{AfterRetries, OnError};
-pub use stage::Stage;
-pub use step::{Meta, Output, Step, StepFactory, WorkerInfo};
+pub use stage::{Stage, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
+pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo};

@@ -20,6 +20,18 @@ use crate::error::{BoxError, ConfigError};
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
 
+/// The most worker threads a stage may have. Each worker is an OS thread
+/// with its own stack; past this many, a stage would fail to start its
+/// threads (or exhaust the machine) rather than go faster.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The most retries a stage may make of one item.
+pub const MAX_RETRIES: u32 = 100;
+
+/// The longest wait a stage may make before its first retry of an item
+/// (one hour; later waits double from it, up to 2^16 times as long).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
 /// The step kinds, for validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -298,6 +310,20 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         )
     }
 
+    /// A stage of [`Step`] types, one per worker, made by `make` (called
+    /// once per worker): `Stage::step_with("d", || Download)`. The short
+    /// form for a step that needs nothing from its [`WorkerInfo`]; a bare
+    /// closure given to [`Stage::step`] must name its argument's type
+    /// (`|_: &WorkerInfo| Download`), or Rust cannot tell that it takes a
+    /// borrow of any lifetime.
+    pub fn step_with<F, S>(name: impl Into<String>, make: F) -> Self
+    where
+        F: Fn() -> S + Send + Sync + 'a,
+        S: Step<In = In, Out = Out>,
+    {
+        Self::step(name, move |_: &WorkerInfo| make())
+    }
+
     /// A stage of [`Step`] types, one per worker, made by `factory`, with
     /// every lifecycle hook.
     pub fn step<Fac>(name: impl Into<String>, factory: Fac) -> Self
@@ -338,8 +364,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         )
     }
 
-    /// Runs the stage on `n` worker threads (1 unless set; 0 is refused when
-    /// the stage is added).
+    /// Runs the stage on `n` worker threads (1 unless set; 0, or more than
+    /// [`MAX_WORKERS`], is refused when the stage is added).
     pub fn workers(mut self, n: usize) -> Self {
         self.settings.workers = n;
         self
@@ -411,6 +437,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 format!("stage {:?} needs at least 1", s.name),
             ));
         }
+        if s.workers > MAX_WORKERS {
+            return Err(ConfigError::new(
+                "workers",
+                s.workers,
+                format!("stage {:?} takes at most {MAX_WORKERS}", s.name),
+            ));
+        }
         if s.capacity == Some(0) {
             return Err(ConfigError::new(
                 "capacity",
@@ -434,6 +467,22 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     s.name
                 ),
             ));
+        }
+        if let OnError::Retry { times, backoff, .. } = s.policy {
+            if times > MAX_RETRIES {
+                return Err(ConfigError::new(
+                    "retry",
+                    times,
+                    format!("stage {:?} retries an item at most {MAX_RETRIES} times", s.name),
+                ));
+            }
+            if backoff > MAX_BACKOFF {
+                return Err(ConfigError::new(
+                    "retry backoff",
+                    format!("{backoff:?}"),
+                    format!("stage {:?} waits at most {MAX_BACKOFF:?} before a first retry", s.name),
+                ));
+            }
         }
         if s.policy.retries() > 0 && s.kind == Kind::Iter {
             return Err(ConfigError::new(
