@@ -166,3 +166,80 @@ fn a_large_chunk_size_does_not_reserve_its_whole_size_up_front() {
         assert_eq!(batches, vec![vec![0, 1, 2, 3, 4]]);
     });
 }
+
+#[test]
+fn an_input_filled_on_the_same_thread_before_the_run_does_not_block() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .capacity(8)
+            .unwrap()
+            .then(Stage::map("double", |x: u32| x * 2))
+            .unwrap();
+        let input = p.input();
+        // 8 fit on the edge; the rest used to wait for ever for a run that
+        // this thread had yet to start.
+        for i in 0..100 {
+            input.put(i).unwrap();
+        }
+        input.put_meta(Meta::new("end of first lot")).unwrap();
+        for i in 100..150 {
+            input.put(i).unwrap();
+        }
+        drop(input);
+        let (out, summary) = p.run_with(|out| out.collect::<Vec<_>>()).unwrap();
+        // In the order they were put.
+        assert_eq!(out, (0..150).map(|x| x * 2).collect::<Vec<_>>());
+        assert_eq!(summary.items, 150);
+        assert_eq!(summary.metas, 1);
+        let source = &summary.snapshot.stages[0];
+        assert_eq!((source.count, source.discarded, source.metas), (150, 0, 1));
+    });
+}
+
+#[test]
+fn puts_after_a_held_back_lot_keep_their_order_while_it_drains() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .capacity(4)
+            .unwrap()
+            .then(Stage::map("id", |x: u32| x))
+            .unwrap();
+        let input = p.input();
+        for i in 0..50 {
+            input.put(i).unwrap();
+        }
+        let feeder = input.clone();
+        drop(input);
+        let mut outputs = p.outputs().unwrap();
+        // Put from another thread while the held-back items go out.
+        let t = std::thread::spawn(move || {
+            for i in 50..200 {
+                feeder.put(i).unwrap();
+            }
+        });
+        let got: Vec<u32> = outputs.by_ref().collect();
+        t.join().unwrap();
+        assert_eq!(got, (0..200).collect::<Vec<_>>());
+        let summary = outputs.finish().unwrap();
+        assert_eq!(summary.snapshot.stages[0].count, 200);
+    });
+}
+
+#[test]
+fn a_timed_put_before_the_run_reports_a_full_pipeline() {
+    let mut p = Pipeline::new()
+        .capacity(2)
+        .unwrap()
+        .then(Stage::map("id", |x: u32| x))
+        .unwrap();
+    let input = p.input();
+    input.put(1).unwrap();
+    input.put(2).unwrap();
+    assert_eq!(
+        input.put_timeout(3, Duration::from_millis(1)),
+        Err(paipa::threaded::PutError::Full(3))
+    );
+    drop(input);
+    let (out, _) = p.run_with(|out| out.collect::<Vec<_>>()).unwrap();
+    assert_eq!(out, [1, 2]);
+}

@@ -316,7 +316,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         // The caller's consumer measures nothing: the last stage cuts its
         // batches by its own cost alone.
         last_cost.no_reader();
-        if !self.pending.is_empty() || self.source.is_some() {
+        let held_back = self.input.start();
+        if !self.pending.is_empty() || self.source.is_some() || held_back {
             if let Some(tx) = self.input.sender() {
                 let (pending, source) = (std::mem::take(&mut self.pending), self.source.take());
                 let (input, shared) = (self.input.clone(), shared.clone());
