@@ -238,6 +238,12 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// the pipeline runs. The run's input ends when every handle is dropped
     /// (and any source and items put are drained): a run with a handle that
     /// is never dropped runs until it is stopped.
+    ///
+    /// A handle may be filled before the run, on the thread that will start
+    /// it: nothing reads the input then, so a [`Input::put`] that finds the
+    /// input's edge full does not wait (it would wait for ever) but is held
+    /// in memory and sent first when the run starts, in the order put;
+    /// timed puts ([`Input::put_timeout`]) still report a full pipeline.
     pub fn input(&mut self) -> Input<In> {
         self.handles_taken = true;
         Input::new(self.input.clone())
