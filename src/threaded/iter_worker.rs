@@ -166,8 +166,11 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         for r in step(input) {
             match r {
                 Ok(x) => outbox.borrow_mut().push(x),
-                Err(_) if skip => {
+                Err(e) if skip => {
                     cell.skipped.fetch_add(1, Relaxed);
+                    if !side.borrow().cx.tell_skip(|| e.to_string()) {
+                        break;
+                    }
                 }
                 Err(e) => {
                     cell.failed.fetch_add(1, Relaxed);
@@ -241,6 +244,7 @@ fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
             policy: cx.policy,
             clone_in: cx.clone_in,
             weigh_in: cx.weigh_in.clone(),
+            on_skip: cx.on_skip.clone(),
             cost: cx.cost.clone(),
             end: std::mem::replace(&mut cx.end, stand_in_end),
         },

@@ -48,6 +48,6 @@ pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};
 pub use input::{Closed, Input, PutError};
 pub use iter_worker::InputIter;
-pub use policy::{AfterRetries, OnError};
+pub use policy::{AfterRetries, OnError, Skipped};
 pub use stage::{Stage, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
 pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo};

@@ -12,7 +12,7 @@ use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
 use super::pacing::{Cost, Pacing};
-use super::policy::{AfterRetries, OnError};
+use super::policy::{AfterRetries, OnError, SkipHook, Skipped};
 use super::run::{panic_message, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
@@ -74,6 +74,7 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) weigh_run: Option<Arc<OnceLock<Arc<RunShared>>>>,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) kind: Kind,
+    pub(crate) on_skip: Option<SkipHook>,
 }
 
 /// A stage of a threaded pipeline, ready to be added with
@@ -133,6 +134,7 @@ fn workers<'a, In, Out>(
                 policy: s.policy,
                 clone_in: s.clone_in,
                 weigh_in: p.weigh_in.clone(),
+                on_skip: s.on_skip.clone(),
                 cost: p.cost.clone(),
                 end: StageEnd {
                     remaining: remaining.clone(),
@@ -203,6 +205,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 weigh_run: None,
                 clone_in: None,
                 kind,
+                on_skip: None,
             },
             launch,
         }
@@ -362,6 +365,33 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 }
             }),
         )
+    }
+
+    /// Calls `hook` with every item the stage's skip policy drops (its
+    /// stage, worker and error), on the worker that skipped it, so that
+    /// skipped items are visible, not only counted. A panicking hook fails
+    /// the run, naming the stage.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use paipa::threaded::{Pipeline, Skipped, Stage};
+    ///
+    /// let seen: Arc<Mutex<Vec<Skipped>>> = Arc::default();
+    /// let sink = seen.clone();
+    /// let summary = Pipeline::new()
+    ///     .source(0..10u32)
+    ///     .then(Stage::try_map("check", |x: u32| if x == 7 { Err("no 7") } else { Ok(x) })
+    ///         .skip_errors()
+    ///         .on_skip(move |s| sink.lock().unwrap().push(s.clone())))?
+    ///     .run()?;
+    /// assert_eq!(summary.items, 9);
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!((seen[0].stage.as_str(), seen[0].error.as_str()), ("check", "no 7"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_skip(mut self, hook: impl Fn(&Skipped) + Send + Sync + 'static) -> Self {
+        self.settings.on_skip = Some(Arc::new(hook));
+        self
     }
 
     /// Runs the stage on `n` worker threads (1 unless set; 0, or more than

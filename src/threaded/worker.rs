@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
-use super::policy::OnError;
+use super::policy::{OnError, SkipHook, Skipped};
 use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
@@ -59,6 +59,8 @@ pub(crate) struct WorkerCtx<'a, In> {
     pub(crate) policy: OnError,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) weigh_in: Option<Weigher<In>>,
+    /// Told of every skipped item (`Stage::on_skip`).
+    pub(crate) on_skip: Option<SkipHook>,
     /// What an item costs this stage, measured per batch; the stage before
     /// sizes its batches by it (see `pacing.rs`).
     pub(crate) cost: Arc<Cost>,
@@ -76,6 +78,26 @@ impl<In> WorkerCtx<'_, In> {
             Failure::Error(source) => RunError::Step { stage, worker, source },
             Failure::Panic(message) => RunError::Panic { stage, worker, message },
         });
+    }
+
+    /// Tells the stage's skip hook (if any) that an item was skipped, under
+    /// a panic guard: a panicking hook fails the run (returns false).
+    pub(crate) fn tell_skip(&self, error: impl FnOnce() -> String) -> bool {
+        let Some(hook) = &self.on_skip else {
+            return true;
+        };
+        let skipped = Skipped {
+            stage: self.info.stage.clone(),
+            worker: self.info.index,
+            error: error(),
+        };
+        match catch_unwind(AssertUnwindSafe(|| hook(&skipped))) {
+            Ok(()) => true,
+            Err(p) => {
+                self.fatal(Failure::Panic(format!("in its on_skip hook: {}", panic_message(&*p))));
+                false
+            }
+        }
     }
 
     /// Processes one item under the stage's policy. Returns false if the
@@ -106,7 +128,10 @@ impl<In> WorkerCtx<'_, In> {
                 }
                 None if self.policy.skips_at_last() => {
                     self.cell.skipped.fetch_add(w, Relaxed);
-                    return true;
+                    return self.tell_skip(|| match failure {
+                        Failure::Error(e) => e.to_string(),
+                        Failure::Panic(m) => format!("panicked: {m}"),
+                    });
                 }
                 None => {
                     self.cell.failed.fetch_add(w, Relaxed);
