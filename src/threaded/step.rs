@@ -27,9 +27,13 @@ use crate::error::BoxError;
 /// assert_eq!(meta.get::<i32>(), Ok(&123));
 /// ```
 #[derive(Clone)]
-pub struct Meta {
-    value: Arc<dyn Any + Send + Sync>,
+pub struct Meta(Arc<Typed<dyn Any + Send + Sync>>);
+
+/// A meta entry's value and its type's name, behind one pointer: a `Meta`
+/// stays two words, so the messages on every edge do not grow.
+struct Typed<V: ?Sized> {
     type_name: &'static str,
+    value: V,
 }
 
 /// [`Meta::get`] asked for another type than the one stored.
@@ -46,36 +50,36 @@ impl Meta {
     /// Wraps any value as a meta entry (its type is kept, for
     /// [`Meta::get`]'s errors).
     pub fn new<T: Any + Send + Sync>(value: T) -> Self {
-        Meta {
-            value: Arc::new(value),
+        Meta(Arc::new(Typed {
             type_name: std::any::type_name::<T>(),
-        }
+            value,
+        }))
     }
 
     /// The value as a `T`, or an error naming the type stored.
     pub fn get<T: Any>(&self) -> Result<&T, MetaTypeError> {
-        self.value.downcast_ref().ok_or(MetaTypeError {
-            stored: self.type_name,
+        self.0.value.downcast_ref().ok_or(MetaTypeError {
+            stored: self.0.type_name,
             asked: std::any::type_name::<T>(),
         })
     }
 
     /// The name of the stored value's type.
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        self.0.type_name
     }
 
     /// The value, if it is a `T` (see [`Meta::get`] for an error that says
     /// what it is instead).
     pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.value.downcast_ref()
+        self.0.value.downcast_ref()
     }
 }
 
 impl fmt::Debug for Meta {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Meta")
-            .field("type", &self.type_name)
+            .field("type", &self.0.type_name)
             .finish_non_exhaustive()
     }
 }
