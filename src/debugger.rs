@@ -16,8 +16,9 @@ pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 /// Configures what a pipeline measures and where the reports go.
 ///
 /// `Debugger::new()` logs the reference's table through `tracing` every 5 s
-/// and once at the end; [`Debugger::silent`] reports nowhere (read the stats
-/// yourself through [`Stats`]).
+/// and once at the end, or writes it to stderr when the program installed
+/// no `tracing` subscriber (see [`LogReporter`]); [`Debugger::silent`]
+/// reports nowhere (read the stats yourself through [`Stats`]).
 ///
 /// ```
 /// use std::time::Duration;
@@ -60,7 +61,8 @@ impl Default for Debugger {
 
 impl Debugger {
     /// A debugger with the log reporter, reporting every 5 s and at the end,
-    /// timing every item exactly.
+    /// timing every item exactly. Without a `tracing` subscriber the table
+    /// goes to stderr, so it always shows.
     pub fn new() -> Self {
         Debugger::silent().reporter(LogReporter::new())
     }

@@ -249,4 +249,4 @@ pub mod threaded;
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
-pub use stats::{Snapshot, StageSnapshot, Stall, WorkerSnapshot};
+pub use stats::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};

@@ -31,9 +31,10 @@ fn chart_parses_and_names_every_stage() {
     let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");
     let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).collect();
-    for name in ["source", "parse", "slow_write", "paipa: chart <test>"] {
+    for name in ["source", "parse", "slow_write", "consumer", "paipa: chart <test>"] {
         assert!(texts.contains(&name), "{name} missing from {texts:?}");
     }
     let lines = doc.descendants().filter(|n| n.has_tag_name("polyline")).count();
-    assert_eq!(lines, 2 * 3, "a throughput and a queue line per stage");
+    // The consumer has a row of its own, so a line of each too.
+    assert_eq!(lines, 2 * 4, "a throughput and a queue line per row");
 }

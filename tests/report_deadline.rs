@@ -33,7 +33,7 @@ fn a_blocking_reporter_does_not_stretch_the_run() {
                 x
             }))
             .unwrap();
-        p.put_all(0..50u64);
+        p.put_all(0..50u64).unwrap();
         let summary = p.run().unwrap();
         let took = started.elapsed();
         assert_eq!(summary.items, 50);

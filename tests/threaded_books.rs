@@ -164,7 +164,7 @@ fn a_source_whose_send_fails_counts_what_it_could_not_send() {
             .debug(debugger)
             .then(Stage::iter("take", |it| it.take(3)))
             .unwrap();
-        p.put_all(0..1000u32);
+        p.put_all(0..1000u32).unwrap();
         let s = p.run().unwrap();
         assert_eq!(s.items, 3);
         let snap = final_books(&last);
@@ -207,7 +207,7 @@ fn a_failing_run_counts_what_the_source_still_held() {
                 |x: u32| if x == 5 { panic!("injected panic at 5") } else { x },
             ))
             .unwrap();
-        p.put_all(0..1000u32);
+        p.put_all(0..1000u32).unwrap();
         let err = p.run().unwrap_err();
         assert!(matches!(err, RunError::Panic { .. }), "{err}");
         let snap = final_books(&last);
@@ -419,7 +419,7 @@ fn a_worker_stops_within_its_batch_when_the_run_is_aborted() {
             }))
             .unwrap();
         // Batches of 500: the worker holds 0..500 when it sees the cancel.
-        p.put_all(0..1000u64);
+        p.put_all(0..1000u64).unwrap();
         let running = p.spawn().unwrap();
         first.recv().unwrap();
         let s = running.abort().unwrap();

@@ -338,8 +338,9 @@ fn reporters_get_periodic_and_one_final_snapshot_naming_the_bottleneck() {
         assert!(last.is_final);
         assert_eq!(last.pipeline, "etl");
         let names: Vec<_> = last.stages.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["source", "fast", "slow"]);
+        assert_eq!(names, ["source", "fast", "slow", "consumer"]);
         assert_eq!(last.bottleneck().unwrap().name, "slow");
+        assert_eq!(last.outcome, Some(paipa::Outcome::Finished));
         let slow = s.snapshot.stage("slow").unwrap();
         assert!(slow.busy >= Duration::from_millis(150), "{:?}", slow.busy);
         assert_eq!(s.snapshot.stage("fast").unwrap().workers, 2);

@@ -84,7 +84,7 @@ fn reference_pipeline_fed_with_put_all_and_finish_gives_999() {
     within(LIMIT, || {
         let uploaded = Arc::new(AtomicUsize::new(0));
         let mut p = reference_pipeline(uploaded.clone());
-        assert_eq!(p.put_all(0..1000u64), 1000);
+        assert_eq!(p.put_all(0..1000u64), Ok(1000));
         p.finish();
         assert!(p.put(5).is_err(), "put after finish is refused");
         let summary = p.run().unwrap();
@@ -118,9 +118,9 @@ fn meta_entries_keep_their_order_on_single_worker_stages() {
                 TimedChunk::<u32>::new(100, Duration::from_secs(5)).unwrap()
             }))
             .unwrap();
-        p.put_all(0..3);
+        p.put_all(0..3).unwrap();
         p.put_meta(Meta::new(1u8)).unwrap();
-        p.put_all(3..5);
+        p.put_all(3..5).unwrap();
         let (batches, s) = p.run_with(|out| out.collect::<Vec<_>>()).unwrap();
         // The meta entry flushed the partial batch before it.
         assert_eq!(batches, vec![vec![0, 1, 2], vec![3, 4]]);
@@ -204,7 +204,7 @@ fn timed_chunk_groups_by_size() {
                 TimedChunk::<u32>::new(5, Duration::from_secs(10)).unwrap()
             }))
             .unwrap();
-        p.put_all(0..10);
+        p.put_all(0..10).unwrap();
         let (out, _) = p.run_with(|o| o.collect::<Vec<_>>()).unwrap();
         assert_eq!(out, vec![vec![0, 1, 2, 3, 4], vec![5, 6, 7, 8, 9]]);
     });

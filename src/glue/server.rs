@@ -720,6 +720,7 @@ impl Server {
                     is_final: true,
                     stalls: Vec::new(),
                     expected: None,
+                    outcome: None,
                 },
                 result: Err(RunError::NoInput),
             },

@@ -5,11 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::boxed::{BoxIter, StepList};
-use super::name::step_name;
+use super::name::{is_closure, step_name, unique_name};
 use super::probe::{One, Probe};
 use crate::report::Schedule;
 use crate::stats::recorder::Recorder;
-use crate::stats::TargetGuard;
+use crate::stats::{Outcome, TargetGuard};
 use crate::{Debugger, Stats};
 
 /// An iterator pipeline with the runtime debugger attached (see
@@ -77,12 +77,34 @@ impl<I: Iterator, W> DebugPipeline<Probe<I, W>> {
 
 impl<I: Iterator> DebugPipeline<I> {
     /// Adds a measured step named after its function.
+    ///
+    /// A closure is named after the function that contains it; every
+    /// closure of one function would so share a name, so a closure whose
+    /// name is already a stage's gets an index suffix: `main`, `main#2`,
+    /// `main#3`. Name closures with [`DebugPipeline::step_named`] for
+    /// readable reports.
+    ///
+    /// ```
+    /// use paipa::{iter::Pipeline, Debugger};
+    /// let pipeline = Pipeline::new(0..4u32)
+    ///     .debug(Debugger::silent())
+    ///     .step(|it| it.map(|x| x + 1))
+    ///     .step(|it| it.filter(|x| x % 2 == 0));
+    /// let stats = pipeline.stats();
+    /// assert_eq!(paipa::iter::consume(pipeline), 2);
+    /// let names: Vec<String> = stats.snapshot().stages.into_iter().map(|s| s.name).collect();
+    /// assert_eq!(names[1..], [format!("{}", names[1]), format!("{}#2", names[1])]);
+    /// ```
     pub fn step<F, J>(self, step: F) -> DebugPipeline<Probe<J::IntoIter, One>>
     where
         F: FnOnce(I) -> J,
         J: IntoIterator,
     {
-        self.step_named(step_name::<F>(), step)
+        let mut name = step_name::<F>();
+        if is_closure::<F>() {
+            name = unique_name(name, &self.rec.stage_names());
+        }
+        self.step_named(name, step)
     }
 
     /// Adds a measured step with an explicit name.
@@ -195,7 +217,11 @@ impl<I> Debugged<I> {
         stats_of(&self.rec)
     }
 
-    fn finish(&mut self) {
+    /// Makes the final report (once), saying how the run ended.
+    fn finish(&mut self, outcome: Outcome) {
+        if self.inner.is_some() {
+            self.rec.set_outcome(outcome);
+        }
         if self.inner.take().is_some() {
             self.schedule.finish();
         }
@@ -217,7 +243,7 @@ impl<I: Iterator> Iterator for Debugged<I> {
             inner.next()
         };
         if item.is_none() {
-            self.finish();
+            self.finish(Outcome::Finished);
         }
         item
     }
@@ -229,6 +255,14 @@ impl<I: Iterator> Iterator for Debugged<I> {
 
 impl<I> Drop for Debugged<I> {
     fn drop(&mut self) {
-        self.finish();
+        let outcome = if std::thread::panicking() {
+            Outcome::Failed {
+                stage: self.rec.current_stage(),
+                error: "panicked".into(),
+            }
+        } else {
+            Outcome::StoppedEarly
+        };
+        self.finish(outcome);
     }
 }

@@ -17,11 +17,11 @@ mod name;
 mod pipeline;
 mod probe;
 mod recipe;
-mod steps;
+pub(crate) mod steps;
 
 pub use boxed::{boxed, combine, BoxIter, BoxedStep, StepList};
 pub use debug::{DebugPipeline, Debugged};
 pub use pipeline::Pipeline;
 pub use probe::{One, Probe, Weigh};
 pub use recipe::Recipe;
-pub use steps::{chunk, consume, consume_n, flatten, identity, Chunks};
+pub use steps::{chunk, consume, consume_n, flatten, identity, Chunks, MAX_CHUNK};

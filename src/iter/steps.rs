@@ -6,19 +6,47 @@ use std::iter::FusedIterator;
 
 use crate::error::ConfigError;
 
+/// The largest chunk size (2^30 items), for [`chunk`] and the threaded
+/// `TimedChunk`.
+pub const MAX_CHUNK: usize = 1 << 30;
+
+/// Items a chunk's buffer reserves up front at most: a large chunk size
+/// grows its buffer as items come, instead of reserving it all at once.
+pub(crate) const CHUNK_RESERVE: usize = 1024;
+
+/// Refuses a chunk size of 0 or above [`MAX_CHUNK`].
+pub(crate) fn check_chunk_size(size: usize) -> Result<(), ConfigError> {
+    if size == 0 {
+        return Err(ConfigError::new("chunk size", size, "must be at least 1"));
+    }
+    if size > MAX_CHUNK {
+        return Err(ConfigError::new(
+            "chunk size",
+            size,
+            format!("must be at most {MAX_CHUNK}"),
+        ));
+    }
+    Ok(())
+}
+
 /// A step that groups items into `Vec`s of `size`; the last one may be
-/// shorter. A size of 0 is refused here, where it was written.
+/// shorter. A size of 0, or above [`MAX_CHUNK`], is refused here, where it
+/// was written.
+///
+/// The step is a plain `Fn`, so it plugs into an iterator pipeline and into
+/// a threaded [`Stage::iter`](crate::threaded::Stage::iter) alike.
 ///
 /// ```
 /// use paipa::iter::{chunk, Pipeline};
 /// let out: Vec<Vec<u32>> = Pipeline::new(1..=8).step(chunk(3)?).into_iter().collect();
 /// assert_eq!(out, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8]]);
+///
+/// let err = chunk::<std::ops::Range<u32>>(usize::MAX).err().unwrap();
+/// assert_eq!(err.to_string(), "invalid chunk size: 18446744073709551615 (must be at most 1073741824)");
 /// # Ok::<(), paipa::ConfigError>(())
 /// ```
-pub fn chunk<I: Iterator>(size: usize) -> Result<impl FnOnce(I) -> Chunks<I> + Clone, ConfigError> {
-    if size == 0 {
-        return Err(ConfigError::new("chunk size", size, "must be at least 1"));
-    }
+pub fn chunk<I: Iterator>(size: usize) -> Result<impl Fn(I) -> Chunks<I> + Clone + Send + Sync, ConfigError> {
+    check_chunk_size(size)?;
     Ok(move |inner: I| Chunks { inner, size })
 }
 
@@ -43,7 +71,7 @@ impl<I: Iterator> Iterator for Chunks<I> {
 
     fn next(&mut self) -> Option<Vec<I::Item>> {
         let first = self.inner.next()?;
-        let mut batch = Vec::with_capacity(self.size);
+        let mut batch = Vec::with_capacity(self.size.min(CHUNK_RESERVE));
         batch.push(first);
         batch.extend(self.inner.by_ref().take(self.size - 1));
         Some(batch)

@@ -34,7 +34,10 @@ pub(super) fn input_on_edge(
     let layout = Layout::for_capacity(capacity);
     let (tx, rx) = edge_for_test::<u32>(layout);
     let cell = std::sync::Arc::new(crate::stats::StageCell::new("source"));
-    (InputShared::new(tx, cancel, cell, layout), rx)
+    let shared = InputShared::new(tx, cancel, cell, layout);
+    // The run has started: puts go to the edge (none are held back).
+    assert!(!shared.start(), "nothing was put before the run");
+    (shared, rx)
 }
 
 /// Runs `f` under loom with at most 3 preemptions per interleaving (or

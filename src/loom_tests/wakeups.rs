@@ -163,6 +163,7 @@ fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
             },
             clone_in: Some(|x: &u32| *x),
             weigh_in: None,
+            on_skip: None,
             cost: crate::threaded::loom_support::Cost::new(),
             source: None,
             end: StageEnd {

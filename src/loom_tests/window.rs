@@ -90,6 +90,7 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
                 policy: OnError::default(),
                 clone_in: None,
                 weigh_in: None,
+                on_skip: None,
                 cost: crate::threaded::loom_support::Cost::new(),
                 source: None,
                 end: StageEnd {

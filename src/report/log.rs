@@ -1,13 +1,18 @@
 //! The reference's log output: a separator line, then one aligned line per
 //! stage, through `tracing` at INFO under the target `paipa::debugger`.
 
+use std::io::Write;
+
 use super::{format_summary, format_table, Reporter};
 use crate::stats::Snapshot;
 
 /// Logs every snapshot as the reference's aligned table through `tracing`.
 ///
-/// Install any `tracing` subscriber to see it (for example
-/// `tracing_subscriber::fmt::init()`).
+/// With a `tracing` subscriber installed (for example
+/// `tracing_subscriber::fmt::init()`, or a scoped default), the lines go to
+/// it, at INFO under the target `paipa::debugger`, and its filters decide.
+/// With none (the program never set one), the lines are written to stderr
+/// instead, so that `Debugger::new()` is never silent by accident.
 #[derive(Debug, Default, Clone)]
 pub struct LogReporter {
     _private: (),
@@ -20,13 +25,25 @@ impl LogReporter {
     }
 }
 
+/// True when no `tracing` subscriber would receive the lines: neither a
+/// global default nor a scoped one on this thread.
+fn no_subscriber() -> bool {
+    tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
+}
+
 impl Reporter for LogReporter {
     fn report(&mut self, snapshot: &Snapshot) {
-        for line in format_table(snapshot) {
-            tracing::info!(target: "paipa::debugger", "{line}");
-        }
+        let mut lines = format_table(snapshot);
         if snapshot.is_final {
-            for line in format_summary(snapshot) {
+            lines.extend(format_summary(snapshot));
+        }
+        if no_subscriber() {
+            let mut err = std::io::stderr().lock();
+            for line in lines {
+                let _ = writeln!(err, "{line}");
+            }
+        } else {
+            for line in lines {
                 tracing::info!(target: "paipa::debugger", "{line}");
             }
         }

@@ -45,7 +45,7 @@ pub use self::metrics::MetricsReporter;
 #[cfg(feature = "progress")]
 pub use self::progress::ProgressReporter;
 pub(crate) use schedule::Schedule;
-pub use summary::{format_summary, hint};
+pub use summary::{advice, format_summary, hint, outcome_line};
 pub use table::format_table;
 
 use crate::stats::Snapshot;

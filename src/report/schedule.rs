@@ -88,14 +88,19 @@ impl Schedule {
             (false, Some(w)) => Some(w / 2),
             (false, None) => None,
         };
+        // Reports are made on threads of their own, under the caller's
+        // `tracing` subscriber (a scoped one included), as if made here.
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let (stop, thread) = match tick {
             Some(tick) => {
                 let (tx, rx) = bounded::<()>(0);
                 let reporters = reporters.clone();
                 let snapshot = snapshot.clone();
+                let dispatch = dispatch.clone();
                 let thread = std::thread::Builder::new()
                     .name("paipa-report".into())
                     .spawn(move || {
+                        let _subscriber = tracing::dispatcher::set_default(&dispatch);
                         let mut next_report = Instant::now() + interval;
                         loop {
                             match rx.recv_timeout(tick.max(Duration::from_millis(1))) {
@@ -144,7 +149,9 @@ impl Schedule {
         let snap = (self.snapshot)(true);
         let reporters = self.reporters.clone();
         let (done_tx, done_rx) = bounded::<()>(1);
+        let dispatch = tracing::dispatcher::get_default(|d| d.clone());
         let final_report = move || {
+            let _subscriber = tracing::dispatcher::set_default(&dispatch);
             if let Some(t) = periodic {
                 let _ = t.join();
             }

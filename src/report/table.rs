@@ -60,6 +60,10 @@ fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
     let mut r = Vec::new();
     let mut pair = |label: &str, value: String| r.push((label.to_string(), value));
     pair("count:", s.count.to_string());
+    if s.count_in > s.count && s.skipped + s.failed + s.discarded == 0 {
+        // An n-to-1 stage (a fold, a chunker): what it took in.
+        pair("in:", s.count_in.to_string());
+    }
     if show_workers {
         pair("workers:", s.workers.to_string());
     }
@@ -69,8 +73,8 @@ fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
     pair("stime:", format!("{:.2}", s.sys_cpu.as_secs_f64()));
     for (name, value) in &s.counters {
         pair(&format!("{name}:"), value.to_string());
-        let per = if s.count > 0 {
-            *value as f64 / s.count as f64
+        let per = if s.items() > 0 {
+            *value as f64 / s.items() as f64
         } else {
             0.0
         };

@@ -17,7 +17,8 @@ pub use alloc::CountingAlloc;
 pub(crate) use cell::{AllocScope, StageCell};
 pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
-pub use snapshot::{Snapshot, StageSnapshot, Stall, WorkerSnapshot};
+pub(crate) use snapshot::CPU_BOUND;
+pub use snapshot::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
 
 use std::cell::Cell;
 use std::ptr::NonNull;

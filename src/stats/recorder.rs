@@ -23,8 +23,8 @@ use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use super::{
-    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Snapshot, StageCell,
-    StageSnapshot, CPU_SAMPLE_EVERY,
+    clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Outcome, Snapshot,
+    StageCell, StageSnapshot, CPU_SAMPLE_EVERY,
 };
 
 /// How the pull-model recorder reads the clock.
@@ -62,6 +62,8 @@ pub(crate) struct Recorder {
     finished: Mutex<Option<Duration>>,
     sampler: Mutex<Sampler>,
     watchdog: Option<Duration>,
+    /// How the run ended, once it did (for the final report).
+    outcome: Mutex<Option<Outcome>>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +100,7 @@ impl Recorder {
             finished: Mutex::new(None),
             sampler: Mutex::new(Sampler::default()),
             watchdog,
+            outcome: Mutex::new(None),
         }
     }
 
@@ -223,6 +226,23 @@ impl Recorder {
         };
     }
 
+    /// The names of the stages so far (the pending consumer cell left out).
+    pub(crate) fn stage_names(&self) -> Vec<String> {
+        let cells = lock(&self.cells);
+        cells[..cells.len() - 1].iter().map(|c| c.name()).collect()
+    }
+
+    /// Says how the run ended, for the final report.
+    pub(crate) fn set_outcome(&self, outcome: Outcome) {
+        *lock(&self.outcome) = Some(outcome);
+    }
+
+    /// The name of the stage running now, if a pull is in progress.
+    pub(crate) fn current_stage(&self) -> Option<String> {
+        let current = self.current.load(Relaxed);
+        lock(&self.cells).get(current).map(|c| c.name())
+    }
+
     /// Marks the run as over (idempotent): later snapshots keep its wall time.
     pub(crate) fn finish(&self) {
         if self.timing.load(Relaxed) || self.mode == Timing::Exact {
@@ -297,6 +317,7 @@ impl Recorder {
             is_final,
             stalls,
             expected: None,
+            outcome: lock(&self.outcome).clone(),
         }
     }
 }

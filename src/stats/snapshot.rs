@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// A point-in-time copy of every stage of one pipeline.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// The pipeline's name (`"pipeline"` unless given).
     pub pipeline: String,
@@ -22,6 +22,29 @@ pub struct Snapshot {
     /// plus the items put before the run): progress views show a bar and
     /// an ETA from it.
     pub expected: Option<u64>,
+    /// How the run ended, once it has: on the final report (and a threaded
+    /// run's [`Summary`](crate::threaded::Summary)), and on an iterator
+    /// pipeline's stats read after its end; `None` while it runs.
+    pub outcome: Option<Outcome>,
+}
+
+/// How a run ended, as its final report knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Every item went through and the consumer read to the end.
+    Finished,
+    /// The run ended before its input did: the consumer stopped reading, or
+    /// the run was aborted (see each stage's `discarded`).
+    StoppedEarly,
+    /// A stage failed (an error its policy did not absorb, or a panic).
+    Failed {
+        /// The stage that failed, when one did (`None` for a failure that is
+        /// not a stage's, such as a thread that could not start).
+        stage: Option<String>,
+        /// The error, as the run returns it.
+        error: String,
+    },
 }
 
 /// Work stuck inside one stage: a batch (threaded stages) or a call
@@ -99,11 +122,32 @@ pub struct WorkerSnapshot {
 }
 
 impl StageSnapshot {
-    /// Items per second of busy time: how fast this stage alone could go.
+    /// Items the stage handled: the larger of what went in and what came
+    /// out, so that an n-to-1 stage (a fold, a chunker) is measured on what
+    /// it takes in, and a 1-to-n stage (a flatten) on what it gives out.
+    pub fn items(&self) -> u64 {
+        self.count.max(self.count_in)
+    }
+
+    /// Items per second of busy time: how fast this stage alone could go,
+    /// counted on [`StageSnapshot::items`] (so a fold that takes 10 000
+    /// items and gives out one does not read as 0.1 items/s).
     pub fn throughput(&self) -> f64 {
         let secs = self.busy.as_secs_f64();
         if secs > 0.0 {
-            self.count as f64 / secs
+            self.items() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Share of CPU in the busy time (0.0 to about 1.0): close to 1 for a
+    /// compute-bound stage, close to 0 for one that waits (I/O, sleep, a
+    /// lock).
+    pub fn cpu_ratio(&self) -> f64 {
+        let busy = self.busy.as_secs_f64();
+        if busy > 0.0 {
+            (self.user_cpu + self.sys_cpu).as_secs_f64() / busy
         } else {
             0.0
         }
@@ -141,12 +185,187 @@ impl Snapshot {
         }
     }
 
-    /// The stage that limits the pipeline: the one whose busy time per worker
-    /// is the highest. `None` before anything ran.
+    /// The share (0.0 to 1.0) of its wall time that a row (the source, a
+    /// stage, the consumer) was busy: busy time over the run's wall time
+    /// times its workers.
+    pub fn utilization(&self, stage: &StageSnapshot) -> f64 {
+        let wall = self.elapsed.as_secs_f64() * stage.workers.max(1) as f64;
+        if wall > 0.0 {
+            (stage.busy.as_secs_f64() / wall).min(1.0)
+        } else {
+            0.0
+        }
+    }
+
+    /// True for a threaded run's snapshot (its stages have worker rows and
+    /// the consumer has a row of its own, the last one).
+    pub fn is_threaded(&self) -> bool {
+        self.stages.iter().any(|s| !s.per_worker.is_empty())
+    }
+
+    /// The consumer's row of a threaded run (the `run_with` closure, the
+    /// `outputs()` iterator, or the drain of `run()`): its `busy` is the
+    /// time between its reads, its `starved` the time it waited for the
+    /// next item. `None` for iterator pipelines.
+    pub fn consumer(&self) -> Option<&StageSnapshot> {
+        match self.stages.last() {
+            Some(last) if self.is_threaded() && self.stages.len() > 1 && last.per_worker.is_empty() => Some(last),
+            _ => None,
+        }
+    }
+
+    /// The row that limits the pipeline: the one busy for the largest share
+    /// of its wall time (busy time per worker), the source and, for threaded
+    /// runs, the consumer included. `None` before anything ran. See
+    /// [`Snapshot::verdict`] for what to do about it.
     pub fn bottleneck(&self) -> Option<&StageSnapshot> {
         self.stages
             .iter()
             .filter(|s| !s.busy.is_zero())
             .max_by_key(|s| s.busy_per_worker())
     }
+
+    /// What limits the run and what would help, judged for this machine
+    /// (its cores from [`std::thread::available_parallelism`]).
+    pub fn verdict(&self) -> Verdict {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        self.verdict_for_cores(cores)
+    }
+
+    /// [`Snapshot::verdict`] for a machine of `cores` cores.
+    ///
+    /// Every row is weighed: its busy share of its wall time (the limit is
+    /// the busiest), its CPU share of its busy time (CPU-bound, or waiting),
+    /// and for the source how long it was blocked (a source blocked most of
+    /// the run means the limit is downstream).
+    ///
+    /// - Iterator pipelines run on one thread: the stage with the most busy
+    ///   time is the limit ([`Limit::Source`] or [`Limit::Sequential`]).
+    /// - Threaded runs: no row busy half of its time is [`Limit::Waiting`]
+    ///   (the run waits for its input); two or more rows within 15% of the
+    ///   busiest is [`Limit::Balanced`]; otherwise the busiest row is the
+    ///   limit: the source ([`Limit::Source`]), the consumer
+    ///   ([`Limit::Consumer`]), a CPU-bound stage whose workers already
+    ///   cover the cores ([`Limit::Saturated`]: more workers would not help)
+    ///   or a stage that more workers would speed up ([`Limit::AddWorkers`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::{Limit, Snapshot, StageSnapshot, WorkerSnapshot};
+    ///
+    /// let row = |name: &str, workers: usize, busy_ms: u64, cpu_ms: u64| StageSnapshot {
+    ///     name: name.into(),
+    ///     workers,
+    ///     busy: Duration::from_millis(busy_ms),
+    ///     user_cpu: Duration::from_millis(cpu_ms),
+    ///     per_worker: vec![WorkerSnapshot::default(); workers],
+    ///     ..StageSnapshot::default()
+    /// };
+    /// let snap = Snapshot {
+    ///     elapsed: Duration::from_secs(1),
+    ///     stages: vec![
+    ///         StageSnapshot { name: "source".into(), workers: 1, ..StageSnapshot::default() },
+    ///         row("parse", 2, 1_960, 1_900),
+    ///         StageSnapshot { name: "consumer".into(), workers: 1, ..StageSnapshot::default() },
+    ///     ],
+    ///     ..Snapshot::default()
+    /// };
+    /// let verdict = snap.verdict_for_cores(2);
+    /// assert_eq!(verdict.limit, Limit::Saturated);
+    /// assert_eq!(verdict.stage.as_deref(), Some("parse"));
+    /// ```
+    pub fn verdict_for_cores(&self, cores: usize) -> Verdict {
+        let cores = cores.max(1);
+        let Some(b) = self.bottleneck() else {
+            return Verdict {
+                limit: Limit::Unknown,
+                stage: None,
+                load: 0.0,
+                cores,
+                others: Vec::new(),
+            };
+        };
+        let index = self.stages.iter().position(|s| std::ptr::eq(s, b)).unwrap_or(0);
+        let load = self.utilization(b);
+        let verdict = |limit, others| Verdict {
+            limit,
+            stage: Some(b.name.clone()),
+            load,
+            cores,
+            others,
+        };
+        if !self.is_threaded() {
+            return verdict(if index == 0 { Limit::Source } else { Limit::Sequential }, Vec::new());
+        }
+        if load < 0.5 {
+            return verdict(Limit::Waiting, Vec::new());
+        }
+        let others: Vec<String> = self
+            .stages
+            .iter()
+            .filter(|s| !std::ptr::eq(*s, b) && self.utilization(s) >= 0.85 * load)
+            .map(|s| s.name.clone())
+            .collect();
+        if !others.is_empty() {
+            return verdict(Limit::Balanced, others);
+        }
+        let consumer = self.consumer().is_some_and(|c| std::ptr::eq(c, b));
+        let limit = if index == 0 {
+            Limit::Source
+        } else if consumer {
+            Limit::Consumer
+        } else if b.cpu_ratio() >= CPU_BOUND && b.workers >= cores {
+            Limit::Saturated
+        } else {
+            Limit::AddWorkers
+        };
+        verdict(limit, Vec::new())
+    }
+}
+
+/// A stage whose CPU time is at least this share of its busy time is
+/// CPU-bound (a waiting stage reads close to 0; a compute-bound one close to
+/// 1, less when other processes take the cores).
+pub(crate) const CPU_BOUND: f64 = 0.3;
+
+/// What limits a run, as [`Snapshot::verdict`] judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Nothing has run yet.
+    Unknown,
+    /// The source (a lazy source's `next()`) is the busiest: feed it faster.
+    Source,
+    /// An iterator pipeline's stage takes the largest share of the one
+    /// thread's time: make it faster, or run it as a threaded stage.
+    Sequential,
+    /// A threaded stage is busy nearly all of its wall time, and more
+    /// workers would help: it waits (I/O, sleep, a lock), or it is CPU-bound
+    /// with fewer workers than the machine has cores.
+    AddWorkers,
+    /// A CPU-bound stage whose workers already cover the machine's cores:
+    /// the machine is saturated, more workers would not help.
+    Saturated,
+    /// The consumer (the code reading the outputs) is the busiest.
+    Consumer,
+    /// Several rows are about equally busy: no single bottleneck.
+    Balanced,
+    /// No row was busy half of its wall time: the run waits for its input.
+    Waiting,
+}
+
+/// The verdict on a run: what limits it, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// What limits the run.
+    pub limit: Limit,
+    /// The limiting row (for [`Limit::Balanced`] and [`Limit::Waiting`],
+    /// the busiest one); `None` when nothing ran.
+    pub stage: Option<String>,
+    /// The share of its wall time the limiting row was busy (0.0 to 1.0).
+    pub load: f64,
+    /// The cores the verdict was judged for.
+    pub cores: usize,
+    /// For [`Limit::Balanced`], the other rows as busy as `stage`.
+    pub others: Vec<String>,
 }

@@ -64,7 +64,7 @@ type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<'a, In>, &mut Planner<'a>) -> E
 /// let mut pipeline = Pipeline::new()
 ///     .then(Stage::map("pick", |i: usize| words[i % 3].len()).workers(2))?
 ///     .then(Stage::map("square", |n: usize| n * n))?;
-/// pipeline.put_all(0..6);
+/// pipeline.put_all(0..6)?;
 /// let (total, summary) = pipeline.run_with(|out| out.sum::<usize>())?;
 /// assert_eq!(total, 2 * (81 + 4 + 16));
 /// assert_eq!(summary.items, 6);
@@ -194,10 +194,22 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         Ok(())
     }
 
-    /// Puts every item before the run. Returns how many.
-    pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> usize {
+    /// Puts every item before the run. Returns how many; after
+    /// [`Pipeline::finish`] it is refused as [`Pipeline::put`] is, and the
+    /// items are given back untouched.
+    ///
+    /// ```
+    /// use paipa::threaded::Pipeline;
+    /// let mut p = Pipeline::<u8, u8>::new();
+    /// assert_eq!(p.put_all(0..3), Ok(3));
+    /// p.finish();
+    /// let refused = p.put_all(3..5).unwrap_err();
+    /// assert_eq!(refused.to_string(), "the pipeline no longer takes input");
+    /// assert_eq!(refused.into_inner(), 3..5);
+    /// ```
+    pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> Result<usize, Closed<I>> {
         if self.sealed {
-            return 0;
+            return Err(Closed(items));
         }
         let before = self.pending_items();
         let mut items = items.into_iter().peekable();
@@ -207,7 +219,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                 _ => self.pending.push(Msg::Items(items.collect())),
             }
         }
-        self.pending_items() - before
+        Ok(self.pending_items() - before)
     }
 
     fn pending_items(&self) -> usize {
@@ -238,6 +250,12 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// the pipeline runs. The run's input ends when every handle is dropped
     /// (and any source and items put are drained): a run with a handle that
     /// is never dropped runs until it is stopped.
+    ///
+    /// A handle may be filled before the run, on the thread that will start
+    /// it: nothing reads the input then, so a [`Input::put`] that finds the
+    /// input's edge full does not wait (it would wait for ever) but is held
+    /// in memory and sent first when the run starts, in the order put;
+    /// timed puts ([`Input::put_timeout`]) still report a full pipeline.
     pub fn input(&mut self) -> Input<In> {
         self.handles_taken = true;
         Input::new(self.input.clone())
@@ -375,7 +393,10 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             // No stage: the source feeds the consumer directly.
             planner.jobs.push(job);
         }
-        if !pending.is_empty() {
+        // Puts held back before the run (the input was full) are sent
+        // first, by the source thread.
+        let held_back = self.input.start();
+        if !pending.is_empty() || held_back {
             if let Some(tx) = self.input.sender() {
                 let input = self.input.clone();
                 planner.jobs.push(Job {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::step::{Meta, Output, Step, WorkerInfo};
 use crate::error::{BoxError, ConfigError};
+use crate::iter::steps::{check_chunk_size, CHUNK_RESERVE};
 
 /// A step that groups items into `Vec`s of `size`. A partial batch is sent
 /// when no input has arrived for `timeout`, before a meta entry, and at the
@@ -16,7 +17,7 @@ use crate::error::{BoxError, ConfigError};
 ///
 /// let chunker = TimedChunk::<u32>::new(5, Duration::from_secs(1))?;
 /// let mut pipeline = Pipeline::new().then(Stage::step("chunk", move |_: &_| chunker.clone()))?;
-/// pipeline.put_all(0..10);
+/// pipeline.put_all(0..10)?;
 /// let (batches, _) = pipeline.run_with(|out| out.collect::<Vec<_>>())?;
 /// assert_eq!(batches, vec![(0..5).collect::<Vec<_>>(), (5..10).collect()]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -35,33 +36,38 @@ impl<T> Clone for TimedChunk<T> {
         TimedChunk {
             size: self.size,
             timeout: self.timeout,
-            buf: Vec::with_capacity(self.size),
+            buf: Vec::with_capacity(self.size.min(CHUNK_RESERVE)),
             last_input: Instant::now(),
         }
     }
 }
 
 impl<T> TimedChunk<T> {
-    /// Batches of `size` (at least 1), flushed after `timeout` (more than
-    /// zero) without input.
+    /// Batches of `size` (from 1 to [`MAX_CHUNK`](crate::iter::MAX_CHUNK)), flushed after
+    /// `timeout` (more than zero) without input.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::threaded::TimedChunk;
+    /// let err = TimedChunk::<u8>::new(usize::MAX, Duration::from_secs(1)).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid chunk size: 18446744073709551615 (must be at most 1073741824)");
+    /// ```
     pub fn new(size: usize, timeout: Duration) -> Result<Self, ConfigError> {
-        if size == 0 {
-            return Err(ConfigError::new("chunk size", 0, "must be at least 1"));
-        }
+        check_chunk_size(size)?;
         if timeout.is_zero() {
             return Err(ConfigError::new("chunk timeout", "0s", "must be more than zero"));
         }
         Ok(TimedChunk {
             size,
             timeout,
-            buf: Vec::with_capacity(size),
+            buf: Vec::with_capacity(size.min(CHUNK_RESERVE)),
             last_input: Instant::now(),
         })
     }
 
     fn flush(&mut self, out: &mut Output<'_, Vec<T>>) {
         if !self.buf.is_empty() {
-            let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.size));
+            let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.size.min(CHUNK_RESERVE)));
             out.emit(batch);
         }
     }

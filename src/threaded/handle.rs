@@ -15,7 +15,7 @@ use super::outbox::{weight, Weigher};
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
-use crate::stats::{clock, ticks_to_duration, Snapshot, StageCell, Stall};
+use crate::stats::{clock, ticks_to_duration, Outcome, Snapshot, StageCell, Stall};
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -37,8 +37,18 @@ pub struct Summary {
 
 type Cells = Arc<Vec<(Arc<StageCell>, usize)>>;
 
+/// How the run ended, filled in just before its final report.
+type OutcomeSlot = Arc<std::sync::Mutex<Option<Outcome>>>;
+
 /// A point-in-time snapshot of a threaded run.
-fn snapshot(name: &str, started: Instant, cells: &Cells, watchdog: Option<Duration>, is_final: bool) -> Snapshot {
+fn snapshot(
+    name: &str,
+    started: Instant,
+    cells: &Cells,
+    watchdog: Option<Duration>,
+    outcome: Option<&OutcomeSlot>,
+    is_final: bool,
+) -> Snapshot {
     let mut stages: Vec<_> = cells.iter().map(|(cell, workers)| cell.snapshot(*workers)).collect();
     for k in 1..stages.len() {
         let upstream = stages[k - 1].count;
@@ -71,6 +81,63 @@ fn snapshot(name: &str, started: Instant, cells: &Cells, watchdog: Option<Durati
         is_final,
         stalls,
         expected: cells.first().and_then(|(cell, _)| cell.expected()),
+        outcome: outcome
+            .filter(|_| is_final)
+            .and_then(|o| o.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+    }
+}
+
+/// Measures the consumer (the `run_with` closure, the `outputs()` iterator,
+/// or the drain of `run()`) in its own row, the last of the snapshot: the
+/// time it waits for the next batch is its starved time, the time between
+/// two waits its busy time (two clock readings a batch, none an item).
+struct ConsumerClock {
+    cell: Arc<StageCell>,
+    /// Raw clock reading when the consumer last got a batch (or started).
+    mark: u64,
+    /// Weight of the last batch received.
+    last: u64,
+}
+
+impl ConsumerClock {
+    fn new(cell: Arc<StageCell>) -> Self {
+        ConsumerClock {
+            cell,
+            mark: clock().raw(),
+            last: 0,
+        }
+    }
+
+    /// Waits for the next message on the last edge, counting the time
+    /// since the previous one as busy and the wait as starved.
+    fn recv<T>(&mut self, rx: &EdgeRx<T>, weigh: &Option<Weigher<T>>) -> Result<Msg<T>, ()> {
+        let asked = clock().raw();
+        let msg = rx.recv_blocking().map_err(|_| ());
+        let got = clock().raw();
+        self.cell
+            .busy_ticks
+            .fetch_add(asked.saturating_sub(self.mark), Ordering::Relaxed);
+        self.cell
+            .starved_ticks
+            .fetch_add(got.saturating_sub(asked), Ordering::Relaxed);
+        self.mark = got;
+        if let Ok(Msg::Items(b)) = &msg {
+            let w = weight(b, weigh);
+            self.last = w;
+            self.cell.count_in.fetch_add(w, Ordering::Relaxed);
+            self.cell.count.fetch_add(w, Ordering::Relaxed);
+        }
+        msg
+    }
+
+    /// The consumer stopped reading without waiting again: the time since
+    /// its last batch was its own.
+    fn stop(&mut self) {
+        let now = clock().raw();
+        self.cell
+            .busy_ticks
+            .fetch_add(now.saturating_sub(self.mark), Ordering::Relaxed);
+        self.mark = now;
     }
 }
 
@@ -130,18 +197,34 @@ impl Consumer {
     /// as the consumer left) moves from the last stage's `count` to its
     /// `discarded`. So `count` is what the consumer got, and the books
     /// `count_in = count + skipped + failed + discarded` still balance.
-    fn settle(&self, last: &StageCell) {
+    /// The consumer's own row then counts what it got, in and out.
+    fn settle(&self, last: &StageCell, row: &StageCell) {
         if !self.is_done() {
             return;
         }
         let sent = last.count.load(Ordering::SeqCst);
-        let lost = sent.saturating_sub(self.delivered.load(Ordering::SeqCst));
+        let delivered = self.delivered.load(Ordering::SeqCst);
+        let lost = sent.saturating_sub(delivered);
         last.count.fetch_sub(lost, Ordering::SeqCst);
         last.discarded.fetch_add(lost, Ordering::SeqCst);
+        row.count.store(delivered, Ordering::SeqCst);
+        row.count_in.store(delivered, Ordering::SeqCst);
     }
 }
 
 impl<'a, Out: Send + 'a> Prepared<'a, Out> {
+    /// Adds the consumer's row (the last one) and returns its cell.
+    fn consumer_row(&mut self) -> Arc<StageCell> {
+        if let Some((cell, _)) = self.cells.last().filter(|_| self.cells.len() > 1) {
+            if cell.per_worker.is_empty() {
+                return cell.clone();
+            }
+        }
+        let cell = Arc::new(StageCell::new("consumer"));
+        self.cells.push((cell.clone(), 1));
+        cell
+    }
+
     /// Runs in scoped threads; `consume` gets the last stage's outputs on
     /// this thread.
     fn execute<R>(
@@ -150,11 +233,13 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         consume: impl FnOnce(EdgeRx<Out>, &Arc<RunShared>) -> R,
     ) -> (R, Result<Summary, RunError>) {
         let started = Instant::now();
+        self.consumer_row();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
         let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
+        let outcome: OutcomeSlot = Arc::default();
         let snap = {
-            let (name, cells) = (self.name.clone(), cells.clone());
-            Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, is_final))
+            let (name, cells, outcome) = (self.name.clone(), cells.clone(), outcome.clone());
+            Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, Some(&outcome), is_final))
         };
         let mut schedule = self
             .debugger
@@ -164,9 +249,20 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         let shared = self.shared.clone();
         let result =
             std::thread::scope(|scope| execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared)));
-        if let Some((last, _)) = cells.last() {
-            consumer.settle(last);
+        if let [.., (last, _), (row, _)] = &cells[..] {
+            consumer.settle(last, row);
         }
+        // Every thread is joined: the books are final. Say how the run
+        // ended before the final report, so that it can say so first.
+        let books = snap(true);
+        let stopped_early = shared.cancel.is_cancelled()
+            || consumer.early.load(Ordering::SeqCst)
+            || books.stages.iter().any(|s| s.discarded > 0 || s.queue_depth > 0);
+        *outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(match shared.error_info() {
+            Some((stage, error)) => Outcome::Failed { stage, error },
+            None if stopped_early => Outcome::StoppedEarly,
+            None => Outcome::Finished,
+        });
         if let Some(s) = schedule.as_mut() {
             s.finish();
         }
@@ -174,13 +270,13 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         let summary = match shared.take_error() {
             Some(err) => Err(err),
             None => {
-                let last = final_snap.stages.last().expect("the input row");
+                // The consumer's row is the last; the last stage's is before it.
+                let n = final_snap.stages.len();
+                let last = &final_snap.stages[n.saturating_sub(2)];
                 Ok(Summary {
-                    items: last.count,
+                    items: final_snap.stages[n - 1].count,
                     metas: last.metas,
-                    stopped_early: shared.cancel.is_cancelled()
-                        || consumer.early.load(Ordering::SeqCst)
-                        || final_snap.stages.iter().any(|s| s.discarded > 0 || s.queue_depth > 0),
+                    stopped_early,
                     snapshot: final_snap,
                 })
             }
@@ -188,17 +284,20 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         (result, summary)
     }
 
-    pub(crate) fn run_counting(self) -> Result<Summary, RunError> {
+    pub(crate) fn run_counting(mut self) -> Result<Summary, RunError> {
         // `drain` reads to the end: everything sent is delivered.
         let (consumer, _stopped) = Consumer::new();
-        self.execute(&consumer, |rx, _| drain(rx)).1
+        let (row, weigh) = (self.consumer_row(), self.weigh_out.clone());
+        self.execute(&consumer, |rx, _| drain(rx, ConsumerClock::new(row), &weigh))
+            .1
     }
 
-    pub(crate) fn run_with<R>(self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
+    pub(crate) fn run_with<R>(mut self, consume: impl FnOnce(Outputs<Out>) -> R) -> Result<(R, Summary), RunError> {
         let (consumer, stopped) = Consumer::new();
         let (close_input, weigh) = (self.close_input.clone(), self.weigh_out.clone());
+        let row = self.consumer_row();
         let (r, summary) = self.execute(&consumer, |rx, shared| {
-            let outputs = Outputs::new(rx, None, consumer.clone(), stopped, weigh);
+            let outputs = Outputs::new(rx, None, consumer.clone(), stopped, weigh, ConsumerClock::new(row));
             let r = catch_unwind(AssertUnwindSafe(|| consume(outputs)));
             // Outputs kept past `consume` (returned inside `r`) are not read
             // by this run: stop it, or its last stage would wait forever.
@@ -219,24 +318,25 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
     }
 }
 
-/// Reads (and drops) everything that comes out.
-fn drain<T>(rx: EdgeRx<T>) {
-    while let Ok(msg) = rx.recv_blocking() {
+/// Reads (and drops) everything that comes out, measured as the consumer.
+fn drain<T>(rx: EdgeRx<T>, mut clock: ConsumerClock, weigh: &Option<Weigher<T>>) {
+    while let Ok(msg) = clock.recv(&rx, weigh) {
         drop(msg);
     }
 }
 
 impl<Out: Send + 'static> Prepared<'static, Out> {
-    fn stats(&self) -> Stats {
+    fn stats(&mut self) -> Stats {
+        self.consumer_row();
         let cells: Cells = Arc::new(self.cells.clone());
         let name = self.name.clone();
         let started = Instant::now();
         Stats {
-            source: Arc::new(move |is_final| snapshot(&name, started, &cells, None, is_final)),
+            source: Arc::new(move |is_final| snapshot(&name, started, &cells, None, None, is_final)),
         }
     }
 
-    pub(crate) fn spawn(self) -> Result<Running, RunError> {
+    pub(crate) fn spawn(mut self) -> Result<Running, RunError> {
         let stats = self.stats();
         let cells: Cells = Arc::new(self.cells.clone());
         let shared = self.shared.clone();
@@ -260,6 +360,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
         let stats = self.stats();
+        let row = self.consumer_row();
         let (consumer, stopped) = Consumer::new();
         let (close_input, weigh) = (self.close_input.clone(), self.weigh_out.clone());
         let c = consumer.clone();
@@ -276,7 +377,14 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
                 .1
             })
             .map_err(RunError::Spawn)?;
-        Ok(Outputs::new(rx, Some((thread, stats)), consumer, stopped, weigh))
+        Ok(Outputs::new(
+            rx,
+            Some((thread, stats)),
+            consumer,
+            stopped,
+            weigh,
+            ConsumerClock::new(row),
+        ))
     }
 }
 
@@ -453,6 +561,8 @@ pub struct Outputs<T> {
     ended: bool,
     metas: u64,
     background: Option<(RunThread, Stats)>,
+    /// Measures the consumer in its own row.
+    clock: ConsumerClock,
 }
 
 impl<T> fmt::Debug for Outputs<T> {
@@ -470,6 +580,7 @@ impl<T> Outputs<T> {
         consumer: Arc<Consumer>,
         stopped: Sender<()>,
         weigh: Option<Weigher<T>>,
+        clock: ConsumerClock,
     ) -> Self {
         Outputs {
             rx: Some(rx),
@@ -481,6 +592,7 @@ impl<T> Outputs<T> {
             ended: false,
             metas: 0,
             background,
+            clock,
         }
     }
 
@@ -524,6 +636,9 @@ impl<T> Outputs<T> {
     fn stop_reading(&mut self, at_end: bool) {
         self.ended = true;
         if let Some(stopped) = self.stopped.take() {
+            if !at_end {
+                self.clock.stop();
+            }
             self.consumer.early.store(!at_end, Ordering::SeqCst);
             let unread = weight(self.current.as_slice(), &self.weigh);
             self.consumer
@@ -548,9 +663,13 @@ impl<T> Iterator for Outputs<T> {
             if self.ended {
                 return None;
             }
-            match self.rx.as_ref().map(EdgeRx::recv_blocking) {
+            let msg = match self.rx.as_ref() {
+                Some(rx) => Some(self.clock.recv(rx, &self.weigh)),
+                None => None,
+            };
+            match msg {
                 Some(Ok(Msg::Items(b))) => {
-                    self.received += weight(&b, &self.weigh);
+                    self.received += self.clock.last;
                     self.current = b.into_iter();
                 }
                 Some(Ok(Msg::Meta(_))) => self.metas += 1,

@@ -14,7 +14,7 @@ use super::pacing::{Cost, Pacing};
 use super::pull::SharedSource;
 use super::step::Meta;
 use crate::stats::StageCell;
-use crate::sync::{AtomicBool, AtomicUsize, RwLock};
+use crate::sync::{AtomicBool, AtomicUsize, Mutex, RwLock};
 
 /// The pipeline no longer takes input: it was stopped, or it failed. The
 /// item that could not be put is given back.
@@ -55,6 +55,19 @@ pub(crate) struct InputShared<T> {
     layout: Layout,
     /// What an item costs the first stage: batches are cut by it.
     pub(crate) next_cost: Arc<Cost>,
+    /// Blocking puts made before the run that found no room (see
+    /// [`InputShared::hold_back`]).
+    backlog: Mutex<Backlog<T>>,
+    /// Set once the backlog is gone for good: puts go straight to the edge
+    /// without looking at it.
+    direct: AtomicBool,
+}
+
+/// Puts held back before the run, sent first by the source thread.
+struct Backlog<T> {
+    /// The run has started (the source thread is or will be draining).
+    started: bool,
+    msgs: Vec<Msg<T>>,
 }
 
 impl<T> InputShared<T> {
@@ -67,7 +80,83 @@ impl<T> InputShared<T> {
             cell,
             layout,
             next_cost: Cost::new(),
+            backlog: Mutex::new(Backlog {
+                started: false,
+                msgs: Vec::new(),
+            }),
+            direct: AtomicBool::new(false),
         })
+    }
+
+    /// Before the run nothing reads the input's edge, so a blocking put that
+    /// finds no room would wait for ever on a thread that has yet to start
+    /// the run: it joins the backlog instead, which the source thread sends
+    /// first when the run starts. Until the backlog is out, every later put
+    /// joins it too, so items keep the order they were put in. Returns the
+    /// message when it is to be sent as usual.
+    fn hold_back(&self, msg: Msg<T>, tx: &EdgeTx<T>, deadline: Option<Instant>) -> Option<Msg<T>> {
+        if self.direct.load(Ordering::SeqCst) {
+            return Some(msg);
+        }
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        if self.direct.load(Ordering::SeqCst) || (backlog.started && self.cancel.is_cancelled()) {
+            // Sent as usual: refused if the run is cancelled.
+            return Some(msg);
+        }
+        let msg = if backlog.started || !backlog.msgs.is_empty() {
+            msg
+        } else if deadline.is_some() {
+            // A timed put may wait: it reports a full pipeline in time.
+            return Some(msg);
+        } else {
+            // Before the run, with nothing held back: send if there is room
+            // now, under the lock, so that the run cannot start in between.
+            let n = items_in(&msg);
+            match send_until(tx, msg, &self.cancel, Instant::now()) {
+                Ok(()) => {
+                    self.counted(n);
+                    return None;
+                }
+                Err((msg, true)) => msg,
+                Err((msg, false)) => return Some(msg),
+            }
+        };
+        match (backlog.msgs.last_mut(), msg) {
+            (Some(Msg::Items(last)), Msg::Items(mut more)) if last.len() < self.layout.batch => last.append(&mut more),
+            (_, msg) => backlog.msgs.push(msg),
+        }
+        None
+    }
+
+    /// Counts a message sent on the edge.
+    fn counted(&self, n: u64) {
+        if n == 0 {
+            self.cell.metas.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.cell.count.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// The run starts: returns whether puts were held back (then the
+    /// source thread must send them).
+    pub(crate) fn start(&self) -> bool {
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        backlog.started = true;
+        if backlog.msgs.is_empty() {
+            self.direct.store(true, Ordering::SeqCst);
+        }
+        !backlog.msgs.is_empty()
+    }
+
+    /// The puts held back so far, for the source thread to send; once there
+    /// are none left, later puts go straight to the edge.
+    fn take_backlog(&self) -> Vec<Msg<T>> {
+        let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
+        let msgs = std::mem::take(&mut backlog.msgs);
+        if msgs.is_empty() {
+            self.direct.store(true, Ordering::SeqCst);
+        }
+        msgs
     }
 
     /// How batches put into this input are cut.
@@ -104,6 +193,9 @@ impl<T> InputShared<T> {
             return Err((msg, false));
         };
         let tx = &tx;
+        let Some(msg) = self.hold_back(msg, tx, deadline) else {
+            return Ok(());
+        };
         let n = match &msg {
             Msg::Items(b) => b.len() as u64,
             Msg::Meta(_) => 0,
@@ -118,11 +210,7 @@ impl<T> InputShared<T> {
             Some(deadline) => send_until(tx, msg, &self.cancel, deadline),
         };
         if result.is_ok() {
-            if n == 0 {
-                self.cell.metas.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.cell.count.fetch_add(n, Ordering::Relaxed);
-            }
+            self.counted(n);
         }
         result
     }
@@ -339,8 +427,34 @@ pub(crate) fn source_job<T>(
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
     // Dropped inside the scope, charged to the source.
-    let (source, tx, _input) = (source, tx, input);
+    let (source, tx, input) = (source, tx, input);
     let mut blocked = 0u64;
+    // Puts held back before the run go first (they follow what the same
+    // handles put on the edge before it), as long as more keep coming.
+    'backlog: loop {
+        let mut msgs = input.take_backlog().into_iter();
+        if msgs.len() == 0 {
+            break;
+        }
+        while let Some(msg) = msgs.next() {
+            let n = items_in(&msg);
+            if let Err(msg) = send(&tx, msg, &cancel, &mut blocked) {
+                // The run stopped: what is left is discarded (the pending
+                // items below fail to send and are counted there).
+                let mut unsent = items_in(&msg) + msgs.map(|m| items_in(&m)).sum::<u64>();
+                loop {
+                    let more = input.take_backlog();
+                    if more.is_empty() {
+                        break;
+                    }
+                    unsent += more.iter().map(items_in).sum::<u64>();
+                }
+                cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                break 'backlog;
+            }
+            input.counted(n);
+        }
+    }
     let mut pending = pending.into_iter();
     while let Some(msg) = pending.next() {
         let mut pieces: Vec<Msg<T>> = match msg {

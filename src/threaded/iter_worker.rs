@@ -197,8 +197,11 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
                         side.borrow_mut().feed();
                     }
                 }
-                Err(_) if skip => {
+                Err(e) if skip => {
                     cell.skipped.fetch_add(1, Relaxed);
+                    if !side.borrow().cx.tell_skip(|| e.to_string()) {
+                        break;
+                    }
                 }
                 Err(e) => {
                     cell.failed.fetch_add(1, Relaxed);
@@ -277,6 +280,7 @@ fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
             policy: cx.policy,
             clone_in: cx.clone_in,
             weigh_in: cx.weigh_in.clone(),
+            on_skip: cx.on_skip.clone(),
             cost: cx.cost.clone(),
             source: cx.source.take(),
             end: std::mem::replace(&mut cx.end, stand_in_end),

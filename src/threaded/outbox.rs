@@ -178,8 +178,9 @@ pub(crate) struct WorkerClock {
     last: u64,
     /// Raw ticks spent waiting for input since the last mark.
     pub(crate) starved: u64,
-    /// Raw ticks since the last mark that belong to another stage (pulling
-    /// the source for it): neither busy, starved nor blocked here.
+    /// Raw ticks since the last mark that belong to another stage (a
+    /// chained one, run on this thread): neither busy, starved nor blocked
+    /// here.
     pub(crate) excluded: u64,
     /// User and system CPU since the last sample that belong to another
     /// stage (a chained one, run on this thread).

@@ -1,6 +1,23 @@
 //! What a stage does when its step fails.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// An item a skip policy dropped, as handed to [`Stage::on_skip`](super::Stage::on_skip).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The stage that skipped it.
+    pub stage: String,
+    /// The worker that skipped it.
+    pub worker: usize,
+    /// The step's error (for a panic, `panicked: ` and its message), after
+    /// the last retry.
+    pub error: String,
+}
+
+/// Called with every item a stage's skip policy drops.
+pub(crate) type SkipHook = Arc<dyn Fn(&Skipped) + Send + Sync>;
 
 /// A stage's error policy. Panics in steps count as errors too.
 ///

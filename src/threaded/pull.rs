@@ -11,8 +11,11 @@
 //! thread. Items put through [`Input`](super::Input) handles still arrive on
 //! the edge, and workers look there first.
 //!
-//! The source's row in the stats counts what was pulled and the time spent
-//! pulling (charged to the source, not to the worker that pulled). When the
+//! The source's row in the stats counts what was pulled, and the time spent
+//! pulling as its busy time; for the worker that pulled, the same time is
+//! starved time (it was waiting for its input, as it would wait for a
+//! source thread), so a slow source shows as one, with its first stage
+//! starved by it. When the
 //! source ends, is stopped, or panics, the pull state is dropped with its
 //! sender on the input edge, so the edge ends once the input handles are
 //! gone too.

@@ -38,6 +38,13 @@ impl RunShared {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// The first error's stage and text, left in place (for the final
+    /// report, made before the error is handed to the caller).
+    pub(crate) fn error_info(&self) -> Option<(Option<String>, String)> {
+        let slot = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|e| (e.stage().map(str::to_string), e.to_string()))
+    }
+
     pub(crate) fn has_error(&self) -> bool {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).is_some()
     }

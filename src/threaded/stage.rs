@@ -13,7 +13,7 @@ use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
 use super::pacing::{Cost, Pacing};
-use super::policy::{AfterRetries, OnError};
+use super::policy::{AfterRetries, OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
 use super::run::{panic_message, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
@@ -21,6 +21,18 @@ use super::worker::{item_worker, StageEnd, WorkerCtx};
 use crate::error::{BoxError, ConfigError};
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
+
+/// The most worker threads a stage may have. Each worker is an OS thread
+/// with its own stack; past this many, a stage would fail to start its
+/// threads (or exhaust the machine) rather than go faster.
+pub const MAX_WORKERS: usize = 1024;
+
+/// The most retries a stage may make of one item.
+pub const MAX_RETRIES: u32 = 100;
+
+/// The longest wait a stage may make before its first retry of an item
+/// (one hour; later waits double from it, up to 2^16 times as long).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 /// The step kinds, for validation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +83,7 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) kind: Kind,
     /// May run chained to the stage before it (see `chain.rs`).
     pub(crate) chain: bool,
+    pub(crate) on_skip: Option<SkipHook>,
 }
 
 /// A stage of a threaded pipeline, ready to be added with
@@ -137,6 +150,7 @@ fn workers<'a, In, Out>(
                 policy: s.policy,
                 clone_in: s.clone_in,
                 weigh_in: p.weigh_in.clone(),
+                on_skip: s.on_skip.clone(),
                 cost: p.cost.clone(),
                 source: p.source.clone(),
                 end: StageEnd {
@@ -209,6 +223,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 clone_in: None,
                 kind,
                 chain: true,
+                on_skip: None,
             },
             launch,
             chain: None,
@@ -335,6 +350,20 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         )
     }
 
+    /// A stage of [`Step`] types, one per worker, made by `make` (called
+    /// once per worker): `Stage::step_with("d", || Download)`. The short
+    /// form for a step that needs nothing from its [`WorkerInfo`]; a bare
+    /// closure given to [`Stage::step`] must name its argument's type
+    /// (`|_: &WorkerInfo| Download`), or Rust cannot tell that it takes a
+    /// borrow of any lifetime.
+    pub fn step_with<F, S>(name: impl Into<String>, make: F) -> Self
+    where
+        F: Fn() -> S + Send + Sync + 'a,
+        S: Step<In = In, Out = Out>,
+    {
+        Self::step(name, move |_: &WorkerInfo| make())
+    }
+
     /// A stage of [`Step`] types, one per worker, made by `factory`, with
     /// every lifecycle hook.
     pub fn step<Fac>(name: impl Into<String>, factory: Fac) -> Self
@@ -376,8 +405,35 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         )
     }
 
-    /// Runs the stage on `n` worker threads (1 unless set; 0 is refused when
-    /// the stage is added).
+    /// Calls `hook` with every item the stage's skip policy drops (its
+    /// stage, worker and error), on the worker that skipped it, so that
+    /// skipped items are visible, not only counted. A panicking hook fails
+    /// the run, naming the stage.
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use paipa::threaded::{Pipeline, Skipped, Stage};
+    ///
+    /// let seen: Arc<Mutex<Vec<Skipped>>> = Arc::default();
+    /// let sink = seen.clone();
+    /// let summary = Pipeline::new()
+    ///     .source(0..10u32)
+    ///     .then(Stage::try_map("check", |x: u32| if x == 7 { Err("no 7") } else { Ok(x) })
+    ///         .skip_errors()
+    ///         .on_skip(move |s| sink.lock().unwrap().push(s.clone())))?
+    ///     .run()?;
+    /// assert_eq!(summary.items, 9);
+    /// let seen = seen.lock().unwrap();
+    /// assert_eq!((seen[0].stage.as_str(), seen[0].error.as_str()), ("check", "no 7"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_skip(mut self, hook: impl Fn(&Skipped) + Send + Sync + 'static) -> Self {
+        self.settings.on_skip = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs the stage on `n` worker threads (1 unless set; 0, or more than
+    /// [`MAX_WORKERS`], is refused when the stage is added).
     pub fn workers(mut self, n: usize) -> Self {
         self.settings.workers = n;
         self
@@ -459,6 +515,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 format!("stage {:?} needs at least 1", s.name),
             ));
         }
+        if s.workers > MAX_WORKERS {
+            return Err(ConfigError::new(
+                "workers",
+                s.workers,
+                format!("stage {:?} takes at most {MAX_WORKERS}", s.name),
+            ));
+        }
         if s.capacity == Some(0) {
             return Err(ConfigError::new(
                 "capacity",
@@ -482,6 +545,22 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     s.name
                 ),
             ));
+        }
+        if let OnError::Retry { times, backoff, .. } = s.policy {
+            if times > MAX_RETRIES {
+                return Err(ConfigError::new(
+                    "retry",
+                    times,
+                    format!("stage {:?} retries an item at most {MAX_RETRIES} times", s.name),
+                ));
+            }
+            if backoff > MAX_BACKOFF {
+                return Err(ConfigError::new(
+                    "retry backoff",
+                    format!("{backoff:?}"),
+                    format!("stage {:?} waits at most {MAX_BACKOFF:?} before a first retry", s.name),
+                ));
+            }
         }
         if s.policy.retries() > 0 && s.kind == Kind::Iter {
             return Err(ConfigError::new(

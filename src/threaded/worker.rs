@@ -10,7 +10,7 @@ use super::chain::{feed, link_for, Links};
 use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
-use super::policy::OnError;
+use super::policy::{OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
 use super::run::{panic_message, RunShared};
 use super::step::{Output, Step, WorkerInfo};
@@ -61,6 +61,8 @@ pub(crate) struct WorkerCtx<'a, In> {
     pub(crate) policy: OnError,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) weigh_in: Option<Weigher<In>>,
+    /// Told of every skipped item (`Stage::on_skip`).
+    pub(crate) on_skip: Option<SkipHook>,
     /// What an item costs this stage, measured per batch; the stage before
     /// sizes its batches by it (see `pacing.rs`).
     pub(crate) cost: Arc<Cost>,
@@ -74,12 +76,13 @@ pub(crate) struct WorkerCtx<'a, In> {
 
 impl<In> WorkerCtx<'_, In> {
     /// Pulls the next batch from the lazy source, if this stage reads it
-    /// and it has more; the time spent pulling is left out of this
-    /// worker's busy time (it is the source's).
+    /// and it has more. The time spent pulling is the source's busy time,
+    /// and this worker's starved time: it is waiting for its input, as it
+    /// would wait for a source thread.
     pub(crate) fn pull(&self, clock: &mut WorkerClock) -> Option<Vec<In>> {
         let source = self.source.as_ref()?;
         let (batch, spent) = source.pull(source.pacing().limit())?;
-        clock.excluded += spent;
+        clock.starved += spent;
         Some(batch)
     }
 
@@ -91,6 +94,26 @@ impl<In> WorkerCtx<'_, In> {
             Failure::Error(source) => RunError::Step { stage, worker, source },
             Failure::Panic(message) => RunError::Panic { stage, worker, message },
         });
+    }
+
+    /// Tells the stage's skip hook (if any) that an item was skipped, under
+    /// a panic guard: a panicking hook fails the run (returns false).
+    pub(crate) fn tell_skip(&self, error: impl FnOnce() -> String) -> bool {
+        let Some(hook) = &self.on_skip else {
+            return true;
+        };
+        let skipped = Skipped {
+            stage: self.info.stage.clone(),
+            worker: self.info.index,
+            error: error(),
+        };
+        match catch_unwind(AssertUnwindSafe(|| hook(&skipped))) {
+            Ok(()) => true,
+            Err(p) => {
+                self.fatal(Failure::Panic(format!("in its on_skip hook: {}", panic_message(&*p))));
+                false
+            }
+        }
     }
 
     /// Processes one item under the stage's policy. Returns false if the
@@ -121,7 +144,10 @@ impl<In> WorkerCtx<'_, In> {
                 }
                 None if self.policy.skips_at_last() => {
                     self.cell.skipped.fetch_add(w, Relaxed);
-                    return true;
+                    return self.tell_skip(|| match failure {
+                        Failure::Error(e) => e.to_string(),
+                        Failure::Panic(m) => format!("panicked: {m}"),
+                    });
                 }
                 None => {
                     self.cell.failed.fetch_add(w, Relaxed);

@@ -1,0 +1,446 @@
+//! The verdict: on pipelines whose true bottleneck is known (one row made
+//! much slower than the rest: sleeps of milliseconds against no-ops), the
+//! verdict and the summary name it, the source and the consumer included,
+//! and a failed run says so before any advice.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use paipa::report::format_summary;
+use paipa::threaded::{Pipeline, Stage};
+use paipa::{Debugger, Limit, Outcome, Snapshot, StageSnapshot, WorkerSnapshot};
+
+mod common;
+use common::within;
+
+const LIMIT: Duration = Duration::from_secs(60);
+const SLOW: Duration = Duration::from_millis(2);
+
+fn nap<T>(x: T) -> T {
+    std::thread::sleep(SLOW);
+    x
+}
+
+/// A debugger that keeps the final report.
+fn keep_final() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
+    let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
+    let keep = last.clone();
+    let debugger = Debugger::silent().reporter(move |s: &Snapshot| {
+        if s.is_final {
+            *keep.lock().unwrap() = Some(s.clone());
+        }
+    });
+    (debugger, last)
+}
+
+/// Three one-worker stages, `slow` sleeping per item, the others no-ops.
+fn three_stages(slow: &'static str) -> Snapshot {
+    let stage = move |name: &'static str| Stage::map(name, move |x: u64| if name == slow { nap(x) } else { x });
+    let summary = Pipeline::new()
+        .source(0..150u64)
+        .then(stage("a"))
+        .unwrap()
+        .then(stage("b"))
+        .unwrap()
+        .then(stage("c"))
+        .unwrap()
+        .run()
+        .unwrap();
+    assert_eq!(summary.items, 150);
+    summary.snapshot
+}
+
+#[test]
+fn each_stage_made_slow_in_turn_is_named() {
+    within(LIMIT, || {
+        for slow in ["a", "b", "c"] {
+            let snap = three_stages(slow);
+            let verdict = snap.verdict();
+            assert_eq!(verdict.stage.as_deref(), Some(slow), "{snap:#?}");
+            assert_eq!(verdict.limit, Limit::AddWorkers, "{slow}: {verdict:?}");
+            assert_eq!(snap.bottleneck().unwrap().name, slow);
+            let hint = paipa::report::hint(&snap).unwrap();
+            assert!(
+                hint.starts_with(&format!("add workers to stage {slow:?}: its 1 worker(s) were busy ")),
+                "{hint}"
+            );
+            assert!(hint.contains("mostly waiting"), "a sleeping stage waits: {hint}");
+        }
+    });
+}
+
+#[test]
+fn a_slow_source_is_named() {
+    within(LIMIT, || {
+        let summary = Pipeline::new()
+            .source((0..150u64).map(nap))
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap()
+            .then(Stage::map("b", |x: u64| x))
+            .unwrap()
+            .run()
+            .unwrap();
+        let verdict = summary.snapshot.verdict();
+        assert_eq!(verdict.limit, Limit::Source, "{verdict:?}");
+        assert_eq!(verdict.stage.as_deref(), Some("source"));
+        let hint = paipa::report::hint(&summary.snapshot).unwrap();
+        assert!(
+            hint.starts_with("the source \"source\" limits the run (busy "),
+            "{hint}"
+        );
+        assert!(hint.ends_with("; stage \"a\" is starved by \"source\""), "{hint}");
+    });
+}
+
+#[test]
+fn a_slow_consumer_is_named_and_the_blocked_source_points_downstream() {
+    within(LIMIT, || {
+        // Items put before the run: a source thread sends them, and waits
+        // for room (a lazy source would be pulled by "a" instead).
+        let mut p = Pipeline::new()
+            .capacity(16)
+            .unwrap()
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap();
+        p.put_all(0..150u64).unwrap();
+        let (read, summary) = p.run_with(|out| out.map(nap).count()).unwrap();
+        assert_eq!(read, 150);
+        let snap = &summary.snapshot;
+        let consumer = snap.consumer().expect("a consumer row");
+        assert_eq!(consumer.name, "consumer");
+        assert_eq!((consumer.count_in, consumer.count), (150, 150));
+        assert!(consumer.busy >= SLOW * 150, "{consumer:?}");
+        let verdict = snap.verdict();
+        assert_eq!(verdict.limit, Limit::Consumer, "{verdict:?}");
+        assert_eq!(verdict.stage.as_deref(), Some("consumer"));
+        let hint = paipa::report::hint(snap).unwrap();
+        assert!(hint.starts_with("the consumer limits the run (busy "), "{hint}");
+        assert!(
+            hint.ends_with("of the run: the limit is downstream, at \"consumer\""),
+            "the source waited for room most of the run: {hint}"
+        );
+    });
+}
+
+#[test]
+fn the_consumer_row_measures_an_outputs_iterator_too() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new().then(Stage::map("a", nap)).unwrap();
+        p.put_all(0..50u64).unwrap();
+        let mut out = p.outputs().unwrap();
+        assert_eq!(out.by_ref().count(), 50);
+        let summary = out.finish().unwrap();
+        let snap = &summary.snapshot;
+        let consumer = snap.consumer().unwrap();
+        assert_eq!(consumer.count, 50);
+        // It waited for "a", which sleeps: starved, barely busy.
+        assert!(consumer.starved > consumer.busy, "{consumer:?}");
+        assert_eq!(snap.verdict().stage.as_deref(), Some("a"));
+        assert_eq!(snap.outcome, Some(Outcome::Finished));
+    });
+}
+
+#[test]
+fn an_io_bound_stage_whose_workers_cover_the_cores_still_gets_more_workers() {
+    within(LIMIT, || {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = cores.max(4);
+        let summary = Pipeline::new()
+            .source(0..(40 * workers as u64))
+            .then(
+                Stage::map("fetch", |x: u64| {
+                    std::thread::sleep(Duration::from_millis(5));
+                    x
+                })
+                .workers(workers),
+            )
+            .unwrap()
+            .then(Stage::map("store", |x: u64| x))
+            .unwrap()
+            .run()
+            .unwrap();
+        let verdict = summary.snapshot.verdict();
+        assert_eq!(verdict.stage.as_deref(), Some("fetch"), "{verdict:?}");
+        // It waits, so the cores are not what limits it.
+        assert_eq!(verdict.limit, Limit::AddWorkers, "{verdict:?}");
+        let hint = paipa::report::hint(&summary.snapshot).unwrap();
+        assert!(
+            hint.starts_with(&format!(
+                "add workers to stage \"fetch\": its {workers} worker(s) were busy "
+            )),
+            "{hint}"
+        );
+        assert!(hint.contains("mostly waiting"), "{hint}");
+    });
+}
+
+/// Work done on the CPU: a fixed number of steps, not a time.
+fn crunch(x: u64) -> u64 {
+    let mut acc = x;
+    for _ in 0..400_000 {
+        acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    acc
+}
+
+#[test]
+fn a_cpu_bound_stage_is_named_and_judged_against_the_cores() {
+    within(LIMIT, || {
+        let summary = Pipeline::new()
+            .source(0..200u64)
+            .then(Stage::map("crunch", crunch))
+            .unwrap()
+            .then(Stage::map("after", |x: u64| x))
+            .unwrap()
+            .run()
+            .unwrap();
+        let snap = &summary.snapshot;
+        let crunch = snap.stage("crunch").unwrap();
+        assert!(crunch.cpu_ratio() >= 0.3, "crunch is CPU-bound: {crunch:?}");
+        // One worker on a machine of four cores: more workers help.
+        let verdict = snap.verdict_for_cores(4);
+        assert_eq!(
+            (verdict.limit, verdict.stage.as_deref()),
+            (Limit::AddWorkers, Some("crunch"))
+        );
+        // One worker on a one-core machine: the machine is saturated.
+        let verdict = snap.verdict_for_cores(1);
+        assert_eq!(
+            (verdict.limit, verdict.stage.as_deref()),
+            (Limit::Saturated, Some("crunch"))
+        );
+    });
+}
+
+#[test]
+fn a_balanced_pipeline_names_every_busy_stage() {
+    within(LIMIT, || {
+        let summary = Pipeline::new()
+            .source(0..150u64)
+            .then(Stage::map("a", nap))
+            .unwrap()
+            .then(Stage::map("b", nap))
+            .unwrap()
+            .run()
+            .unwrap();
+        let verdict = summary.snapshot.verdict();
+        assert_eq!(verdict.limit, Limit::Balanced, "{verdict:?}");
+        let mut named: Vec<String> = verdict.others.clone();
+        named.extend(verdict.stage.clone());
+        named.sort();
+        assert_eq!(named, ["a", "b"]);
+        let hint = paipa::report::hint(&summary.snapshot).unwrap();
+        assert!(hint.starts_with("no single bottleneck: "), "{hint}");
+    });
+}
+
+#[test]
+fn a_failed_run_says_so_first_with_its_stage_and_error() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_final();
+        let err = Pipeline::new()
+            .debug(debugger)
+            .source(0..1_000u64)
+            .then(Stage::try_map(
+                "explode",
+                |x: u64| if x == 5 { Err("boom") } else { Ok(x) },
+            ))
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "stage \"explode\" (worker 0) failed: boom");
+        let snap = last.lock().unwrap().take().expect("a final report");
+        assert_eq!(
+            snap.outcome,
+            Some(Outcome::Failed {
+                stage: Some("explode".into()),
+                error: "stage \"explode\" (worker 0) failed: boom".into(),
+            })
+        );
+        let lines = format_summary(&snap);
+        assert_eq!(
+            lines[0],
+            "outcome: failed in stage \"explode\": stage \"explode\" (worker 0) failed: boom"
+        );
+        assert_eq!(
+            lines.last().unwrap(),
+            "hint: the run failed in stage \"explode\": fix that first; the timings cover only the part \
+             that ran, so they say nothing about speed"
+        );
+        assert!(!lines.iter().any(|l| l.contains("add workers")), "{lines:#?}");
+    });
+}
+
+#[test]
+fn a_consumer_that_stops_early_is_reported_as_stopped_early() {
+    within(LIMIT, || {
+        let (debugger, last) = keep_final();
+        let (first, summary) = Pipeline::new()
+            .debug(debugger)
+            .source(0..100_000u64)
+            .then(Stage::map("a", |x: u64| x))
+            .unwrap()
+            .run_with(|mut out| out.next())
+            .unwrap();
+        assert_eq!(first, Some(0));
+        assert!(summary.stopped_early);
+        let snap = last.lock().unwrap().take().unwrap();
+        assert_eq!(snap.outcome, Some(Outcome::StoppedEarly));
+        assert_eq!(
+            format_summary(&snap)[0],
+            "outcome: stopped early (the consumer stopped reading, or the run was stopped; see discarded)"
+        );
+        assert_eq!(snap.consumer().unwrap().count, 1);
+    });
+}
+
+// The same rules on constructed snapshots, whose numbers are exact.
+
+fn row(name: &str, workers: usize, busy_ms: u64, cpu_ms: u64) -> StageSnapshot {
+    StageSnapshot {
+        name: name.into(),
+        workers,
+        count: 1_000,
+        count_in: 1_000,
+        busy: Duration::from_millis(busy_ms),
+        user_cpu: Duration::from_millis(cpu_ms),
+        per_worker: vec![WorkerSnapshot::default(); workers],
+        ..StageSnapshot::default()
+    }
+}
+
+fn edge_row(name: &str, busy_ms: u64, blocked_ms: u64) -> StageSnapshot {
+    StageSnapshot {
+        name: name.into(),
+        workers: 1,
+        count: 1_000,
+        count_in: 1_000,
+        busy: Duration::from_millis(busy_ms),
+        blocked: Duration::from_millis(blocked_ms),
+        ..StageSnapshot::default()
+    }
+}
+
+fn threaded(stages: Vec<StageSnapshot>) -> Snapshot {
+    Snapshot {
+        pipeline: "p".into(),
+        elapsed: Duration::from_secs(1),
+        stages,
+        is_final: true,
+        outcome: Some(Outcome::Finished),
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn hints_in_full_for_each_kind_of_limit() {
+    let cpu_bound = threaded(vec![
+        edge_row("source", 0, 900),
+        row("parse", 2, 1_960, 1_900),
+        row("store", 1, 100, 10),
+        edge_row("consumer", 10, 0),
+    ]);
+    let lines = format_summary(&cpu_bound);
+    assert_eq!(lines[0], "outcome: finished (every item went through)");
+    assert_eq!(lines[1], "run: 1000 items in 1.00 s (1000.0 items/s end to end)");
+    assert_eq!(
+        lines[2],
+        "share of busy time: source 0.0%, parse 94.7%, store 4.8%, consumer 0.5%"
+    );
+    assert_eq!(
+        lines[3],
+        "bottleneck: \"parse\" (95% of busy time, 510.2 items/s per worker)"
+    );
+    let two = cpu_bound.verdict_for_cores(2);
+    assert_eq!(two.limit, Limit::Saturated);
+    assert_eq!(
+        paipa::report::advice(&cpu_bound, &two).unwrap(),
+        "the machine is saturated: stage \"parse\" is CPU-bound (CPU 97% of busy time, busy 98%) and its 2 \
+         worker(s) already cover the 2 cores, so more workers will not help: make the step cheaper, give it \
+         coarser items (more work per item, fewer hand-overs), or merge it with its neighbours; the source was \
+         blocked 90% of the run: the limit is downstream, at \"parse\""
+    );
+    let four = cpu_bound.verdict_for_cores(4);
+    assert_eq!(four.limit, Limit::AddWorkers);
+    assert_eq!(
+        paipa::report::advice(&cpu_bound, &four).unwrap(),
+        "add workers to stage \"parse\": its 2 worker(s) were busy 98% of the time, CPU-bound (CPU 97% of busy \
+         time), and the machine has 4 cores; the source was blocked 90% of the run: the limit is downstream, at \
+         \"parse\""
+    );
+
+    let waiting = threaded(vec![
+        edge_row("source", 0, 0),
+        row("a", 1, 100, 1),
+        edge_row("consumer", 10, 0),
+    ]);
+    assert_eq!(waiting.verdict().limit, Limit::Waiting);
+    assert_eq!(
+        paipa::report::hint(&waiting).unwrap(),
+        "no stage is saturated (the busiest, \"a\", was busy 10% of the time): the run waits for its input"
+    );
+}
+
+#[test]
+fn a_fold_is_measured_on_what_it_takes_in() {
+    let fold = StageSnapshot {
+        name: "sum".into(),
+        workers: 1,
+        count: 1,
+        count_in: 10_000,
+        busy: Duration::from_secs(1),
+        counters: vec![("q".into(), 20_000)],
+        ..StageSnapshot::default()
+    };
+    assert_eq!(fold.items(), 10_000);
+    assert_eq!(fold.throughput(), 10_000.0);
+    let snap = Snapshot {
+        elapsed: Duration::from_secs(1),
+        stages: vec![fold],
+        ..Snapshot::default()
+    };
+    let line = &paipa::report::format_table(&snap)[1];
+    assert!(
+        line.starts_with("> sum: count: 1 in: 10000 runtime: 1.00 10000.00/s "),
+        "{line}"
+    );
+    assert!(line.contains("q: 20000 q/e: 2.00"), "{line}");
+}
+
+#[test]
+fn iterator_pipelines_say_how_they_ended() {
+    within(LIMIT, || {
+        use paipa::iter::Pipeline as Iter;
+        let (debugger, last) = keep_final();
+        assert_eq!(paipa::iter::consume(Iter::new(0..5u32).debug(debugger)), 5);
+        assert_eq!(last.lock().unwrap().take().unwrap().outcome, Some(Outcome::Finished));
+
+        let (debugger, last) = keep_final();
+        let mut it = Iter::new(0..5u32).debug(debugger).into_iter();
+        assert_eq!(it.next(), Some(0));
+        drop(it);
+        assert_eq!(
+            last.lock().unwrap().take().unwrap().outcome,
+            Some(Outcome::StoppedEarly)
+        );
+
+        common::quiet_injected_panics();
+        let (debugger, last) = keep_final();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let pipeline = Iter::new(0..5u32).debug(debugger).step_named("boom", |it| {
+                it.map(|x| if x == 3 { panic!("injected panic") } else { x })
+            });
+            paipa::iter::consume(pipeline)
+        }));
+        assert!(result.is_err());
+        let snap = last.lock().unwrap().take().unwrap();
+        assert_eq!(
+            snap.outcome,
+            Some(Outcome::Failed {
+                stage: Some("boom".into()),
+                error: "panicked".into()
+            })
+        );
+        assert_eq!(format_summary(&snap)[0], "outcome: failed in stage \"boom\": panicked");
+    });
+}
