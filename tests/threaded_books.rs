@@ -9,19 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::within;
+use common::{keep_last, within};
 use paipa::threaded::{Pipeline, Stage};
-use paipa::{Debugger, RunError, Snapshot};
+use paipa::{RunError, Snapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A debugger that keeps the last report, and where to find it.
-fn keep_last() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
-    let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
-    let keep = last.clone();
-    let debugger = Debugger::silent().reporter(move |s: &Snapshot| *keep.lock().unwrap() = Some(s.clone()));
-    (debugger, last)
-}
 
 /// The final report, with every stage's books balanced.
 fn final_books(last: &Mutex<Option<Snapshot>>) -> Snapshot {

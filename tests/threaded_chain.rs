@@ -9,9 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::within;
+use common::{keep_last, within};
 use paipa::threaded::{Pipeline, Stage};
-use paipa::{Debugger, RunError, Snapshot};
+use paipa::{RunError, Snapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -28,13 +28,6 @@ fn record(seen: &Seen) {
     // Keep the stage part of "paipa:<stage>:<index>".
     let stage = name.rsplit_once(':').map_or(name.clone(), |(s, _)| s.to_string());
     seen.lock().unwrap().insert(stage);
-}
-
-fn keep_last() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
-    let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
-    let keep = last.clone();
-    let debugger = Debugger::silent().reporter(move |s: &Snapshot| *keep.lock().unwrap() = Some(s.clone()));
-    (debugger, last)
 }
 
 /// Books of every function stage (one item out per item in).

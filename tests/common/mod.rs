@@ -84,3 +84,15 @@ pub fn http(
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, head.to_string(), body.to_string()))
 }
+
+/// A debugger that keeps the last report it gets, and where to find it.
+pub fn keep_last() -> (
+    paipa::Debugger,
+    std::sync::Arc<std::sync::Mutex<Option<paipa::Snapshot>>>,
+) {
+    let last: std::sync::Arc<std::sync::Mutex<Option<paipa::Snapshot>>> = Default::default();
+    let keep = last.clone();
+    let debugger =
+        paipa::Debugger::silent().reporter(move |s: &paipa::Snapshot| *keep.lock().unwrap() = Some(s.clone()));
+    (debugger, last)
+}
