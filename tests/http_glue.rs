@@ -5,24 +5,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{http, within};
-use paipa::glue::{serve, serve_pipeline, Server, ServerConfig};
+use common::{http, start, within};
+use paipa::glue::{serve, serve_pipeline, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
-
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-fn start(config: ServerConfig) -> (Server, Seen) {
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    let p = Pipeline::new()
-        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (serve_pipeline(listener, p, config).unwrap(), seen)
-}
 
 #[test]
 fn every_accepted_entry_is_processed_exactly_once() {

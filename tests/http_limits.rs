@@ -11,21 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http, within};
+use common::{http, start, within, Seen};
 use paipa::glue::{serve_pipeline, Server, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
-
-type Seen = Arc<Mutex<Vec<u64>>>;
-
-fn start(config: ServerConfig) -> (Server, Seen) {
-    let seen: Seen = Arc::default();
-    let sink = seen.clone();
-    let p = Pipeline::new()
-        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
-        .unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (serve_pipeline(listener, p, config).unwrap(), seen)
-}
 
 /// A connection that sent `sent` and then nothing.
 fn stalled(addr: SocketAddr, sent: &[u8]) -> TcpStream {

@@ -96,3 +96,21 @@ pub fn keep_last() -> (
         paipa::Debugger::silent().reporter(move |s: &paipa::Snapshot| *keep.lock().unwrap() = Some(s.clone()));
     (debugger, last)
 }
+
+/// What the server's `store` stage received.
+#[cfg(feature = "http")]
+pub type Seen = std::sync::Arc<std::sync::Mutex<Vec<u64>>>;
+
+/// An ingestion server on 127.0.0.1 (a free port) feeding a pipeline whose
+/// `store` stage (2 workers) records every id it gets.
+#[cfg(feature = "http")]
+pub fn start(config: paipa::glue::ServerConfig) -> (paipa::glue::Server, Seen) {
+    use paipa::threaded::{Pipeline, Stage};
+    let seen: Seen = Default::default();
+    let sink = seen.clone();
+    let p = Pipeline::new()
+        .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)).workers(2))
+        .unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    (paipa::glue::serve_pipeline(listener, p, config).unwrap(), seen)
+}
