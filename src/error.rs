@@ -88,6 +88,9 @@ pub enum RunError {
     /// A thread of the pipeline could not be started.
     #[error("could not start a pipeline thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The run opted into signals and could not listen for them.
+    #[error("cannot listen for SIGINT/SIGTERM: {0}")]
+    Signals(#[source] std::io::Error),
     /// The run did not end within the deadline given to
     /// `Running::stop_within` or `Running::abort_within`: a step has not
     /// returned. The run's threads were left running, detached.

@@ -217,6 +217,7 @@
 //! | `progress` | `report::ProgressReporter`: live per-stage lines on a terminal (indicatif), tables otherwise |
 //! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
+//! | `signals` | `stop_on_signals` on both pipeline kinds: Ctrl-C and SIGTERM stop the input, drain and report (signal-hook); see [`signals`] |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and
 //! tracing.
@@ -242,6 +243,8 @@ pub mod iter;
 #[cfg(all(test, loom))]
 mod loom_tests;
 pub mod report;
+#[cfg(all(feature = "signals", not(loom)))]
+pub mod signals;
 pub mod stats;
 mod sync;
 pub mod threaded;

@@ -8,6 +8,7 @@ use super::boxed::{BoxIter, StepList};
 use super::name::{is_closure, step_name, unique_name};
 use super::probe::{One, Probe};
 use crate::report::Schedule;
+use crate::stats::heard::{self, Heard};
 use crate::stats::recorder::Recorder;
 use crate::stats::{Outcome, TargetGuard};
 use crate::{Debugger, Stats};
@@ -37,6 +38,7 @@ pub struct DebugPipeline<I> {
     iter: I,
     rec: Arc<Recorder>,
     debugger: Debugger,
+    heard: Heard,
 }
 
 impl<I> fmt::Debug for DebugPipeline<I> {
@@ -48,7 +50,7 @@ impl<I> fmt::Debug for DebugPipeline<I> {
 }
 
 impl<I: Iterator> DebugPipeline<Probe<I>> {
-    pub(crate) fn new(source: I, debugger: Debugger) -> Self {
+    pub(crate) fn new(source: I, debugger: Debugger, heard: Heard) -> Self {
         let rec = Arc::new(Recorder::new(
             debugger.name.clone(),
             debugger.source.clone(),
@@ -59,6 +61,7 @@ impl<I: Iterator> DebugPipeline<Probe<I>> {
             iter: Probe::new(source, 0, rec.clone()),
             rec,
             debugger,
+            heard,
         }
     }
 }
@@ -71,6 +74,7 @@ impl<I: Iterator, W> DebugPipeline<Probe<I, W>> {
             iter: self.iter.reweigh(weigh),
             rec: self.rec,
             debugger: self.debugger,
+            heard: self.heard,
         }
     }
 }
@@ -119,6 +123,7 @@ impl<I: Iterator> DebugPipeline<I> {
             iter: Probe::new(out, index, self.rec.clone()),
             rec: self.rec,
             debugger: self.debugger,
+            heard: self.heard,
         }
     }
 
@@ -144,6 +149,7 @@ impl<I: Iterator> DebugPipeline<I> {
             iter: Box::new(self.iter),
             rec: self.rec,
             debugger: self.debugger,
+            heard: self.heard,
         }
     }
 
@@ -185,6 +191,7 @@ impl<I: Iterator> IntoIterator for DebugPipeline<I> {
             inner: Some(self.iter),
             rec: self.rec,
             schedule,
+            heard: self.heard,
         }
     }
 }
@@ -199,6 +206,7 @@ pub struct Debugged<I> {
     inner: Option<I>,
     rec: Arc<Recorder>,
     schedule: Schedule,
+    heard: Heard,
 }
 
 impl<I> fmt::Debug for Debugged<I> {
@@ -234,6 +242,11 @@ impl<I: Iterator> Iterator for Debugged<I> {
     #[inline]
     fn next(&mut self) -> Option<I::Item> {
         let inner = self.inner.as_mut()?;
+        if heard::count(&self.heard) >= 2 {
+            // A second signal: stop at once.
+            self.finish(heard::outcome(&self.heard).expect("heard"));
+            return None;
+        }
         self.rec.begin_pull();
         let item = {
             // SAFETY: the recorder is kept alive by `self.rec` for longer
@@ -243,7 +256,7 @@ impl<I: Iterator> Iterator for Debugged<I> {
             inner.next()
         };
         if item.is_none() {
-            self.finish(Outcome::Finished);
+            self.finish(heard::outcome(&self.heard).unwrap_or(Outcome::Finished));
         }
         item
     }
@@ -261,7 +274,7 @@ impl<I> Drop for Debugged<I> {
                 error: "panicked".into(),
             }
         } else {
-            Outcome::StoppedEarly
+            heard::outcome(&self.heard).unwrap_or(Outcome::StoppedEarly)
         };
         self.finish(outcome);
     }

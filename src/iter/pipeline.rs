@@ -4,6 +4,7 @@
 
 use super::boxed::{BoxIter, StepList};
 use super::debug::DebugPipeline;
+use crate::stats::heard::{self, Heard};
 use crate::Debugger;
 
 /// An iterator (co-routine) pipeline: a source and steps applied in order.
@@ -25,6 +26,8 @@ use crate::Debugger;
 #[derive(Debug, Clone)]
 pub struct Pipeline<I> {
     iter: I,
+    /// The signals the run listens for (see `stop_on_signals`).
+    heard: Heard,
 }
 
 impl<I: Iterator> Pipeline<I> {
@@ -32,6 +35,7 @@ impl<I: Iterator> Pipeline<I> {
     pub fn new<S: IntoIterator<IntoIter = I>>(source: S) -> Self {
         Pipeline {
             iter: source.into_iter(),
+            heard: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl<I: Iterator> Pipeline<I> {
     {
         Pipeline {
             iter: step(self.iter).into_iter(),
+            heard: self.heard,
         }
     }
 
@@ -71,13 +76,41 @@ impl<I: Iterator> Pipeline<I> {
         for step in steps.into().flatten() {
             iter = step.apply(iter);
         }
-        Pipeline { iter }
+        Pipeline {
+            iter,
+            heard: self.heard,
+        }
     }
 
     /// Attaches a debugger: everything built so far is measured as the
     /// source, and every step added afterwards as a stage of its own.
     pub fn debug(self, debugger: Debugger) -> DebugPipeline<super::Probe<I>> {
-        DebugPipeline::new(self.iter, debugger)
+        // Measured, the pipeline can also act on a second signal: it ends
+        // at the consumer's next pull.
+        heard::allow(&self.heard, 2);
+        DebugPipeline::new(self.iter, debugger, self.heard)
+    }
+
+    /// Opts into Ctrl-C and SIGTERM (feature `signals`): after the first
+    /// signal the source ends, so every step drains what it took and the
+    /// consumer sees the pipeline's end. Call it right after
+    /// [`Pipeline::new`] so that it is the source that stops. With a
+    /// debugger attached, the final report says the run was interrupted
+    /// and a second signal ends the pipeline at the consumer's next pull;
+    /// without one, a second signal ends the process (nothing else can stop
+    /// the steps running on your thread). See [`crate::signals`].
+    ///
+    /// ```
+    /// use paipa::iter::Pipeline;
+    /// let total: u64 = Pipeline::new(0..10u64).stop_on_signals()?.into_iter().sum();
+    /// assert_eq!(total, 45); // no signal came
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    #[cfg(all(feature = "signals", not(loom)))]
+    pub fn stop_on_signals(self) -> Result<Pipeline<crate::signals::Interruptible<I>>, std::io::Error> {
+        let source = crate::signals::Interruptible::new(self.iter, crate::signals::Listener::new(1, false)?);
+        let heard = Some(source.heard());
+        Ok(Pipeline { iter: source, heard })
     }
 
     /// Boxes the pipeline's iterator, to store pipelines of different shapes
@@ -88,6 +121,7 @@ impl<I: Iterator> Pipeline<I> {
     {
         Pipeline {
             iter: Box::new(self.iter),
+            heard: self.heard,
         }
     }
 }

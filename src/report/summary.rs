@@ -16,6 +16,14 @@ pub fn outcome_line(outcome: &Outcome) -> String {
             error,
         } => format!("outcome: failed in stage {stage:?}: {error}"),
         Outcome::Failed { stage: None, error } => format!("outcome: failed: {error}"),
+        Outcome::Interrupted { signal, forced: false } => {
+            format!("outcome: interrupted by {signal} (input stopped, everything taken drained through)")
+        }
+        Outcome::Interrupted { signal, forced: true } => {
+            format!(
+                "outcome: interrupted by {signal}, stopped at once (a second signal; what was in flight is discarded)"
+            )
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 pub(crate) mod alloc;
 mod cell;
 mod clock;
+pub(crate) mod heard;
 pub(crate) mod recorder;
 mod snapshot;
 

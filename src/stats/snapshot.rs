@@ -45,6 +45,16 @@ pub enum Outcome {
         /// The error, as the run returns it.
         error: String,
     },
+    /// A signal (Ctrl-C's `SIGINT`, or `SIGTERM`) stopped the run, which
+    /// had opted in (see [`crate::signals`]): the input was closed and what
+    /// was taken drained through, unless a second signal forced it to stop
+    /// at once (`forced`; what was in flight is then `discarded`).
+    Interrupted {
+        /// `"SIGINT"` or `"SIGTERM"`: the last signal received.
+        signal: String,
+        /// True if a second signal stopped it at once.
+        forced: bool,
+    },
 }
 
 /// Work stuck inside one stage: a batch (threaded stages) or a call

@@ -85,6 +85,8 @@ pub struct Pipeline<'a, In, Out> {
     source: Option<Box<dyn Iterator<Item = In> + Send + 'a>>,
     build: Build<'a, In, Out>,
     stages: Vec<String>,
+    /// Stop on SIGINT/SIGTERM (see [`Pipeline::stop_on_signals`]).
+    signals: bool,
 }
 
 impl<In, Out> fmt::Debug for Pipeline<'_, In, Out> {
@@ -125,6 +127,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
             source: None,
             build: Box::new(|edge, _| edge),
             stages: Vec::new(),
+            signals: false,
         }
     }
 }
@@ -338,7 +341,32 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             source: self.source,
             build,
             stages: self.stages,
+            signals: self.signals,
         })
+    }
+
+    /// Opts into Ctrl-C and SIGTERM for this run, whichever way it is run
+    /// (`run`, `run_with`, `spawn`, `outputs`): the first signal closes the
+    /// input and lets what was taken drain through (the final report is
+    /// made, and the run returns `Ok` with
+    /// [`Summary::interrupted`](super::Summary::interrupted) set); a second
+    /// aborts it at once, counting what was in flight as discarded; a third
+    /// ends the process. See [`crate::signals`] (feature `signals`).
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    /// let summary = Pipeline::new()
+    ///     .then(Stage::map("double", |x: u64| x * 2))?
+    ///     .source(0..1000u64)
+    ///     .stop_on_signals()
+    ///     .run()?;
+    /// assert_eq!(summary.interrupted(), None); // no signal came
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(all(feature = "signals", not(loom)))]
+    pub fn stop_on_signals(mut self) -> Self {
+        self.signals = true;
+        self
     }
 
     /// Lays out every thread of the run.
@@ -346,6 +374,14 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         if self.pending.is_empty() && self.source.is_none() && !self.handles_taken {
             return Err(RunError::NoInput);
         }
+        #[cfg(all(feature = "signals", not(loom)))]
+        let signals = if self.signals {
+            Some(crate::signals::Listener::new(2, true).map_err(RunError::Signals)?)
+        } else {
+            None
+        };
+        #[cfg(not(all(feature = "signals", not(loom))))]
+        let _ = self.signals;
         let shared = RunShared::new(self.cancel.clone());
         let mut planner = Planner {
             shared: shared.clone(),
@@ -419,6 +455,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             rx_out: Some(rx_out),
             weigh_out,
             close_input: Arc::new(move || input.stop()),
+            #[cfg(all(feature = "signals", not(loom)))]
+            signals,
         })
     }
 

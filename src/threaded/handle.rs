@@ -15,6 +15,7 @@ use super::outbox::{weight, Weigher};
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
+use crate::stats::heard::{self, Heard};
 use crate::stats::{clock, ticks_to_duration, Outcome, Snapshot, StageCell, Stall};
 use crate::{Debugger, Stats};
 
@@ -33,6 +34,22 @@ pub struct Summary {
     pub stopped_early: bool,
     /// The final stats of every stage.
     pub snapshot: Snapshot,
+}
+
+impl Summary {
+    /// How the run ended (the final report's first line says the same).
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.snapshot.outcome.as_ref()
+    }
+
+    /// The signal that interrupted the run (`"SIGINT"` or `"SIGTERM"`), if
+    /// one did: the run opted in with `stop_on_signals` (feature `signals`).
+    pub fn interrupted(&self) -> Option<&str> {
+        match self.outcome()? {
+            Outcome::Interrupted { signal, .. } => Some(signal),
+            _ => None,
+        }
+    }
 }
 
 type Cells = Arc<Vec<(Arc<StageCell>, usize)>>;
@@ -153,6 +170,9 @@ pub(crate) struct Prepared<'a, Out> {
     /// How much each output item counts for (the last stage's `count_by`).
     pub(crate) weigh_out: Option<Weigher<Out>>,
     pub(crate) close_input: Arc<dyn Fn() + Send + Sync + 'a>,
+    /// Listening for SIGINT/SIGTERM (the run opted in).
+    #[cfg(all(feature = "signals", not(loom)))]
+    pub(crate) signals: Option<crate::signals::Listener>,
 }
 
 /// What the consumer of a run's outputs took: filled in by [`Outputs`] when
@@ -247,8 +267,40 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone()));
         let rx = self.rx_out.take().expect("outputs are taken once");
         let shared = self.shared.clone();
-        let result =
-            std::thread::scope(|scope| execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared)));
+        #[cfg(all(feature = "signals", not(loom)))]
+        let signals = self.signals.take();
+        #[cfg(all(feature = "signals", not(loom)))]
+        let heard: Heard = signals.as_ref().map(crate::signals::Listener::handle);
+        #[cfg(not(all(feature = "signals", not(loom))))]
+        let heard: Heard = None;
+        let close_input = self.close_input.clone();
+        let result = std::thread::scope(|scope| {
+            #[cfg(all(feature = "signals", not(loom)))]
+            if let Some(bell) = signals.as_ref().and_then(crate::signals::Listener::doorbell) {
+                let (shared, heard) = (&shared, &heard);
+                let close_input = &close_input;
+                let watcher =
+                    std::thread::Builder::new()
+                        .name("paipa:interrupt".into())
+                        .spawn_scoped(scope, move || {
+                            // Ends when the run does (the listener is dropped).
+                            while bell.recv().is_ok() {
+                                if heard::count(heard) >= 2 {
+                                    shared.cancel.cancel();
+                                }
+                                close_input();
+                            }
+                        });
+                if let Err(e) = watcher {
+                    tracing::warn!(target: "paipa", "cannot watch for signals: {e}");
+                }
+            }
+            let result = execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared));
+            #[cfg(all(feature = "signals", not(loom)))]
+            drop(signals);
+            result
+        });
+        let _ = close_input;
         if let [.., (last, _), (row, _)] = &cells[..] {
             consumer.settle(last, row);
         }
@@ -260,8 +312,11 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             || books.stages.iter().any(|s| s.discarded > 0 || s.queue_depth > 0);
         *outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(match shared.error_info() {
             Some((stage, error)) => Outcome::Failed { stage, error },
-            None if stopped_early => Outcome::StoppedEarly,
-            None => Outcome::Finished,
+            None => heard::outcome(&heard).unwrap_or(if stopped_early {
+                Outcome::StoppedEarly
+            } else {
+                Outcome::Finished
+            }),
         });
         if let Some(s) = schedule.as_mut() {
             s.finish();
