@@ -96,20 +96,24 @@ fn a_slow_source_is_named() {
 fn a_slow_consumer_is_named_and_the_blocked_source_points_downstream() {
     within(LIMIT, || {
         // Items put before the run: a source thread sends them, and waits
-        // for room (a lazy source would be pulled by "a" instead).
+        // for room (a lazy source would be pulled by "a" instead). Capacity
+        // 2 (batches of 1 on every edge) keeps only a handful of the 300
+        // items in flight: the source is blocked for all but the last few
+        // of the consumer's naps, whatever the machine's load.
+        const ITEMS: u64 = 300;
         let mut p = Pipeline::new()
-            .capacity(16)
+            .capacity(2)
             .unwrap()
             .then(Stage::map("a", |x: u64| x))
             .unwrap();
-        p.put_all(0..150u64).unwrap();
+        p.put_all(0..ITEMS).unwrap();
         let (read, summary) = p.run_with(|out| out.map(nap).count()).unwrap();
-        assert_eq!(read, 150);
+        assert_eq!(read, ITEMS as usize);
         let snap = &summary.snapshot;
         let consumer = snap.consumer().expect("a consumer row");
         assert_eq!(consumer.name, "consumer");
-        assert_eq!((consumer.count_in, consumer.count), (150, 150));
-        assert!(consumer.busy >= SLOW * 150, "{consumer:?}");
+        assert_eq!((consumer.count_in, consumer.count), (ITEMS, ITEMS));
+        assert!(consumer.busy >= SLOW * ITEMS as u32, "{consumer:?}");
         let verdict = snap.verdict();
         assert_eq!(verdict.limit, Limit::Consumer, "{verdict:?}");
         assert_eq!(verdict.stage.as_deref(), Some("consumer"));
