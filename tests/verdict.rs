@@ -249,11 +249,18 @@ fn a_cpu_bound_stage_is_named_and_judged_against_the_cores() {
 #[test]
 fn a_balanced_pipeline_names_every_busy_stage() {
     within(LIMIT, || {
+        // Balanced means busy within 15% of each other: each stage's time
+        // per item is its sleep plus how late the machine wakes it, so the
+        // sleeps are long enough that no load makes the two differ by that.
+        let nap20 = |x: u64| {
+            std::thread::sleep(Duration::from_millis(20));
+            x
+        };
         let summary = Pipeline::new()
-            .source(0..150u64)
-            .then(Stage::map("a", nap))
+            .source(0..30u64)
+            .then(Stage::map("a", nap20))
             .unwrap()
-            .then(Stage::map("b", nap))
+            .then(Stage::map("b", nap20))
             .unwrap()
             .run()
             .unwrap();
