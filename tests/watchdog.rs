@@ -84,13 +84,20 @@ fn a_stuck_iterator_stage_is_reported_while_stuck() {
             .reporter(stalls.clone())
             .watchdog(Duration::from_millis(50))
             .unwrap();
-        let p = IterPipeline::new(0..3u32).debug(debugger).step_named("stuck", |it| {
-            it.inspect(|x| {
-                if *x == 1 {
-                    std::thread::sleep(Duration::from_millis(300));
-                }
-            })
-        });
+        // Item 1 stays stuck until the watchdog has reported a stall
+        // (however late a loaded machine runs it; never: `within` fails).
+        let reported = stalls.clone();
+        let p = IterPipeline::new(0..3u32)
+            .debug(debugger)
+            .step_named("stuck", move |it| {
+                it.inspect(move |x| {
+                    if *x == 1 {
+                        while reported.0.lock().unwrap().is_empty() {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    }
+                })
+            });
         assert_eq!(paipa::iter::consume(p), 3);
         let seen = stalls.0.lock().unwrap().clone();
         assert!(!seen.is_empty());
