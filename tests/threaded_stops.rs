@@ -38,7 +38,12 @@ fn stop_ends_a_run_fed_by_an_endless_lazy_source() {
             .then(Stage::map("a", |x: u64| x).workers(2))
             .unwrap();
         let running = p.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Stop once items have gone through "a" (however long a loaded
+        // machine takes to start the run; `within` guards the wait).
+        let stats = running.stats();
+        while stats.snapshot().stage("a").unwrap().count == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let s = running.stop().unwrap();
         assert!(s.items > 0);
         // Stop drains: what the source pulled went through.
