@@ -22,7 +22,7 @@ fn start(config: ServerConfig) -> (Server, Arc<Mutex<Vec<u64>>>) {
         .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)))
         .unwrap();
     let server = serve_pipeline(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), p, config).unwrap();
-    server.stop_on_signals();
+    server.stop_on_signals(); // returns with the handler installed
     (server, seen)
 }
 
@@ -65,7 +65,6 @@ fn sigterm_with_a_slow_loris_exits_by_the_deadline_and_a_second_signal_forces() 
             shutdown_grace: Duration::from_secs(3),
             ..ServerConfig::default()
         });
-        std::thread::sleep(Duration::from_millis(300)); // the handler is installed
         let addr = server.addr();
         let acked = ack_some(addr, 0);
         let mut loris = stalled(addr, b"POST /ingest HTT");
@@ -89,7 +88,6 @@ fn sigterm_with_a_slow_loris_exits_by_the_deadline_and_a_second_signal_forces() 
             shutdown_grace: Duration::from_secs(300),
             ..ServerConfig::default()
         });
-        std::thread::sleep(Duration::from_millis(300));
         let addr = server.addr();
         let acked = ack_some(addr, 1000);
         let mut slow = stalled(
