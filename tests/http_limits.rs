@@ -135,7 +135,9 @@ fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
     within(Duration::from_secs(60), || {
         let config = ServerConfig {
             max_connections: 16,
-            header_timeout: Duration::from_secs(2),
+            // Long enough that no load lets the idle ones time out before
+            // the excess ones and the request below have been refused.
+            header_timeout: Duration::from_secs(5),
             retry_after_secs: 2,
             ..ServerConfig::default()
         };
@@ -512,8 +514,10 @@ fn idle_connections_are_closed_but_a_slow_request_is_not() {
         let release = Arc::new(AtomicBool::new(false));
         let config = ServerConfig {
             header_timeout: Duration::from_secs(120),
-            idle_timeout: Duration::from_millis(300),
-            full_wait: Duration::from_millis(1500),
+            // Long enough that no load lets it fire between a client's
+            // connect and its first write (the kept connection below).
+            idle_timeout: Duration::from_secs(1),
+            full_wait: Duration::from_secs(3),
             ..ServerConfig::default()
         };
         let server = start_stalled(config, release.clone());
@@ -526,7 +530,7 @@ fn idle_connections_are_closed_but_a_slow_request_is_not() {
         let reply = read_until_closed(&mut kept).unwrap();
         assert!(reply.starts_with("HTTP/1.1 200") && reply.ends_with("ok\n"), "{reply}");
         // Fill the pipeline (the stage holds one, the edge two), then a
-        // request that waits 1.5 s for room, five idle timeouts: answered.
+        // request that waits 3 s for room, three idle timeouts: answered.
         for id in 0..3u64 {
             let (status, _, reply) = post_ids(addr, &[id]);
             assert_eq!(status, 200, "{reply}");

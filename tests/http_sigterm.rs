@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,17 +30,21 @@ fn sigterm_under_load_drains_everything_accepted() {
             ServerConfig::default(),
         )
         .unwrap();
-        server.stop_on_signals();
-        std::thread::sleep(Duration::from_millis(300)); // the handler is installed
+        server.stop_on_signals(); // returns with the handler installed
         let addr = server.addr();
+        let acks = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..4u64)
             .map(|c| {
+                let acks = acks.clone();
                 std::thread::spawn(move || {
                     let mut acked = Vec::new();
                     for r in 0..10_000u64 {
                         let id = c * 1_000_000 + r;
                         match http(addr, "POST", "/ingest", "application/json", id.to_string().as_bytes()) {
-                            Ok((200, _, _)) => acked.push(id),
+                            Ok((200, _, _)) => {
+                                acked.push(id);
+                                acks.fetch_add(1, Ordering::SeqCst);
+                            }
                             Ok(_) | Err(_) => break, // refused or cut off: the server is stopping
                         }
                     }
@@ -47,7 +52,11 @@ fn sigterm_under_load_drains_everything_accepted() {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // Signal once the load is on: some requests acknowledged (however
+        // slowly a loaded machine gets there), most still to come.
+        while acks.load(Ordering::SeqCst) < 20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         // SAFETY: plain libc calls; the signal is handled by the server.
         unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
         let mut acked: Vec<u64> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();

@@ -6,9 +6,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::PrometheusBuilder;
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder};
 use paipa::report::MetricsReporter;
 use paipa::threaded::{Pipeline, Stage};
 use paipa::Debugger;
@@ -34,10 +34,23 @@ fn value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
 
 #[test]
 fn stage_counters_are_scraped_with_the_right_values() {
-    common::within(Duration::from_secs(30), || {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        PrometheusBuilder::new().with_http_listener(addr).install().unwrap();
+    common::within(Duration::from_secs(60), || {
+        // The exporter binds the address it is given (before `install`
+        // returns) and cannot say which port it got for port 0: take a free
+        // port, and should another process bind it first, take another.
+        let mut tries = 0;
+        let addr = loop {
+            let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            match PrometheusBuilder::new().with_http_listener(addr).install() {
+                Ok(()) => break addr,
+                Err(BuildError::FailedToCreateHTTPListener(e)) if tries < 5 => {
+                    tries += 1;
+                    eprintln!("exporter could not bind {addr} ({e}): another port");
+                }
+                Err(e) => panic!("installing the exporter on {addr}: {e}"),
+            }
+        };
 
         let debugger = Debugger::silent()
             .name("scrape")
@@ -59,9 +72,11 @@ fn stage_counters_are_scraped_with_the_right_values() {
             .unwrap();
         assert_eq!(summary.items, 500);
 
-        // The listener starts in the background: retry briefly.
+        // The listener serves from a thread of its own: retry (until a
+        // deadline, not a count: a loaded machine may be slow to start it).
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut text = String::new();
-        for _ in 0..50 {
+        while Instant::now() < deadline {
             text = std::panic::catch_unwind(|| scrape(addr)).unwrap_or_default();
             if text.contains("paipa_stage_items_total") {
                 break;

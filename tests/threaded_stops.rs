@@ -38,7 +38,12 @@ fn stop_ends_a_run_fed_by_an_endless_lazy_source() {
             .then(Stage::map("a", |x: u64| x).workers(2))
             .unwrap();
         let running = p.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Stop once items have gone through "a" (however long a loaded
+        // machine takes to start the run; `within` guards the wait).
+        let stats = running.stats();
+        while stats.snapshot().stage("a").unwrap().count == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let s = running.stop().unwrap();
         assert!(s.items > 0);
         // Stop drains: what the source pulled went through.
@@ -85,16 +90,19 @@ fn an_iterator_stage_that_stops_pulling_stops_upstream_only() {
 #[test]
 fn a_slow_source_sends_its_first_item_promptly() {
     within(LIMIT, || {
-        let slow = (0..3u32).inspect(|_| std::thread::sleep(Duration::from_millis(100)));
+        // The source has no item 1 until the reader has item 0: a pipeline
+        // that held item 0 back (to fill a batch, say) would wait for ever,
+        // and `within` fails the test.
+        let (got, first_read) = std::sync::mpsc::channel::<()>();
+        let slow = (0..3u32).inspect(move |&i| {
+            if i == 1 {
+                let _ = first_read.recv();
+            }
+        });
         let p = Pipeline::new().source(slow).then(Stage::map("a", |x: u32| x)).unwrap();
         let mut out = p.outputs().unwrap();
-        let t = Instant::now();
         assert_eq!(out.next(), Some(0));
-        assert!(
-            t.elapsed() < Duration::from_millis(250), // all three items would take 300 ms
-            "first item after {:?}",
-            t.elapsed()
-        );
+        got.send(()).unwrap();
         assert_eq!(out.by_ref().count(), 2);
         assert_eq!(out.finish().unwrap().items, 3);
     });

@@ -621,9 +621,14 @@ impl Server {
 
     /// On SIGTERM or SIGINT (Unix; Ctrl-C elsewhere) calls
     /// [`Server::shutdown`]; on a second one, [`Server::shutdown_now`].
+    ///
+    /// Returns once the signal handlers are installed (Unix): a signal sent
+    /// after it returns is handled, never the default action (which would
+    /// end the process).
     pub fn stop_on_signals(&self) {
         let stop = self.stop.clone();
-        let _ = std::thread::Builder::new().name("paipa-signals".into()).spawn(move || {
+        let (ready, installed) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new().name("paipa-signals".into()).spawn(move || {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(_) => return,
@@ -637,6 +642,8 @@ impl Server {
                         _ => return,
                     }
                 };
+                // Installed (tokio sets the handlers as it makes the streams).
+                let _ = ready.send(());
                 for level in [STOPPING, FORCED] {
                     #[cfg(unix)]
                     let signalled = async {
@@ -668,6 +675,11 @@ impl Server {
                 }
             });
         });
+        if spawned.is_ok() {
+            // Returns as soon as the handlers are in, or the thread gave up
+            // (no runtime, no handlers: the sender is dropped).
+            let _ = installed.recv();
+        }
     }
 
     /// Waits for shutdown (see [`Server::shutdown`]: every connection is

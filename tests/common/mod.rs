@@ -114,3 +114,27 @@ pub fn start(config: paipa::glue::ServerConfig) -> (paipa::glue::Server, Seen) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     (paipa::glue::serve_pipeline(listener, p, config).unwrap(), seen)
 }
+
+/// This thread's own CPU clock (Linux: CLOCK_THREAD_CPUTIME_ID).
+pub fn thread_cpu_clock() -> Duration {
+    // SAFETY: a timespec is a plain C struct; all zeros is a valid value.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is valid for writes for the whole call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Spins until this thread has used `cpu` more of its CPU time: each call
+/// costs that much CPU however loaded the machine is (only its wall time
+/// grows when the thread waits for a core).
+pub fn burn_cpu(cpu: Duration, seed: u64) -> u64 {
+    let until = thread_cpu_clock() + cpu;
+    let mut acc = seed;
+    while thread_cpu_clock() < until {
+        for _ in 0..64 {
+            acc = std::hint::black_box(acc.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    acc
+}
