@@ -74,6 +74,9 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) name: String,
     pub(crate) workers: usize,
     pub(crate) policy: OnError,
+    /// The policy was set on the stage (not left at its default), so a
+    /// pipeline-wide default (see `Pipeline::default_policy`) leaves it.
+    pub(crate) policy_set: bool,
     pub(crate) ordered: bool,
     pub(crate) capacity: Option<usize>,
     pub(crate) weigh: Option<Weigher<Out>>,
@@ -216,6 +219,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 name: name.into(),
                 workers: 1,
                 policy: OnError::Fail,
+                policy_set: false,
                 ordered: false,
                 capacity: None,
                 weigh: None,
@@ -459,6 +463,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     /// Skips (and counts) items whose step fails, instead of failing the run.
     pub fn skip_errors(mut self) -> Self {
         self.settings.policy = OnError::Skip;
+        self.settings.policy_set = true;
         self
     }
 
@@ -596,12 +601,14 @@ impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         } else {
             self.settings.policy = OnError::Skip;
         }
+        self.settings.policy_set = true;
         self
     }
 
     /// Sets the error policy.
     pub fn on_error(mut self, policy: OnError) -> Self {
         self.settings.policy = policy;
+        self.settings.policy_set = true;
         self.settings.clone_in = Some(<In as Clone>::clone);
         self
     }
