@@ -309,6 +309,13 @@ impl fmt::Debug for Server {
 /// ([`ServerConfig::validate`]) are an `InvalidInput` error; the pipeline
 /// then drains what it had and stops.
 ///
+/// The pipeline is already running, so the server cannot change it: its
+/// stages keep the error policies they were built with ([`OnError::Fail`]
+/// unless set, so one bad entry fails the run), and `/stats` counts their
+/// skips per stage only (`server.skipped` and `server.errors` stay empty).
+/// [`serve_pipeline`] applies [`ServerConfig::skip_errors`] and lists the
+/// errors.
+///
 /// ```no_run
 /// use paipa::glue::{serve, ServerConfig};
 /// use paipa::threaded::{Pipeline, Stage};
