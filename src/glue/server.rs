@@ -1171,8 +1171,9 @@ mod tests {
     #[test]
     fn the_skip_log_counts_every_skip_and_keeps_the_latest_errors_cut_at_the_limit() {
         let log = SkipLog::new(2);
-        // A long error of 2-byte characters: cut on a character boundary.
-        let long = "é".repeat(ERROR_TEXT_LIMIT);
+        // A long error whose byte at the limit is inside a 2-byte
+        // character: cut before it.
+        let long = format!("x{}", "é".repeat(ERROR_TEXT_LIMIT));
         for error in ["first", "second", long.as_str()] {
             log.record(&skipped(error));
         }
@@ -1186,7 +1187,7 @@ mod tests {
             (Some("check"), Some(1))
         );
         let cut = errors[1]["error"].as_str().unwrap();
-        assert_eq!(cut, format!("{}…", "é".repeat(ERROR_TEXT_LIMIT / 2)));
+        assert_eq!(cut, format!("x{}…", "é".repeat(ERROR_TEXT_LIMIT / 2 - 1)));
 
         let none = SkipLog::new(0);
         none.record(&skipped("x"));

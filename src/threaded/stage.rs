@@ -74,8 +74,9 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) name: String,
     pub(crate) workers: usize,
     pub(crate) policy: OnError,
-    /// The policy was set on the stage (not left at its default), so a
-    /// pipeline-wide default (see `Pipeline::default_policy`) leaves it.
+    /// The policy was set on the stage (not left at its default), so the
+    /// run's default for the others (`StageDefaults`, which the ingestion
+    /// server sets) leaves it as it is.
     pub(crate) policy_set: bool,
     pub(crate) ordered: bool,
     pub(crate) capacity: Option<usize>,
