@@ -2,8 +2,10 @@
 //! NDJSON) to `/ingest`; SIGTERM or SIGINT stops accepting connections,
 //! closes slow ones by the grace deadline (a second signal closes them at
 //! once), drains the pipeline and exits 0 (or 1 if the pipeline failed). A
-//! `null` entry fails its step: the stage skips it (counted as `skipped` in
-//! `/stats`) so one bad entry does not stop the server for every client.
+//! `null` entry fails its step: under the server's default policy
+//! (`ServerConfig::skip_errors`) the stage skips it, counted as `skipped`
+//! and listed with its error in `/stats` (`server.errors`), so one bad entry
+//! does not stop the server for every client.
 //! Point the products example at it with `--url http://127.0.0.1:8080/ingest`.
 //!
 //! Run: `cargo run --release --features http --example ingest_server -- [port]`
@@ -22,19 +24,13 @@ fn main() {
     let run = || -> Result<u64, Box<dyn std::error::Error>> {
         let pipeline = Pipeline::new()
             .debug(Debugger::new().name("ingest").source_name("http"))
-            .then(
-                Stage::try_map(
-                    "check",
-                    |v: serde_json::Value| {
-                        if v.is_null() {
-                            Err("null entry")
-                        } else {
-                            Ok(v)
-                        }
-                    },
-                )
-                .skip_errors(),
-            )?
+            .then(Stage::try_map("check", |v: serde_json::Value| {
+                if v.is_null() {
+                    Err("null entry")
+                } else {
+                    Ok(v)
+                }
+            }))?
             .then(Stage::map("store", |v: serde_json::Value| v.to_string().len()).workers(2))?;
         let server = serve_pipeline(
             std::net::TcpListener::bind(("127.0.0.1", port))?,

@@ -15,9 +15,11 @@
 //!   your own counters, memory growth, and for threaded stages the time spent
 //!   starved (waiting for input) and blocked (waiting for space); it reports
 //!   every few seconds and once at the end.
-//! - **Glue** (feature `http`): `glue::serve` serves a threaded pipeline's
-//!   live input over HTTP, with backpressure (503 + Retry-After) and a
-//!   graceful, draining stop on SIGTERM.
+//! - **Glue** (feature `http`): `glue::serve_pipeline` serves a threaded
+//!   pipeline's live input over HTTP, with backpressure (503 + Retry-After),
+//!   all-or-nothing requests, a bad entry skipped and listed in `/stats`
+//!   rather than failing the run for every client, and a graceful, draining
+//!   stop on SIGTERM.
 //! - **Adapters**: an iterator step runs as a threaded stage
 //!   ([`threaded::Stage::iter`]), an iterator pipeline is a threaded source
 //!   ([`threaded::Pipeline::source`]), and a threaded pipeline's outputs are

@@ -341,53 +341,142 @@ fn zero_waits_and_limits_are_refused_with_field_and_value() {
     }
 }
 
-/// A pipeline whose `check` stage fails on `null`, skipping it or not.
-fn start_checked(skip: bool) -> (Server, Seen) {
+/// How the `check` stage (whose step fails on anything but a `u64`) meets
+/// an error.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// The stage sets no policy; the server's default (skip) applies.
+    ServerDefault,
+    /// The stage skips errors itself, under a server whose default fails.
+    SkipsItself,
+    /// The stage sets no policy; the server opts back into `Fail`.
+    ServerFails,
+    /// The stage fails explicitly, under the server's default (skip).
+    FailsItself,
+}
+
+/// A pipeline whose `check` stage fails on anything but a `u64`, then a
+/// `store` stage recording every id.
+fn start_checked(check: Check) -> (Server, Seen) {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
-    let check = Stage::try_map("check", |v: serde_json::Value| v.as_u64().ok_or("not a number"));
-    let check = if skip { check.skip_errors() } else { check };
+    let stage = Stage::try_map("check", |v: serde_json::Value| v.as_u64().ok_or("not a number"));
+    let (stage, skip_errors) = match check {
+        Check::ServerDefault => (stage, true),
+        Check::SkipsItself => (stage.skip_errors(), false),
+        Check::ServerFails => (stage, false),
+        Check::FailsItself => (stage.on_error(paipa::threaded::OnError::Fail), true),
+    };
     let p = Pipeline::new()
-        .then(check)
+        .then(stage)
         .unwrap()
         .then(Stage::map("store", move |id: u64| sink.lock().unwrap().push(id)))
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    (serve_pipeline(listener, p, ServerConfig::default()).unwrap(), seen)
+    let config = ServerConfig {
+        skip_errors,
+        recent_errors: 2,
+        ..ServerConfig::default()
+    };
+    (serve_pipeline(listener, p, config).unwrap(), seen)
+}
+
+/// `/stats` once the server's `skipped` count reaches `skipped` (the
+/// pipeline gets there on its own; the test's time limit bounds the wait).
+fn stats_once_skipped(addr: SocketAddr, skipped: u64) -> serde_json::Value {
+    loop {
+        let (status, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+        assert_eq!(status, 200, "{reply}");
+        let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        if stats["server"]["skipped"].as_u64().unwrap() >= skipped {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Posts 20 requests of 10 ids each, with one poison entry (`null`) as a
+/// request of its own after the 11th; returns the ids acknowledged.
+fn post_with_a_poison(addr: SocketAddr) -> Vec<u64> {
+    let mut acked = Vec::new();
+    for r in 0..20u64 {
+        let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+        assert_eq!(post_ids(addr, &ids).0, 200);
+        acked.extend(ids);
+        if r == 10 {
+            let (status, _, reply) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+            assert_eq!((status, reply.as_str()), (200, r#"{"accepted":1}"#));
+        }
+    }
+    acked
 }
 
 #[test]
-fn a_poison_entry_is_skipped_and_every_other_acknowledged_entry_processed() {
-    within(Duration::from_secs(30), || {
-        let (server, seen) = start_checked(true);
+fn by_default_a_server_skips_poison_entries_lists_their_errors_and_processes_every_other_entry() {
+    within(Duration::from_secs(60), || {
+        let (server, seen) = start_checked(Check::ServerDefault);
         let addr = server.addr();
-        let mut acked = Vec::new();
-        for r in 0..20u64 {
-            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
-            assert_eq!(post_ids(addr, &ids).0, 200);
-            acked.extend(ids);
-            if r == 10 {
-                let (status, _, reply) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
-                assert_eq!((status, reply.as_str()), (200, r#"{"accepted":1}"#));
-            }
-        }
+        let mut acked = post_with_a_poison(addr);
+        // Poison among good entries of the same request: those are taken
+        // and processed.
+        let (status, _, reply) = http(addr, "POST", "/ingest", "application/json", b"[1000, \"x\", 1001, -1]").unwrap();
+        assert_eq!((status, reply.as_str()), (200, r#"{"accepted":4}"#));
+        acked.extend([1000, 1001]);
+        // Still serving: more requests are taken after the poison.
+        assert_eq!(post_ids(addr, &[2000, 2001]).0, 200);
+        acked.extend([2000, 2001]);
         let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
         assert_eq!(
             (status, reply.as_str()),
             (200, "ok\n"),
             "the poison did not stop the server"
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let stats = loop {
-            let (_, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
-            let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
-            if stats["stages"][1]["skipped"] == 1 || Instant::now() > deadline {
-                break stats;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+
+        let stats = stats_once_skipped(addr, 3);
+        assert_eq!(stats["server"]["skipped"], 3);
+        assert_eq!(stats["server"]["acknowledged"], 207);
+        assert_eq!(stats["stages"][1]["name"], "check");
+        assert_eq!(stats["stages"][1]["skipped"], 3, "the skips are the stage's too");
+        // The latest two (`recent_errors: 2`), oldest first.
+        let errors = stats["server"]["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        for e in errors {
+            assert_eq!(e["stage"], "check");
+            assert_eq!(e["worker"], 0);
+            assert_eq!(e["error"], "not a number");
+            assert!(e["unix_time_s"].as_f64().unwrap() > 1.0e9, "{e}");
+        }
+
+        server.shutdown();
+        let drained = server.finish();
+        assert_eq!(drained.unfinished(), 0);
+        let summary = drained.result.unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort_unstable();
+        acked.sort_unstable();
+        assert_eq!(got, acked, "every acknowledged entry but the poison, once");
+        assert_eq!(summary.items, 204);
+        assert_eq!(drained.acknowledged, 207);
+        assert_eq!(drained.snapshot.stage("check").unwrap().skipped, 3);
+    });
+}
+
+#[test]
+fn a_stage_that_skips_errors_itself_skips_them_under_a_server_that_fails() {
+    within(Duration::from_secs(30), || {
+        let (server, seen) = start_checked(Check::SkipsItself);
+        let addr = server.addr();
+        let acked = post_with_a_poison(addr);
+        let (status, _, reply) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+        assert_eq!(
+            (status, reply.as_str()),
+            (200, "ok\n"),
+            "the poison did not stop the server"
+        );
+        let stats = stats_once_skipped(addr, 1);
         assert_eq!(stats["stages"][1]["name"], "check");
         assert_eq!(stats["stages"][1]["skipped"], 1, "the poison is visible in /stats");
+        assert_eq!(stats["server"]["errors"][0]["error"], "not a number");
         assert_eq!(stats["server"]["acknowledged"], 201);
         server.shutdown();
         let drained = server.finish();
@@ -403,48 +492,50 @@ fn a_poison_entry_is_skipped_and_every_other_acknowledged_entry_processed() {
 
 #[test]
 fn a_poison_entry_that_fails_the_run_reports_exactly_what_was_not_processed() {
-    within(Duration::from_secs(30), || {
-        let (server, seen) = start_checked(false);
-        let addr = server.addr();
-        for r in 0..20u64 {
-            let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
-            assert_eq!(post_ids(addr, &ids).0, 200);
-        }
-        let (status, _, _) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
-        assert_eq!(status, 200, "the entry is well-formed JSON: acknowledged");
-        // The run fails: later requests are refused with Retry-After, and
-        // /health says so.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut acked_late = 0;
-        let (status, head, reply) = loop {
-            let r = post_ids(addr, &[999_999]);
-            if r.0 != 200 || Instant::now() > deadline {
-                break r;
+    // Fail by the server's setting, or by the stage's own.
+    for check in [Check::ServerFails, Check::FailsItself] {
+        within(Duration::from_secs(30), move || {
+            let (server, seen) = start_checked(check);
+            let addr = server.addr();
+            for r in 0..20u64 {
+                let ids: Vec<u64> = (r * 10..r * 10 + 10).collect();
+                assert_eq!(post_ids(addr, &ids).0, 200);
             }
-            acked_late += 1; // taken before the failure stopped the input
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert_eq!(status, 503, "{reply}");
-        assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
-        assert_eq!(
-            reply,
-            r#"{"accepted":0,"error":"the pipeline no longer takes input","of":1}"#
-        );
-        let (status, _, _) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
-        assert_eq!(status, 503);
-        server.shutdown();
-        let drained = server.finish();
-        let err = drained.result.as_ref().unwrap_err();
-        assert_eq!(err.stage(), Some("check"));
-        let processed = seen.lock().unwrap().len() as u64;
-        assert!(drained.unfinished() >= 1, "the poison itself");
-        assert_eq!(
-            processed + drained.unfinished(),
-            drained.acknowledged,
-            "every acknowledged entry is processed or reported unfinished"
-        );
-        assert_eq!(drained.acknowledged, 201 + acked_late);
-    });
+            let (status, _, _) = http(addr, "POST", "/ingest", "application/json", b"null").unwrap();
+            assert_eq!(status, 200, "the entry is well-formed JSON: acknowledged");
+            // The run fails: later requests are refused with Retry-After,
+            // and /health says so.
+            let mut acked_late = 0;
+            let (status, head, reply) = loop {
+                let r = post_ids(addr, &[999_999]);
+                if r.0 != 200 {
+                    break r;
+                }
+                acked_late += 1; // taken before the failure stopped the input
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            assert_eq!(status, 503, "{check:?}: {reply}");
+            assert!(head.to_ascii_lowercase().contains("retry-after: 1"), "{head}");
+            assert_eq!(
+                reply,
+                r#"{"accepted":0,"error":"the pipeline no longer takes input","of":1}"#
+            );
+            let (status, _, _) = http(addr, "GET", "/health", "text/plain", b"").unwrap();
+            assert_eq!(status, 503);
+            server.shutdown();
+            let drained = server.finish();
+            let err = drained.result.as_ref().unwrap_err();
+            assert_eq!(err.stage(), Some("check"), "{check:?}");
+            let processed = seen.lock().unwrap().len() as u64;
+            assert!(drained.unfinished() >= 1, "the poison itself");
+            assert_eq!(
+                processed + drained.unfinished(),
+                drained.acknowledged,
+                "{check:?}: every acknowledged entry is processed or reported unfinished"
+            );
+            assert_eq!(drained.acknowledged, 201 + acked_late);
+        });
+    }
 }
 
 #[test]

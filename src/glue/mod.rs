@@ -18,20 +18,31 @@
 //!   flight: `max_ingests`; always with `Retry-After`).
 //! - `GET /health`: `200 ok` while the pipeline is alive, `503` otherwise.
 //! - `GET /stats`: the current snapshot as JSON (`report::snapshot_json`),
-//!   plus `"server": {"acknowledged", "refused_connections"}`.
+//!   plus `"server": {"acknowledged", "refused_connections", "skipped",
+//!   "errors"}`: entries answered `200`, connections refused, entries any
+//!   stage skipped, and the latest skipped entries' errors (`[{"stage",
+//!   "worker", "error", "unix_time_s"}]`, oldest first, at most
+//!   `recent_errors`; both for a [`serve_pipeline`] pipeline only: [`serve`]
+//!   gets one already running and cannot watch its stages).
 //! - `GET /metrics`: Prometheus text, with the `metrics` feature on and
 //!   [`ServerConfig::with_prometheus`] (or whatever a `metrics_text` hook
 //!   renders); `404` otherwise.
 //!
 //! What an acknowledgement promises: an entry answered `200` is in the
-//! pipeline, and a clean shutdown processes it before [`Server::wait`]
-//! returns. It is not processed if the pipeline itself fails (a step error
-//! under the default `OnError::Fail` policy cancels the run, and what was
-//! in flight is discarded): [`Server::finish`] then says exactly how many
-//! acknowledged entries were not finished. Give a server's stages
-//! `skip_errors()` (or a retry that ends in a skip) so one bad entry is
-//! skipped, counted in `/stats`, and does not stop the server for every
-//! client.
+//! pipeline, and a clean shutdown processes it (or counts it as skipped)
+//! before [`Server::wait`] returns. One bad entry costs no other client
+//! anything: in a [`serve_pipeline`] pipeline, a stage that set no error
+//! policy of its own skips an entry its step fails or panics on
+//! ([`ServerConfig::skip_errors`], on by default), counts it as the
+//! stage's `skipped` and lists its error in `/stats`, and the server keeps
+//! serving. A stage may choose otherwise (`on_error(OnError::Fail)`), or
+//! the server may opt back into failing (`skip_errors: false`; and
+//! [`serve`] keeps the policies of the pipeline it is given, `Fail` by
+//! default). Then the first failing entry fails the run: later requests
+//! get `503`, `/health` answers `503`, what was in flight is discarded, and
+//! [`Server::finish`] says exactly how many acknowledged entries were not
+//! finished (processed + skipped + [`Drained::unfinished`] =
+//! acknowledged).
 //!
 //! No client can hold the server: the head of a request must arrive
 //! within `header_timeout`, its body within `body_timeout`, a connection

@@ -1,5 +1,6 @@
 //! The ingestion server itself.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,7 @@ use tokio::task::JoinSet;
 use crate::error::{ConfigError, RunError};
 use crate::report::snapshot_json;
 use crate::stats::Snapshot;
-use crate::threaded::{Input, Pipeline, PutError, Running, Summary};
+use crate::threaded::{Input, OnError, Pipeline, PutError, Running, Skipped, StageDefaults, Summary};
 
 /// Settings of the ingestion server.
 ///
@@ -81,6 +82,27 @@ pub struct ServerConfig {
     /// putting); more get `503` with `Retry-After` at once, nothing taken.
     /// At least 1; 16 unless set.
     pub max_ingests: usize,
+    /// What a stage of a [`serve_pipeline`] pipeline that set no error
+    /// policy of its own does with an entry its step fails (or panics) on.
+    /// `true` (the default): skips it, as [`Stage::skip_errors`] does, so
+    /// one bad entry costs no other client anything: the entry is counted
+    /// as the stage's `skipped`, its error is listed in `/stats`
+    /// (`server.errors`), and the server keeps serving. `false`: the
+    /// pipeline's own default, [`OnError::Fail`]: the first failing entry
+    /// fails the run, later requests get `503`, and [`Server::finish`]
+    /// reports exactly which acknowledged entries were not finished. A
+    /// stage whose policy was set (`skip_errors`, `retry`, `on_error`, with
+    /// `on_error(OnError::Fail)` to fail whatever the server's default)
+    /// keeps it either way. [`serve`] takes a pipeline already running:
+    /// its stages keep the policies they were built with.
+    ///
+    /// [`Stage::skip_errors`]: crate::threaded::Stage::skip_errors
+    pub skip_errors: bool,
+    /// How many of the latest skipped entries `/stats` lists in
+    /// `server.errors` (oldest first, each with its stage, worker, error
+    /// text cut at 1 KiB, and time), for a [`serve_pipeline`] pipeline.
+    /// 32 unless set; 0 lists none (`server.skipped` still counts them).
+    pub recent_errors: usize,
     /// Renders `GET /metrics` (404 when `None`).
     pub metrics_text: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
@@ -99,6 +121,8 @@ impl fmt::Debug for ServerConfig {
             .field("drain_deadline", &self.drain_deadline)
             .field("max_connections", &self.max_connections)
             .field("max_ingests", &self.max_ingests)
+            .field("skip_errors", &self.skip_errors)
+            .field("recent_errors", &self.recent_errors)
             .field("metrics_text", &self.metrics_text.is_some())
             .finish()
     }
@@ -133,6 +157,8 @@ impl Default for ServerConfig {
             drain_deadline: None,
             max_connections: 256,
             max_ingests: 16,
+            skip_errors: true,
+            recent_errors: 32,
             metrics_text: None,
         }
     }
@@ -189,6 +215,66 @@ struct Shared<T> {
     acknowledged: Arc<AtomicU64>,
     /// Connections refused because `max_connections` were open.
     refused_connections: Arc<AtomicU64>,
+    /// Entries the pipeline's stages skipped.
+    skips: Arc<SkipLog>,
+}
+
+/// The longest error text `/stats` keeps for one skipped entry: an error
+/// may quote its entry, and a client chooses the entries.
+const ERROR_TEXT_LIMIT: usize = 1024;
+
+/// Entries the stages of a [`serve_pipeline`] pipeline skipped: how many,
+/// and the errors of the latest.
+struct SkipLog {
+    skipped: AtomicU64,
+    keep: usize,
+    recent: Mutex<VecDeque<serde_json::Value>>,
+}
+
+impl SkipLog {
+    fn new(keep: usize) -> Self {
+        SkipLog {
+            skipped: AtomicU64::new(0),
+            keep,
+            recent: Mutex::new(VecDeque::with_capacity(keep.min(64))),
+        }
+    }
+
+    /// Called on the worker that skipped the entry; never panics (a
+    /// panicking skip hook would fail the run).
+    fn record(&self, skipped: &Skipped) {
+        self.skipped.fetch_add(1, Ordering::SeqCst);
+        if self.keep == 0 {
+            return;
+        }
+        let mut cut = skipped.error.len().min(ERROR_TEXT_LIMIT);
+        while !skipped.error.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut error = skipped.error[..cut].to_string();
+        if cut < skipped.error.len() {
+            error.push('…');
+        }
+        let time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let entry = serde_json::json!({
+            "stage": skipped.stage,
+            "worker": skipped.worker,
+            "error": error,
+            "unix_time_s": time,
+        });
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == self.keep {
+            recent.pop_front();
+        }
+        recent.push_back(entry);
+    }
+
+    fn errors(&self) -> serde_json::Value {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        serde_json::Value::Array(recent.iter().cloned().collect())
+    }
 }
 
 /// Shutdown levels sent to the server thread.
@@ -223,6 +309,13 @@ impl fmt::Debug for Server {
 /// ([`ServerConfig::validate`]) are an `InvalidInput` error; the pipeline
 /// then drains what it had and stops.
 ///
+/// The pipeline is already running, so the server cannot change it: its
+/// stages keep the error policies they were built with ([`OnError::Fail`]
+/// unless set, so one bad entry fails the run), and `/stats` counts their
+/// skips per stage only (`server.skipped` and `server.errors` stay empty).
+/// [`serve_pipeline`] applies [`ServerConfig::skip_errors`] and lists the
+/// errors.
+///
 /// ```no_run
 /// use paipa::glue::{serve, ServerConfig};
 /// use paipa::threaded::{Pipeline, Stage};
@@ -246,6 +339,20 @@ pub fn serve<T>(
 where
     T: DeserializeOwned + Send + 'static,
 {
+    let skips = Arc::new(SkipLog::new(config.recent_errors));
+    serve_with(listener, input, running, config, skips)
+}
+
+fn serve_with<T>(
+    listener: std::net::TcpListener,
+    input: Input<T>,
+    running: Running,
+    config: ServerConfig,
+    skips: Arc<SkipLog>,
+) -> std::io::Result<Server>
+where
+    T: DeserializeOwned + Send + 'static,
+{
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -260,6 +367,7 @@ where
         ingests: Arc::new(Semaphore::new(config.max_ingests)),
         acknowledged: acknowledged.clone(),
         refused_connections: Arc::new(AtomicU64::new(0)),
+        skips,
     });
     let (stop, stopped) = watch::channel(SERVING);
     let refused = shared.refused_connections.clone();
@@ -566,9 +674,14 @@ async fn refuse_connection(mut stream: tokio::net::TcpStream, retry_after_secs: 
 /// Takes a live input handle on `pipeline`, runs it in the background and
 /// serves that input on `listener`: the usual way to start an ingestion
 /// server. Invalid settings are refused before anything starts.
+///
+/// Stages that set no error policy of their own skip a failing entry
+/// unless [`ServerConfig::skip_errors`] is `false`, and every entry any
+/// stage skips is counted and listed in `/stats` (`server.skipped`,
+/// `server.errors`).
 pub fn serve_pipeline<T, Out>(
     listener: std::net::TcpListener,
-    mut pipeline: Pipeline<'static, T, Out>,
+    pipeline: Pipeline<'static, T, Out>,
     config: ServerConfig,
 ) -> Result<Server, RunError>
 where
@@ -576,9 +689,19 @@ where
     Out: Send + 'static,
 {
     config.validate()?;
+    let skips = Arc::new(SkipLog::new(config.recent_errors));
+    let log = skips.clone();
+    let mut pipeline = pipeline.stage_defaults(StageDefaults {
+        policy: if config.skip_errors {
+            OnError::Skip
+        } else {
+            OnError::Fail
+        },
+        on_skip: Some(Arc::new(move |skipped: &Skipped| log.record(skipped))),
+    });
     let input = pipeline.input();
     let running = pipeline.spawn()?;
-    serve(listener, input, running, config).map_err(RunError::Spawn)
+    serve_with(listener, input, running, config, skips).map_err(RunError::Spawn)
 }
 
 impl Server {
@@ -1024,6 +1147,8 @@ async fn stats<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Respo
             json["server"] = serde_json::json!({
                 "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
                 "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
+                "skipped": shared.skips.skipped.load(Ordering::SeqCst),
+                "errors": shared.skips.errors(),
             });
             json_response(StatusCode::OK, json)
         }
@@ -1040,5 +1165,45 @@ async fn metrics<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Res
         )
             .into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skipped(error: &str) -> Skipped {
+        Skipped {
+            stage: "check".into(),
+            worker: 1,
+            error: error.into(),
+        }
+    }
+
+    #[test]
+    fn the_skip_log_counts_every_skip_and_keeps_the_latest_errors_cut_at_the_limit() {
+        let log = SkipLog::new(2);
+        // A long error whose byte at the limit is inside a 2-byte
+        // character: cut before it.
+        let long = format!("x{}", "é".repeat(ERROR_TEXT_LIMIT));
+        for error in ["first", "second", long.as_str()] {
+            log.record(&skipped(error));
+        }
+        assert_eq!(log.skipped.load(Ordering::SeqCst), 3);
+        let errors = log.errors();
+        let errors = errors.as_array().unwrap();
+        assert_eq!(errors.len(), 2, "only the latest two");
+        assert_eq!(errors[0]["error"], "second");
+        assert_eq!(
+            (errors[0]["stage"].as_str(), errors[0]["worker"].as_u64()),
+            (Some("check"), Some(1))
+        );
+        let cut = errors[1]["error"].as_str().unwrap();
+        assert_eq!(cut, format!("x{}…", "é".repeat(ERROR_TEXT_LIMIT / 2 - 1)));
+
+        let none = SkipLog::new(0);
+        none.record(&skipped("x"));
+        assert_eq!(none.skipped.load(Ordering::SeqCst), 1);
+        assert_eq!(none.errors(), serde_json::json!([]));
     }
 }

@@ -9,6 +9,7 @@ use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
 use super::outbox::Weigher;
 use super::pacing::{Cost, Pacing};
+use super::policy::{OnError, SkipHook};
 use super::pull::SharedSource;
 use super::run::{Job, RunShared};
 use super::stage::{LaunchParts, Stage};
@@ -32,6 +33,18 @@ pub(crate) struct Planner<'a> {
     pub(crate) before: Vec<Box<dyn FnOnce() + Send + 'a>>,
     pub(crate) jobs: Vec<Job<'a>>,
     pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
+    pub(crate) defaults: StageDefaults,
+}
+
+/// What a run gives every stage that did not choose for itself (the
+/// ingestion server sets these; a plain pipeline keeps `Fail` and no hook).
+#[derive(Clone, Default)]
+pub(crate) struct StageDefaults {
+    /// The policy of stages whose policy was not set (`Fail` or `Skip`:
+    /// a retry needs the stage's own type to clone its items).
+    pub(crate) policy: OnError,
+    /// Told of every item any stage skips, after the stage's own hook.
+    pub(crate) on_skip: Option<SkipHook>,
 }
 
 /// An edge as the next stage sees it: the receiver, how its items are
@@ -87,6 +100,7 @@ pub struct Pipeline<'a, In, Out> {
     stages: Vec<String>,
     /// Stop on SIGINT/SIGTERM (see [`Pipeline::stop_on_signals`]).
     signals: bool,
+    defaults: StageDefaults,
 }
 
 impl<In, Out> fmt::Debug for Pipeline<'_, In, Out> {
@@ -128,6 +142,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
             build: Box::new(|edge, _| edge),
             stages: Vec::new(),
             signals: false,
+            defaults: StageDefaults::default(),
         }
     }
 }
@@ -278,7 +293,19 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         let prev = self.build;
         let build: Build<'a, In, Next> = Box::new(move |input, planner| {
             let (mid, weigh_mid, cost, before, mut source) = prev(input, planner);
-            let settings = stage.settings;
+            let mut settings = stage.settings;
+            if !settings.policy_set {
+                settings.policy = planner.defaults.policy;
+            }
+            if let Some(observer) = planner.defaults.on_skip.clone() {
+                settings.on_skip = Some(match settings.on_skip.take() {
+                    None => observer,
+                    Some(own) => Arc::new(move |skipped| {
+                        own(skipped);
+                        observer(skipped);
+                    }),
+                });
+            }
             if settings.ordered && settings.workers > 1 {
                 // An ordered stage numbers its batches as they come off its
                 // input edge: a source thread feeds that edge.
@@ -342,7 +369,16 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             build,
             stages: self.stages,
             signals: self.signals,
+            defaults: self.defaults,
         })
+    }
+
+    /// Sets what every stage that did not choose for itself gets when the
+    /// run is laid out (see [`StageDefaults`]).
+    #[cfg(feature = "http")]
+    pub(crate) fn stage_defaults(mut self, defaults: StageDefaults) -> Self {
+        self.defaults = defaults;
+        self
     }
 
     /// Opts into Ctrl-C and SIGTERM for this run, whichever way it is run
@@ -389,6 +425,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             before: Vec::new(),
             jobs: Vec::new(),
             cells: vec![(self.input.cell.clone(), 1)],
+            defaults: self.defaults.clone(),
         };
         // What the source will give in all, when known: for progress bars.
         let lazy = match &self.source {

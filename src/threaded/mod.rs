@@ -31,6 +31,8 @@ mod stage;
 mod step;
 mod worker;
 
+#[cfg(feature = "http")]
+pub(crate) use builder::StageDefaults;
 pub use builder::{Pipeline, DEFAULT_CAPACITY, MAX_CAPACITY};
 
 /// What the loom model checks (src/loom_tests/) need from inside.

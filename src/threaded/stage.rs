@@ -74,6 +74,10 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) name: String,
     pub(crate) workers: usize,
     pub(crate) policy: OnError,
+    /// The policy was set on the stage (not left at its default), so the
+    /// run's default for the others (`StageDefaults`, which the ingestion
+    /// server sets) leaves it as it is.
+    pub(crate) policy_set: bool,
     pub(crate) ordered: bool,
     pub(crate) capacity: Option<usize>,
     pub(crate) weigh: Option<Weigher<Out>>,
@@ -216,6 +220,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 name: name.into(),
                 workers: 1,
                 policy: OnError::Fail,
+                policy_set: false,
                 ordered: false,
                 capacity: None,
                 weigh: None,
@@ -459,6 +464,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     /// Skips (and counts) items whose step fails, instead of failing the run.
     pub fn skip_errors(mut self) -> Self {
         self.settings.policy = OnError::Skip;
+        self.settings.policy_set = true;
         self
     }
 
@@ -596,12 +602,14 @@ impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         } else {
             self.settings.policy = OnError::Skip;
         }
+        self.settings.policy_set = true;
         self
     }
 
     /// Sets the error policy.
     pub fn on_error(mut self, policy: OnError) -> Self {
         self.settings.policy = policy;
+        self.settings.policy_set = true;
         self.settings.clone_in = Some(<In as Clone>::clone);
         self
     }
