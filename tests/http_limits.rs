@@ -183,7 +183,7 @@ fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
     });
 }
 
-#[path = "../examples/common/post.rs"]
+#[path = "../products/src/post.rs"]
 mod post;
 
 #[test]

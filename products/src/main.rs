@@ -3,12 +3,11 @@
 //! batches of 2048, POST each batch as JSON to an ingestion server (paipa's
 //! own, on loopback, unless `--url` points elsewhere), flatten, count.
 //!
-//! Run: `cargo run --release --features http --example products -- \
+//! Run: `cargo run --release -p paipa-products -- \
 //!       [--db products.db] [--rows 1000000] [--batch 2048] [--url http://host:port/ingest]`
 //!
 //! The database is created on first run (fixed seed) and reused afterwards.
 
-#[path = "common/post.rs"]
 mod post;
 
 use std::path::PathBuf;
