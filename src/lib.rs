@@ -164,6 +164,52 @@
 //! ([`spawn`](threaded::Pipeline::spawn) returns a [`threaded::Running`]
 //! handle; [`outputs`](threaded::Pipeline::outputs) an iterator).
 //!
+//! ## Async stages (feature `async`)
+//!
+//! A step that waits on IO does not need a thread per request in flight.
+//! [`Stage::map_async`](threaded::Stage::map_async) and
+//! [`Stage::try_map_async`](threaded::Stage::try_map_async) take a step
+//! that returns a future and keep up to
+//! [`in_flight`](threaded::Stage::in_flight) of them running at once on one
+//! thread with a tokio runtime (paipa's own current-thread one, or the
+//! caller's multi-thread runtime with
+//! [`on_runtime`](threaded::Stage::on_runtime)), plus one thread that waits
+//! on the stage's input. Outputs come in the order the futures finish. The
+//! policies are those of every stage (fail, skip, retry with a backoff on
+//! tokio's timer), a panic in a future fails its item naming the stage, a
+//! per-item [`timeout`](threaded::Stage::timeout) fails an attempt that
+//! takes too long, and a stop drops the futures in flight, counting their
+//! items as `discarded`. Sync and async stages mix freely:
+//!
+//! ```
+//! # #[cfg(feature = "async")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use paipa::threaded::{Pipeline, Stage};
+//!
+//! let summary = Pipeline::new()
+//!     .source(0..1_000u64)
+//!     .then(Stage::try_map_async("fetch", |id: u64| async move {
+//!         tokio::time::sleep(Duration::from_millis(20)).await; // a request
+//!         Ok::<_, std::io::Error>(id)
+//!     })
+//!     .in_flight(200)                          // 200 requests, 2 threads
+//!     .timeout(Duration::from_secs(5))
+//!     .retry(2, Duration::from_millis(50)))?
+//!     .then(Stage::map("parse", |id: u64| id * 2).workers(2))?
+//!     .run()?;
+//! assert_eq!(summary.items, 1_000);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "async"))]
+//! # fn main() {}
+//! ```
+//!
+//! In the stats an async stage counts one worker per future slot: its busy
+//! time is summed over the slots, so its load is its mean in-flight count
+//! over its bound, and the verdict names it as the limit when it runs at
+//! its bound. Its `in_flight` is a live gauge.
+//!
 //! ## Errors and shutdown
 //!
 //! A step returns a `Result`; panics are caught and treated as errors. Each
@@ -219,6 +265,7 @@
 //! | `progress` | `report::ProgressReporter`: live per-stage lines on a terminal (indicatif), tables otherwise |
 //! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
+//! | `async` | `threaded::Stage::map_async`: async stages, many futures in flight on one thread (tokio, futures) |
 //! | `signals` | `stop_on_signals` on both pipeline kinds: Ctrl-C and SIGTERM stop the input, drain and report (signal-hook); see [`signals`] |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and

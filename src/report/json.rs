@@ -18,7 +18,7 @@ use crate::stats::Snapshot;
 ///                 "skipped": u64, "retried": u64, "failed": u64, "discarded": u64,
 ///                 "metas": u64, "busy_s": f64, "starved_s": f64, "blocked_s": f64,
 ///                 "user_cpu_s": f64, "sys_cpu_s": f64, "queue_depth": u64,
-///                 "mem_growth_bytes": i64, "throughput_per_s": f64, "share": f64,
+///                 "in_flight": u64, "mem_growth_bytes": i64, "throughput_per_s": f64, "share": f64,
 ///                 "counters": { str: u64 },
 ///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ] }
 /// ```
@@ -58,6 +58,7 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
                 "user_cpu_s": s.user_cpu.as_secs_f64(),
                 "sys_cpu_s": s.sys_cpu.as_secs_f64(),
                 "queue_depth": s.queue_depth,
+                "in_flight": s.in_flight,
                 "mem_growth_bytes": s.mem_growth,
                 "throughput_per_s": s.throughput(),
                 "share": snapshot.share(s),

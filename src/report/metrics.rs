@@ -18,7 +18,8 @@ use crate::stats::Snapshot;
 /// | `paipa_stage_busy_seconds`, `_starved_seconds`, `_blocked_seconds` | gauge | time split, summed over workers |
 /// | `paipa_stage_cpu_user_seconds`, `_cpu_system_seconds` | gauge | CPU time |
 /// | `paipa_stage_queue_depth` | gauge | items waiting on the stage's input |
-/// | `paipa_stage_workers` | gauge | worker threads |
+/// | `paipa_stage_workers` | gauge | worker threads (an async stage: its in-flight bound) |
+/// | `paipa_stage_in_flight` | gauge | futures in flight (async stages; 0 for others) |
 /// | `paipa_stage_throughput` | gauge | items per second of busy time |
 /// | `paipa_stage_share` | gauge | share of the pipeline's busy time (0 to 1) |
 /// | `paipa_stage_memory_growth_bytes` | gauge | memory attributed to the stage |
@@ -55,6 +56,7 @@ impl Reporter for MetricsReporter {
             gauge!("paipa_stage_cpu_system_seconds", &labels).set(s.sys_cpu.as_secs_f64());
             gauge!("paipa_stage_queue_depth", &labels).set(s.queue_depth as f64);
             gauge!("paipa_stage_workers", &labels).set(s.workers as f64);
+            gauge!("paipa_stage_in_flight", &labels).set(s.in_flight as f64);
             gauge!("paipa_stage_throughput", &labels).set(s.throughput());
             gauge!("paipa_stage_share", &labels).set(snap.share(s));
             gauge!("paipa_stage_memory_growth_bytes", &labels).set(s.mem_growth as f64);

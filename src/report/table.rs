@@ -67,6 +67,11 @@ fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
     if show_workers {
         pair("workers:", s.workers.to_string());
     }
+    if s.in_flight > 0 {
+        // An async stage's futures in flight right now (see `workers:`,
+        // its bound).
+        pair("in flight:", s.in_flight.to_string());
+    }
     pair("runtime:", format!("{:.2}", s.busy.as_secs_f64()));
     pair("", format!("{:.2}/s", s.throughput()));
     pair("utime:", format!("{:.2}", s.user_cpu.as_secs_f64()));

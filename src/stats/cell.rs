@@ -49,6 +49,8 @@ pub(crate) struct StageCell {
     pub(crate) per_worker: Vec<[AtomicU64; 3]>,
     /// A source's known length plus one (0: not known).
     expected: AtomicU64,
+    /// Futures in flight right now (async stages): a gauge.
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).
@@ -164,6 +166,7 @@ impl StageCell {
             user_cpu: Duration::from_nanos(self.user_cpu_ns.load(Relaxed)),
             sys_cpu: Duration::from_nanos(self.sys_cpu_ns.load(Relaxed)),
             queue_depth: 0,
+            in_flight: self.in_flight.load(Relaxed),
             mem_growth: if alloc_counted() {
                 self.alloc_net.load(Relaxed)
             } else {

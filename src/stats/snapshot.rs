@@ -108,6 +108,9 @@ pub struct StageSnapshot {
     pub sys_cpu: Duration,
     /// Items waiting in the stage's input queue (threaded stages).
     pub queue_depth: usize,
+    /// Futures in flight right now (async stages, feature `async`; 0 for
+    /// every other row).
+    pub in_flight: u64,
     /// Net growth of memory attributed to this stage, in bytes.
     pub mem_growth: i64,
     /// Highest net memory growth seen in this stage, in bytes (exact with

@@ -318,12 +318,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             }
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
             let (tx, out_rx) = edge::<Next>(out_layout);
-            let cell = Arc::new(StageCell::with_workers(settings.name.clone(), settings.workers));
+            // An async stage runs on one thread (one row of worker times)
+            // and counts as `in_flight` workers (see `async_stage.rs`).
+            let rows = if settings.is_async() { 1 } else { settings.workers };
+            let cell = Arc::new(StageCell::with_workers(settings.name.clone(), rows));
             planner.cells.push((cell.clone(), settings.workers));
             let next_cost = Cost::new();
             // Where a next stage may be chained to this one: unordered
-            // stages only (an ordered one hands its output over in order).
-            let links = (!(settings.ordered && settings.workers > 1)).then(Links::new);
+            // stages only (an ordered one hands its output over in order),
+            // and not async ones (their thread runs futures, not links).
+            let ordered = settings.ordered && settings.workers > 1;
+            let chainable = !ordered && !settings.is_async();
+            let links = chainable.then(Links::new);
             let parts = LaunchParts {
                 rx: mid,
                 source,

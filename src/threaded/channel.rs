@@ -461,6 +461,43 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
     got
 }
 
+/// Waits for a message on `edge` unless the run is cancelled or `stop`
+/// becomes ready (its sender sends or goes away): `None` then. An async
+/// stage's feeder waits so, `stop` being the stage's request channel, so
+/// that it never outlives its stage (see `async_stage.rs`).
+#[cfg(all(feature = "async", not(loom)))]
+pub(crate) fn recv_or_stop<T, S>(edge: &EdgeRx<T>, cancel: &Cancel, stop: &Receiver<S>) -> Option<Recv<T>> {
+    if cancel.is_cancelled() {
+        return Some(Recv::Cancelled);
+    }
+    if let Some(got) = try_recv(edge) {
+        return Some(got);
+    }
+    let rx = &edge.rx;
+    let mut sel = Select::new();
+    let data = sel.recv(rx);
+    let cancelled = sel.recv(&cancel.rx);
+    sel.recv(stop);
+    let op = sel.select();
+    match op.index() {
+        i if i == data => Some(match op.recv(rx) {
+            Ok(m) => {
+                edge.release(&m);
+                Recv::Msg(m)
+            }
+            Err(_) => Recv::End,
+        }),
+        i if i == cancelled => {
+            let _ = op.recv(&cancel.rx);
+            Some(Recv::Cancelled)
+        }
+        _ => {
+            let _ = op.recv(stop);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Layout;

@@ -14,6 +14,8 @@
 //!
 //! See `channel.rs` for the shutdown protocol and why it cannot deadlock.
 
+#[cfg(all(feature = "async", not(loom)))]
+mod async_stage;
 mod builder;
 mod chain;
 mod channel;
@@ -48,6 +50,8 @@ pub(crate) mod loom_support {
     pub(crate) use super::step::WorkerInfo;
     pub(crate) use super::worker::{Failure, StageEnd, WorkerCtx};
 }
+#[cfg(all(feature = "async", not(loom)))]
+pub use async_stage::{TimedOut, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT};
 pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};
 pub use input::{Closed, Input, PutError};

@@ -40,6 +40,9 @@ pub(crate) enum Kind {
     Map,
     Iter,
     Step,
+    /// A step that returns a future (feature `async`, see `async_stage.rs`).
+    #[cfg(all(feature = "async", not(loom)))]
+    Async,
 }
 
 type Launcher<'a, In, Out> =
@@ -88,6 +91,9 @@ pub(crate) struct StageSettings<In, Out> {
     /// May run chained to the stage before it (see `chain.rs`).
     pub(crate) chain: bool,
     pub(crate) on_skip: Option<SkipHook>,
+    /// An async stage's own settings (feature `async`).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) asynk: super::async_stage::AsyncSettings,
 }
 
 /// A stage of a threaded pipeline, ready to be added with
@@ -120,6 +126,20 @@ pub struct Stage<'a, In, Out> {
 /// Makes a chained stage's workers, one per worker of the stage before.
 pub(crate) type ChainLauncher<'a, In, Out> =
     Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> Vec<Link<'a, In>> + Send + 'a>;
+
+impl<In, Out> StageSettings<In, Out> {
+    /// True for an async stage (feature `async`).
+    pub(crate) fn is_async(&self) -> bool {
+        #[cfg(all(feature = "async", not(loom)))]
+        {
+            self.kind == Kind::Async
+        }
+        #[cfg(not(all(feature = "async", not(loom))))]
+        {
+            false
+        }
+    }
+}
 
 impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -177,7 +197,7 @@ fn workers<'a, In, Out>(
 /// A worker thread. Whatever it runs outside the guards around user calls
 /// (`StepFactory::create`, say) cannot kill it silently: a panic fails the
 /// run, naming the stage and worker, which cancels every other thread.
-fn job<'a>(name: &str, index: usize, shared: Arc<RunShared>, run: impl FnOnce() + Send + 'a) -> Job<'a> {
+pub(crate) fn job<'a>(name: &str, index: usize, shared: Arc<RunShared>, run: impl FnOnce() + Send + 'a) -> Job<'a> {
     let stage = name.to_string();
     Job {
         name: format!("paipa:{name}:{index}"),
@@ -214,7 +234,7 @@ where
 }
 
 impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
-    fn with(name: impl Into<String>, kind: Kind, launch: Launcher<'a, In, Out>) -> Self {
+    pub(crate) fn with(name: impl Into<String>, kind: Kind, launch: Launcher<'a, In, Out>) -> Self {
         Stage {
             settings: StageSettings {
                 name: name.into(),
@@ -229,6 +249,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 kind,
                 chain: true,
                 on_skip: None,
+                #[cfg(all(feature = "async", not(loom)))]
+                asynk: Default::default(),
             },
             launch,
             chain: None,
@@ -514,6 +536,11 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.settings;
+        #[cfg(all(feature = "async", not(loom)))]
+        if s.kind == Kind::Async {
+            super::async_stage::validate(s)?;
+            return self.validate_policy();
+        }
         if s.workers == 0 {
             return Err(ConfigError::new(
                 "workers",
@@ -552,6 +579,12 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 ),
             ));
         }
+        self.validate_policy()
+    }
+
+    /// The checks every kind of stage shares: its error policy's bounds.
+    fn validate_policy(&self) -> Result<(), ConfigError> {
+        let s = &self.settings;
         if let OnError::Retry { times, backoff, .. } = s.policy {
             if times > MAX_RETRIES {
                 return Err(ConfigError::new(

@@ -1,0 +1,808 @@
+//! Async stages (feature `async`): a step that returns a future, with up to
+//! `in_flight` futures running at once on one thread.
+//!
+//! # Shape
+//!
+//! An async stage is two threads, whatever its bound:
+//! - its **stage thread** owns a current-thread tokio runtime (or enters
+//!   the caller's, [`Stage::on_runtime`]) and drives a `FuturesUnordered`
+//!   of at most `in_flight` futures. It takes items from the feeder while
+//!   below the bound, and pushes each result into the stage's outbox, as a
+//!   worker does. That push may block the thread when the next edge is
+//!   full: the futures in flight then wait too (the stage is blocked, as a
+//!   worker that cannot send is), and nothing else runs on that thread.
+//! - its **feeder thread** waits on the stage's input edge (a blocking
+//!   channel, which must not block the thread that polls futures) and
+//!   hands one batch over per request of the stage thread, through an
+//!   unbounded tokio channel that holds at most one batch (plus an end or a
+//!   cancel). The feeder also watches the run's cancel signal and passes it
+//!   on at once, so a cancel reaches the stage thread while every future is
+//!   pending.
+//!
+//! The futures are polled on the stage thread, so they need not be `Send`
+//! or `'static`: like every step of a scoped run they may borrow from the
+//! caller. The IO fan-out of issue 13 (200 futures of 20 ms in flight)
+//! adds 2 threads, not 200.
+//!
+//! # Shutdown (the rules of `channel.rs`, kept)
+//! - End of input: the feeder sees the edge end and says so; the stage
+//!   thread finishes what is in flight, flushes and ends, which drops its
+//!   outbox's sender.
+//! - Cancel (a failure anywhere, an abort): the stage thread drops every
+//!   future in flight (dropping a future is how async work is cancelled)
+//!   and counts their items as `discarded`, with the items it held and the
+//!   batch the feeder was handing over; the feeder drains its edge,
+//!   counting what it finds as taken and discarded.
+//! - Downstream gone: as a cancel, for this stage; the feeder stops when
+//!   the stage thread drops its request channel.
+//!
+//! # Stats
+//! The stage counts as `in_flight` workers (its [`StageSnapshot::workers`](crate::StageSnapshot::workers)),
+//! each future slot as a worker: `busy` is the time summed over the slots
+//! that held a future (the integral of the in-flight count), `starved` the
+//! slot time spent empty for want of input, `blocked` the slot time spent
+//! while the thread waited for room downstream. So the stage's utilization
+//! (busy over wall time times workers) is its mean in-flight count over its
+//! bound: a stage at its bound is the bottleneck the verdict names, and one
+//! below it waits. Its single row of [`per_worker`](crate::StageSnapshot::per_worker)
+//! is the thread: busy while at least one future is in flight, starved
+//! while it waits for input with nothing in flight, blocked while it waits
+//! for room downstream. CPU is the stage thread's, which polls every
+//! future. [`in_flight`](crate::StageSnapshot::in_flight) is a gauge.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::mpsc;
+
+use super::channel::{recv_or_stop, EdgeRx, Msg, Recv};
+use super::outbox::{weight, Outbox, Weigher};
+use super::pacing::Cost;
+use super::policy::{OnError, SkipHook, Skipped};
+use super::run::{panic_message, Job, RunShared};
+use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
+use super::step::Meta;
+use super::worker::Failure;
+use crate::error::{BoxError, ConfigError, RunError};
+use crate::stats::{clock, duration_to_ticks, thread_cpu_time, AllocScope, StageCell, TargetGuard};
+use crate::sync::chan::{bounded, Receiver, Sender};
+
+/// Futures an async stage keeps in flight unless set with
+/// [`Stage::in_flight`].
+pub const DEFAULT_IN_FLIGHT: usize = 64;
+
+/// The most futures one async stage may keep in flight (2^20). Each waits
+/// in memory with its item; past a million, a stage holds more than a
+/// bounded pipeline should.
+pub const MAX_IN_FLIGHT: usize = 1 << 20;
+
+/// The longest per-item timeout (one day).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// An async stage's item did not finish within the stage's
+/// [`timeout`](Stage::timeout): the error its policy sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut(pub Duration);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "timed out after {:?}", self.0)
+    }
+}
+
+impl std::error::Error for TimedOut {}
+
+/// The settings only async stages have.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AsyncSettings {
+    /// The caller's runtime, if the stage runs on it.
+    runtime: Option<Handle>,
+    /// Per-item timeout (each attempt).
+    timeout: Option<Duration>,
+}
+
+/// Checks an async stage's settings (the policy is checked as for others).
+pub(crate) fn validate<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
+    if s.workers == 0 {
+        return Err(ConfigError::new(
+            "in_flight",
+            0,
+            format!("stage {:?} needs at least 1", s.name),
+        ));
+    }
+    if s.workers > MAX_IN_FLIGHT {
+        return Err(ConfigError::new(
+            "in_flight",
+            s.workers,
+            format!("stage {:?} takes at most {MAX_IN_FLIGHT}", s.name),
+        ));
+    }
+    if s.capacity == Some(0) {
+        return Err(ConfigError::new(
+            "capacity",
+            0,
+            format!("stage {:?} needs at least 1", s.name),
+        ));
+    }
+    if let Some(c) = s.capacity.filter(|c| *c > super::MAX_CAPACITY) {
+        return Err(ConfigError::new(
+            "capacity",
+            c,
+            format!("stage {:?} takes at most {}", s.name, super::MAX_CAPACITY),
+        ));
+    }
+    if s.ordered {
+        return Err(ConfigError::new(
+            "ordered",
+            true,
+            format!("stage {:?}: async stages are unordered", s.name),
+        ));
+    }
+    if let Some(t) = s.asynk.timeout {
+        if t.is_zero() || t > MAX_TIMEOUT {
+            return Err(ConfigError::new(
+                "timeout",
+                format!("{t:?}"),
+                format!("stage {:?} takes from 1 ns to {MAX_TIMEOUT:?}", s.name),
+            ));
+        }
+    }
+    if let Some(h) = &s.asynk.runtime {
+        if h.runtime_flavor() == RuntimeFlavor::CurrentThread {
+            return Err(ConfigError::new(
+                "runtime",
+                "current_thread",
+                format!(
+                    "stage {:?}: a current-thread runtime drives its timers and IO only inside its own \
+                     block_on; give the handle of a multi-thread runtime",
+                    s.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
+    /// An async stage: `f` turns each item into a future, and up to
+    /// [`in_flight`](Stage::in_flight) of them run at once (64 unless set)
+    /// on one thread that paipa owns, with a current-thread tokio runtime
+    /// ([`on_runtime`](Stage::on_runtime) for the caller's). Outputs come
+    /// out in the order the futures finish.
+    ///
+    /// The futures are polled on the stage's own thread: they need be
+    /// neither `Send` nor `'static`, and may use tokio's timers and IO.
+    /// Blocking inside one (a blocking call, heavy CPU work) holds up every
+    /// other future of the stage: put such work in a [`Stage::map`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let summary = Pipeline::new()
+    ///     .source(0..100u64)
+    ///     .then(Stage::map_async("fetch", |id: u64| async move {
+    ///         tokio::time::sleep(Duration::from_millis(10)).await; // a request
+    ///         id * 2
+    ///     })
+    ///     .in_flight(50))?
+    ///     .then(Stage::map("parse", |x: u64| x + 1))?
+    ///     .run()?;
+    /// assert_eq!(summary.items, 100);
+    /// assert_eq!(summary.snapshot.stage("fetch").unwrap().workers, 50);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async<F, Fut>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(In) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Out> + 'a,
+    {
+        Self::try_map_async(name, move |x| f(x).map(Ok::<Out, BoxError>))
+    }
+
+    /// An async stage whose futures may fail: an error goes to the stage's
+    /// policy (fail the run, the default; [`skip_errors`](Stage::skip_errors);
+    /// [`retry`](Stage::retry), waiting with tokio's timer, so a stop
+    /// cancels the wait). A panic inside a future (or in `f`) counts as a
+    /// failure of that item, naming the stage.
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let summary = Pipeline::new()
+    ///     .source(0..10u32)
+    ///     .then(Stage::try_map_async("check", |x: u32| async move {
+    ///         if x == 7 { Err("no 7") } else { Ok(x) }
+    ///     })
+    ///     .skip_errors())?
+    ///     .run()?;
+    /// assert_eq!(summary.items, 9);
+    /// assert_eq!(summary.snapshot.stage("check").unwrap().skipped, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_map_async<F, Fut, E>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(In) -> Fut + Send + Sync + 'a,
+        Fut: Future<Output = Result<Out, E>> + 'a,
+        E: Into<BoxError>,
+    {
+        let f = move |x: In| f(x).map(|r| r.map_err(Into::into));
+        let mut stage = Self::with(
+            name,
+            Kind::Async,
+            Box::new(move |s, p| {
+                let mut jobs = Vec::new();
+                // A lazy source feeds the edge from a thread of its own:
+                // the stage's threads only wait.
+                if let Some(job) = p.source.clone().and_then(super::pull::SharedSource::thread_job) {
+                    jobs.push(job);
+                }
+                let (want_tx, want_rx) = bounded::<()>(1);
+                let (feed_tx, feed_rx) = mpsc::unbounded_channel();
+                let feeder = Feeder {
+                    rx: p.rx,
+                    want: want_rx,
+                    to_stage: feed_tx,
+                    cell: p.cell.clone(),
+                    shared: p.shared.clone(),
+                    weigh_in: p.weigh_in.clone(),
+                };
+                jobs.push(Job {
+                    name: format!("paipa:{}:feed", s.name),
+                    ..job(&s.name, 0, p.shared.clone(), move || feeder.run())
+                });
+                let outbox = Outbox::new(
+                    p.tx.clone(),
+                    p.pacing.clone(),
+                    p.cell.clone(),
+                    p.shared.clone(),
+                    s.weigh.clone(),
+                );
+                let stage = AsyncStage {
+                    f,
+                    name: s.name.clone(),
+                    bound: s.workers,
+                    policy: s.policy,
+                    clone_in: s.clone_in,
+                    timeout: s.asynk.timeout,
+                    runtime: s.asynk.runtime.clone(),
+                    on_skip: s.on_skip.clone(),
+                    weigh_in: p.weigh_in,
+                    cell: p.cell,
+                    cost: p.cost,
+                    shared: p.shared.clone(),
+                };
+                jobs.push(job(&s.name, 0, p.shared, move || stage.run(outbox, want_tx, feed_rx)));
+                StagePlan { before: None, jobs }
+            }),
+        );
+        stage.settings.workers = DEFAULT_IN_FLIGHT;
+        stage
+    }
+
+    /// Keeps at most `n` futures of this async stage in flight (64 unless
+    /// set; 0, or more than [`MAX_IN_FLIGHT`], is refused when the stage is
+    /// added, naming the field `in_flight`). The stage counts as `n`
+    /// workers in the stats: one per future slot. On another kind of
+    /// stage, it sets the worker count, as [`workers`](Stage::workers) does.
+    pub fn in_flight(mut self, n: usize) -> Self {
+        self.settings.workers = n;
+        self
+    }
+
+    /// Runs this async stage's futures under the caller's tokio runtime (a
+    /// multi-thread one: its threads drive the timers and IO, while the
+    /// stage's own thread polls the futures with
+    /// [`Handle::block_on`]). A current-thread runtime's handle is refused
+    /// when the stage is added. Without it, the stage owns a current-thread
+    /// runtime on its thread. No effect on other kinds of stage.
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    /// let summary = Pipeline::new()
+    ///     .source(0..10u32)
+    ///     .then(Stage::map_async("on_mine", |x: u32| async move { x + 1 }).on_runtime(rt.handle().clone()))?
+    ///     .run()?;
+    /// assert_eq!(summary.items, 10);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_runtime(mut self, handle: Handle) -> Self {
+        self.settings.asynk.runtime = Some(handle);
+        self
+    }
+
+    /// Fails an attempt of an async stage's item that takes longer than
+    /// `limit` with [`TimedOut`], which goes to the stage's policy like any
+    /// error (from 1 ns to a day; checked when the stage is added). No
+    /// effect on other kinds of stage.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let err = Pipeline::new()
+    ///     .source([1u64, 5_000])
+    ///     .then(Stage::map_async("slow", |ms: u64| async move {
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         ms
+    ///     })
+    ///     .timeout(Duration::from_millis(100)))?
+    ///     .run()
+    ///     .unwrap_err();
+    /// assert!(err.to_string().contains("timed out after 100ms"), "{err}");
+    /// assert_eq!(err.stage(), Some("slow"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn timeout(mut self, limit: Duration) -> Self {
+        self.settings.asynk.timeout = Some(limit);
+        self
+    }
+}
+
+/// What the feeder hands the stage thread.
+enum Feed<T> {
+    Items(Vec<T>),
+    Meta(Meta),
+    End,
+    Cancelled,
+}
+
+/// The thread that waits on an async stage's input edge.
+struct Feeder<In> {
+    rx: EdgeRx<In>,
+    /// A request for one batch from the stage thread; disconnects when the
+    /// stage thread ends.
+    want: Receiver<()>,
+    to_stage: mpsc::UnboundedSender<Feed<In>>,
+    cell: Arc<StageCell>,
+    shared: Arc<RunShared>,
+    weigh_in: Option<Weigher<In>>,
+}
+
+impl<In> Feeder<In> {
+    fn run(self) {
+        let cancel = &self.shared.cancel;
+        'wait: loop {
+            // Wait for a request (or a cancel) before taking input, so at
+            // most one batch is between the edge and the stage thread.
+            let mut sel = crate::sync::chan::Select::new();
+            let want = sel.recv(&self.want);
+            sel.recv(cancel.rx());
+            let op = sel.select();
+            if op.index() == want {
+                if op.recv(&self.want).is_err() {
+                    break; // the stage thread ended
+                }
+            } else {
+                let _ = op.recv(cancel.rx());
+                let _ = self.to_stage.send(Feed::Cancelled);
+                break;
+            }
+            loop {
+                match recv_or_stop(&self.rx, cancel, &self.want) {
+                    None => break 'wait,
+                    Some(Recv::Msg(Msg::Items(batch))) => {
+                        self.cell.count_in.fetch_add(weight(&batch, &self.weigh_in), Relaxed);
+                        if let Err(mpsc::error::SendError(Feed::Items(batch))) = self.to_stage.send(Feed::Items(batch))
+                        {
+                            self.cell.discarded.fetch_add(weight(&batch, &self.weigh_in), Relaxed);
+                            break 'wait;
+                        }
+                        continue 'wait;
+                    }
+                    Some(Recv::Msg(Msg::Meta(meta))) => {
+                        if self.to_stage.send(Feed::Meta(meta)).is_err() {
+                            break 'wait;
+                        }
+                    }
+                    Some(Recv::End) => {
+                        let _ = self.to_stage.send(Feed::End);
+                        return;
+                    }
+                    Some(Recv::Cancelled | Recv::Idle) => {
+                        let _ = self.to_stage.send(Feed::Cancelled);
+                        break 'wait;
+                    }
+                }
+            }
+        }
+        // Stopped early: what waits on the edge is taken and discarded,
+        // as a worker's final drain does.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Items(b) = msg {
+                let n = weight(&b, &self.weigh_in);
+                self.cell.count_in.fetch_add(n, Relaxed);
+                self.cell.discarded.fetch_add(n, Relaxed);
+            }
+        }
+    }
+}
+
+/// What the stage thread needs.
+struct AsyncStage<F, In> {
+    f: F,
+    name: String,
+    bound: usize,
+    policy: OnError,
+    clone_in: Option<fn(&In) -> In>,
+    timeout: Option<Duration>,
+    runtime: Option<Handle>,
+    on_skip: Option<SkipHook>,
+    weigh_in: Option<Weigher<In>>,
+    cell: Arc<StageCell>,
+    cost: Arc<Cost>,
+    shared: Arc<RunShared>,
+}
+
+/// A finished future: its number, its item's weight, and its result.
+struct Done<Out> {
+    seq: u64,
+    weight: u64,
+    result: Result<Out, Failure>,
+}
+
+/// What woke the stage thread.
+enum Event<In, Out> {
+    Done(Done<Out>),
+    Feed(Option<Feed<In>>),
+}
+
+/// How often the stage thread reads its CPU time.
+const CPU_EVERY: Duration = Duration::from_millis(50);
+
+/// How often the stage publishes what an item costs it.
+const COST_EVERY: Duration = Duration::from_millis(1);
+
+/// Splits the stage's time by what its slots and its thread were doing;
+/// marked at every change of the in-flight count (see the module doc).
+struct Books {
+    cell: Arc<StageCell>,
+    bound: u64,
+    level: u64,
+    last: u64,
+    cpu: (Duration, Duration),
+    cpu_next: u64,
+    cpu_every: u64,
+    cost: Arc<Cost>,
+    cost_since: u64,
+    cost_items: usize,
+    cost_every: u64,
+    /// Start (raw ticks) of each future in flight, by number: the oldest
+    /// is what the watchdog sees.
+    started: BTreeMap<u64, u64>,
+}
+
+impl Books {
+    fn new(cell: Arc<StageCell>, bound: usize, cost: Arc<Cost>) -> Self {
+        let now = clock().raw();
+        Books {
+            cell,
+            bound: bound as u64,
+            level: 0,
+            last: now,
+            cpu: thread_cpu_time(),
+            cpu_next: now + duration_to_ticks(CPU_EVERY),
+            cpu_every: duration_to_ticks(CPU_EVERY),
+            cost,
+            cost_since: now,
+            cost_items: 0,
+            cost_every: duration_to_ticks(COST_EVERY),
+            started: BTreeMap::new(),
+        }
+    }
+
+    /// Attributes the time since the last mark at the current level;
+    /// `blocked` raw ticks of it were spent waiting for room downstream.
+    fn mark(&mut self, blocked: &mut u64) -> u64 {
+        let now = clock().raw();
+        let dt = now.saturating_sub(self.last);
+        self.last = now;
+        let blocked = std::mem::take(blocked).min(dt);
+        let free = dt - blocked;
+        let c = &self.cell;
+        if let Some([b, s, k]) = c.per_worker.first() {
+            StageCell::bump(if self.level > 0 { b } else { s }, free);
+            StageCell::bump(k, blocked);
+        }
+        StageCell::bump(&c.busy_ticks, self.level.saturating_mul(free));
+        StageCell::bump(&c.starved_ticks, (self.bound - self.level).saturating_mul(free));
+        StageCell::bump(&c.blocked_ticks, self.bound.saturating_mul(blocked));
+        if now >= self.cpu_next {
+            self.cpu_next = now + self.cpu_every;
+            self.sample_cpu();
+        }
+        now
+    }
+
+    fn sample_cpu(&mut self) {
+        let (u, s) = thread_cpu_time();
+        let c = &self.cell;
+        StageCell::bump(&c.user_cpu_ns, u.saturating_sub(self.cpu.0).as_nanos() as u64);
+        StageCell::bump(&c.sys_cpu_ns, s.saturating_sub(self.cpu.1).as_nanos() as u64);
+        self.cpu = (u, s);
+    }
+
+    fn started(&mut self, seq: u64, now: u64) {
+        self.level += 1;
+        self.started.insert(seq, now);
+        self.publish_level();
+    }
+
+    fn finished(&mut self, seq: u64, now: u64) {
+        self.level -= 1;
+        self.started.remove(&seq);
+        self.publish_level();
+        self.cost_items += 1;
+        let spent = now.saturating_sub(self.cost_since);
+        if spent >= self.cost_every {
+            // Wall time per item finished: what the stage before sizes its
+            // batches by (see `pacing.rs`).
+            self.cost.observe(spent, self.cost_items);
+            self.cost_since = now;
+            self.cost_items = 0;
+        }
+    }
+
+    fn publish_level(&self) {
+        self.cell.in_flight.store(self.level, Relaxed);
+        let oldest = self.started.values().next().copied().unwrap_or(0);
+        self.cell.mark_busy(0, oldest);
+    }
+
+    /// Everything in flight is gone (dropped or finished).
+    fn clear(&mut self, blocked: &mut u64) {
+        self.mark(blocked);
+        self.level = 0;
+        self.started.clear();
+        self.publish_level();
+    }
+
+    fn finish(mut self, blocked: &mut u64) {
+        self.mark(blocked);
+        self.sample_cpu();
+    }
+}
+
+impl<F, Fut, In, Out> AsyncStage<F, In>
+where
+    F: Fn(In) -> Fut,
+    Fut: Future<Output = Result<Out, BoxError>>,
+{
+    /// The stage thread.
+    fn run(self, outbox: Outbox<Out>, want: Sender<()>, feed: mpsc::UnboundedReceiver<Feed<In>>) {
+        let cell = self.cell.clone();
+        // SAFETY: `cell` outlives both guards: all three live until this
+        // function returns or unwinds, and the guards are declared after
+        // it. The futures are polled on this thread, so their counters and
+        // allocations are this stage's.
+        let _counters = unsafe { TargetGuard::install(&*cell) };
+        // SAFETY: as above.
+        let _mem = unsafe { AllocScope::enter(&cell) };
+        let (mut outbox, want, mut feed) = (outbox, want, feed);
+        let run = self.drive(&mut outbox, &want, &mut feed);
+        match &self.runtime {
+            Some(handle) => handle.block_on(run),
+            None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(run),
+                Err(e) => {
+                    drop(run);
+                    self.shared.fail(RunError::Spawn(e));
+                }
+            },
+        }
+        if self.shared.cancel.is_cancelled() || outbox.is_gone() {
+            outbox.discard_pending();
+        } else {
+            outbox.flush();
+        }
+        // The feeder stops waiting for requests; a batch it hands over now
+        // finds the channel closed and counts itself as discarded.
+        drop(want);
+        feed.close();
+        while let Ok(msg) = feed.try_recv() {
+            if let Feed::Items(b) = msg {
+                self.discard(&b);
+            }
+        }
+    }
+
+    fn discard(&self, items: &[In]) {
+        self.cell.discarded.fetch_add(weight(items, &self.weigh_in), Relaxed);
+    }
+
+    fn fatal(&self, failure: Failure) {
+        let stage = self.name.clone();
+        self.shared.fail(match failure {
+            Failure::Error(source) => RunError::Step {
+                stage,
+                worker: 0,
+                source,
+            },
+            Failure::Panic(message) => RunError::Panic {
+                stage,
+                worker: 0,
+                message,
+            },
+        });
+    }
+
+    /// Tells the skip hook; false if it panicked (the run then fails).
+    fn tell_skip(&self, failure: Failure) -> bool {
+        let Some(hook) = &self.on_skip else {
+            return true;
+        };
+        let skipped = Skipped {
+            stage: self.name.clone(),
+            worker: 0,
+            error: match failure {
+                Failure::Error(e) => e.to_string(),
+                Failure::Panic(m) => format!("panicked: {m}"),
+            },
+        };
+        match catch_unwind(AssertUnwindSafe(|| hook(&skipped))) {
+            Ok(()) => true,
+            Err(p) => {
+                self.fatal(Failure::Panic(format!("in its on_skip hook: {}", panic_message(&*p))));
+                false
+            }
+        }
+    }
+
+    /// One attempt at an item: a panic in `f` or in its future, and the
+    /// timeout, are failures of this attempt.
+    async fn attempt(&self, item: In) -> Result<Out, Failure> {
+        let fut = match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
+            Ok(fut) => fut,
+            Err(p) => return Err(Failure::Panic(panic_message(&*p))),
+        };
+        let guarded = AssertUnwindSafe(fut).catch_unwind();
+        let out = match self.timeout {
+            None => guarded.await,
+            Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                Ok(out) => out,
+                Err(_) => return Err(Failure::Error(Box::new(TimedOut(limit)))),
+            },
+        };
+        match out {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Failure::Error(e)),
+            Err(p) => Err(Failure::Panic(panic_message(&*p))),
+        }
+    }
+
+    /// An item under the stage's retry policy; what is left of a failure
+    /// goes to the stage thread (skip or fail).
+    async fn item(&self, seq: u64, weight: u64, item: In) -> Done<Out> {
+        let retries = self.policy.retries();
+        let run = async {
+            let (mut item, mut retry) = (item, 0);
+            loop {
+                let spare = match self.clone_in {
+                    Some(clone) if retry < retries => Some(clone(&item)),
+                    _ => None,
+                };
+                let failure = match self.attempt(item).await {
+                    Ok(v) => return Ok(v),
+                    Err(f) => f,
+                };
+                let Some(again) = spare else {
+                    return Err(failure);
+                };
+                retry += 1;
+                self.cell.retried.fetch_add(1, Relaxed);
+                tokio::time::sleep(self.policy.backoff(retry)).await;
+                item = again;
+            }
+        };
+        // Whatever panics outside the item's own code (a timer on a
+        // runtime without one) fails this item too.
+        let result = match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(r) => r,
+            Err(p) => Err(Failure::Panic(panic_message(&*p))),
+        };
+        Done { seq, weight, result }
+    }
+
+    /// The stage's loop, on the runtime.
+    async fn drive(&self, outbox: &mut Outbox<Out>, want: &Sender<()>, feed: &mut mpsc::UnboundedReceiver<Feed<In>>) {
+        let cancel = &self.shared.cancel;
+        let mut books = Books::new(self.cell.clone(), self.bound, self.cost.clone());
+        let mut in_flight = FuturesUnordered::new();
+        // Weight of the items in flight, and items taken but not started.
+        let mut flying = 0u64;
+        let mut held: VecDeque<In> = VecDeque::new();
+        let (mut asked, mut input_open, mut seq) = (false, true, 0u64);
+        let mut ok = true;
+        while ok {
+            // Start what the bound allows.
+            while in_flight.len() < self.bound {
+                let Some(item) = held.pop_front() else { break };
+                let w = self.weigh_in.as_ref().map_or(1, |f| f(&item));
+                let now = books.mark(&mut outbox.blocked);
+                books.started(seq, now);
+                flying += w;
+                in_flight.push(self.item(seq, w, item));
+                seq += 1;
+            }
+            if input_open && !asked && held.is_empty() && in_flight.len() < self.bound {
+                // Taken by the feeder at once; it ends only after the
+                // channel it reads is closed by this thread.
+                asked = want.try_send(()).is_ok();
+            }
+            if !input_open && held.is_empty() && in_flight.is_empty() {
+                break;
+            }
+            let mut next = std::future::poll_fn(|cx| {
+                if let Poll::Ready(Some(done)) = in_flight.poll_next_unpin(cx) {
+                    return Poll::Ready(Event::Done(done));
+                }
+                if input_open {
+                    if let Poll::Ready(f) = feed.poll_recv(cx) {
+                        return Poll::Ready(Event::Feed(f));
+                    }
+                }
+                Poll::Pending
+            });
+            let event = match (&mut next).now_or_never() {
+                Some(event) => event,
+                None => {
+                    // Nothing ready: send what is ready, then wait.
+                    outbox.flush();
+                    if outbox.is_gone() {
+                        break;
+                    }
+                    books.mark(&mut outbox.blocked);
+                    next.await
+                }
+            };
+            match event {
+                Event::Done(Done { seq, weight, result }) => {
+                    let now = books.mark(&mut outbox.blocked);
+                    books.finished(seq, now);
+                    flying -= weight;
+                    match result {
+                        Ok(v) => outbox.push(v),
+                        Err(f) if self.policy.skips_at_last() => {
+                            self.cell.skipped.fetch_add(weight, Relaxed);
+                            ok = self.tell_skip(f);
+                        }
+                        Err(f) => {
+                            self.cell.failed.fetch_add(weight, Relaxed);
+                            self.fatal(f);
+                            ok = false;
+                        }
+                    }
+                }
+                Event::Feed(Some(Feed::Items(batch))) => {
+                    asked = false;
+                    held.extend(batch);
+                }
+                Event::Feed(Some(Feed::Meta(meta))) => outbox.meta(meta),
+                Event::Feed(Some(Feed::End) | None) => input_open = false,
+                Event::Feed(Some(Feed::Cancelled)) => ok = false,
+            }
+            ok = ok && !outbox.is_gone() && !cancel.is_cancelled();
+        }
+        if !held.is_empty() || !in_flight.is_empty() {
+            // Stopped early: the futures in flight are dropped here, and
+            // their items, with the ones not started, are discarded.
+            drop(in_flight);
+            let held: Vec<In> = held.into();
+            self.cell
+                .discarded
+                .fetch_add(flying + weight(&held, &self.weigh_in), Relaxed);
+            books.clear(&mut outbox.blocked);
+        }
+        books.finish(&mut outbox.blocked);
+    }
+}
