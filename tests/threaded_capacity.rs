@@ -88,3 +88,68 @@ fn slow_items_travel_alone_so_every_worker_gets_one() {
         assert_eq!(s.items, 8);
     });
 }
+
+#[test]
+fn a_bound_by_weight_keeps_large_items_from_piling_up() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        const MIB: usize = 1 << 20;
+        let (made, taken, worst) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let (m, t, w) = (made.clone(), taken.clone(), worst.clone());
+        let mut p = Pipeline::new()
+            .then(
+                Stage::map("make", move |_: u32| {
+                    // Items made and not yet taken by "hold" (this one too).
+                    let out = m.fetch_add(1, SeqCst) + 1 - t.load(SeqCst);
+                    w.fetch_max(out, SeqCst);
+                    vec![7u8; MIB]
+                })
+                .max_bytes(8 * MIB, Vec::len),
+            )
+            .unwrap()
+            .then(Stage::map("hold", move |v: Vec<u8>| {
+                taken.fetch_add(1, SeqCst);
+                let _ = gate.recv();
+                v.len()
+            }))
+            .unwrap();
+        p.put_all(0..50u32).unwrap();
+        let running = std::thread::spawn(move || p.run_with(|out| out.sum::<usize>()).unwrap());
+        // "hold" is held on its first item; "make" goes on until the edge
+        // is full by weight (at least 1 held + 8 MiB queued + 1 being
+        // sent), then waits. It is given half a second to go further, which
+        // only an unbounded edge would let it do: the bound below holds
+        // however long the wait is.
+        let deadline = std::time::Instant::now() + LIMIT;
+        while made.load(SeqCst) < 10 {
+            assert!(std::time::Instant::now() < deadline, "make stopped early");
+            std::thread::yield_now();
+        }
+        let grace = std::time::Instant::now() + Duration::from_millis(500);
+        while made.load(SeqCst) < 50 && std::time::Instant::now() < grace {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(open);
+        let (total, summary) = running.join().unwrap();
+        assert_eq!(total, 50 * MIB);
+        assert_eq!(summary.items, 50);
+        // Never more than: the batch "hold" took (batches are cut at half
+        // the bound: 4 items), 8 MiB on the edge, and the batch being sent.
+        let worst = worst.load(SeqCst);
+        assert!(worst <= 16, "{worst} MiB made and not taken");
+    });
+}
+
+#[test]
+fn a_zero_bound_by_weight_is_refused() {
+    let err = Pipeline::<u32, u32>::new()
+        .then(Stage::map("m", |x: u32| x).max_bytes(0, |_| 1))
+        .unwrap_err();
+    assert_eq!(err.to_string(), "invalid max_bytes: 0 (stage \"m\" needs at least 1)");
+}

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::chain::{worth_chaining, Links};
-use super::channel::{edge, Cancel, EdgeRx, Layout, Msg};
+use super::channel::{edge, edge_weighed, Cancel, EdgeRx, Layout, Msg};
 use super::handle::{Outputs, Prepared, Running, Summary};
 use super::input::{source_job, Closed, Input, InputShared};
 use super::outbox::Weigher;
@@ -317,7 +317,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                 let _ = run.set(planner.shared.clone());
             }
             let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
-            let (tx, out_rx) = edge::<Next>(out_layout);
+            let (tx, out_rx) = edge_weighed::<Next>(out_layout, settings.max_bytes.take());
             // An async stage runs on one thread (one row of worker times)
             // and counts as `in_flight` workers (see `async_stage.rs`).
             let rows = if settings.is_async() { 1 } else { settings.workers };

@@ -153,6 +153,42 @@ impl Budget {
     }
 }
 
+/// How many bytes an item takes, for a bound by weight (see
+/// `Stage::max_bytes`).
+pub(crate) type ByteWeigher<T> = Arc<dyn Fn(&T) -> usize + Send + Sync>;
+
+/// A bound on the bytes waiting on an edge, besides its item capacity.
+pub(crate) struct ByteBound<T> {
+    budget: Budget,
+    weigh: ByteWeigher<T>,
+}
+
+impl<T> ByteBound<T> {
+    /// The bytes of a batch (a meta entry weighs nothing). A weigher that
+    /// panics makes each item weigh the whole bound, so the batch travels
+    /// alone and nothing is lost (the panic is logged).
+    fn weight(&self, msg: &Msg<T>) -> usize {
+        let Msg::Items(items) = msg else { return 0 };
+        let sum = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            items.iter().fold(0usize, |acc, x| acc.saturating_add((self.weigh)(x)))
+        }));
+        sum.unwrap_or_else(|_| {
+            tracing::error!(target: "paipa", "a max_bytes weigher panicked: its batch counts as the whole bound");
+            self.budget.capacity.saturating_mul(items.len())
+        })
+    }
+
+    /// The bytes of one item (see `weight`).
+    pub(crate) fn item(&self, item: &T) -> usize {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (self.weigh)(item))).unwrap_or(self.budget.capacity)
+    }
+
+    /// The bound.
+    pub(crate) fn limit(&self) -> usize {
+        self.budget.capacity
+    }
+}
+
 /// Why a sender could not reserve room.
 pub(crate) enum NoRoom {
     /// The run was cancelled.
@@ -167,6 +203,7 @@ pub(crate) enum NoRoom {
 pub(crate) struct EdgeTx<T> {
     tx: Sender<Msg<T>>,
     budget: Arc<Budget>,
+    bytes: Option<Arc<ByteBound<T>>>,
     /// Rung by receivers when room comes back; disconnects when every
     /// receiver is gone.
     room: Receiver<()>,
@@ -176,6 +213,7 @@ pub(crate) struct EdgeTx<T> {
 pub(crate) struct EdgeRx<T> {
     rx: Receiver<Msg<T>>,
     budget: Arc<Budget>,
+    bytes: Option<Arc<ByteBound<T>>>,
     room: Sender<()>,
 }
 
@@ -184,6 +222,7 @@ impl<T> Clone for EdgeTx<T> {
         EdgeTx {
             tx: self.tx.clone(),
             budget: self.budget.clone(),
+            bytes: self.bytes.clone(),
             room: self.room.clone(),
         }
     }
@@ -194,6 +233,7 @@ impl<T> Clone for EdgeRx<T> {
         EdgeRx {
             rx: self.rx.clone(),
             budget: self.budget.clone(),
+            bytes: self.bytes.clone(),
             room: self.room.clone(),
         }
     }
@@ -213,7 +253,58 @@ impl<T> EdgeTx<T> {
     /// Reserves room for `n` items, waiting while the edge is full, unless
     /// the run is cancelled, every receiver is gone, or `deadline` passes.
     pub(crate) fn reserve(&self, n: usize, cancel: &Cancel, deadline: Option<Instant>) -> Result<(), NoRoom> {
-        if n == 0 || self.budget.try_reserve(n) {
+        if n == 0 {
+            return Ok(());
+        }
+        self.wait_for_room(cancel, deadline, || self.budget.try_reserve(n))
+    }
+
+    /// Reserves room for `msg`: its items, then its bytes if the edge is
+    /// bounded by weight. Returns the bytes reserved.
+    pub(crate) fn reserve_msg(
+        &self,
+        msg: &Msg<T>,
+        cancel: &Cancel,
+        deadline: Option<Instant>,
+    ) -> Result<usize, NoRoom> {
+        let n = msg.items();
+        self.reserve(n, cancel, deadline)?;
+        let Some(bytes) = &self.bytes else { return Ok(0) };
+        let w = bytes.weight(msg);
+        if w == 0 {
+            return Ok(0);
+        }
+        match self.wait_for_room(cancel, deadline, || bytes.budget.try_reserve(w)) {
+            Ok(()) => Ok(w),
+            Err(e) => {
+                self.unreserve(n);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back the room reserved for a message that was not sent.
+    pub(crate) fn unreserve_msg(&self, n: usize, w: usize) {
+        self.unreserve(n);
+        if let (Some(bytes), true) = (&self.bytes, w > 0) {
+            bytes.budget.queued.fetch_sub(w, Ordering::SeqCst);
+        }
+    }
+
+    /// The edge's bound by weight, if it has one.
+    pub(crate) fn byte_bound(&self) -> Option<&Arc<ByteBound<T>>> {
+        self.bytes.as_ref()
+    }
+
+    /// Waits until `try_reserve` succeeds, unless the run is cancelled,
+    /// every receiver is gone, or `deadline` passes.
+    fn wait_for_room(
+        &self,
+        cancel: &Cancel,
+        deadline: Option<Instant>,
+        try_reserve: impl Fn() -> bool,
+    ) -> Result<(), NoRoom> {
+        if try_reserve() {
             return Ok(());
         }
         // As for a slot: a receiver that is running gives room back within
@@ -223,12 +314,12 @@ impl<T> EdgeTx<T> {
             if cancel.is_cancelled() {
                 return Err(NoRoom::Cancelled);
             }
-            if self.budget.try_reserve(n) {
+            if try_reserve() {
                 return Ok(());
             }
         }
         loop {
-            if self.budget.try_reserve(n) {
+            if try_reserve() {
                 return Ok(());
             }
             if cancel.is_cancelled() {
@@ -274,6 +365,12 @@ impl<T> EdgeRx<T> {
         let n = msg.items();
         if n > 0 {
             self.budget.queued.fetch_sub(n, Ordering::SeqCst);
+            if let Some(bytes) = &self.bytes {
+                let w = bytes.weight(msg);
+                if w > 0 {
+                    bytes.budget.queued.fetch_sub(w, Ordering::SeqCst);
+                }
+            }
             let _ = self.room.try_send(());
         }
     }
@@ -302,6 +399,21 @@ impl<T> EdgeRx<T> {
 
 /// Makes a bounded edge.
 pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
+    edge_weighed(layout, None)
+}
+
+/// Makes an edge bounded by its layout and, if given, by weight: at most
+/// `limit` bytes wait on it, except that a batch always fits an empty edge.
+pub(crate) fn edge_weighed<T>(layout: Layout, bytes: Option<(usize, ByteWeigher<T>)>) -> (EdgeTx<T>, EdgeRx<T>) {
+    let bytes = bytes.map(|(limit, weigh)| {
+        Arc::new(ByteBound {
+            budget: Budget {
+                queued: AtomicUsize::new(0),
+                capacity: limit,
+            },
+            weigh,
+        })
+    });
     let (tx, rx) = bounded(layout.slots);
     let (room_tx, room_rx) = bounded(1);
     let budget = Arc::new(Budget {
@@ -312,11 +424,13 @@ pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
         EdgeTx {
             tx,
             budget: budget.clone(),
+            bytes: bytes.clone(),
             room: room_rx,
         },
         EdgeRx {
             rx,
             budget,
+            bytes,
             room: room_tx,
         },
     )
@@ -334,13 +448,13 @@ pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &
     }
     let t0 = clock().raw();
     let n = msg.items();
-    if edge.reserve(n, cancel, None).is_err() {
+    let Ok(w) = edge.reserve_msg(&msg, cancel, None) else {
         *blocked += clock().raw().saturating_sub(t0);
         return Err(msg);
-    }
+    };
     let result = send_reserved(&edge.tx, msg, cancel, t0, blocked);
     if result.is_err() {
-        edge.unreserve(n);
+        edge.unreserve_msg(n, w);
     }
     result
 }

@@ -223,14 +223,14 @@ fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Insta
         return Err((msg, false));
     }
     let n = msg.items();
-    match edge.reserve(n, cancel, Some(deadline)) {
-        Ok(()) => {}
+    let w = match edge.reserve_msg(&msg, cancel, Some(deadline)) {
+        Ok(w) => w,
         Err(NoRoom::Timeout) => return Err((msg, true)),
         Err(NoRoom::Cancelled | NoRoom::Gone) => return Err((msg, false)),
-    }
+    };
     let result = send_reserved_until(edge.inner(), msg, cancel, deadline);
     if result.is_err() {
-        edge.unreserve(n);
+        edge.unreserve_msg(n, w);
     }
     result
 }

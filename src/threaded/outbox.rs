@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::channel::{send, EdgeTx, Msg};
+use super::channel::{send, ByteBound, EdgeTx, Msg};
 use super::pacing::Pacing;
 use super::run::RunShared;
 use super::step::Meta;
@@ -40,6 +40,11 @@ pub(crate) struct Outbox<T> {
     /// Where batches wait for a chained stage on this thread, instead of
     /// going on the edge (see `chain.rs`).
     local: Option<VecDeque<Msg<T>>>,
+    /// The edge's bound by weight, if any: a batch is sent once it weighs
+    /// half of it, so batches never pile up past the bound.
+    bytes: Option<Arc<ByteBound<T>>>,
+    /// Bytes in `buf` (with a bound by weight).
+    buf_bytes: usize,
 }
 
 impl<T> Outbox<T> {
@@ -51,7 +56,10 @@ impl<T> Outbox<T> {
         weigh: Option<Weigher<T>>,
     ) -> Self {
         let limit = pacing.limit();
+        let bytes = tx.byte_bound().cloned();
         Outbox {
+            bytes,
+            buf_bytes: 0,
             tx,
             buf: Vec::with_capacity(limit),
             limit,
@@ -88,6 +96,14 @@ impl<T> Outbox<T> {
 
     #[inline]
     pub(crate) fn push(&mut self, item: T) {
+        if let Some(bound) = &self.bytes {
+            self.buf_bytes = self.buf_bytes.saturating_add(bound.item(&item));
+            if self.buf_bytes >= bound.limit().div_ceil(2) {
+                self.buf.push(item);
+                self.flush();
+                return;
+            }
+        }
         self.buf.push(item);
         if self.buf.len() >= self.limit {
             self.flush();
@@ -100,6 +116,7 @@ impl<T> Outbox<T> {
             return;
         }
         let n = weight(&self.buf, &self.weigh);
+        self.buf_bytes = 0;
         self.limit = self.pacing.limit();
         let batch = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
         self.deliver(Msg::Items(batch), n);
@@ -163,6 +180,7 @@ impl<T> Outbox<T> {
     pub(crate) fn discard_pending(&mut self) {
         let n = weight(&self.buf, &self.weigh);
         self.buf.clear();
+        self.buf_bytes = 0;
         self.cell.discarded.fetch_add(n, Relaxed);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::chain::{Chained, Link, Links};
-use super::channel::{EdgeRx, EdgeTx};
+use super::channel::{ByteWeigher, EdgeRx, EdgeTx};
 use super::iter_worker::{iter_worker, InputIter};
 use super::ordered::{ordered_worker, Reorder};
 use super::outbox::{Outbox, Weigher};
@@ -83,6 +83,8 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) policy_set: bool,
     pub(crate) ordered: bool,
     pub(crate) capacity: Option<usize>,
+    /// A bound by weight on the output edge: bytes, and the weigher.
+    pub(crate) max_bytes: Option<(usize, ByteWeigher<Out>)>,
     pub(crate) weigh: Option<Weigher<Out>>,
     /// The run a panicking weigher fails (set when the stage is added).
     pub(crate) weigh_run: Option<Arc<OnceLock<Arc<RunShared>>>>,
@@ -243,6 +245,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 policy_set: false,
                 ordered: false,
                 capacity: None,
+                max_bytes: None,
                 weigh: None,
                 weigh_run: None,
                 clone_in: None,
@@ -497,6 +500,30 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         self
     }
 
+    /// Bounds this stage's output edge by weight too: at most `limit` bytes
+    /// of its outputs (as `weigh` measures them) wait for the next stage,
+    /// besides the item capacity. For large items, so that 4 MiB items
+    /// cannot pile up to the item capacity; batches are cut at half the
+    /// bound, and an item heavier than the bound still travels, alone.
+    /// `weigh` runs twice per item (when it is sent and when it is taken)
+    /// and should be cheap (`len()`); if it panics, the item counts as the
+    /// whole bound. Zero is refused.
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    /// let mut p = Pipeline::new()
+    ///     .then(Stage::map("read", |n: usize| vec![0u8; n]).max_bytes(1 << 20, Vec::len))?
+    ///     .then(Stage::map("size", |v: Vec<u8>| v.len()))?;
+    /// p.put_all(vec![4096; 100])?;
+    /// let (total, _) = p.run_with(|out| out.sum::<usize>())?;
+    /// assert_eq!(total, 409_600);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn max_bytes(mut self, limit: usize, weigh: impl Fn(&Out) -> usize + Send + Sync + 'static) -> Self {
+        self.settings.max_bytes = Some((limit, Arc::new(weigh)));
+        self
+    }
+
     /// Says how much each output item counts for (a batch as its length).
     ///
     /// The weigher runs under a panic guard wherever it is called (a
@@ -553,6 +580,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 "workers",
                 s.workers,
                 format!("stage {:?} takes at most {MAX_WORKERS}", s.name),
+            ));
+        }
+        if s.max_bytes.as_ref().is_some_and(|(limit, _)| *limit == 0) {
+            return Err(ConfigError::new(
+                "max_bytes",
+                0,
+                format!("stage {:?} needs at least 1", s.name),
             ));
         }
         if s.capacity == Some(0) {
