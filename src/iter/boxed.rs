@@ -126,6 +126,15 @@ pub enum StepList<'a, T> {
     List(Vec<StepList<'a, T>>),
 }
 
+impl<T> Clone for StepList<'_, T> {
+    fn clone(&self) -> Self {
+        match self {
+            StepList::Step(s) => StepList::Step(s.clone()),
+            StepList::List(l) => StepList::List(l.clone()),
+        }
+    }
+}
+
 impl<T> fmt::Debug for StepList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -156,6 +165,18 @@ impl<'a, T> StepList<'a, T> {
             StepList::Step(s) => vec![s.name.clone()],
             StepList::List(list) => list.iter().flat_map(StepList::names).collect(),
         }
+    }
+}
+
+/// The steps in the order they run, nesting removed (as
+/// [`StepList::flatten`]): a step list plugs into a threaded pipeline's
+/// [`then_all`](crate::threaded::Pipeline::then_all) as it is.
+impl<'a, T> IntoIterator for StepList<'a, T> {
+    type Item = BoxedStep<'a, T>;
+    type IntoIter = std::vec::IntoIter<BoxedStep<'a, T>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.flatten().into_iter()
     }
 }
 
