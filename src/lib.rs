@@ -21,7 +21,8 @@
 //!   rather than failing the run for every client, and a graceful, draining
 //!   stop on SIGTERM.
 //! - **Adapters**: an iterator step runs as a threaded stage
-//!   ([`threaded::Stage::iter`]), an iterator pipeline is a threaded source
+//!   ([`threaded::Stage::iter`]; a boxed one, named, with `Stage::from`), an
+//!   iterator pipeline is a threaded source
 //!   ([`threaded::Pipeline::source`]), and a threaded pipeline's outputs are
 //!   an iterator ([`threaded::Pipeline::outputs`]).
 //!
@@ -105,6 +106,32 @@
 //! ]
 //! .into();
 //! assert_eq!(combine(0..1000, steps).into_iter().count(), 500);
+//! ```
+//!
+//! The same list runs as threaded stages, one per step and named after it:
+//! [`threaded::Pipeline::then_all`] takes any run-time list of stages that
+//! keep the item type (a `StepList`, or stages built from configuration),
+//! and `Stage::from(step)` makes one boxed step a stage.
+//!
+//! ```
+//! use paipa::iter::{boxed, BoxIter, StepList};
+//! use paipa::threaded::{Pipeline, Stage};
+//!
+//! fn step(it: BoxIter<'_, u32>) -> impl Iterator<Item = u32> + '_ { it.map(|x| x + 1) }
+//! fn remover(it: BoxIter<'_, u32>) -> impl Iterator<Item = u32> + '_ { it.step_by(2) }
+//!
+//! let steps: StepList<u32> = vec![boxed(step), boxed(remover)].into();
+//! let summary = Pipeline::new()
+//!     .source(0..1000u32)
+//!     .then_all(steps)?
+//!     .then_all([("double", 2), ("again", 3)].map(|(name, workers)| {
+//!         Stage::map(name, |x: u32| x * 2).workers(workers)
+//!     }))?
+//!     .run()?;
+//! assert_eq!(summary.items, 500);
+//! let names: Vec<_> = summary.snapshot.stages.iter().map(|s| s.name.as_str()).collect();
+//! assert_eq!(names, ["source", "step", "remover", "double", "again", "consumer"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Threaded pipelines

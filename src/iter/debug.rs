@@ -135,7 +135,7 @@ impl<I: Iterator> DebugPipeline<I> {
         let mut pipeline = self.boxed();
         for step in steps.into().flatten() {
             let (name, f) = step.into_parts();
-            pipeline = pipeline.step_named(name, f).boxed();
+            pipeline = pipeline.step_named(name, move |it| f(it)).boxed();
         }
         pipeline
     }

@@ -379,6 +379,42 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         })
     }
 
+    /// Adds a run-time list of stages, in order: the threaded counterpart of
+    /// [`combine`](crate::iter::combine), for stages that keep the item
+    /// type. The list may be built from configuration (names, worker
+    /// counts), hold [`BoxedStep`](crate::iter::BoxedStep)s or a whole
+    /// [`StepList`](crate::iter::StepList) (nesting flattened in order), and
+    /// may be empty: then the pipeline is unchanged. Each stage is checked
+    /// as [`then`](Pipeline::then) checks it; the first refused one ends the
+    /// list with an error naming it.
+    ///
+    /// ```
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let config = [("add", 2), ("double", 1), ("add", 3)];
+    /// let stages = config.iter().map(|&(name, workers)| {
+    ///     let f = if name == "add" { |x: u64| x + 1 } else { |x: u64| x * 2 };
+    ///     Stage::map(name, f).workers(workers)
+    /// });
+    /// let summary = Pipeline::new().source(0..10u64).then_all(stages)?.run()?;
+    /// assert_eq!(summary.items, 10);
+    ///
+    /// let err = Pipeline::<u64, u64>::new()
+    ///     .then_all([Stage::map("ok", |x: u64| x), Stage::map("bad", |x: u64| x).workers(0)])
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid workers: 0 (stage \"bad\" needs at least 1)");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn then_all<I>(self, stages: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Stage<'a, Out, Out>>,
+    {
+        stages
+            .into_iter()
+            .try_fold(self, |pipeline, stage| pipeline.then(stage.into()))
+    }
+
     /// Sets what every stage that did not choose for itself gets when the
     /// run is laid out (see [`StageDefaults`]).
     #[cfg(feature = "http")]

@@ -4,7 +4,9 @@
 //! - Build with [`Pipeline::new`] and [`Pipeline::then`], one [`Stage`] at a
 //!   time: [`Stage::map`] (a function of one item), [`Stage::iter`] (an
 //!   iterator step, which may keep state; iterator-pipeline steps plug in
-//!   unchanged) or [`Stage::step`] (a [`Step`] type with lifecycle hooks).
+//!   unchanged; a boxed one with `Stage::from`) or [`Stage::step`] (a
+//!   [`Step`] type with lifecycle hooks). [`Pipeline::then_all`] adds a
+//!   run-time list of stages.
 //! - Feed it with [`Pipeline::put_all`] before the run, a lazy
 //!   [`Pipeline::source`], or live [`Input`] handles from other threads.
 //! - Run it with [`Pipeline::run`] (blocking, scoped: steps may borrow),

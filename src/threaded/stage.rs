@@ -19,6 +19,7 @@ use super::run::{panic_message, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
 use crate::error::{BoxError, ConfigError};
+use crate::iter::BoxedStep;
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
 
@@ -646,6 +647,30 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A boxed iterator step as a threaded stage of the step's name: the same
+/// [`BoxedStep`] runs in an iterator pipeline or, on each worker over the
+/// items that reach it, in a threaded one (as [`Stage::iter`] runs a step).
+///
+/// ```
+/// use paipa::iter::{boxed, BoxIter};
+/// use paipa::threaded::{Pipeline, Stage};
+///
+/// fn evens(it: BoxIter<'_, u32>) -> impl Iterator<Item = u32> + '_ { it.filter(|x| x % 2 == 0) }
+/// let summary = Pipeline::new()
+///     .source(0..100u32)
+///     .then(Stage::from(boxed(evens)).workers(2))?
+///     .run()?;
+/// assert_eq!(summary.items, 50);
+/// assert_eq!(summary.snapshot.stage("evens").unwrap().count_in, 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<'a, T: Send + 'a> From<BoxedStep<'a, T>> for Stage<'a, T, T> {
+    fn from(step: BoxedStep<'a, T>) -> Self {
+        let name = step.name().to_owned();
+        Stage::iter(name, move |input: InputIter<'a, T>| step.apply(Box::new(input)))
     }
 }
 
