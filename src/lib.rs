@@ -278,6 +278,10 @@
 //!   serve them.
 //! - `report::ProgressReporter` (feature `progress`): live per-stage lines
 //!   with count, throughput, queue depth and busy share.
+//! - `report::WebReporter` (feature `web`): a live web page of the run,
+//!   pushed over server-sent events (stage boxes, queue depths, throughput
+//!   sparklines, the busy / starved / blocked split, the bottleneck, the
+//!   outcome); the ingestion server mounts it at `/dashboard`.
 //! - Any `FnMut(&Snapshot) + Send` closure, or your own [`Reporter`].
 //!
 //! [`Debugger::watchdog`] adds stall detection: work inside one stage for
@@ -290,6 +294,7 @@
 //! | `json` | `report::JsonReporter`, `report::snapshot_json` (serde_json) |
 //! | `metrics` | `report::MetricsReporter` (the `metrics` crate) |
 //! | `progress` | `report::ProgressReporter`: live per-stage lines on a terminal (indicatif), tables otherwise |
+//! | `web` | `report::WebReporter`: a live web page of the run on a local address (axum, tokio; HTML, CSS and JS embedded); with `http`, also at the ingestion server's `/dashboard` |
 //! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
 //! | `async` | `threaded::Stage::map_async`: async stages, many futures in flight on one thread (tokio, futures) |

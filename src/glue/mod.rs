@@ -24,6 +24,11 @@
 //!   "worker", "error", "unix_time_s"}]`, oldest first, at most
 //!   `recent_errors`; both for a [`serve_pipeline`] pipeline only: [`serve`]
 //!   gets one already running and cannot watch its stages).
+//! - `GET /dashboard` (feature `web` too): the live page of
+//!   `report::WebReporter` for the served pipeline, fed from its stats
+//!   once a second on `GET /dashboard/events` (server-sent events; each
+//!   stream ends when shutdown starts), with `GET /dashboard/snapshot`
+//!   answering what `/stats` does. Requests from another origin get `403`.
 //! - `GET /metrics`: Prometheus text, with the `metrics` feature on and
 //!   [`ServerConfig::with_prometheus`] (or whatever a `metrics_text` hook
 //!   renders); `404` otherwise.

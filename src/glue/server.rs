@@ -217,6 +217,9 @@ struct Shared<T> {
     refused_connections: Arc<AtomicU64>,
     /// Entries the pipeline's stages skipped.
     skips: Arc<SkipLog>,
+    /// The shutdown level: dashboard event streams end when it starts.
+    #[cfg_attr(not(all(feature = "web", not(loom))), allow(dead_code))]
+    stop: watch::Receiver<u8>,
 }
 
 /// The longest error text `/stats` keeps for one skipped entry: an error
@@ -360,6 +363,7 @@ where
     let addr = listener.local_addr()?;
     let running = Arc::new(Mutex::new(Some(running)));
     let acknowledged = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = watch::channel(SERVING);
     let shared = Arc::new(Shared {
         input: Mutex::new(Some(input)),
         running: running.clone(),
@@ -368,15 +372,21 @@ where
         acknowledged: acknowledged.clone(),
         refused_connections: Arc::new(AtomicU64::new(0)),
         skips,
+        stop: stopped.clone(),
     });
-    let (stop, stopped) = watch::channel(SERVING);
     let refused = shared.refused_connections.clone();
     let app = Router::new()
         .route("/ingest", post(ingest::<T>))
         .route("/health", get(health::<T>))
         .route("/stats", get(stats::<T>))
-        .route("/metrics", get(metrics::<T>))
-        .with_state(shared.clone());
+        .route("/metrics", get(metrics::<T>));
+    #[cfg(all(feature = "web", not(loom)))]
+    let app = app
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard/", get(dashboard::page))
+        .route("/dashboard/snapshot", get(dashboard::snapshot::<T>))
+        .route("/dashboard/events", get(dashboard::events::<T>));
+    let app = app.with_state(shared.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1134,25 +1144,85 @@ async fn health<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Resp
     }
 }
 
-async fn stats<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Response {
+/// What `/stats` answers: the pipeline's snapshot and the server's
+/// counts; `None` once the pipeline is gone.
+fn stats_json<T>(shared: &Shared<T>) -> Option<serde_json::Value> {
     let stats = shared
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
-        .map(Running::stats);
-    match stats {
-        Some(s) => {
-            let mut json = snapshot_json(&s.snapshot());
-            json["server"] = serde_json::json!({
-                "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
-                "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
-                "skipped": shared.skips.skipped.load(Ordering::SeqCst),
-                "errors": shared.skips.errors(),
-            });
-            json_response(StatusCode::OK, json)
-        }
+        .map(Running::stats)?;
+    let mut json = snapshot_json(&stats.snapshot());
+    json["server"] = serde_json::json!({
+        "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
+        "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
+        "skipped": shared.skips.skipped.load(Ordering::SeqCst),
+        "errors": shared.skips.errors(),
+    });
+    Some(json)
+}
+
+async fn stats<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Response {
+    match stats_json(&shared) {
+        Some(json) => json_response(StatusCode::OK, json),
         None => json_error(StatusCode::SERVICE_UNAVAILABLE, "stopped"),
+    }
+}
+
+/// The live page of `report::WebReporter`, at `/dashboard`, fed from the
+/// pipeline's stats (feature `web`).
+#[cfg(all(feature = "web", not(loom)))]
+mod dashboard {
+    use super::*;
+    use crate::report::web;
+
+    pub(super) async fn page(headers: HeaderMap) -> Response {
+        if !web::same_origin(&headers) {
+            return web::forbidden();
+        }
+        web::page_response()
+    }
+
+    pub(super) async fn snapshot<T: Send + 'static>(
+        State(shared): State<Arc<Shared<T>>>,
+        headers: HeaderMap,
+    ) -> Response {
+        if !web::same_origin(&headers) {
+            return web::forbidden();
+        }
+        match stats_json(&shared) {
+            Some(json) => web::json_response(&json.to_string()),
+            None => web::json_response("null"),
+        }
+    }
+
+    /// A snapshot every second (or every half `idle_timeout`, if shorter:
+    /// an open page is never an idle connection), until shutdown starts or
+    /// the pipeline is gone.
+    pub(super) async fn events<T: Send + 'static>(
+        State(shared): State<Arc<Shared<T>>>,
+        headers: HeaderMap,
+    ) -> Response {
+        if !web::same_origin(&headers) {
+            return web::forbidden();
+        }
+        let every = (shared.config.idle_timeout / 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+        let stop = shared.stop.clone();
+        let stream = futures::stream::unfold((shared, stop, true), move |(shared, mut stop, first)| async move {
+            if !first {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = reached(&mut stop, STOPPING) => return None,
+                }
+            }
+            if *stop.borrow() >= STOPPING {
+                return None;
+            }
+            let text: Arc<str> = stats_json(&shared)?.to_string().into();
+            Some((text, (shared, stop, false)))
+        });
+        web::events_response(stream, every)
     }
 }
 

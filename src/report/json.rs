@@ -5,20 +5,24 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value};
 
-use super::{hint, Reporter};
-use crate::stats::Snapshot;
+use super::{hint, outcome_line, Reporter};
+use crate::stats::{Outcome, Snapshot};
 
 /// The JSON form of a snapshot. Schema (version 1), times in seconds as
 /// floats, memory in bytes:
 ///
 /// ```text
 /// { "schema": 1, "pipeline": str, "elapsed_s": f64, "final": bool,
-///   "bottleneck": str | null, "hint": str | null,
+///   "bottleneck": str | null, "hint": str | null, "expected": u64 | null,
+///   "outcome": null | { "kind": "finished" | "stopped_early" | "failed" | "interrupted",
+///                       "stage": str | null, "error": str | null, "signal": str | null,
+///                       "forced": bool, "line": str },
 ///   "stages": [ { "name": str, "workers": u64, "count": u64, "count_in": u64,
 ///                 "skipped": u64, "retried": u64, "failed": u64, "discarded": u64,
 ///                 "metas": u64, "busy_s": f64, "starved_s": f64, "blocked_s": f64,
 ///                 "user_cpu_s": f64, "sys_cpu_s": f64, "queue_depth": u64,
-///                 "in_flight": u64, "mem_growth_bytes": i64, "throughput_per_s": f64, "share": f64,
+///                 "in_flight": u64, "mem_growth_bytes": i64, "mem_peak_bytes": i64,
+///                 "throughput_per_s": f64, "share": f64,
 ///                 "counters": { str: u64 },
 ///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ] }
 /// ```
@@ -60,6 +64,7 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
                 "queue_depth": s.queue_depth,
                 "in_flight": s.in_flight,
                 "mem_growth_bytes": s.mem_growth,
+                "mem_peak_bytes": s.mem_peak,
                 "throughput_per_s": s.throughput(),
                 "share": snapshot.share(s),
                 "counters": counters,
@@ -78,7 +83,27 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
         "final": snapshot.is_final,
         "bottleneck": snapshot.bottleneck().map(|b| b.name.clone()),
         "hint": hint(snapshot),
+        "expected": snapshot.expected,
+        "outcome": snapshot.outcome.as_ref().map(outcome_json),
         "stages": stages,
+    })
+}
+
+/// The `outcome` object of [`snapshot_json`].
+fn outcome_json(outcome: &Outcome) -> Value {
+    let (kind, stage, error, signal, forced) = match outcome {
+        Outcome::Finished => ("finished", None, None, None, false),
+        Outcome::StoppedEarly => ("stopped_early", None, None, None, false),
+        Outcome::Failed { stage, error } => ("failed", stage.as_deref(), Some(error.as_str()), None, false),
+        Outcome::Interrupted { signal, forced } => ("interrupted", None, None, Some(signal.as_str()), *forced),
+    };
+    json!({
+        "kind": kind,
+        "stage": stage,
+        "error": error,
+        "signal": signal,
+        "forced": forced,
+        "line": outcome_line(outcome),
     })
 }
 

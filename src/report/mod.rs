@@ -35,6 +35,8 @@ mod progress;
 mod schedule;
 mod summary;
 mod table;
+#[cfg(all(feature = "web", not(loom)))]
+pub(crate) mod web;
 
 pub use self::chart::ChartReporter;
 #[cfg(feature = "json")]
@@ -47,6 +49,8 @@ pub use self::progress::ProgressReporter;
 pub(crate) use schedule::Schedule;
 pub use summary::{advice, format_summary, hint, outcome_line};
 pub use table::format_table;
+#[cfg(all(feature = "web", not(loom)))]
+pub use web::WebReporter;
 
 use crate::stats::Snapshot;
 
