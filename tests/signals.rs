@@ -214,10 +214,28 @@ fn a_second_signal_ends_a_measured_iterator_pipeline_at_the_next_pull() {
     });
 }
 
+/// A child process that is killed if the test ends (or fails) before it.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// The child half of the test below: a program writing a file from an
 /// endless source, stopped by Ctrl-C from outside.
 fn write_until_interrupted(path: &str) {
     use std::io::Write;
+    // Never outlive the parent test: it holds this process's stdin, which
+    // reaches its end when the parent goes, whatever happened to it.
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(3);
+    });
     let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let pipeline = Pipeline::new()
         .then(Stage::map("format", |x: u64| format!("line {x}\n")).workers(2))
@@ -254,27 +272,30 @@ fn a_program_interrupted_from_outside_writes_its_whole_output_and_its_final_repo
         let dir = std::env::temp_dir().join(format!("paipa-signals-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.txt");
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "a_program_interrupted_from_outside_writes_its_whole_output_and_its_final_report",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("PAIPA_SIGNALS_CHILD", &path)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Reap(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "a_program_interrupted_from_outside_writes_its_whole_output_and_its_final_report",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("PAIPA_SIGNALS_CHILD", &path)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         // Stderr is read on its own thread: the periodic reports could
         // fill its pipe while this thread reads stdout.
-        let mut err = child.stderr.take().unwrap();
+        let mut err = child.0.stderr.take().unwrap();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
             std::io::Read::read_to_string(&mut err, &mut text).unwrap();
             text
         });
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
         let mut line = String::new();
         // (The harness prints the test's name on the same line.)
         while !line.trim_end().ends_with("ready") {
@@ -285,11 +306,11 @@ fn a_program_interrupted_from_outside_writes_its_whole_output_and_its_final_repo
             );
         }
         // SAFETY: kill has no memory preconditions; the pid is our child's.
-        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+        assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) }, 0);
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
         let stderr = stderr.join().unwrap();
-        let status = child.wait().unwrap();
+        let status = child.0.wait().unwrap();
         assert!(status.success(), "{status:?}\n{rest}\n{stderr}");
         let written: u64 = rest
             .lines()

@@ -111,34 +111,8 @@ pub(crate) struct AsyncSettings {
 
 /// Checks an async stage's settings (the policy is checked as for others).
 pub(crate) fn validate<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
-    if s.workers == 0 {
-        return Err(ConfigError::new(
-            "in_flight",
-            0,
-            format!("stage {:?} needs at least 1", s.name),
-        ));
-    }
-    if s.workers > MAX_IN_FLIGHT {
-        return Err(ConfigError::new(
-            "in_flight",
-            s.workers,
-            format!("stage {:?} takes at most {MAX_IN_FLIGHT}", s.name),
-        ));
-    }
-    if s.capacity == Some(0) {
-        return Err(ConfigError::new(
-            "capacity",
-            0,
-            format!("stage {:?} needs at least 1", s.name),
-        ));
-    }
-    if let Some(c) = s.capacity.filter(|c| *c > super::MAX_CAPACITY) {
-        return Err(ConfigError::new(
-            "capacity",
-            c,
-            format!("stage {:?} takes at most {}", s.name, super::MAX_CAPACITY),
-        ));
-    }
+    super::stage::check_count(&s.name, "in_flight", s.workers, MAX_IN_FLIGHT)?;
+    super::stage::validate_edge(s)?;
     if s.ordered {
         return Err(ConfigError::new(
             "ordered",

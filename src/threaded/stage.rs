@@ -569,41 +569,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             super::async_stage::validate(s)?;
             return self.validate_policy();
         }
-        if s.workers == 0 {
-            return Err(ConfigError::new(
-                "workers",
-                0,
-                format!("stage {:?} needs at least 1", s.name),
-            ));
-        }
-        if s.workers > MAX_WORKERS {
-            return Err(ConfigError::new(
-                "workers",
-                s.workers,
-                format!("stage {:?} takes at most {MAX_WORKERS}", s.name),
-            ));
-        }
-        if s.max_bytes.as_ref().is_some_and(|(limit, _)| *limit == 0) {
-            return Err(ConfigError::new(
-                "max_bytes",
-                0,
-                format!("stage {:?} needs at least 1", s.name),
-            ));
-        }
-        if s.capacity == Some(0) {
-            return Err(ConfigError::new(
-                "capacity",
-                0,
-                format!("stage {:?} needs at least 1", s.name),
-            ));
-        }
-        if let Some(c) = s.capacity.filter(|c| *c > super::builder::MAX_CAPACITY) {
-            return Err(ConfigError::new(
-                "capacity",
-                c,
-                format!("stage {:?} takes at most {}", s.name, super::builder::MAX_CAPACITY),
-            ));
-        }
+        check_count(&s.name, "workers", s.workers, MAX_WORKERS)?;
+        validate_edge(s)?;
         if s.ordered && s.kind != Kind::Map && s.workers > 1 {
             return Err(ConfigError::new(
                 "ordered",
@@ -705,4 +672,31 @@ impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         self.settings.clone_in = Some(<In as Clone>::clone);
         self
     }
+}
+
+/// Refuses a count setting of stage `stage` outside `1..=max`, naming it.
+pub(crate) fn check_count(stage: &str, field: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(field, 0, format!("stage {stage:?} needs at least 1")));
+    }
+    if value > max {
+        return Err(ConfigError::new(
+            field,
+            value,
+            format!("stage {stage:?} takes at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The output edge's settings every kind of stage shares: capacity, and
+/// the bound by weight.
+pub(crate) fn validate_edge<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
+    if let Some(c) = s.capacity {
+        check_count(&s.name, "capacity", c, super::builder::MAX_CAPACITY)?;
+    }
+    if let Some((limit, _)) = &s.max_bytes {
+        check_count(&s.name, "max_bytes", *limit, usize::MAX)?;
+    }
+    Ok(())
 }
