@@ -1,8 +1,8 @@
 //! Bridges for tokio programs (feature `async`): a run's outputs as a
-//! [`Stream`].
+//! [`Stream`], and an async put on a live [`Input`].
 //!
-//! It does not block a runtime thread: it waits on the pipeline's blocking
-//! channels from a small thread of its own, and talks to the async side
+//! Neither blocks a runtime thread. Both wait on the pipeline's blocking
+//! channels from a small thread of their own, and talk to the async side
 //! through tokio channels:
 //! - [`OutputStream`]: a **forwarding thread** owns the [`Outputs`] and
 //!   sends each item into a bounded tokio channel ([`STREAM_BUFFER`]
@@ -14,15 +14,24 @@
 //!   back to the `Outputs` first ([`Outputs::give_back`]), so it is counted
 //!   as the last stage's `discarded`, as the rest of a batch an iterator
 //!   consumer did not read is.
+//! - [`Input::put_async`]: tries to put at once (no waiting, no thread);
+//!   when the pipeline is full, hands the item to the handle's **relay
+//!   thread**, started on the first put that has to wait, which puts it as
+//!   [`Input::put`] does and answers on a oneshot channel. One relay per
+//!   handle, ended when the handle is dropped: a `spawn_blocking` per put
+//!   would take a pool thread for every waiting put, and needs a runtime.
 
 use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::channel::Msg;
 use super::handle::{Outputs, Summary};
+use super::input::{single, Closed, Input, InputShared};
 use super::Pipeline;
 use crate::error::RunError;
 use crate::sync::chan::{bounded, Sender};
@@ -244,5 +253,102 @@ impl<In: Send + 'static, Out: Send + 'static> Pipeline<'static, In, Out> {
     /// ```
     pub fn stream(self) -> Result<OutputStream<Out>, RunError> {
         self.outputs()?.into_stream()
+    }
+}
+
+/// A put that waits for room, handed to the relay thread.
+struct Request<T> {
+    msg: Msg<T>,
+    reply: oneshot::Sender<Result<(), Msg<T>>>,
+}
+
+/// The relay thread of one [`Input`] handle (see the module docs).
+pub(crate) struct Relay<T> {
+    tx: mpsc::UnboundedSender<Request<T>>,
+}
+
+impl<T: Send + 'static> Relay<T> {
+    /// Starts the relay thread (`None` if it cannot be spawned).
+    fn start(shared: std::sync::Arc<InputShared<T>>) -> Option<Self> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Request<T>>();
+        let spawned = std::thread::Builder::new().name("paipa:put".into()).spawn(move || {
+            // Ends when the handle (the only sender) is dropped.
+            while let Some(Request { msg, reply }) = rx.blocking_recv() {
+                if reply.is_closed() {
+                    // The put was cancelled before it was tried.
+                    continue;
+                }
+                let _ = reply.send(shared.deliver(msg, None).map_err(|(m, _)| m));
+            }
+        });
+        match spawned {
+            Ok(_) => Some(Relay { tx }),
+            Err(e) => {
+                tracing::warn!(target: "paipa", "cannot start the input's relay thread: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Input<T> {
+    /// Puts one item, waiting while the pipeline is full without blocking
+    /// the runtime thread (feature `async`): a put that finds room is made
+    /// at once; one that must wait is handed to this handle's relay thread
+    /// (started on the first such put, ended when the handle is dropped).
+    /// Refused with [`Closed`] once the pipeline no longer takes input.
+    ///
+    /// Cancelling (dropping the future) before the relay tries the put
+    /// drops the item unput; once it is trying, the item is put when room
+    /// comes. Dropping the handle ends the input as for [`Input::put`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), paipa::RunError> {
+    /// use futures::StreamExt;
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// let mut pipeline = Pipeline::new().capacity(2)?;
+    /// let input = pipeline.input();
+    /// let out = pipeline.then(Stage::map("inc", |x: u64| x + 1))?.stream()?;
+    /// // The puts wait on room that only the stream, polled on the same
+    /// // runtime thread, makes.
+    /// let feed = async move {
+    ///     for x in 0..100 {
+    ///         input.put_async(x).await.expect("open");
+    ///     }
+    /// };
+    /// let (_, sum) = tokio::join!(feed, out.fold(0, |sum, x| async move { sum + x }));
+    /// assert_eq!(sum, (1..=100).sum::<u64>());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_async(&self, item: T) -> Result<(), Closed<T>> {
+        let msg = match self.shared.deliver(Msg::Items(vec![item]), Some(Instant::now())) {
+            Ok(()) => return Ok(()),
+            Err((m, false)) => return Err(Closed(single(m))),
+            Err((m, true)) => m,
+        };
+        let relay = self.relay.get_or_init(|| Relay::start(self.shared.clone()));
+        let (reply, answer) = oneshot::channel();
+        let sent = match relay {
+            Some(relay) => relay.tx.send(Request { msg, reply }).map_err(|e| e.0.msg),
+            None => Err(msg),
+        };
+        match sent {
+            Ok(()) => match answer.await {
+                Ok(result) => result.map_err(|m| Closed(single(m))),
+                Err(_) => unreachable!("the relay answers every put it takes"),
+            },
+            // No relay: wait by trying again as the runtime lets this task.
+            Err(mut msg) => loop {
+                tokio::task::yield_now().await;
+                msg = match self.shared.deliver(msg, Some(Instant::now())) {
+                    Ok(()) => return Ok(()),
+                    Err((m, false)) => return Err(Closed(single(m))),
+                    Err((m, true)) => m,
+                };
+            },
+        }
     }
 }
