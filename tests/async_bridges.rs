@@ -261,3 +261,34 @@ fn async_puts_after_the_stream_is_gone_are_refused_with_the_item() {
         })
     });
 }
+
+#[test]
+fn a_stream_stopped_early_counts_weighted_outputs_by_their_weight() {
+    within(LIMIT, || {
+        current_thread().block_on(async {
+            // Each output is a bundle of 1 to 3 items, counted as its length.
+            let mut stream = Pipeline::new()
+                .capacity(6)
+                .unwrap()
+                .source(0u64..)
+                .then(
+                    Stage::map("bundle", |x: u64| vec![x; (x % 3 + 1) as usize])
+                        .count_by(|v: &Vec<u64>| v.len() as u64),
+                )
+                .unwrap()
+                .stream()
+                .unwrap();
+            let mut read = 0;
+            for _ in 0..20 {
+                read += stream.next().await.expect("endless").len() as u64;
+            }
+            let s = stream.finish().await.unwrap();
+            assert!(s.stopped_early);
+            assert_eq!(s.items, read, "the consumer got the weight it read");
+            // What the stream held unread is discarded by its weight: the
+            // last stage's count is what was read, as for the iterator.
+            // (Its `count_in` counts inputs, not weights.)
+            assert_eq!(last_stage(&s).count, read);
+        })
+    });
+}
