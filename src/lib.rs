@@ -232,6 +232,45 @@
 //! # fn main() {}
 //! ```
 //!
+//! A tokio program bridges to a threaded pipeline without blocking a runtime
+//! thread: [`Input::put_async`](threaded::Input::put_async) waits for room
+//! (a put that finds none is made by the handle's relay thread), and
+//! [`Pipeline::stream`](threaded::Pipeline::stream) (or
+//! [`Outputs::into_stream`](threaded::Outputs::into_stream)) gives a
+//! background run's outputs as a `futures::Stream`, read from the last edge
+//! by a forwarding thread. Dropping the stream stops the run as dropping
+//! the iterator does (what it did not yield is counted as `discarded`);
+//! [`OutputStream::finish`](threaded::OutputStream::finish) waits for the
+//! summary:
+//!
+//! ```
+//! # #[cfg(feature = "async")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use futures::StreamExt;
+//! use paipa::threaded::{Pipeline, Stage};
+//!
+//! let mut pipeline = Pipeline::new().capacity(2)?;
+//! let input = pipeline.input();
+//! let mut out = pipeline.then(Stage::map("double", |x: u64| x * 2))?.stream()?;
+//! let feed = tokio::spawn(async move {
+//!     for x in 0..100u64 {
+//!         input.put_async(x).await.expect("the run takes input");
+//!     }
+//! }); // the input is dropped when the task ends: the run's input ends
+//! let mut sum = 0;
+//! while let Some(x) = out.next().await {
+//!     sum += x;
+//! }
+//! feed.await?;
+//! assert_eq!(sum, 9_900);
+//! assert_eq!(out.finish().await?.items, 100);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "async"))]
+//! # fn main() {}
+//! ```
+//!
 //! In the stats an async stage counts one worker per future slot: its busy
 //! time is summed over the slots, so its load is its mean in-flight count
 //! over its bound, and the verdict names it as the limit when it runs at
@@ -297,7 +336,7 @@
 //! | `web` | `report::WebReporter`: a live web page of the run on a local address (axum, tokio; HTML, CSS and JS embedded); with `http`, also at the ingestion server's `/dashboard` |
 //! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
-//! | `async` | `threaded::Stage::map_async`: async stages, many futures in flight on one thread (tokio, futures) |
+//! | `async` | `threaded::Stage::map_async`: async stages, many futures in flight on one thread (tokio, futures); `Pipeline::stream` and `Input::put_async` for tokio programs |
 //! | `signals` | `stop_on_signals` on both pipeline kinds: Ctrl-C and SIGTERM stop the input, drain and report (signal-hook); see [`signals`] |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and

@@ -390,6 +390,31 @@ impl<T> EdgeRx<T> {
         Ok(msg)
     }
 
+    /// As [`EdgeRx::recv_blocking`], but gives up when `stop` becomes
+    /// ready (its sender sends or goes away): `None` then. A stream of a
+    /// run's outputs waits so on its forwarding thread, `stop` being held
+    /// by the stream (see `bridge.rs`).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn recv_blocking_or_stop<S>(
+        &self,
+        stop: &Receiver<S>,
+    ) -> Option<Result<Msg<T>, crate::sync::chan::RecvError>> {
+        let mut sel = Select::new();
+        let data = sel.recv(&self.rx);
+        sel.recv(stop);
+        let op = sel.select();
+        if op.index() == data {
+            let msg = op.recv(&self.rx);
+            if let Ok(m) = &msg {
+                self.release(m);
+            }
+            Some(msg)
+        } else {
+            let _ = op.recv(stop);
+            None
+        }
+    }
+
     /// Items waiting on the edge.
     #[allow(dead_code)]
     pub(crate) fn queued(&self) -> usize {

@@ -128,8 +128,18 @@ impl ConsumerClock {
     /// Waits for the next message on the last edge, counting the time
     /// since the previous one as busy and the wait as starved.
     fn recv<T>(&mut self, rx: &EdgeRx<T>, weigh: &Option<Weigher<T>>) -> Result<Msg<T>, ()> {
+        self.timed(weigh, || rx.recv_blocking().map_err(|_| ()))
+    }
+
+    /// Measures `wait` (a receive on the last edge) as [`ConsumerClock::recv`]
+    /// does, and counts the batch it gets.
+    fn timed<T, E>(
+        &mut self,
+        weigh: &Option<Weigher<T>>,
+        wait: impl FnOnce() -> Result<Msg<T>, E>,
+    ) -> Result<Msg<T>, E> {
         let asked = clock().raw();
-        let msg = rx.recv_blocking().map_err(|_| ());
+        let msg = wait();
         let got = clock().raw();
         self.cell
             .busy_ticks
@@ -618,6 +628,26 @@ pub struct Outputs<T> {
     background: Option<(RunThread, Stats)>,
     /// Measures the consumer in its own row.
     clock: ConsumerClock,
+    /// Set by a bridge that reads these outputs on its own thread (see
+    /// `bridge.rs`): the books are settled when it lets go (`release`), not
+    /// when reading stops, for it may hand items back until then.
+    hold: bool,
+    /// Reading reached the end of the outputs.
+    reached_end: bool,
+    /// Weight of the items received and then handed back unread.
+    returned: u64,
+    /// When set, a wait on the last edge gives up once this is ready.
+    #[cfg(all(feature = "async", not(loom)))]
+    stop: Option<Receiver<()>>,
+}
+
+/// Why reading stopped.
+enum Stop {
+    /// The outputs reached their end.
+    End,
+    /// The reader was told to stop (a bridge's `stop` became ready).
+    #[cfg(all(feature = "async", not(loom)))]
+    Told,
 }
 
 impl<T> fmt::Debug for Outputs<T> {
@@ -648,7 +678,46 @@ impl<T> Outputs<T> {
             metas: 0,
             background,
             clock,
+            hold: false,
+            reached_end: false,
+            returned: 0,
+            #[cfg(all(feature = "async", not(loom)))]
+            stop: None,
         }
+    }
+
+    /// For a bridge that reads on its own thread: the books wait for
+    /// [`Outputs::release`], items may be handed back with
+    /// [`Outputs::give_back`], and a wait on the last edge gives up once
+    /// `stop` is ready.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn hold(&mut self, stop: Receiver<()>) {
+        self.hold = true;
+        self.stop = Some(stop);
+    }
+
+    /// An item taken from these outputs never reached the consumer: it is
+    /// counted as the last stage's `discarded`, as the rest of a partly
+    /// read batch is.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn give_back(&mut self, item: &T) {
+        self.returned += weight(std::slice::from_ref(item), &self.weigh);
+    }
+
+    /// Waits for the next message on the last edge.
+    fn wait(&mut self) -> Result<Msg<T>, Stop> {
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(Stop::End);
+        };
+        #[cfg(all(feature = "async", not(loom)))]
+        if let Some(stop) = self.stop.as_ref() {
+            return self.clock.timed(&self.weigh, || match rx.recv_blocking_or_stop(stop) {
+                Some(Ok(msg)) => Ok(msg),
+                Some(Err(_)) => Err(Stop::End),
+                None => Err(Stop::Told),
+            });
+        }
+        self.clock.recv(rx, &self.weigh).map_err(|()| Stop::End)
     }
 
     /// Meta entries seen so far (they are counted, not yielded).
@@ -665,7 +734,7 @@ impl<T> Outputs<T> {
     /// Stops reading (if not at the end), joins a background run and
     /// returns its result.
     pub fn finish(mut self) -> Result<Summary, RunError> {
-        self.stop_reading(false);
+        self.release();
         match self.background.take() {
             Some((thread, _)) => thread.join().unwrap_or_else(|p| {
                 Err(RunError::Panic {
@@ -690,12 +759,25 @@ impl<T> Outputs<T> {
     /// input (see `run_with` and `spawn_outputs`).
     fn stop_reading(&mut self, at_end: bool) {
         self.ended = true;
+        self.reached_end |= at_end;
+        self.rx = None;
+        if !self.hold {
+            self.release();
+        }
+    }
+
+    /// Settles the books once reading stopped for good (see
+    /// [`Outputs::stop_reading`]).
+    fn release(&mut self) {
+        self.ended = true;
         if let Some(stopped) = self.stopped.take() {
-            if !at_end {
+            if !self.reached_end {
                 self.clock.stop();
             }
-            self.consumer.early.store(!at_end, Ordering::SeqCst);
-            let unread = weight(self.current.as_slice(), &self.weigh);
+            self.consumer
+                .early
+                .store(!self.reached_end || self.returned > 0, Ordering::SeqCst);
+            let unread = weight(self.current.as_slice(), &self.weigh) + self.returned;
             self.consumer
                 .delivered
                 .store(self.received.saturating_sub(unread), Ordering::SeqCst);
@@ -718,17 +800,15 @@ impl<T> Iterator for Outputs<T> {
             if self.ended {
                 return None;
             }
-            let msg = match self.rx.as_ref() {
-                Some(rx) => Some(self.clock.recv(rx, &self.weigh)),
-                None => None,
-            };
-            match msg {
-                Some(Ok(Msg::Items(b))) => {
+            match self.wait() {
+                Ok(Msg::Items(b)) => {
                     self.received += self.clock.last;
                     self.current = b.into_iter();
                 }
-                Some(Ok(Msg::Meta(_))) => self.metas += 1,
-                Some(Err(_)) | None => self.stop_reading(true),
+                Ok(Msg::Meta(_)) => self.metas += 1,
+                Err(Stop::End) => self.stop_reading(true),
+                #[cfg(all(feature = "async", not(loom)))]
+                Err(Stop::Told) => self.stop_reading(false),
             }
         }
     }
@@ -736,7 +816,7 @@ impl<T> Iterator for Outputs<T> {
 
 impl<T> Drop for Outputs<T> {
     fn drop(&mut self) {
-        self.stop_reading(false);
+        self.release();
         if let Some((thread, _)) = self.background.take() {
             if let Ok(Err(e)) = thread.join() {
                 tracing::error!(target: "paipa", "pipeline failed: {e}");

@@ -186,7 +186,7 @@ impl<T> InputShared<T> {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn deliver(&self, msg: Msg<T>, deadline: Option<Instant>) -> Result<(), (Msg<T>, bool)> {
+    pub(crate) fn deliver(&self, msg: Msg<T>, deadline: Option<Instant>) -> Result<(), (Msg<T>, bool)> {
         // Clone the sender out of the lock: a put that waits for space must
         // not hold up `close`.
         let Some(tx) = self.sender() else {
@@ -272,7 +272,11 @@ fn send_reserved_until<T>(
 /// `put` waits while the pipeline is full (backpressure); `put_timeout`
 /// gives up after a time.
 pub struct Input<T> {
-    shared: Arc<InputShared<T>>,
+    pub(crate) shared: Arc<InputShared<T>>,
+    /// This handle's relay thread for [`Input::put_async`], once started
+    /// (`None` inside if it could not be).
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) relay: std::sync::OnceLock<Option<super::bridge::Relay<T>>>,
 }
 
 impl<T> fmt::Debug for Input<T> {
@@ -284,7 +288,11 @@ impl<T> fmt::Debug for Input<T> {
 impl<T> Input<T> {
     pub(crate) fn new(shared: Arc<InputShared<T>>) -> Self {
         shared.handles.fetch_add(1, Ordering::SeqCst);
-        Input { shared }
+        Input {
+            shared,
+            #[cfg(all(feature = "async", not(loom)))]
+            relay: std::sync::OnceLock::new(),
+        }
     }
 
     /// Puts one item, waiting while the pipeline is full.
@@ -372,7 +380,7 @@ impl<T> Input<T> {
     pub fn finish(self) {}
 }
 
-fn single<T>(m: Msg<T>) -> T {
+pub(crate) fn single<T>(m: Msg<T>) -> T {
     match m {
         Msg::Items(mut v) => v.pop().expect("one item"),
         Msg::Meta(_) => unreachable!("an item was sent"),

@@ -18,6 +18,8 @@
 
 #[cfg(all(feature = "async", not(loom)))]
 mod async_stage;
+#[cfg(all(feature = "async", not(loom)))]
+mod bridge;
 mod builder;
 mod chain;
 mod channel;
@@ -54,6 +56,8 @@ pub(crate) mod loom_support {
 }
 #[cfg(all(feature = "async", not(loom)))]
 pub use async_stage::{TimedOut, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT};
+#[cfg(all(feature = "async", not(loom)))]
+pub use bridge::{OutputStream, STREAM_BUFFER};
 pub use chunk::TimedChunk;
 pub use handle::{Outputs, Running, Summary};
 pub use input::{Closed, Input, PutError};
