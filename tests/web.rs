@@ -4,8 +4,9 @@
 #![cfg(feature = "web")]
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paipa::report::WebReporter;
@@ -278,6 +279,76 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Chromium, or `None` after printing a skip line; fails instead when
+/// `PAIPA_REQUIRE_BROWSER=1` (CI).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        if std::env::var("PAIPA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("chromium is not installed and PAIPA_REQUIRE_BROWSER=1");
+        }
+        eprintln!("skipped: chromium is not installed (apt-get install chromium; CI sets PAIPA_REQUIRE_BROWSER=1)");
+    }
+    found
+}
+
+/// A headless chromium with a fresh profile of its own, killed (and the
+/// profile removed) when dropped, also when the test panics.
+struct Browser {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// Starts `chromium` with the flags every browser test uses, then
+    /// `args`; `tag` names the profile (tests run in parallel).
+    fn start(chromium: &Path, tag: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> Browser {
+        let profile = std::env::temp_dir().join(format!("paipa-chromium-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &format!("--user-data-dir={}", profile.display()),
+            ])
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Browser { child, profile }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole process group, chromium's zygote and renderers too, so
+        // that none writes into the profile once it is removed. The group
+        // is chromium's own while its leader is not reaped.
+        if let Ok(None) = self.child.try_wait() {
+            let group = libc::pid_t::try_from(self.child.id()).unwrap();
+            // SAFETY: kill(2) with a negative pid signals that process group.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+        for _ in 0..20 {
+            let _ = std::fs::remove_dir_all(&self.profile);
+            if !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The opening tag of the element carrying `attr`, and the text after it up
 /// to the next stage box.
 fn stage_box<'a>(dom: &'a str, name: &str) -> (&'a str, &'a str) {
@@ -292,11 +363,7 @@ fn stage_box<'a>(dom: &'a str, name: &str) -> (&'a str, &'a str) {
 
 #[test]
 fn a_real_browser_shows_every_stage_and_the_bottleneck() {
-    let Some(chromium) = chromium() else {
-        if std::env::var("PAIPA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
-            panic!("chromium is not installed and PAIPA_REQUIRE_BROWSER=1");
-        }
-        eprintln!("skipped: chromium is not installed (apt-get install chromium; CI sets PAIPA_REQUIRE_BROWSER=1)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let web = WebReporter::bind("127.0.0.1:0").unwrap();
@@ -304,28 +371,14 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     // Live: parse is the bottleneck.
     reporter.report(&snapshot("parse", [100, 80, 50], 1));
 
-    let profile = std::env::temp_dir().join(format!("paipa-chromium-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            &web.url(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = browser.stdout.take().unwrap();
+    let mut browser = Browser::start(
+        &chromium,
+        "dump",
+        &["--virtual-time-budget=3000", "--dump-dom", &web.url()],
+        Stdio::piped(),
+        Stdio::null(),
+    );
+    let mut stdout = browser.child.stdout.take().unwrap();
     let reading = std::thread::spawn(move || {
         let mut dom = String::new();
         stdout.read_to_string(&mut dom).map(|_| dom)
@@ -337,7 +390,7 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     // stream, which lets the browser's virtual time run out and dump the DOM.
     let deadline = Instant::now() + Duration::from_secs(60);
     while web.viewers() == 0 {
-        if let Some(status) = browser.try_wait().unwrap() {
+        if let Some(status) = browser.child.try_wait().unwrap() {
             panic!("chromium exited before opening the event stream: {status}");
         }
         assert!(Instant::now() < deadline, "the page never opened its event stream");
@@ -349,18 +402,14 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     };
     reporter.report(&final_snapshot("store", [300, 250, 200], 3, failed));
     loop {
-        if browser.try_wait().unwrap().is_some() {
+        if browser.child.try_wait().unwrap().is_some() {
             break;
         }
-        if Instant::now() > deadline {
-            let _ = browser.kill();
-            let _ = browser.wait();
-            panic!("chromium did not dump the page within 60 s");
-        }
+        assert!(Instant::now() < deadline, "chromium did not dump the page within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     let dom = reading.join().unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(browser);
 
     for (name, count) in [("source", 300), ("parse", 250), ("store", 200)] {
         let (tag, inside) = stage_box(&dom, name);
