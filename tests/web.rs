@@ -3,9 +3,13 @@
 //! a real headless browser (Debian's chromium).
 #![cfg(feature = "web")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use paipa::report::WebReporter;
@@ -278,6 +282,76 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Chromium, or `None` after printing a skip line; fails instead when
+/// `PAIPA_REQUIRE_BROWSER=1` (CI).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        if std::env::var("PAIPA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("chromium is not installed and PAIPA_REQUIRE_BROWSER=1");
+        }
+        eprintln!("skipped: chromium is not installed (apt-get install chromium; CI sets PAIPA_REQUIRE_BROWSER=1)");
+    }
+    found
+}
+
+/// A headless chromium with a fresh profile of its own, killed (and the
+/// profile removed) when dropped, also when the test panics.
+struct Browser {
+    child: Child,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// Starts `chromium` with the flags every browser test uses, then
+    /// `args`; `tag` names the profile (tests run in parallel).
+    fn start(chromium: &Path, tag: &str, args: &[&str], stdout: Stdio, stderr: Stdio) -> Browser {
+        let profile = std::env::temp_dir().join(format!("paipa-chromium-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&profile);
+        let child = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &format!("--user-data-dir={}", profile.display()),
+            ])
+            .args(args)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Browser { child, profile }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // The whole process group, chromium's zygote and renderers too, so
+        // that none writes into the profile once it is removed. The group
+        // is chromium's own while its leader is not reaped.
+        if let Ok(None) = self.child.try_wait() {
+            let group = libc::pid_t::try_from(self.child.id()).unwrap();
+            // SAFETY: kill(2) with a negative pid signals that process group.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+        for _ in 0..20 {
+            let _ = std::fs::remove_dir_all(&self.profile);
+            if !self.profile.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// The opening tag of the element carrying `attr`, and the text after it up
 /// to the next stage box.
 fn stage_box<'a>(dom: &'a str, name: &str) -> (&'a str, &'a str) {
@@ -292,11 +366,7 @@ fn stage_box<'a>(dom: &'a str, name: &str) -> (&'a str, &'a str) {
 
 #[test]
 fn a_real_browser_shows_every_stage_and_the_bottleneck() {
-    let Some(chromium) = chromium() else {
-        if std::env::var("PAIPA_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
-            panic!("chromium is not installed and PAIPA_REQUIRE_BROWSER=1");
-        }
-        eprintln!("skipped: chromium is not installed (apt-get install chromium; CI sets PAIPA_REQUIRE_BROWSER=1)");
+    let Some(chromium) = chromium_or_skip() else {
         return;
     };
     let web = WebReporter::bind("127.0.0.1:0").unwrap();
@@ -304,28 +374,14 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     // Live: parse is the bottleneck.
     reporter.report(&snapshot("parse", [100, 80, 50], 1));
 
-    let profile = std::env::temp_dir().join(format!("paipa-chromium-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&profile);
-    let mut browser = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            &web.url(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = browser.stdout.take().unwrap();
+    let mut browser = Browser::start(
+        &chromium,
+        "dump",
+        &["--virtual-time-budget=3000", "--dump-dom", &web.url()],
+        Stdio::piped(),
+        Stdio::null(),
+    );
+    let mut stdout = browser.child.stdout.take().unwrap();
     let reading = std::thread::spawn(move || {
         let mut dom = String::new();
         stdout.read_to_string(&mut dom).map(|_| dom)
@@ -337,7 +393,7 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     // stream, which lets the browser's virtual time run out and dump the DOM.
     let deadline = Instant::now() + Duration::from_secs(60);
     while web.viewers() == 0 {
-        if let Some(status) = browser.try_wait().unwrap() {
+        if let Some(status) = browser.child.try_wait().unwrap() {
             panic!("chromium exited before opening the event stream: {status}");
         }
         assert!(Instant::now() < deadline, "the page never opened its event stream");
@@ -349,18 +405,14 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     };
     reporter.report(&final_snapshot("store", [300, 250, 200], 3, failed));
     loop {
-        if browser.try_wait().unwrap().is_some() {
+        if browser.child.try_wait().unwrap().is_some() {
             break;
         }
-        if Instant::now() > deadline {
-            let _ = browser.kill();
-            let _ = browser.wait();
-            panic!("chromium did not dump the page within 60 s");
-        }
+        assert!(Instant::now() < deadline, "chromium did not dump the page within 60 s");
         std::thread::sleep(Duration::from_millis(20));
     }
     let dom = reading.join().unwrap().unwrap();
-    let _ = std::fs::remove_dir_all(&profile);
+    drop(browser);
 
     for (name, count) in [("source", 300), ("parse", 250), ("store", 200)] {
         let (tag, inside) = stage_box(&dom, name);
@@ -384,4 +436,186 @@ fn a_real_browser_shows_every_stage_and_the_bottleneck() {
     assert!(dom.contains("data-kind=\"failed\""), "the outcome");
     assert!(dom.contains("failed in stage \"store\": disk full"), "the outcome line");
     assert!(dom.contains("run over"), "the status");
+}
+
+/// A page's DevTools websocket: `Runtime.evaluate` and its answers.
+struct DevTools {
+    socket: tungstenite::WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl DevTools {
+    /// Opens `url` in a new tab of the browser whose DevTools listen on
+    /// `host:port`, and attaches to that tab.
+    fn open(devtools: &str, url: &str) -> DevTools {
+        let target = agent()
+            .put(&format!("http://{devtools}/json/new?{url}"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        let target: Value = serde_json::from_str(&target).unwrap();
+        let ws = target["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no websocket for the new tab: {target}"));
+        let stream = TcpStream::connect(devtools).unwrap();
+        // A browser that stops answering fails the read, not the test run.
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (socket, _) = tungstenite::client(ws, stream).unwrap();
+        DevTools { socket, next_id: 0 }
+    }
+
+    /// Evaluates `expression` in the page and returns its value, or the
+    /// protocol's error or the script's exception as `Err`.
+    fn evaluate(&mut self, expression: &str) -> Result<Value, String> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": { "expression": expression, "returnByValue": true },
+        });
+        self.socket.send(tungstenite::Message::text(call.to_string())).unwrap();
+        loop {
+            let message = self.socket.read().unwrap();
+            let Ok(text) = message.to_text() else { continue };
+            let answer: Value = serde_json::from_str(text).unwrap();
+            if answer["id"] != id {
+                continue; // an event
+            }
+            if !answer["error"].is_null() {
+                return Err(answer["error"].to_string());
+            }
+            if !answer["result"]["exceptionDetails"].is_null() {
+                return Err(answer["result"]["exceptionDetails"].to_string());
+            }
+            return Ok(answer["result"]["result"]["value"].clone());
+        }
+    }
+}
+
+/// One stage box as the page draws it.
+#[derive(Debug, Clone, PartialEq)]
+struct DrawnStage {
+    name: String,
+    count: u64,
+    bottleneck: bool,
+}
+
+/// The stage boxes in the page's DOM, in order.
+const READ_BOXES: &str = r#"[...document.querySelectorAll("[data-stage]")].map((box) => ({
+    name: box.dataset.stage,
+    count: Number(box.querySelector("[data-count]").dataset.count),
+    bottleneck: box.classList.contains("bottleneck"),
+}))"#;
+
+fn drawn_stages(page: &mut DevTools) -> Result<Vec<DrawnStage>, String> {
+    let boxes = page.evaluate(READ_BOXES)?;
+    let boxes = boxes.as_array().ok_or_else(|| format!("not a list: {boxes}"))?;
+    Ok(boxes
+        .iter()
+        .map(|b| DrawnStage {
+            name: b["name"].as_str().unwrap().to_string(),
+            count: b["count"].as_u64().unwrap(),
+            bottleneck: b["bottleneck"].as_bool().unwrap(),
+        })
+        .collect())
+}
+
+/// Reads the page's stage boxes until `done` holds for them (a page still
+/// loading, or one that has not drawn the next snapshot yet, is read again).
+fn poll_until(page: &mut DevTools, what: &str, done: impl Fn(&[DrawnStage]) -> bool) -> Vec<DrawnStage> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Err("never read".to_string());
+    while Instant::now() < deadline {
+        last = drawn_stages(page);
+        if let Ok(stages) = &last {
+            if done(stages) {
+                return stages.clone();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the page never showed {what}; last read: {last:?}");
+}
+
+fn bottlenecks(stages: &[DrawnStage]) -> Vec<&str> {
+    stages
+        .iter()
+        .filter(|s| s.bottleneck)
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+#[test]
+fn a_real_browser_follows_live_updates_and_the_moving_bottleneck() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let web = WebReporter::bind("127.0.0.1:0").unwrap();
+    let mut browser = Browser::start(
+        &chromium,
+        "live",
+        &["--remote-debugging-port=0", "about:blank"],
+        Stdio::null(),
+        Stdio::piped(),
+    );
+
+    // Chromium names its DevTools endpoint on stderr; the rest of stderr is
+    // drained so that the browser never blocks on a full pipe.
+    let stderr = browser.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { return };
+            if let Some(ws) = line.strip_prefix("DevTools listening on ws://") {
+                let _ = tx.send(ws.split('/').next().unwrap_or_default().to_string());
+                break;
+            }
+        }
+        lines.for_each(drop);
+    });
+    let devtools = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("chromium never printed its DevTools address");
+
+    // The guard stays on this thread: a hang in `within` still kills
+    // chromium when the test fails.
+    let url = web.url();
+    let viewers = web.clone();
+    let (first, second) = common::within(Duration::from_secs(180), move || {
+        let mut page = DevTools::open(&devtools, &url);
+        // Updates reach the page live, over its event stream.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while viewers.viewers() == 0 {
+            assert!(Instant::now() < deadline, "the page never opened its event stream");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut reporter = viewers.clone();
+        reporter.report(&snapshot("parse", [100, 80, 50], 1));
+        let first = poll_until(&mut page, "the first update", |s| {
+            s.iter().map(|s| s.count).eq([100, 80, 50])
+        });
+        reporter.report(&snapshot("store", [200, 180, 150], 2));
+        let second = poll_until(&mut page, "the second update", |s| {
+            s.iter().map(|s| s.count).ne([100, 80, 50])
+        });
+        (first, second)
+    });
+    drop(browser);
+
+    let names = |stages: &[DrawnStage]| stages.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&first), ["source", "parse", "store"], "every stage");
+    assert_eq!(names(&second), ["source", "parse", "store"], "every stage");
+    assert_eq!(bottlenecks(&first), ["parse"], "{first:?}");
+    assert_eq!(bottlenecks(&second), ["store"], "the highlight moved: {second:?}");
+    assert_eq!(second.iter().map(|s| s.count).collect::<Vec<_>>(), [200, 180, 150]);
+    for (before, after) in first.iter().zip(&second) {
+        assert!(
+            after.count > before.count,
+            "{} did not count up: {before:?} -> {after:?}",
+            before.name
+        );
+    }
 }
