@@ -219,6 +219,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 if let Some(job) = p.source.clone().and_then(super::pull::SharedSource::thread_job) {
                     jobs.push(job);
                 }
+                let outbox = p.outbox(s.weigh.clone());
                 let (want_tx, want_rx) = bounded::<()>(1);
                 let (feed_tx, feed_rx) = mpsc::unbounded_channel();
                 let feeder = Feeder {
@@ -233,13 +234,6 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     name: format!("paipa:{}:feed", s.name),
                     ..job(&s.name, 0, p.shared.clone(), move || feeder.run())
                 });
-                let outbox = Outbox::new(
-                    p.tx.clone(),
-                    p.pacing.clone(),
-                    p.cell.clone(),
-                    p.shared.clone(),
-                    s.weigh.clone(),
-                );
                 let stage = AsyncStage {
                     f,
                     name: s.name.clone(),

@@ -73,6 +73,19 @@ pub(crate) struct LaunchParts<'a, In, Out> {
     pub(crate) weigh_in: Option<Weigher<In>>,
 }
 
+impl<In, Out> LaunchParts<'_, In, Out> {
+    /// A worker's outbox on this stage's output edge.
+    pub(crate) fn outbox(&self, weigh: Option<Weigher<Out>>) -> Outbox<Out> {
+        Outbox::new(
+            self.tx.clone(),
+            self.pacing.clone(),
+            self.cell.clone(),
+            self.shared.clone(),
+            weigh,
+        )
+    }
+}
+
 /// The settings of a stage.
 pub(crate) struct StageSettings<In, Out> {
     pub(crate) name: String,
@@ -185,14 +198,7 @@ fn workers<'a, In, Out>(
                     after: after.clone(),
                 },
             };
-            let outbox = Outbox::new(
-                p.tx.clone(),
-                p.pacing.clone(),
-                p.cell.clone(),
-                p.shared.clone(),
-                s.weigh.clone(),
-            );
-            (cx, outbox)
+            (cx, p.outbox(s.weigh.clone()))
         })
         .collect()
 }
