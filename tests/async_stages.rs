@@ -39,17 +39,24 @@ fn ten_thousand_requests_200_in_flight_run_on_a_few_threads() {
     within(LIMIT, || {
         let peak = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicBool::new(false));
+        let armed = Arc::new(AtomicBool::new(false));
         let sampler = {
-            let (peak, done) = (peak.clone(), done.clone());
+            let (peak, done, armed) = (peak.clone(), done.clone(), armed.clone());
             std::thread::spawn(move || {
                 while !done.load(SeqCst) {
-                    peak.fetch_max(thread_count(), SeqCst);
+                    // Counted only once `before` is read: a thread of the
+                    // previous test still ending must not count as this
+                    // run's.
+                    if armed.load(SeqCst) {
+                        peak.fetch_max(thread_count(), SeqCst);
+                    }
                     std::thread::sleep(Duration::from_millis(2));
                 }
             })
         };
         // The sampler is running: it is counted in `before`.
         let before = thread_count();
+        armed.store(true, SeqCst);
         assert!(before > 0, "this check needs /proc/self/task");
         let (out, s) = Pipeline::new()
             .source(0..10_000u64)
