@@ -372,4 +372,4 @@ pub mod threaded;
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
-pub use stats::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
+pub use stats::{Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};

@@ -7,11 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::{quiet_injected_panics, thread_count, within};
+use common::{quiet_injected_panics, within};
 use paipa::threaded::{Pipeline, Stage};
 use paipa::{RunError, StageSnapshot};
 
@@ -31,66 +31,6 @@ fn balanced(s: &StageSnapshot) -> bool {
 
 fn sleep_ms(ms: u64) -> tokio::time::Sleep {
     tokio::time::sleep(Duration::from_millis(ms))
-}
-
-#[test]
-fn ten_thousand_requests_200_in_flight_run_on_a_few_threads() {
-    let _serial = serial();
-    within(LIMIT, || {
-        let peak = Arc::new(AtomicUsize::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let armed = Arc::new(AtomicBool::new(false));
-        let sampler = {
-            let (peak, done, armed) = (peak.clone(), done.clone(), armed.clone());
-            std::thread::spawn(move || {
-                while !done.load(SeqCst) {
-                    // Counted only once `before` is read: a thread of the
-                    // previous test still ending must not count as this
-                    // run's.
-                    if armed.load(SeqCst) {
-                        peak.fetch_max(thread_count(), SeqCst);
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
-        // The sampler is running: it is counted in `before`.
-        let before = thread_count();
-        armed.store(true, SeqCst);
-        assert!(before > 0, "this check needs /proc/self/task");
-        let (out, s) = Pipeline::new()
-            .source(0..10_000u64)
-            .then(
-                Stage::map_async("request", |x: u64| async move {
-                    sleep_ms(20).await;
-                    x * 3
-                })
-                .in_flight(200),
-            )
-            .unwrap()
-            .then(Stage::map("cpu", |x: u64| x + 1))
-            .unwrap()
-            .run_with(|out| out.collect::<Vec<_>>())
-            .unwrap();
-        done.store(true, SeqCst);
-        sampler.join().unwrap();
-        let mut out = out;
-        out.sort_unstable();
-        assert_eq!(out, (0..10_000u64).map(|x| x * 3 + 1).collect::<Vec<_>>());
-        let request = s.snapshot.stage("request").unwrap();
-        assert_eq!((request.count_in, request.count), (10_000, 10_000));
-        assert_eq!(request.workers, 200, "an async stage counts one worker per future slot");
-        assert_eq!(request.in_flight, 0, "nothing in flight once the run is over");
-        // The run's threads: the source, the async stage's feeder and
-        // stage threads, the "cpu" worker (the consumer is this thread).
-        // Sync workers for the 200 requests would have been 200 threads.
-        const RUN_THREADS: usize = 4;
-        let peak = peak.load(SeqCst);
-        assert!(
-            peak <= before + RUN_THREADS,
-            "{peak} threads during the run, {before} before"
-        );
-    });
 }
 
 #[test]
@@ -474,8 +414,6 @@ fn bad_settings_are_refused_naming_the_field() {
     assert_eq!(e.field(), "in_flight");
     let e = refuse(Stage::map_async("a", |x: u32| async move { x }).timeout(Duration::ZERO));
     assert_eq!(e.field(), "timeout");
-    let e = refuse(Stage::map_async("a", |x: u32| async move { x }).ordered());
-    assert_eq!(e.field(), "ordered");
 }
 
 #[test]
@@ -500,5 +438,163 @@ fn an_async_stage_at_its_bound_is_the_bottleneck() {
         assert_eq!(f.workers, 4);
         assert_eq!(f.per_worker.len(), 1, "one row: the stage's thread");
         assert_eq!(s.snapshot.bottleneck().map(|b| b.name.as_str()), Some("fetch"));
+    });
+}
+
+#[test]
+fn an_ordered_async_stage_hands_results_on_in_input_order() {
+    let _serial = serial();
+    within(LIMIT, || {
+        // Later items finish first: item i waits (13 - i % 13) ms.
+        let (out, s) = Pipeline::new()
+            .source(0..2_000u32)
+            .then(
+                Stage::try_map_async("lookup", |x: u32| async move {
+                    sleep_ms(u64::from(13 - x % 13)).await;
+                    if x % 100 == 7 {
+                        Err("no record")
+                    } else {
+                        Ok(x * 2)
+                    }
+                })
+                .in_flight(40)
+                .ordered()
+                .skip_errors(),
+            )
+            .unwrap()
+            .run_with(|out| out.collect::<Vec<_>>())
+            .unwrap();
+        let expected: Vec<u32> = (0..2_000).filter(|x| x % 100 != 7).map(|x| x * 2).collect();
+        assert_eq!(out, expected);
+        let st = s.snapshot.stage("lookup").unwrap();
+        assert_eq!((st.count, st.skipped, st.discarded), (1_980, 20, 0));
+    });
+}
+
+#[test]
+fn an_ordered_async_stage_starts_nothing_past_its_window() {
+    let _serial = serial();
+    within(LIMIT, || {
+        // Item 0 waits until items 1-3 have started (and finished), then
+        // a while longer, and reads how many items have started by then:
+        // with a window of 4, no item past 3 may start before 0 is handed
+        // on, however long it takes.
+        let started = Arc::new(AtomicUsize::new(0));
+        let seen_by_first = Arc::new(AtomicUsize::new(0));
+        let (s2, seen) = (started.clone(), seen_by_first.clone());
+        let (out, _) = Pipeline::new()
+            .source(0..100u32)
+            .then(
+                Stage::map_async("slow_head", move |x: u32| {
+                    let (started, seen) = (s2.clone(), seen.clone());
+                    async move {
+                        started.fetch_add(1, SeqCst);
+                        if x == 0 {
+                            while started.load(SeqCst) < 4 {
+                                sleep_ms(1).await;
+                            }
+                            sleep_ms(50).await;
+                            seen.store(started.load(SeqCst), SeqCst);
+                        }
+                        x
+                    }
+                })
+                .in_flight(4)
+                .ordered(),
+            )
+            .unwrap()
+            .run_with(|out| out.collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(out, (0..100).collect::<Vec<_>>());
+        assert_eq!(seen_by_first.load(SeqCst), 4);
+        assert_eq!(started.load(SeqCst), 100);
+    });
+}
+
+#[test]
+fn an_ordered_async_stage_whose_consumer_leaves_discards_what_it_holds() {
+    let _serial = serial();
+    within(LIMIT, || {
+        let (debugger, last) = common::keep_last();
+        let taken = Pipeline::new()
+            .debug(debugger)
+            .source(0..10_000u32)
+            .then(
+                Stage::map_async("lookup", |x: u32| async move {
+                    sleep_ms(u64::from(x % 3)).await;
+                    x
+                })
+                .in_flight(16)
+                .ordered(),
+            )
+            .unwrap()
+            .run_with(|out| out.take(100).collect::<Vec<_>>())
+            .unwrap()
+            .0;
+        assert_eq!(taken, (0..100).collect::<Vec<_>>());
+        let snap = last.lock().unwrap().clone().expect("a final report");
+        let s = snap.stage("lookup").unwrap();
+        assert!(balanced(s), "{s:?}");
+        assert!(s.count >= 100, "{s:?}");
+    });
+}
+
+#[test]
+fn per_item_latency_is_measured_and_read_over_an_interval() {
+    let _serial = serial();
+    within(LIMIT, || {
+        let (_, s) = Pipeline::new()
+            .source(0..200u32)
+            .then(
+                Stage::map_async("fetch", |x: u32| async move {
+                    sleep_ms(if x < 100 { 2 } else { 30 }).await;
+                    x
+                })
+                .in_flight(50),
+            )
+            .unwrap()
+            .run_with(|out| out.count())
+            .unwrap();
+        let st = s.snapshot.stage("fetch").unwrap();
+        assert_eq!(st.in_flight_limit, 50);
+        assert_eq!(st.latency.samples(), 200);
+        // A sleep lasts at least its time; a bucket is within 6.25%.
+        let p50 = st.latency.p50().unwrap();
+        let p99 = st.latency.p99().unwrap();
+        assert!(p50 >= Duration::from_micros(1_875), "{p50:?}");
+        assert!(p99 >= Duration::from_micros(28_125), "{p99:?}");
+        // Other rows measure no latency.
+        assert_eq!(s.snapshot.stages[0].latency.samples(), 0);
+        assert_eq!(s.snapshot.stages[0].in_flight_limit, 0);
+        // Since itself: nothing happened.
+        assert_eq!(
+            s.snapshot.since(&s.snapshot).stage("fetch").unwrap().latency.samples(),
+            0
+        );
+    });
+}
+
+#[test]
+fn an_async_stage_at_its_bound_gets_the_raise_in_flight_hint() {
+    let _serial = serial();
+    within(LIMIT, || {
+        let (_, s) = Pipeline::new()
+            .source(0..100u32)
+            .then(
+                Stage::map_async("fetch", |x: u32| async move {
+                    sleep_ms(20).await;
+                    x
+                })
+                .in_flight(2),
+            )
+            .unwrap()
+            .run_with(|out| out.count())
+            .unwrap();
+        let hint = paipa::report::hint(&s.snapshot).expect("a hint");
+        assert!(
+            hint.starts_with("raise in_flight on async stage \"fetch\": its futures filled "),
+            "{hint}"
+        );
+        assert!(hint.contains("of its bound of 2 in flight"), "{hint}");
     });
 }

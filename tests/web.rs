@@ -177,6 +177,56 @@ fn other_origins_are_refused_and_no_cors_header_is_set() {
     }
 }
 
+/// A run's snapshot at `elapsed_s` whose stages have been busy for the
+/// given seconds so far.
+fn cumulative(elapsed_s: u64, parse_s: u64, store_s: u64) -> Snapshot {
+    let row = |name: &str, busy_s: u64| StageSnapshot {
+        name: name.to_string(),
+        workers: 1,
+        busy: Duration::from_secs(busy_s),
+        ..StageSnapshot::default()
+    };
+    Snapshot {
+        pipeline: "web test".into(),
+        elapsed: Duration::from_secs(elapsed_s),
+        stages: vec![row("source", 0), row("parse", parse_s), row("store", store_s)],
+        ..Snapshot::default()
+    }
+}
+
+#[test]
+fn the_page_names_the_bottleneck_of_the_last_ten_seconds() {
+    let web = WebReporter::bind("127.0.0.1:0").unwrap();
+    let mut reporter = web.clone();
+    // parse was the slow one for 20 s; in the 10 s since, store is.
+    reporter.report(&cumulative(20, 18, 2));
+    let v = get_json(&format!("{}snapshot", web.url()));
+    assert_eq!(
+        (v["bottleneck"].as_str(), v["judged_over_s"].as_f64()),
+        (Some("parse"), Some(20.0))
+    );
+    let now = cumulative(30, 19, 11);
+    reporter.report(&now);
+    let v = get_json(&format!("{}snapshot", web.url()));
+    assert_eq!(v["bottleneck"], "store", "{v}");
+    assert_eq!(v["judged_over_s"], 10.0);
+    assert!(v["hint"].as_str().unwrap().contains("\"store\""), "{v}");
+    // The counts stay the whole run's; judged on the whole run, parse.
+    assert_eq!(v["stages"][1]["busy_s"], 19.0);
+    assert_eq!(paipa::report::snapshot_json(&now)["bottleneck"], "parse");
+    // The final report is judged on the whole run.
+    reporter.report(&Snapshot {
+        is_final: true,
+        outcome: Some(Outcome::Finished),
+        ..cumulative(31, 19, 12)
+    });
+    let v = get_json(&format!("{}snapshot", web.url()));
+    assert_eq!(
+        (v["bottleneck"].as_str(), v["judged_over_s"].as_f64()),
+        (Some("parse"), Some(31.0))
+    );
+}
+
 fn add_one(it: impl Iterator<Item = u32>) -> impl Iterator<Item = u32> {
     it.map(|x| x + 1)
 }

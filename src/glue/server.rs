@@ -23,6 +23,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::error::{ConfigError, RunError};
+use crate::report::json::snapshot_json_judged;
 use crate::report::snapshot_json;
 use crate::stats::Snapshot;
 use crate::threaded::{Input, OnError, Pipeline, PutError, Running, Skipped, StageDefaults, Summary};
@@ -220,6 +221,9 @@ struct Shared<T> {
     /// The shutdown level: dashboard event streams end when it starts.
     #[cfg_attr(not(all(feature = "web", not(loom))), allow(dead_code))]
     stop: watch::Receiver<u8>,
+    /// The run's last seconds, for the dashboard's verdict.
+    #[cfg_attr(not(all(feature = "web", not(loom))), allow(dead_code))]
+    recent: Mutex<crate::report::Recent>,
 }
 
 /// The longest error text `/stats` keeps for one skipped entry: an error
@@ -373,6 +377,7 @@ where
         refused_connections: Arc::new(AtomicU64::new(0)),
         skips,
         stop: stopped.clone(),
+        recent: Mutex::default(),
     });
     let refused = shared.refused_connections.clone();
     let app = Router::new()
@@ -1147,13 +1152,26 @@ async fn health<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Resp
 /// What `/stats` answers: the pipeline's snapshot and the server's
 /// counts; `None` once the pipeline is gone.
 fn stats_json<T>(shared: &Shared<T>) -> Option<serde_json::Value> {
+    stats_json_judged(shared, false)
+}
+
+/// [`stats_json`], with the verdict judged on the run's last seconds when
+/// `recent` (the dashboard's view) rather than on the whole run.
+fn stats_json_judged<T>(shared: &Shared<T>, recent: bool) -> Option<serde_json::Value> {
     let stats = shared
         .running
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .as_ref()
         .map(Running::stats)?;
-    let mut json = snapshot_json(&stats.snapshot());
+    let mut json = if recent {
+        let mut history = shared.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = stats.snapshot();
+        let judged = history.judge(&snapshot);
+        snapshot_json_judged(&snapshot, &judged)
+    } else {
+        snapshot_json(&stats.snapshot())
+    };
     json["server"] = serde_json::json!({
         "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
         "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
@@ -1191,7 +1209,7 @@ mod dashboard {
         if !web::same_origin(&headers) {
             return web::forbidden();
         }
-        match stats_json(&shared) {
+        match stats_json_judged(&shared, true) {
             Some(json) => web::json_response(&json.to_string()),
             None => web::json_response("null"),
         }
@@ -1219,7 +1237,7 @@ mod dashboard {
             if *stop.borrow() >= STOPPING {
                 return None;
             }
-            let text: Arc<str> = stats_json(&shared)?.to_string().into();
+            let text: Arc<str> = stats_json_judged(&shared, true)?.to_string().into();
             Some((text, (shared, stop, false)))
         });
         web::events_response(stream, every)

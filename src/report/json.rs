@@ -13,7 +13,8 @@ use crate::stats::{Outcome, Snapshot};
 ///
 /// ```text
 /// { "schema": 1, "pipeline": str, "elapsed_s": f64, "final": bool,
-///   "bottleneck": str | null, "hint": str | null, "expected": u64 | null,
+///   "bottleneck": str | null, "hint": str | null, "judged_over_s": f64,
+///   "expected": u64 | null,
 ///   "outcome": null | { "kind": "finished" | "stopped_early" | "failed" | "interrupted",
 ///                       "stage": str | null, "error": str | null, "signal": str | null,
 ///                       "forced": bool, "line": str },
@@ -21,14 +22,19 @@ use crate::stats::{Outcome, Snapshot};
 ///                 "skipped": u64, "retried": u64, "failed": u64, "discarded": u64,
 ///                 "metas": u64, "busy_s": f64, "starved_s": f64, "blocked_s": f64,
 ///                 "user_cpu_s": f64, "sys_cpu_s": f64, "queue_depth": u64,
-///                 "in_flight": u64, "mem_growth_bytes": i64, "mem_peak_bytes": i64,
+///                 "in_flight": u64, "in_flight_limit": u64,
+///                 "latency": null | { "samples": u64, "p50_s": f64, "p99_s": f64 },
+///                 "mem_growth_bytes": i64, "mem_peak_bytes": i64,
 ///                 "throughput_per_s": f64, "share": f64,
 ///                 "counters": { str: u64 },
 ///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ] }
 /// ```
 ///
 /// Fields are only ever added, never renamed or removed, within a schema
-/// version.
+/// version. `bottleneck`, `hint` and each stage's `latency` (async stages'
+/// per-item latency) are judged over the last `judged_over_s` seconds: the
+/// whole run here; live views (the web page, the ingestion server's
+/// `/dashboard`) judge the last 10 s of a run that is longer than that.
 ///
 /// ```
 /// use paipa::{iter::Pipeline, Debugger};
@@ -41,10 +47,26 @@ use crate::stats::{Outcome, Snapshot};
 /// assert_eq!(v["stages"][0]["count"], 3);
 /// ```
 pub fn snapshot_json(snapshot: &Snapshot) -> Value {
+    snapshot_json_judged(snapshot, snapshot)
+}
+
+/// [`snapshot_json`] with the bottleneck, the hint and the latency taken
+/// from `judged` (the same run's recent change, see `Recent`).
+pub(crate) fn snapshot_json_judged(snapshot: &Snapshot, judged: &Snapshot) -> Value {
     let stages: Vec<Value> = snapshot
         .stages
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
+            let latency = judged.stages.get(i).unwrap_or(s).latency.clone();
+            let latency = match (latency.p50(), latency.p99()) {
+                (Some(p50), Some(p99)) => json!({
+                    "samples": latency.samples(),
+                    "p50_s": p50.as_secs_f64(),
+                    "p99_s": p99.as_secs_f64(),
+                }),
+                _ => Value::Null,
+            };
             let counters: Map<String, Value> = s.counters.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             json!({
                 "name": s.name,
@@ -63,6 +85,8 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
                 "sys_cpu_s": s.sys_cpu.as_secs_f64(),
                 "queue_depth": s.queue_depth,
                 "in_flight": s.in_flight,
+                "in_flight_limit": s.in_flight_limit,
+                "latency": latency,
                 "mem_growth_bytes": s.mem_growth,
                 "mem_peak_bytes": s.mem_peak,
                 "throughput_per_s": s.throughput(),
@@ -81,8 +105,9 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Value {
         "pipeline": snapshot.pipeline,
         "elapsed_s": snapshot.elapsed.as_secs_f64(),
         "final": snapshot.is_final,
-        "bottleneck": snapshot.bottleneck().map(|b| b.name.clone()),
-        "hint": hint(snapshot),
+        "bottleneck": judged.bottleneck().map(|b| b.name.clone()),
+        "hint": hint(judged),
+        "judged_over_s": judged.elapsed.as_secs_f64(),
         "expected": snapshot.expected,
         "outcome": snapshot.outcome.as_ref().map(outcome_json),
         "stages": stages,

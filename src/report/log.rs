@@ -13,9 +13,14 @@ use crate::stats::Snapshot;
 /// it, at INFO under the target `paipa::debugger`, and its filters decide.
 /// With none (the program never set one), the lines are written to stderr
 /// instead, so that `Debugger::new()` is never silent by accident.
+///
+/// Async stages' per-item latency (`p50:`, `p99:`) is the latency over the
+/// last interval (since the previous report); the final report's is the
+/// whole run's.
 #[derive(Debug, Default, Clone)]
 pub struct LogReporter {
-    _private: (),
+    /// The previous report, for the latency over the last interval.
+    previous: Option<Snapshot>,
 }
 
 impl LogReporter {
@@ -33,7 +38,10 @@ fn no_subscriber() -> bool {
 
 impl Reporter for LogReporter {
     fn report(&mut self, snapshot: &Snapshot) {
-        let mut lines = format_table(snapshot);
+        let mut lines = match self.previous.replace(snapshot.clone()) {
+            Some(previous) if !snapshot.is_final => format_table(&latency_since(snapshot, &previous)),
+            _ => format_table(snapshot),
+        };
         if snapshot.is_final {
             lines.extend(format_summary(snapshot));
         }
@@ -48,4 +56,15 @@ impl Reporter for LogReporter {
             }
         }
     }
+}
+
+/// `snapshot` with each stage's latency over the interval since
+/// `previous` (whole, where `previous` has no such stage).
+fn latency_since(snapshot: &Snapshot, previous: &Snapshot) -> Snapshot {
+    let interval = snapshot.since(previous);
+    let mut out = snapshot.clone();
+    for (s, i) in out.stages.iter_mut().zip(interval.stages) {
+        s.latency = i.latency;
+    }
+    out
 }

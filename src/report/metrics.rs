@@ -20,6 +20,7 @@ use crate::stats::Snapshot;
 /// | `paipa_stage_queue_depth` | gauge | items waiting on the stage's input |
 /// | `paipa_stage_workers` | gauge | worker threads (an async stage: its in-flight bound) |
 /// | `paipa_stage_in_flight` | gauge | futures in flight (async stages; 0 for others) |
+/// | `paipa_stage_latency_p50_seconds`, `_p99_seconds` | gauge | async stages' per-item latency over the last interval (not set for other stages, nor for an interval that finished no item) |
 /// | `paipa_stage_throughput` | gauge | items per second of busy time |
 /// | `paipa_stage_share` | gauge | share of the pipeline's busy time (0 to 1) |
 /// | `paipa_stage_memory_growth_bytes` | gauge | memory attributed to the stage |
@@ -27,7 +28,8 @@ use crate::stats::Snapshot;
 /// | `paipa_pipeline_elapsed_seconds` | gauge (label `pipeline`) | wall time of the run |
 #[derive(Debug, Default, Clone)]
 pub struct MetricsReporter {
-    _private: (),
+    /// The previous report, for the latency over the last interval.
+    previous: Option<Snapshot>,
 }
 
 impl MetricsReporter {
@@ -40,9 +42,18 @@ impl MetricsReporter {
 impl Reporter for MetricsReporter {
     fn report(&mut self, snap: &Snapshot) {
         let p = snap.pipeline.clone();
+        let interval = match self.previous.replace(snap.clone()) {
+            Some(previous) => snap.since(&previous),
+            None => snap.clone(),
+        };
         gauge!("paipa_pipeline_elapsed_seconds", "pipeline" => p.clone()).set(snap.elapsed.as_secs_f64());
-        for s in &snap.stages {
+        for (i, s) in snap.stages.iter().enumerate() {
             let labels = [("pipeline", p.clone()), ("stage", s.name.clone())];
+            let latency = &interval.stages[i].latency;
+            if let (Some(p50), Some(p99)) = (latency.p50(), latency.p99()) {
+                gauge!("paipa_stage_latency_p50_seconds", &labels).set(p50.as_secs_f64());
+                gauge!("paipa_stage_latency_p99_seconds", &labels).set(p99.as_secs_f64());
+            }
             counter!("paipa_stage_items_total", &labels).absolute(s.count);
             counter!("paipa_stage_items_in_total", &labels).absolute(s.count_in);
             counter!("paipa_stage_skipped_total", &labels).absolute(s.skipped);

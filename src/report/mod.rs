@@ -26,12 +26,14 @@
 
 mod chart;
 #[cfg(feature = "json")]
-mod json;
+pub(crate) mod json;
 mod log;
 #[cfg(feature = "metrics")]
 mod metrics;
 #[cfg(feature = "progress")]
 mod progress;
+#[cfg(any(feature = "json", feature = "progress"))]
+mod recent;
 mod schedule;
 mod summary;
 mod table;
@@ -46,6 +48,8 @@ pub use self::log::LogReporter;
 pub use self::metrics::MetricsReporter;
 #[cfg(feature = "progress")]
 pub use self::progress::ProgressReporter;
+#[cfg(any(feature = "json", feature = "progress"))]
+pub(crate) use recent::Recent;
 pub(crate) use schedule::Schedule;
 pub use summary::{advice, format_summary, hint, outcome_line};
 pub use table::format_table;

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::{format_summary, format_table, Reporter};
+use super::{format_summary, format_table, Recent, Reporter};
 use crate::stats::Snapshot;
 
 /// Draws live progress on stderr (use a short debugger interval, such as
@@ -20,7 +20,9 @@ use crate::stats::Snapshot;
 ///   `e2e` is the stage's items per second of run time (what it has
 ///   actually done), `cap` its items per second of busy time (how fast its
 ///   workers could go, were they never waiting);
-/// - the verdict (the bottleneck and the advice), updated at every report.
+/// - the verdict (the bottleneck and the advice), updated at every report
+///   and judged on the run's last 10 s once it is longer than that, so a
+///   bottleneck that moves is named where it is now.
 ///
 /// When stderr is not a terminal it prints the table every snapshot
 /// instead, so logs stay readable.
@@ -40,6 +42,8 @@ pub struct ProgressReporter {
     overall: Option<ProgressBar>,
     bars: Vec<ProgressBar>,
     verdict: Option<ProgressBar>,
+    /// The run's last seconds: the live verdict is judged on them.
+    recent: Recent,
 }
 
 impl Default for ProgressReporter {
@@ -58,6 +62,7 @@ impl ProgressReporter {
             overall: None,
             bars: Vec::new(),
             verdict: None,
+            recent: Recent::default(),
         }
     }
 
@@ -114,7 +119,8 @@ impl ProgressReporter {
     }
 }
 
-/// The verdict line: the summary's last line (its advice).
+/// The verdict line: the summary's last line (its advice), judged on the
+/// run's last 10 s while it runs (see `Recent`).
 fn verdict(snap: &Snapshot) -> String {
     format_summary(snap).pop().unwrap_or_default()
 }
@@ -153,7 +159,7 @@ impl Reporter for ProgressReporter {
             ));
         }
         if let Some(v) = &self.verdict {
-            v.set_message(verdict(snap));
+            v.set_message(verdict(&self.recent.judge(snap)));
         }
         let all = self.overall.iter().chain(&self.bars).chain(&self.verdict);
         for bar in all {

@@ -57,6 +57,15 @@ pub fn advice(snapshot: &Snapshot, verdict: &Verdict) -> Option<String> {
             "stage {name:?} takes {:.0}% of the time: make it faster, or run it as a threaded stage with more workers",
             100.0 * snapshot.share(b)
         ),
+        Limit::AddWorkers | Limit::Saturated if b.in_flight_limit > 0 && b.cpu_ratio() >= CPU_BOUND => format!(
+            "async stage {name:?} keeps its one thread busy (CPU {cpu:.0}% of the time its futures were in \
+             flight): move the CPU work out of its futures into a stage with workers"
+        ),
+        Limit::AddWorkers | Limit::Saturated if b.in_flight_limit > 0 => format!(
+            "raise in_flight on async stage {name:?}: its futures filled {load:.0}% of its bound of {} in flight, \
+             mostly waiting (CPU {cpu:.0}% of busy time), so more in flight overlap more waits",
+            b.in_flight_limit
+        ),
         Limit::AddWorkers if b.cpu_ratio() >= CPU_BOUND => format!(
             "add workers to stage {name:?}: its {} worker(s) were busy {load:.0}% of the time, CPU-bound \
              (CPU {cpu:.0}% of busy time), and the machine has {} cores",

@@ -72,6 +72,12 @@ fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
         // its bound).
         pair("in flight:", s.in_flight.to_string());
     }
+    if let (Some(p50), Some(p99)) = (s.latency.p50(), s.latency.p99()) {
+        // An async stage's per-item latency (over the interval the
+        // snapshot covers: see `LogReporter`).
+        pair("p50:", format!("{:.1}ms", p50.as_secs_f64() * 1e3));
+        pair("p99:", format!("{:.1}ms", p99.as_secs_f64() * 1e3));
+    }
     pair("runtime:", format!("{:.2}", s.busy.as_secs_f64()));
     pair("", format!("{:.2}/s", s.throughput()));
     pair("utime:", format!("{:.2}", s.user_cpu.as_secs_f64()));

@@ -4,10 +4,11 @@
 //! the hot path.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use std::time::Duration;
 
+use super::latency::LatencyCells;
 use super::{ticks_to_duration, CounterTarget, StageSnapshot, WorkerSnapshot};
 
 /// Live counters of one stage.
@@ -51,6 +52,10 @@ pub(crate) struct StageCell {
     expected: AtomicU64,
     /// Futures in flight right now (async stages): a gauge.
     pub(crate) in_flight: AtomicU64,
+    /// The bound on futures in flight (async stages; 0 for others).
+    pub(crate) in_flight_limit: AtomicU64,
+    /// Per-item latency (async stages), made on first use.
+    latency: OnceLock<LatencyCells>,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).
@@ -167,6 +172,8 @@ impl StageCell {
             sys_cpu: Duration::from_nanos(self.sys_cpu_ns.load(Relaxed)),
             queue_depth: 0,
             in_flight: self.in_flight.load(Relaxed),
+            in_flight_limit: self.in_flight_limit.load(Relaxed),
+            latency: self.latency.get().map(LatencyCells::read).unwrap_or_default(),
             mem_growth: if alloc_counted() {
                 self.alloc_net.load(Relaxed)
             } else {
@@ -188,6 +195,12 @@ impl StageCell {
                 })
                 .collect(),
         }
+    }
+
+    /// The stage's latency histogram (made on first use: only async
+    /// stages record one).
+    pub(crate) fn latency(&self) -> &LatencyCells {
+        self.latency.get_or_init(LatencyCells::default)
     }
 
     pub(crate) fn counters(&self) -> Vec<(String, u64)> {

@@ -10,6 +10,7 @@ pub(crate) mod alloc;
 mod cell;
 mod clock;
 pub(crate) mod heard;
+mod latency;
 pub(crate) mod recorder;
 mod snapshot;
 
@@ -18,6 +19,7 @@ pub use alloc::CountingAlloc;
 pub(crate) use cell::{AllocScope, StageCell};
 pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
+pub use latency::Latency;
 pub(crate) use snapshot::CPU_BOUND;
 pub use snapshot::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
 

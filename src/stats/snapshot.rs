@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::Latency;
+
 /// A point-in-time copy of every stage of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -111,6 +113,13 @@ pub struct StageSnapshot {
     /// Futures in flight right now (async stages, feature `async`; 0 for
     /// every other row).
     pub in_flight: u64,
+    /// The bound on futures in flight of an async stage (its
+    /// [`in_flight`](crate::threaded::Stage::in_flight) setting, also its
+    /// `workers`); 0 for every other row.
+    pub in_flight_limit: u64,
+    /// Per-item latency (async stages; empty for other rows), cumulative:
+    /// see [`Snapshot::since`] for the latency over an interval.
+    pub latency: Latency,
     /// Net growth of memory attributed to this stage, in bytes.
     pub mem_growth: i64,
     /// Highest net memory growth seen in this stage, in bytes (exact with
@@ -208,6 +217,66 @@ impl Snapshot {
         } else {
             0.0
         }
+    }
+
+    /// What happened between `earlier` (a snapshot of the same run, taken
+    /// before) and this one: counts, times, CPU, counters and latency are
+    /// the differences, `elapsed` is the interval, and gauges (queue depth,
+    /// in flight, memory) are this snapshot's. Judging a live run on it
+    /// ([`Snapshot::verdict`], [`Snapshot::bottleneck`]) names what limits
+    /// it now rather than over the whole run, so a moving bottleneck is seen
+    /// when it moves. A stage `earlier` does not have is kept whole.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::{Snapshot, StageSnapshot};
+    ///
+    /// let at = |secs: u64, parse_ms: u64, store_ms: u64| Snapshot {
+    ///     elapsed: Duration::from_secs(secs),
+    ///     stages: vec![
+    ///         StageSnapshot { name: "parse".into(), workers: 1, busy: Duration::from_millis(parse_ms), ..Default::default() },
+    ///         StageSnapshot { name: "store".into(), workers: 1, busy: Duration::from_millis(store_ms), ..Default::default() },
+    ///     ],
+    ///     ..Snapshot::default()
+    /// };
+    /// // parse was the slow one for the first 10 s, store for the last 2 s.
+    /// let (then, now) = (at(10, 9_000, 1_000), at(12, 9_100, 2_900));
+    /// assert_eq!(now.bottleneck().unwrap().name, "parse");
+    /// let recent = now.since(&then);
+    /// assert_eq!(recent.elapsed, Duration::from_secs(2));
+    /// assert_eq!(recent.bottleneck().unwrap().name, "store");
+    /// ```
+    pub fn since(&self, earlier: &Snapshot) -> Snapshot {
+        let mut delta = self.clone();
+        delta.elapsed = self.elapsed.saturating_sub(earlier.elapsed);
+        for (i, s) in delta.stages.iter_mut().enumerate() {
+            let Some(e) = earlier.stages.get(i).filter(|e| e.name == s.name) else {
+                continue;
+            };
+            s.count = s.count.saturating_sub(e.count);
+            s.count_in = s.count_in.saturating_sub(e.count_in);
+            s.skipped = s.skipped.saturating_sub(e.skipped);
+            s.retried = s.retried.saturating_sub(e.retried);
+            s.failed = s.failed.saturating_sub(e.failed);
+            s.discarded = s.discarded.saturating_sub(e.discarded);
+            s.metas = s.metas.saturating_sub(e.metas);
+            s.busy = s.busy.saturating_sub(e.busy);
+            s.starved = s.starved.saturating_sub(e.starved);
+            s.blocked = s.blocked.saturating_sub(e.blocked);
+            s.user_cpu = s.user_cpu.saturating_sub(e.user_cpu);
+            s.sys_cpu = s.sys_cpu.saturating_sub(e.sys_cpu);
+            s.latency = s.latency.since(&e.latency);
+            for (name, value) in &mut s.counters {
+                let before = e.counters.iter().find(|(k, _)| k == name).map_or(0, |(_, v)| *v);
+                *value = value.saturating_sub(before);
+            }
+            for (w, ew) in s.per_worker.iter_mut().zip(&e.per_worker) {
+                w.busy = w.busy.saturating_sub(ew.busy);
+                w.starved = w.starved.saturating_sub(ew.starved);
+                w.blocked = w.blocked.saturating_sub(ew.blocked);
+            }
+        }
+        delta
     }
 
     /// True for a threaded run's snapshot (its stages have worker rows and

@@ -72,7 +72,7 @@ use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
 use super::step::Meta;
 use super::worker::Failure;
 use crate::error::{BoxError, ConfigError, RunError};
-use crate::stats::{clock, duration_to_ticks, thread_cpu_time, AllocScope, StageCell, TargetGuard};
+use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration, AllocScope, StageCell, TargetGuard};
 use crate::sync::chan::{bounded, Receiver, Sender};
 
 /// Futures an async stage keeps in flight unless set with
@@ -113,13 +113,6 @@ pub(crate) struct AsyncSettings {
 pub(crate) fn validate<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
     super::stage::check_count(&s.name, "in_flight", s.workers, MAX_IN_FLIGHT)?;
     super::stage::validate_edge(s)?;
-    if s.ordered {
-        return Err(ConfigError::new(
-            "ordered",
-            true,
-            format!("stage {:?}: async stages are unordered", s.name),
-        ));
-    }
     if let Some(t) = s.asynk.timeout {
         if t.is_zero() || t > MAX_TIMEOUT {
             return Err(ConfigError::new(
@@ -238,6 +231,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     f,
                     name: s.name.clone(),
                     bound: s.workers,
+                    ordered: s.ordered,
                     policy: s.policy,
                     clone_in: s.clone_in,
                     timeout: s.asynk.timeout,
@@ -401,6 +395,8 @@ struct AsyncStage<F, In> {
     f: F,
     name: String,
     bound: usize,
+    /// Results leave in input order (see [`Stage::ordered`]).
+    ordered: bool,
     policy: OnError,
     clone_in: Option<fn(&In) -> In>,
     timeout: Option<Duration>,
@@ -453,6 +449,7 @@ struct Books {
 impl Books {
     fn new(cell: Arc<StageCell>, bound: usize, cost: Arc<Cost>) -> Self {
         let now = clock().raw();
+        cell.in_flight_limit.store(bound as u64, Relaxed);
         Books {
             cell,
             bound: bound as u64,
@@ -508,7 +505,9 @@ impl Books {
 
     fn finished(&mut self, seq: u64, now: u64) {
         self.level -= 1;
-        self.started.remove(&seq);
+        if let Some(start) = self.started.remove(&seq) {
+            self.cell.latency().record(ticks_to_duration(now.saturating_sub(start)));
+        }
         self.publish_level();
         self.cost_items += 1;
         let spent = now.saturating_sub(self.cost_since);
@@ -681,6 +680,26 @@ where
         Done { seq, weight, result }
     }
 
+    /// Hands on one finished item's result by the stage's policy; false
+    /// when the run must stop (a failure, or a skip hook that says stop).
+    fn settle(&self, outbox: &mut Outbox<Out>, weight: u64, result: Result<Out, Failure>) -> bool {
+        match result {
+            Ok(v) => {
+                outbox.push(v);
+                true
+            }
+            Err(f) if self.policy.skips_at_last() => {
+                self.cell.skipped.fetch_add(weight, Relaxed);
+                self.tell_skip(f)
+            }
+            Err(f) => {
+                self.cell.failed.fetch_add(weight, Relaxed);
+                self.fatal(f);
+                false
+            }
+        }
+    }
+
     /// The stage's loop, on the runtime.
     async fn drive(&self, outbox: &mut Outbox<Out>, want: &Sender<()>, feed: &mut mpsc::UnboundedReceiver<Feed<In>>) {
         let cancel = &self.shared.cancel;
@@ -689,11 +708,19 @@ where
         // Weight of the items in flight, and items taken but not started.
         let mut flying = 0u64;
         let mut held: VecDeque<In> = VecDeque::new();
+        // Ordered mode: finished results waiting for an earlier one, and
+        // the number of the next result to hand on.
+        let mut ready: BTreeMap<u64, (u64, Result<Out, Failure>)> = BTreeMap::new();
+        let mut next_out = 0u64;
         let (mut asked, mut input_open, mut seq) = (false, true, 0u64);
         let mut ok = true;
         while ok {
-            // Start what the bound allows.
-            while in_flight.len() < self.bound {
+            // Start what the bound allows (ordered: what the window allows,
+            // `bound` items from the oldest not handed on).
+            let room = |flying: usize, seq: u64, next_out: u64| {
+                flying < self.bound && (!self.ordered || seq - next_out < self.bound as u64)
+            };
+            while room(in_flight.len(), seq, next_out) {
                 let Some(item) = held.pop_front() else { break };
                 let w = self.weigh_in.as_ref().map_or(1, |f| f(&item));
                 let now = books.mark(&mut outbox.blocked);
@@ -702,7 +729,7 @@ where
                 in_flight.push(self.item(seq, w, item));
                 seq += 1;
             }
-            if input_open && !asked && held.is_empty() && in_flight.len() < self.bound {
+            if input_open && !asked && held.is_empty() && room(in_flight.len(), seq, next_out) {
                 // Taken by the feeder at once; it ends only after the
                 // channel it reads is closed by this thread.
                 asked = want.try_send(()).is_ok();
@@ -734,21 +761,25 @@ where
                 }
             };
             match event {
-                Event::Done(Done { seq, weight, result }) => {
+                Event::Done(Done {
+                    seq: done,
+                    weight,
+                    result,
+                }) => {
                     let now = books.mark(&mut outbox.blocked);
-                    books.finished(seq, now);
+                    books.finished(done, now);
                     flying -= weight;
-                    match result {
-                        Ok(v) => outbox.push(v),
-                        Err(f) if self.policy.skips_at_last() => {
-                            self.cell.skipped.fetch_add(weight, Relaxed);
-                            ok = self.tell_skip(f);
+                    if self.ordered {
+                        ready.insert(done, (weight, result));
+                        while ok {
+                            let Some((weight, result)) = ready.remove(&next_out) else {
+                                break;
+                            };
+                            next_out += 1;
+                            ok = self.settle(outbox, weight, result);
                         }
-                        Err(f) => {
-                            self.cell.failed.fetch_add(weight, Relaxed);
-                            self.fatal(f);
-                            ok = false;
-                        }
+                    } else {
+                        ok = self.settle(outbox, weight, result);
                     }
                 }
                 Event::Feed(Some(Feed::Items(batch))) => {
@@ -761,14 +792,16 @@ where
             }
             ok = ok && !outbox.is_gone() && !cancel.is_cancelled();
         }
-        if !held.is_empty() || !in_flight.is_empty() {
+        let waiting: u64 = ready.values().map(|(w, _)| w).sum();
+        if !held.is_empty() || !in_flight.is_empty() || waiting > 0 {
             // Stopped early: the futures in flight are dropped here, and
-            // their items, with the ones not started, are discarded.
+            // their items, with the ones not started and the results held
+            // for order, are discarded.
             drop(in_flight);
             let held: Vec<In> = held.into();
             self.cell
                 .discarded
-                .fetch_add(flying + weight(&held, &self.weigh_in), Relaxed);
+                .fetch_add(flying + waiting + weight(&held, &self.weigh_in), Relaxed);
             books.clear(&mut outbox.blocked);
         }
         books.finish(&mut outbox.blocked);

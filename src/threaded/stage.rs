@@ -487,7 +487,11 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 
     /// Keeps the stage's output in input order across its workers, with a
-    /// bounded reorder window (function stages only).
+    /// bounded reorder window (function stages only). On an async stage
+    /// (feature `async`) results leave in input order too: at most
+    /// [`in_flight`](Stage::in_flight) items are between the oldest one not
+    /// yet handed on and the newest started, so results finished behind a
+    /// slow item wait for it, and no new item starts until it ends.
     pub fn ordered(mut self) -> Self {
         self.settings.ordered = true;
         self

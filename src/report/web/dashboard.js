@@ -106,8 +106,13 @@
     const box = el("div", "stage" + (s.name === snap.bottleneck ? " bottleneck" : ""));
     box.dataset.stage = s.name;
     box.appendChild(el("div", "name", s.name)).title = s.name;
-    box.appendChild(el("div", "workers", s.workers + (s.workers === 1 ? " worker" : " workers") +
-      (s.in_flight > 0 ? ", " + s.in_flight + " in flight" : "")));
+    box.appendChild(el("div", "workers", s.in_flight_limit > 0
+      ? s.in_flight + " of " + s.in_flight_limit + " in flight"
+      : s.workers + (s.workers === 1 ? " worker" : " workers")));
+    if (s.latency) {
+      const ms = (x) => (1000 * x).toFixed(x < 0.01 ? 2 : 1) + " ms";
+      box.appendChild(el("div", "latency", "latency p50 " + ms(s.latency.p50_s) + ", p99 " + ms(s.latency.p99_s)));
+    }
     const count = el("div", "count", num(s.count) + " items");
     count.dataset.count = String(s.count);
     box.appendChild(count);
@@ -161,8 +166,9 @@
       if (i > 0) stages.appendChild(edge(s));
       stages.appendChild(stageBox(s, snap));
     });
+    const recent = snap.judged_over_s < snap.elapsed_s - 0.5 ? " (last " + Math.round(snap.judged_over_s) + " s)" : "";
     $("verdict").textContent = snap.bottleneck
-      ? "bottleneck: " + snap.bottleneck + (snap.hint ? ": " + snap.hint : "")
+      ? "bottleneck" + recent + ": " + snap.bottleneck + (snap.hint ? ": " + snap.hint : "")
       : "no bottleneck yet: nothing has run";
     const outcome = $("outcome");
     if (snap.outcome) {
@@ -189,7 +195,7 @@
     events.onopen = () => { if (!over) setStatus("live", "live"); };
     events.onmessage = (m) => {
       if (!over) setStatus("live", "live");
-      try { draw(JSON.parse(m.data)); } catch (e) { /* a malformed event: wait for the next */ }
+      try { draw(JSON.parse(m.data)); } catch (e) { console.error("paipa dashboard: cannot draw a snapshot: " + e); }
     };
     events.onerror = () => {
       if (over) return;

@@ -10,7 +10,7 @@ use std::future::IntoFuture;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use axum::Router;
 use futures::{Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
 
-use super::{snapshot_json, Reporter};
+use super::json::snapshot_json_judged;
+use super::{Recent, Reporter};
 use crate::stats::Snapshot;
 
 const HTML: &str = include_str!("index.html");
@@ -170,7 +171,10 @@ async fn events(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 ///   (name, workers, count, items per second, a sparkline of the last five
 ///   minutes' throughput, the busy / starved / blocked split, memory where
 ///   measured) with the queue depth on each edge, the verdict with the
-///   bottleneck's box highlighted (CSS class `bottleneck`), and once the
+///   bottleneck's box highlighted (CSS class `bottleneck`; bottleneck and
+///   advice judged on the last 10 s of a longer run, so a bottleneck that
+///   moves is shown where it is now), async stages' latency (p50 and p99 over
+///   the same window), and once the
 ///   run is over its outcome (finished, stopped early, failed with the stage
 ///   and error, interrupted). When the connection drops it says
 ///   "connection lost, reconnecting" and reconnects by itself.
@@ -218,6 +222,8 @@ struct Inner {
     addr: SocketAddr,
     latest: watch::Sender<Option<Arc<str>>>,
     viewers: Arc<AtomicUsize>,
+    /// The run's last seconds: the verdict is judged on them.
+    recent: Mutex<Recent>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -270,6 +276,7 @@ impl WebReporter {
                 addr,
                 latest,
                 viewers,
+                recent: Mutex::default(),
                 stop: Some(stop),
                 thread: Some(thread),
             }),
@@ -301,7 +308,13 @@ impl WebReporter {
 
 impl Reporter for WebReporter {
     fn report(&mut self, snapshot: &Snapshot) {
-        let text: Arc<str> = snapshot_json(snapshot).to_string().into();
+        let judged = self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .judge(snapshot);
+        let text: Arc<str> = snapshot_json_judged(snapshot, &judged).to_string().into();
         self.inner.latest.send_replace(Some(text));
     }
 }
