@@ -292,3 +292,126 @@ fn a_stream_stopped_early_counts_weighted_outputs_by_their_weight() {
         })
     });
 }
+
+/// Sets its flag when dropped: tells that a source stream was let go.
+struct DropFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_stream_fed_by_a_task_on_a_multi_thread_runtime_is_a_source() {
+    within(LIMIT, || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // A producer task that waits on tokio's timer, and the stream
+            // of its channel.
+            let (tx, rx) = tokio::sync::mpsc::channel::<u64>(4);
+            tokio::spawn(async move {
+                for x in 0..500u64 {
+                    if x % 50 == 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    tx.send(x).await.unwrap();
+                }
+            });
+            let received = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+            let mut out = Pipeline::new()
+                .source_stream(received)
+                .then(Stage::map("triple", |x: u64| x * 3).workers(2))
+                .unwrap()
+                .stream()
+                .unwrap();
+            let mut seen = Vec::new();
+            while let Some(x) = out.next().await {
+                seen.push(x);
+            }
+            seen.sort_unstable();
+            assert_eq!(seen, (0..500u64).map(|x| x * 3).collect::<Vec<_>>());
+            let s = out.finish().await.unwrap();
+            assert_eq!(s.snapshot.stages[0].count, 500);
+            assert_balanced(&s);
+        });
+    });
+}
+
+#[test]
+fn a_stream_with_timers_is_a_source_on_a_current_thread_runtime() {
+    within(LIMIT, || {
+        // The stream's timers run on the caller's current-thread runtime,
+        // driven while it awaits the outputs: no deadlock.
+        current_thread().block_on(async {
+            let ticks = futures::stream::iter(0..100u32).then(|x| async move {
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                x
+            });
+            let out = Pipeline::new()
+                .source_stream(ticks)
+                .then(Stage::map("inc", |x: u32| x + 1))
+                .unwrap()
+                .stream()
+                .unwrap();
+            let mut got: Vec<u32> = out.collect().await;
+            got.sort_unstable();
+            assert_eq!(got, (1..=100).collect::<Vec<_>>());
+        });
+    });
+}
+
+#[test]
+fn a_stream_source_outside_a_runtime_runs_on_its_own_and_gives_its_length() {
+    within(LIMIT, || {
+        // No runtime here: the source thread runs the stream, tokio timer
+        // included, on one of its own. An exact size_hint is the total.
+        let ticks = futures::stream::iter(0..300u64).then(|x| async move {
+            if x % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            x
+        });
+        let exact = futures::stream::iter(0..1_000u64);
+        assert_eq!(futures::Stream::size_hint(&exact), (1_000, Some(1_000)));
+        let (sum, s) = Pipeline::new()
+            .source_stream(ticks.chain(exact))
+            .then(Stage::map("id", |x: u64| x))
+            .unwrap()
+            .run_with(|out| out.sum::<u64>())
+            .unwrap();
+        assert_eq!(sum, (0..300u64).sum::<u64>() + (0..1_000u64).sum::<u64>());
+        assert_eq!(s.snapshot.stages[0].count, 1_300);
+
+        let (_, s) = Pipeline::new()
+            .source_stream(futures::stream::iter(0..1_000u64))
+            .then(Stage::map("id", |x: u64| x))
+            .unwrap()
+            .run_with(|out| out.count())
+            .unwrap();
+        assert_eq!(s.snapshot.expected, Some(1_000));
+    });
+}
+
+#[test]
+fn a_run_that_stops_early_drops_its_source_stream() {
+    within(LIMIT, || {
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        // An endless stream that owns the flag.
+        let endless = futures::stream::unfold((0u64, flag), |(x, flag)| async move { Some((x, (x + 1, flag))) });
+        let (first, s) = Pipeline::new()
+            .source_stream(endless)
+            .then(Stage::map("id", |x: u64| x))
+            .unwrap()
+            .run_with(|out| out.take(1_000).collect::<Vec<_>>())
+            .unwrap();
+        assert_eq!(first.len(), 1_000);
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the stream outlived the run");
+        assert_balanced(&s);
+    });
+}

@@ -1,5 +1,6 @@
 //! Bridges for tokio programs (feature `async`): a run's outputs as a
-//! [`Stream`], and an async put on a live [`Input`].
+//! [`Stream`], an async put on a live [`Input`], and a [`Stream`] as a
+//! pipeline's source ([`Pipeline::source_stream`]).
 //!
 //! Neither blocks a runtime thread. Both wait on the pipeline's blocking
 //! channels from a small thread of their own, and talk to the async side
@@ -20,6 +21,10 @@
 //!   [`Input::put`] does and answers on a oneshot channel. One relay per
 //!   handle, ended when the handle is dropped: a `spawn_blocking` per put
 //!   would take a pool thread for every waiting put, and needs a runtime.
+//! - [`Pipeline::source_stream`]: the stream is polled on the pipeline's
+//!   **source thread** (the one a lazy iterator source has), which waits
+//!   for each item without taking a runtime thread; see the method for the
+//!   runtime its timers and IO run on.
 
 use std::fmt;
 use std::pin::Pin;
@@ -253,6 +258,123 @@ impl<In: Send + 'static, Out: Send + 'static> Pipeline<'static, In, Out> {
     /// ```
     pub fn stream(self) -> Result<OutputStream<Out>, RunError> {
         self.outputs()?.into_stream()
+    }
+}
+
+impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
+    /// Reads the input from a [`futures::Stream`] (feature `async`), as
+    /// [`source`](Pipeline::source) does from an iterator: pulled only as
+    /// the pipeline drains, on the source thread, so a stream that waits
+    /// takes no runtime thread. A stream whose `size_hint` is exact gives
+    /// progress views their total.
+    ///
+    /// Timers and IO inside the stream run on the tokio runtime current
+    /// where this is called, if any: a multi-thread runtime drives them on
+    /// its own threads; a current-thread one while its `block_on` runs (as
+    /// in a `#[tokio::main(flavor = "current_thread")]` program awaiting the
+    /// outputs). Called outside a runtime, the source thread runs the
+    /// stream on a current-thread runtime of its own. When the run stops
+    /// early the stream is dropped, inside the same runtime, and read no
+    /// further.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), paipa::RunError> {
+    /// use std::time::Duration;
+    /// use futures::StreamExt;
+    /// use paipa::threaded::{Pipeline, Stage};
+    ///
+    /// // A stream that waits on tokio's timer between items.
+    /// let ticks = futures::stream::iter(1..=5u64).then(|x| async move {
+    ///     tokio::time::sleep(Duration::from_millis(1)).await;
+    ///     x
+    /// });
+    /// let out = Pipeline::new()
+    ///     .source_stream(ticks)
+    ///     .then(Stage::map("double", |x: u64| x * 2))?
+    ///     .stream()?;
+    /// let mut doubled: Vec<u64> = out.collect().await;
+    /// doubled.sort_unstable();
+    /// assert_eq!(doubled, [2, 4, 6, 8, 10]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn source_stream<S>(self, stream: S) -> Self
+    where
+        S: Stream<Item = In> + Send + 'a,
+    {
+        self.source(StreamSource {
+            stream: Some(Box::pin(stream)),
+            on: match tokio::runtime::Handle::try_current() {
+                Ok(handle) => On::Caller(handle),
+                Err(_) => On::Own(None),
+            },
+        })
+    }
+}
+
+/// Where a [`StreamSource`] polls its stream.
+enum On {
+    /// Inside the caller's runtime context, waiting with a parked thread.
+    Caller(tokio::runtime::Handle),
+    /// On a current-thread runtime of the source thread's own (made on the
+    /// first pull).
+    Own(Option<tokio::runtime::Runtime>),
+}
+
+/// A stream read as a blocking iterator by the source thread.
+struct StreamSource<S> {
+    stream: Option<Pin<Box<S>>>,
+    on: On,
+}
+
+impl<S: Stream> Iterator for StreamSource<S> {
+    type Item = S::Item;
+
+    fn next(&mut self) -> Option<S::Item> {
+        use futures::StreamExt;
+        let stream = self.stream.as_mut()?;
+        let next = match &mut self.on {
+            On::Caller(handle) => {
+                let _inside = handle.enter();
+                futures::executor::block_on(stream.next())
+            }
+            On::Own(rt) => {
+                if rt.is_none() {
+                    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                        Ok(made) => *rt = Some(made),
+                        Err(e) => panic!("cannot start a runtime for the source stream: {e}"),
+                    }
+                }
+                rt.as_ref().map(|rt| rt.block_on(stream.next()))?
+            }
+        };
+        if next.is_none() {
+            self.stream = None;
+        }
+        next
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.stream.as_ref().map_or((0, Some(0)), |s| s.size_hint())
+    }
+}
+
+impl<S> Drop for StreamSource<S> {
+    fn drop(&mut self) {
+        // Drop the stream inside its runtime: its timers and IO
+        // deregister there.
+        match &self.on {
+            On::Caller(handle) => {
+                let _inside = handle.enter();
+                self.stream = None;
+            }
+            On::Own(Some(rt)) => {
+                let _inside = rt.enter();
+                self.stream = None;
+            }
+            On::Own(None) => {}
+        }
     }
 }
 
