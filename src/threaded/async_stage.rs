@@ -556,7 +556,12 @@ where
         // SAFETY: as above.
         let _mem = unsafe { AllocScope::enter(&cell) };
         let (mut outbox, want, mut feed) = (outbox, want, feed);
-        let run = self.drive(&mut outbox, &want, &mut feed);
+        // Unconstrained: this one task is the scheduler of all the stage's
+        // futures, and it gives the thread back whenever none is ready. With
+        // tokio's cooperative budget (128 operations per task poll), every
+        // future past the 128th in one poll would be told to yield, and
+        // woken, and polled again: thousands in flight would spin on it.
+        let run = tokio::task::unconstrained(self.drive(&mut outbox, &want, &mut feed));
         match &self.runtime {
             Some(handle) => handle.block_on(run),
             None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
