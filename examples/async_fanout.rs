@@ -39,7 +39,14 @@ impl Job {
 }
 
 fn parse_args() -> Result<(bool, Job), String> {
-    let (mut tokio, mut job) = (false, Job { items: 10_000, ms: 20, in_flight: 200 });
+    let (mut tokio, mut job) = (
+        false,
+        Job {
+            items: 10_000,
+            ms: 20,
+            in_flight: 200,
+        },
+    );
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| -> Result<u64, String> {
@@ -155,7 +162,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("{:?}", summary.snapshot.verdict());
     let request = summary.snapshot.stage("request").expect("the async stage");
     if let (Some(p50), Some(p99)) = (request.latency.p50(), request.latency.p99()) {
-        println!("request latency: p50 {p50:.2?}, p99 {p99:.2?} ({} items)", request.latency.samples());
+        println!(
+            "request latency: p50 {p50:.2?}, p99 {p99:.2?} ({} items)",
+            request.latency.samples()
+        );
     }
     let _ = std::fs::remove_file(path);
     Ok(())

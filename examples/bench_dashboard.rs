@@ -4,8 +4,12 @@
 //! every update, alternated `ROUNDS` times in one process. Prints each
 //! run's time and the ratio of the medians.
 //!
-//! `cargo run --release --features web --example bench_dashboard [-- ITEMS ROUNDS]`
-//! (defaults: 3,000,000 items, 5 rounds).
+//! `cargo run --release --features web --example bench_dashboard [-- ITEMS ROUNDS [browsers [MS]]]`
+//! (defaults: 3,000,000 items, 5 rounds). With `browsers`, the 10 viewers
+//! are real browsers instead: 10 headless chromium processes (Debian's
+//! `chromium`) with the page open, drawing every update, on the same
+//! machine as the pipeline; `MS` sets the report interval (100 ms unless
+//! given; the debugger's default is 5 s).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -60,6 +64,48 @@ fn viewer(addr: std::net::SocketAddr) -> std::thread::JoinHandle<u64> {
     })
 }
 
+/// A headless chromium with the page open, killed (its whole process
+/// group) when dropped.
+struct Browser {
+    child: std::process::Child,
+    profile: std::path::PathBuf,
+}
+
+impl Browser {
+    fn open(url: &str, n: usize) -> std::io::Result<Browser> {
+        use std::os::unix::process::CommandExt;
+        let profile = std::env::temp_dir().join(format!("paipa-bench-chromium-{}-{n}", std::process::id()));
+        let child = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-sync",
+            ])
+            .args(["--disable-background-networking", "--disable-component-update"])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .process_group(0)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Browser { child, profile })
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the process group chromium leads.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -69,25 +115,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let items: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3_000_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let every = Duration::from_millis(100);
+    let browsers = args.next().as_deref() == Some("browsers");
+    let every = Duration::from_millis(args.next().and_then(|a| a.parse().ok()).unwrap_or(100));
+    let who = if browsers { "10 browsers" } else { "10 viewers" };
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let plain = run(items, Debugger::silent().interval(every));
         let web = WebReporter::bind("127.0.0.1:0")?;
-        let viewers: Vec<_> = (0..10).map(|_| viewer(web.addr())).collect();
+        let (mut viewers, mut open) = (Vec::new(), Vec::new());
+        for n in 0..10 {
+            if browsers {
+                open.push(Browser::open(&web.url(), n)?);
+            } else {
+                viewers.push(viewer(web.addr()));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
         while web.viewers() < 10 {
+            if Instant::now() > deadline {
+                return Err(format!("only {} of 10 pages connected within 120 s", web.viewers()).into());
+            }
             std::thread::sleep(Duration::from_millis(1));
         }
+        if browsers {
+            // Let the browsers finish starting (first paint) before timing.
+            std::thread::sleep(Duration::from_secs(2));
+        }
         let served = run(items, Debugger::silent().interval(every).reporter(web.clone()));
+        drop(open);
         drop(web); // the last clone: the server stops, the streams end
         let updates: u64 = viewers.into_iter().map(|v| v.join().unwrap_or(0)).sum();
-        println!("round {round}: no page {plain:.2?}, page with 10 viewers {served:.2?} ({updates} updates read)");
+        println!(
+            "round {round}: no page {plain:.2?}, page with {who} {served:.2?} ({updates} updates read by clients)"
+        );
         without.push(plain);
         with.push(served);
     }
     let (a, b) = (median(without), median(with));
     println!(
-        "median: no page {a:.2?}, 10 viewers {b:.2?}: {:.3}x",
+        "median: no page {a:.2?}, {who} {b:.2?}: {:.3}x (reports every {every:?})",
         b.as_secs_f64() / a.as_secs_f64()
     );
     Ok(())

@@ -411,7 +411,10 @@ fn a_run_that_stops_early_drops_its_source_stream() {
             .run_with(|out| out.take(1_000).collect::<Vec<_>>())
             .unwrap();
         assert_eq!(first.len(), 1_000);
-        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the stream outlived the run");
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the stream outlived the run"
+        );
         assert_balanced(&s);
     });
 }

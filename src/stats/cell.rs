@@ -199,6 +199,7 @@ impl StageCell {
 
     /// The stage's latency histogram (made on first use: only async
     /// stages record one).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn latency(&self) -> &LatencyCells {
         self.latency.get_or_init(LatencyCells::default)
     }

@@ -14,6 +14,7 @@ const SUB: usize = 1 << SUB_BITS;
 /// Enough buckets for every `u64` of nanoseconds.
 const BUCKETS: usize = EXACT as usize + (64 - 4) * SUB;
 
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
 fn bucket(ns: u64) -> usize {
     if ns < EXACT {
         return ns as usize;
@@ -53,6 +54,7 @@ impl Default for LatencyCells {
 impl LatencyCells {
     /// Records one item that took `took`. Only the stage's own thread
     /// calls this, so a load and a store suffice.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
     pub(crate) fn record(&self, took: Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
         let cell = &self.buckets[bucket(ns)];

@@ -190,12 +190,35 @@
     }
   }
 
+  // At most one drawing a second: a run reporting every 100 ms would
+  // otherwise have every open page redraw ten times a second, on the
+  // viewer's CPU (often the machine the pipeline runs on). The newest
+  // snapshot is the one drawn; the final one is drawn at once.
+  const MIN_DRAW_MS = 1000;
+  let pending = null, lastDraw = 0, timer = null;
+  function flush() {
+    if (timer) { clearTimeout(timer); timer = null; }
+    const snap = pending;
+    pending = null;
+    if (!snap) return;
+    lastDraw = Date.now();
+    try { draw(snap); } catch (e) { console.error("paipa dashboard: cannot draw a snapshot: " + e); }
+  }
+  function show(snap) {
+    pending = snap;
+    const wait = lastDraw + MIN_DRAW_MS - Date.now();
+    if ((snap && snap.final) || wait <= 0) flush();
+    else if (!timer) timer = setTimeout(flush, wait);
+  }
+
   function connect() {
     events = new EventSource(base + "events");
     events.onopen = () => { if (!over) setStatus("live", "live"); };
     events.onmessage = (m) => {
       if (!over) setStatus("live", "live");
-      try { draw(JSON.parse(m.data)); } catch (e) { console.error("paipa dashboard: cannot draw a snapshot: " + e); }
+      let snap = null;
+      try { snap = JSON.parse(m.data); } catch (e) { return; /* a malformed event: wait for the next */ }
+      show(snap);
     };
     events.onerror = () => {
       if (over) return;
@@ -207,7 +230,7 @@
 
   fetch(base + "snapshot", { cache: "no-store" })
     .then((r) => r.json())
-    .then((snap) => { if (!drawn && snap) draw(snap); })
+    .then((snap) => { if (!drawn && snap) show(snap); })
     .catch(() => {});
   connect();
 })();
