@@ -418,3 +418,62 @@ fn a_run_that_stops_early_drops_its_source_stream() {
         assert_balanced(&s);
     });
 }
+
+#[test]
+fn async_batch_puts_wait_their_turn_and_a_full_pipeline_gives_the_batch_back() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        let open = Arc::new(AtomicBool::new(false));
+        let gate = open.clone();
+        let mut pipeline = Pipeline::new().capacity(8).unwrap();
+        let input = std::sync::Arc::new(pipeline.input());
+        let running = pipeline
+            .then(Stage::map("gated", move |x: u32| {
+                while !gate.load(SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                x
+            }))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let rt = current_thread();
+        // Fill the pipeline until a batch cannot get in within 50 ms: it
+        // comes back whole.
+        let refused = rt.block_on(async {
+            let mut next = 0u32;
+            loop {
+                let batch: Vec<u32> = (next..next + 4).collect();
+                match input.put_batch_async(batch, Duration::from_millis(50)).await {
+                    Ok(()) => next += 4,
+                    Err(paipa::threaded::PutError::Full(back)) => return (next, back),
+                    Err(other) => panic!("{other:?}"),
+                }
+            }
+        });
+        let (accepted, back) = refused;
+        assert_eq!(back, (accepted..accepted + 4).collect::<Vec<_>>());
+        // 20 tasks wait for room at once on one runtime thread; the gate
+        // opens; every batch gets in, once.
+        let total = rt.block_on(async {
+            let puts = (0..20u32).map(|t| {
+                let input = input.clone();
+                async move {
+                    let batch: Vec<u32> = (1_000 + t * 4..1_000 + t * 4 + 4).collect();
+                    input.put_batch_async(batch, Duration::from_secs(30)).await.map(|_| 4)
+                }
+            });
+            let opener = async {
+                tokio::task::yield_now().await;
+                open.store(true, SeqCst);
+            };
+            let (results, ()) = tokio::join!(futures::future::join_all(puts), opener);
+            results.into_iter().map(|r| r.unwrap()).sum::<u32>()
+        });
+        assert_eq!(total, 80);
+        drop(input);
+        let summary = running.wait().unwrap();
+        assert_eq!(summary.items, u64::from(accepted) + 80);
+    });
+}

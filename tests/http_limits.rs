@@ -183,8 +183,8 @@ fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
     });
 }
 
-#[path = "../products/src/post.rs"]
-mod post;
+#[path = "../products/src/send.rs"]
+mod send;
 
 #[test]
 fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
@@ -223,13 +223,18 @@ fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
             std::thread::sleep(Duration::from_secs(2));
             release.store(true, Ordering::SeqCst);
         });
-        let url = format!("http://{addr}/ingest");
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let url: hyper::Uri = format!("http://{addr}/ingest").parse().unwrap();
+        let client = send::client(4);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let mut sent = Vec::new();
         let mut refused = 0;
         for b in 0..10u64 {
             let ids: Vec<u64> = (b * 7..b * 7 + 7).collect();
-            refused += post::post_until_accepted(&agent, &url, &format!("{ids:?}")).unwrap();
+            let body = format!("{ids:?}").into_bytes().into();
+            refused += rt.block_on(send::post_until_accepted(&client, &url, body)).unwrap();
             sent.extend(ids);
         }
         opener.join().unwrap();

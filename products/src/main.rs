@@ -1,20 +1,22 @@
 //! The reference's realistic pipeline, end to end and for real: stream every
 //! row of a SQLite `products` table, keep the available ones, group them in
-//! batches of 2048, POST each batch as JSON to an ingestion server (paipa's
-//! own, on loopback, unless `--url` points elsewhere), flatten, count.
+//! batches of 2048, encode each batch as JSON, POST it to an ingestion
+//! server (paipa's own, on loopback, unless `--url` points elsewhere) from an
+//! async stage with several requests in flight over keep-alive
+//! connections, flatten, count.
 //!
 //! Run: `cargo run --release -p paipa-products -- \
-//!       [--db products.db] [--rows 1000000] [--batch 2048] [--url http://host:port/ingest]`
+//!       [--db products.db] [--rows 1000000] [--batch 2048] [--in-flight 4] [--url http://host:port/ingest]`
 //!
 //! The database is created on first run (fixed seed) and reused afterwards.
 
-mod post;
+mod send;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use paipa::glue::{serve_pipeline, ServerConfig};
-use paipa::iter::{chunk, consume, flatten, Pipeline};
+use paipa::iter::chunk;
 use paipa::threaded::{self, Stage};
 use paipa::Debugger;
 use rusqlite::Connection;
@@ -32,6 +34,7 @@ struct Args {
     db: PathBuf,
     rows: i64,
     batch: usize,
+    in_flight: usize,
     url: Option<String>,
 }
 
@@ -40,6 +43,7 @@ fn args() -> Result<Args, String> {
         db: "products.db".into(),
         rows: 1_000_000,
         batch: 2048,
+        in_flight: 4,
         url: None,
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +53,7 @@ fn args() -> Result<Args, String> {
             "--db" => a.db = value.into(),
             "--rows" => a.rows = value.parse().map_err(|e| format!("--rows: {e}"))?,
             "--batch" => a.batch = value.parse().map_err(|e| format!("--batch: {e}"))?,
+            "--in-flight" => a.in_flight = value.parse().map_err(|e| format!("--in-flight: {e}"))?,
             "--url" => a.url = Some(value),
             other => return Err(format!("unknown option {other}")),
         }
@@ -92,17 +97,76 @@ fn only_available(products: impl Iterator<Item = Product>) -> impl Iterator<Item
     products.filter(|p| p.available)
 }
 
-/// POSTs each batch to the ingestion server, resending it whole when it
-/// answers 503 (full: the server took none of it, so nothing is sent
-/// twice); passes the batch on.
-fn send_in_batch(chunks: impl Iterator<Item = Vec<Product>>, url: String) -> impl Iterator<Item = Vec<Product>> {
-    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
-    chunks.inspect(move |batch| {
-        let body = serde_json::to_string(batch).expect("products serialise");
-        if let Err(e) = post::post_until_accepted(&agent, &url, &body) {
-            panic!("{e}");
+/// Every row of the table, read in pages of [`PAGE`] by primary key: an
+/// iterator that owns its connection, so the pipeline's source thread can
+/// run it (a rusqlite statement cannot leave its thread).
+struct ProductRows {
+    conn: Connection,
+    after: i64,
+    left: usize,
+    page: std::vec::IntoIter<Product>,
+}
+
+/// Rows read per query.
+const PAGE: usize = 8192;
+
+impl ProductRows {
+    fn new(conn: Connection, rows: usize) -> Self {
+        ProductRows {
+            conn,
+            after: -1,
+            left: rows,
+            page: Vec::new().into_iter(),
         }
-    })
+    }
+
+    fn next_page(&mut self) -> rusqlite::Result<Vec<Product>> {
+        let mut select = self
+            .conn
+            .prepare_cached("select id, name, price, available from products where id > ?1 order by id limit ?2")?;
+        let rows = select.query_map(rusqlite::params![self.after, PAGE as i64], |r| {
+            Ok(Product {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                price: r.get(2)?,
+                available: r.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+}
+
+impl Iterator for ProductRows {
+    type Item = Product;
+
+    fn next(&mut self) -> Option<Product> {
+        if let Some(p) = self.page.next() {
+            self.left = self.left.saturating_sub(1);
+            return Some(p);
+        }
+        if self.left == 0 {
+            return None;
+        }
+        let page = self.next_page().expect("a page of products");
+        self.after = page.last()?.id;
+        self.page = page.into_iter();
+        self.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+/// A batch and its JSON body.
+struct Encoded {
+    batch: Vec<Product>,
+    body: hyper::body::Bytes,
+}
+
+fn encode(batch: Vec<Product>) -> Encoded {
+    let body = serde_json::to_vec(&batch).expect("products serialise").into();
+    Encoded { batch, body }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -135,26 +199,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let started = Instant::now();
-    let mut select = conn.prepare("select id, name, price, available from products")?;
-    let rows = select
-        .query_map([], |r| {
-            Ok(Product {
-                id: r.get(0)?,
-                name: r.get(1)?,
-                price: r.get(2)?,
-                available: r.get(3)?,
-            })
-        })?
-        .map(|r| r.expect("a products row"));
-    let pipeline = Pipeline::new(rows)
+    let url: hyper::Uri = url.parse()?;
+    let client = send::client(args.in_flight);
+    let (sent, _) = threaded::Pipeline::new()
         .debug(Debugger::new().name("products").source_name("select"))
-        .step(only_available)
-        .step(chunk(args.batch)?)
-        .count_by(|b: &Vec<Product>| b.len() as u64)
-        .step_named("send_in_batch", |chunks| send_in_batch(chunks, url.clone()))
-        .count_by(|b: &Vec<Product>| b.len() as u64)
-        .step(flatten);
-    let sent = consume(pipeline) as u64;
+        .source(ProductRows::new(conn, args.rows as usize))
+        .then(Stage::iter("only_available", only_available))?
+        .then(Stage::iter("chunk", chunk(args.batch)?).count_by(|b: &Vec<Product>| b.len() as u64))?
+        .then(Stage::map("encode", encode).count_by(|e: &Encoded| e.batch.len() as u64))?
+        .then(
+            // POSTs each batch, resending it whole after a 503 (the server
+            // took none of it, so nothing is sent twice); a transport error
+            // or no answer within 30 s fails the run. Passes the batch on.
+            Stage::try_map_async("send_in_batch", move |e: Encoded| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    send::post_until_accepted(&client, &url, e.body).await?;
+                    Ok::<_, String>(e.batch)
+                }
+            })
+            .in_flight(args.in_flight)
+            .timeout(Duration::from_secs(30))
+            .count_by(|b: &Vec<Product>| b.len() as u64),
+        )?
+        .run_with(|batches| batches.flatten().count() as u64)?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{} rows read, {sent} available products sent in {secs:.1} s ({:.0} rows/s)",

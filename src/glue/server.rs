@@ -207,7 +207,9 @@ impl ServerConfig {
 }
 
 struct Shared<T> {
-    input: Mutex<Option<Input<T>>>,
+    /// One handle, shared by the requests: its relay thread waits for
+    /// room for every request in turn (see `Input::put_batch_async`).
+    input: Mutex<Option<Arc<Input<T>>>>,
     running: Arc<Mutex<Option<Running>>>,
     config: ServerConfig,
     /// Ingest requests in flight.
@@ -369,7 +371,7 @@ where
     let acknowledged = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = watch::channel(SERVING);
     let shared = Arc::new(Shared {
-        input: Mutex::new(Some(input)),
+        input: Mutex::new(Some(Arc::new(input))),
         running: running.clone(),
         config: config.clone(),
         ingests: Arc::new(Semaphore::new(config.max_ingests)),
@@ -1080,39 +1082,35 @@ async fn ingest<T: DeserializeOwned + Send + 'static>(
         Ok(Ok(body)) => body,
     };
     let ndjson = is_ndjson(&headers);
-    let worker = shared.clone();
-    // Parsing a large body and waiting for room both block: off the async
-    // workers, so /health and the other connections stay responsive.
-    let outcome = tokio::task::spawn_blocking(move || {
-        let config = &worker.config;
-        let entries: Vec<T> = match parse(ndjson, &body, config.max_entries) {
-            Ok(e) => e,
-            Err(refusal) => return Outcome::Refused(refusal),
-        };
-        drop(body);
-        let total = entries.len();
-        if total == 0 {
-            return Outcome::Accepted(0);
-        }
-        let guard = worker.input.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(input) = guard.as_ref().cloned() else {
-            return Outcome::Closed(total);
-        };
-        drop(guard);
-        // One all-or-nothing hand-over: the request is in, or none of it
-        // is, so a client may resend a refused request whole.
-        match input.put_batch_timeout(entries, config.full_wait) {
-            Ok(()) => {
-                worker.acknowledged.fetch_add(total as u64, Ordering::SeqCst);
-                Outcome::Accepted(total)
+    let max_entries = config.max_entries;
+    // Parsing a large body is CPU work: off the async workers, so /health
+    // and the other connections stay responsive.
+    let parsed = tokio::task::spawn_blocking(move || parse::<T>(ndjson, &body, max_entries)).await;
+    let outcome = match parsed {
+        Err(_) => Outcome::Closed(0),
+        Ok(Err(refusal)) => Outcome::Refused(refusal),
+        Ok(Ok(entries)) if entries.is_empty() => Outcome::Accepted(0),
+        Ok(Ok(entries)) => {
+            let total = entries.len();
+            let input = shared.input.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match input {
+                None => Outcome::Closed(total),
+                // One all-or-nothing hand-over: the request is in, or none
+                // of it is, so a client may resend a refused request whole.
+                // Waiting for room takes no thread of the runtime's (nor
+                // one per request): the input's relay thread waits.
+                Some(input) => match input.put_batch_async(entries, config.full_wait).await {
+                    Ok(()) => {
+                        shared.acknowledged.fetch_add(total as u64, Ordering::SeqCst);
+                        Outcome::Accepted(total)
+                    }
+                    Err(PutError::Full(_)) => Outcome::Full(total),
+                    Err(PutError::TooLarge(_)) => Outcome::TooLarge(total),
+                    Err(PutError::Closed(_)) => Outcome::Closed(total),
+                },
             }
-            Err(PutError::Full(_)) => Outcome::Full(total),
-            Err(PutError::TooLarge(_)) => Outcome::TooLarge(total),
-            Err(PutError::Closed(_)) => Outcome::Closed(total),
         }
-    })
-    .await
-    .unwrap_or(Outcome::Closed(0));
+    };
     match outcome {
         Outcome::Accepted(n) => json_response(StatusCode::OK, serde_json::json!({ "accepted": n })),
         Outcome::Refused(Refusal::Invalid(msg)) => json_error(StatusCode::BAD_REQUEST, msg),

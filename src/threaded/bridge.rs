@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::channel::Msg;
 use super::handle::{Outputs, Summary};
-use super::input::{single, Closed, Input, InputShared};
+use super::input::{single, Closed, Input, InputShared, PutError};
 use super::Pipeline;
 use crate::error::RunError;
 use crate::sync::chan::{bounded, Sender};
@@ -378,10 +378,13 @@ impl<S> Drop for StreamSource<S> {
     }
 }
 
-/// A put that waits for room, handed to the relay thread.
+/// A put that waits for room (until `deadline`, if any), handed to the
+/// relay thread. The reply says, on a refusal, whether the deadline passed
+/// (true) or the pipeline is gone (false).
 struct Request<T> {
     msg: Msg<T>,
-    reply: oneshot::Sender<Result<(), Msg<T>>>,
+    deadline: Option<Instant>,
+    reply: oneshot::Sender<Result<(), (Msg<T>, bool)>>,
 }
 
 /// The relay thread of one [`Input`] handle (see the module docs).
@@ -395,12 +398,12 @@ impl<T: Send + 'static> Relay<T> {
         let (tx, mut rx) = mpsc::unbounded_channel::<Request<T>>();
         let spawned = std::thread::Builder::new().name("paipa:put".into()).spawn(move || {
             // Ends when the handle (the only sender) is dropped.
-            while let Some(Request { msg, reply }) = rx.blocking_recv() {
+            while let Some(Request { msg, deadline, reply }) = rx.blocking_recv() {
                 if reply.is_closed() {
                     // The put was cancelled before it was tried.
                     continue;
                 }
-                let _ = reply.send(shared.deliver(msg, None).map_err(|(m, _)| m));
+                let _ = reply.send(shared.deliver(msg, deadline));
             }
         });
         match spawned {
@@ -446,20 +449,72 @@ impl<T: Send + 'static> Input<T> {
     /// # }
     /// ```
     pub async fn put_async(&self, item: T) -> Result<(), Closed<T>> {
-        let msg = match self.shared.deliver(Msg::Items(vec![item]), Some(Instant::now())) {
+        self.deliver_async(Msg::Items(vec![item]), None)
+            .await
+            .map_err(|(m, _)| Closed(single(m)))
+    }
+
+    /// [`Input::put_batch_timeout`] without blocking a runtime thread
+    /// (feature `async`): one all-or-nothing hand-over of `items`, waiting
+    /// at most `timeout` for room. A batch that fits at once is put at once;
+    /// one that must wait is handed to this handle's relay thread, which
+    /// takes the waiting puts of all tasks in turn (each still gets one try
+    /// at room when its turn comes after its deadline). The ingestion
+    /// server puts each request's entries this way.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use paipa::threaded::{Pipeline, PutError, Stage};
+    ///
+    /// let mut pipeline = Pipeline::new().capacity(8)?;
+    /// let input = pipeline.input();
+    /// let running = pipeline.then(Stage::map("id", |x: u32| x))?.spawn()?;
+    /// input.put_batch_async(vec![1, 2, 3], Duration::from_secs(1)).await?;
+    /// // More than the capacity could never fit: refused at once, given back.
+    /// match input.put_batch_async((0..9).collect(), Duration::from_secs(1)).await {
+    ///     Err(PutError::TooLarge(back)) => assert_eq!(back.len(), 9),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// drop(input);
+    /// assert_eq!(running.wait()?.items, 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn put_batch_async(&self, items: Vec<T>, timeout: std::time::Duration) -> Result<(), PutError<Vec<T>>> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        if items.len() > self.shared.layout.capacity {
+            return Err(PutError::TooLarge(items));
+        }
+        let deadline = Instant::now() + timeout;
+        match self.deliver_async(Msg::Items(items), Some(deadline)).await {
+            Ok(()) => Ok(()),
+            Err((Msg::Items(v), true)) => Err(PutError::Full(v)),
+            Err((Msg::Items(v), false)) => Err(PutError::Closed(v)),
+            Err((Msg::Meta(_), _)) => unreachable!("items were sent"),
+        }
+    }
+
+    /// Delivers at once if there is room, else through the relay thread
+    /// (waiting until `deadline`, or for ever).
+    async fn deliver_async(&self, msg: Msg<T>, deadline: Option<Instant>) -> Result<(), (Msg<T>, bool)> {
+        let msg = match self.shared.deliver(msg, Some(Instant::now())) {
             Ok(()) => return Ok(()),
-            Err((m, false)) => return Err(Closed(single(m))),
+            Err((m, false)) => return Err((m, false)),
             Err((m, true)) => m,
         };
         let relay = self.relay.get_or_init(|| Relay::start(self.shared.clone()));
         let (reply, answer) = oneshot::channel();
         let sent = match relay {
-            Some(relay) => relay.tx.send(Request { msg, reply }).map_err(|e| e.0.msg),
+            Some(relay) => relay.tx.send(Request { msg, deadline, reply }).map_err(|e| e.0.msg),
             None => Err(msg),
         };
         match sent {
             Ok(()) => match answer.await {
-                Ok(result) => result.map_err(|m| Closed(single(m))),
+                Ok(result) => result,
                 Err(_) => unreachable!("the relay answers every put it takes"),
             },
             // No relay: wait by trying again as the runtime lets this task.
@@ -467,7 +522,8 @@ impl<T: Send + 'static> Input<T> {
                 tokio::task::yield_now().await;
                 msg = match self.shared.deliver(msg, Some(Instant::now())) {
                     Ok(()) => return Ok(()),
-                    Err((m, false)) => return Err(Closed(single(m))),
+                    Err((m, false)) => return Err((m, false)),
+                    Err((m, true)) if deadline.is_some_and(|d| Instant::now() >= d) => return Err((m, true)),
                     Err((m, true)) => m,
                 };
             },

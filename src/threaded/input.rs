@@ -52,7 +52,7 @@ pub(crate) struct InputShared<T> {
     handles: AtomicUsize,
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) cell: Arc<StageCell>,
-    layout: Layout,
+    pub(crate) layout: Layout,
     /// What an item costs the first stage: batches are cut by it.
     pub(crate) next_cost: Arc<Cost>,
     /// Blocking puts made before the run that found no room (see
