@@ -6,9 +6,11 @@
 //! An async stage is two threads, whatever its bound:
 //! - its **stage thread** owns a current-thread tokio runtime (or enters
 //!   the caller's, [`Stage::on_runtime`]) and drives a `FuturesUnordered`
-//!   of at most `in_flight` futures. It takes items from the feeder while
-//!   below the bound, and pushes each result into the stage's outbox, as a
-//!   worker does. That push may block the thread when the next edge is
+//!   of at most `in_flight` futures. It asks the feeder for more items
+//!   while it holds fewer than `in_flight` not yet started (so a finished
+//!   future's slot is refilled at once, without a round trip to the feeder:
+//!   at most twice the bound of items are in the stage), and pushes each
+//!   result into the stage's outbox, as a worker does. That push may block the thread when the next edge is
 //!   full: the futures in flight then wait too (the stage is blocked, as a
 //!   worker that cannot send is), and nothing else runs on that thread.
 //! - its **feeder thread** waits on the stage's input edge (a blocking
@@ -734,7 +736,8 @@ where
                 in_flight.push(self.item(seq, w, item));
                 seq += 1;
             }
-            if input_open && !asked && held.is_empty() && room(in_flight.len(), seq, next_out) {
+            if input_open && !asked && held.len() < self.bound {
+                // Ahead of need: the next items are here when a slot frees.
                 // Taken by the feeder at once; it ends only after the
                 // channel it reads is closed by this thread.
                 asked = want.try_send(()).is_ok();
