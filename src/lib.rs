@@ -201,7 +201,11 @@
 //! thread with a tokio runtime (paipa's own current-thread one, or the
 //! caller's multi-thread runtime with
 //! [`on_runtime`](threaded::Stage::on_runtime)), plus one thread that waits
-//! on the stage's input. Outputs come in the order the futures finish. The
+//! on the stage's input. Outputs come in the order the futures finish, or
+//! in input order with [`ordered`](threaded::Stage::ordered) (a window of
+//! `in_flight` items). Each item's latency is measured: reports show p50
+//! and p99 over the last interval, and an async stage at its bound gets the
+//! hint to raise `in_flight`. The
 //! policies are those of every stage (fail, skip, retry with a backoff on
 //! tokio's timer), a panic in a future fails its item naming the stage, a
 //! per-item [`timeout`](threaded::Stage::timeout) fails an attempt that
@@ -233,8 +237,11 @@
 //! ```
 //!
 //! A tokio program bridges to a threaded pipeline without blocking a runtime
-//! thread: [`Input::put_async`](threaded::Input::put_async) waits for room
-//! (a put that finds none is made by the handle's relay thread), and
+//! thread: [`Input::put_async`](threaded::Input::put_async) and
+//! [`Input::put_batch_async`](threaded::Input::put_batch_async) wait for
+//! room (a put that finds none is made by the handle's relay thread),
+//! [`Pipeline::source_stream`](threaded::Pipeline::source_stream) reads a
+//! `futures::Stream` as the source (polled on the source thread), and
 //! [`Pipeline::stream`](threaded::Pipeline::stream) (or
 //! [`Outputs::into_stream`](threaded::Outputs::into_stream)) gives a
 //! background run's outputs as a `futures::Stream`, read from the last edge
