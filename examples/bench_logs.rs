@@ -39,11 +39,12 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
     type Variant = fn(&std::path::Path) -> workload::Totals;
-    let variants: [(&str, Variant); 4] = [
+    let variants: [(&str, Variant); 5] = [
         ("plain loop", workload::plain_loop),
         ("rayon par_bridge", workload::rayon),
         ("hand-rolled crossbeam, batches of 1024", workload::crossbeam_batched),
-        ("paipa, README style, defaults", workload::paipa),
+        ("paipa, fold in run_with, defaults", workload::paipa),
+        ("paipa, README style (Stage::fold), defaults", workload::paipa_fold),
     ];
     let only = std::env::args().nth(2);
     println!("| variant | wall (median of 3) | CPU | involuntary switches | wall vs loop | CPU vs loop |");

@@ -158,12 +158,17 @@ pub struct Totals {
 
 impl Totals {
     pub fn add(mut self, e: Enriched) -> Self {
+        self.record(e);
+        self
+    }
+
+    /// Counts one hit in place.
+    pub fn record(&mut self, e: Enriched) {
         let g = self.groups.entry((e.kind, e.client, e.class)).or_default();
         g.0 += 1;
         g.1 += e.bytes;
         self.hours[usize::from(e.hour) % 24] += 1;
         self.hits += 1;
-        self
     }
 
     pub fn merge(mut self, other: Totals) -> Self {
@@ -258,6 +263,24 @@ pub fn paipa(path: &Path) -> Totals {
         .unwrap();
     let (totals, _summary) = pipeline
         .run_with(|out| out.fold(Totals::default(), Totals::add))
+        .unwrap();
+    totals
+}
+
+/// paipa with the aggregation as a fold stage (as the README shows it): each
+/// worker folds its hits into totals of its own, on the threads that
+/// parsed and enriched them, and the consumer merges one partial per
+/// worker; default settings.
+pub fn paipa_fold(path: &Path) -> Totals {
+    let (totals, _summary) = Pipeline::new()
+        .source(lines(path))
+        .then(Stage::iter("parse", |lines| lines.filter_map(parse)).workers(2))
+        .unwrap()
+        .then(Stage::map("enrich", enrich).workers(2))
+        .unwrap()
+        .then(Stage::fold("aggregate", Totals::default, Totals::record).workers(2))
+        .unwrap()
+        .run_with(|partials| partials.fold(Totals::default(), Totals::merge))
         .unwrap();
     totals
 }

@@ -15,6 +15,9 @@
 //! time is left out of the first stage's. The first stage's starved time is
 //! the chain's; the chained stage is never starved (it never waits).
 //!
+//! Fold stages (`fold.rs`) chain as maps do; a chained worker runs its
+//! step's `on_finish` when the worker feeding it ends without a stop.
+//!
 //! Not chained: ordered stages, stages of one worker (their only
 //! parallelism is the pipeline's), [`Step`](super::Step) stages (their
 //! hooks run on their own threads), and stages built with
@@ -228,6 +231,14 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
         // SAFETY: as above.
         let _mem = unsafe { AllocScope::enter(&cell) };
         this.clock.resume();
+        if !this.stopped && !this.cx.shared.cancel.is_cancelled() && !this.outbox.is_gone() {
+            // The feeding worker ended without a stop: this worker's input
+            // ended, as `Recv::End` tells an unchained one.
+            let (out, step) = (&mut this.outbox, &mut this.step);
+            if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: out })) {
+                this.cx.fatal(f);
+            }
+        }
         if this.cx.shared.cancel.is_cancelled() || this.outbox.is_gone() {
             this.outbox.discard_pending();
         } else {

@@ -24,6 +24,7 @@ mod builder;
 mod chain;
 mod channel;
 mod chunk;
+mod fold;
 mod handle;
 mod input;
 mod iter_worker;

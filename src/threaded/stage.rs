@@ -39,6 +39,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Map,
+    /// A per-worker fold (see `fold.rs`): chained as a map is.
+    Fold,
     Iter,
     Step,
     /// A step that returns a future (feature `async`, see `async_stage.rs`).
@@ -170,7 +172,7 @@ impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
 }
 
 /// The per-worker contexts and outboxes of a stage.
-fn workers<'a, In, Out>(
+pub(crate) fn workers<'a, In, Out>(
     s: &StageSettings<In, Out>,
     p: LaunchParts<'a, In, Out>,
     after: Arc<dyn Fn() + Send + Sync + 'a>,
@@ -581,6 +583,16 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         }
         check_count(&s.name, "workers", s.workers, MAX_WORKERS)?;
         validate_edge(s)?;
+        if s.ordered && s.kind == Kind::Fold {
+            return Err(ConfigError::new(
+                "ordered",
+                true,
+                format!(
+                    "stage {:?}: a fold stage gives one result per worker, which have no input order",
+                    s.name
+                ),
+            ));
+        }
         if s.ordered && s.kind != Kind::Map && s.workers > 1 {
             return Err(ConfigError::new(
                 "ordered",
