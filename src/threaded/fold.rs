@@ -75,7 +75,7 @@ impl<'a, In: Send + 'a, Acc: Send + 'a> Stage<'a, In, Acc> {
     ///         .workers(2),
     ///     )?
     ///     .run_with(|partials| {
-    ///         partials.fold(HashMap::new(), |mut all, part| {
+    ///         partials.fold(HashMap::new(), |mut all: HashMap<u32, u64>, part| {
     ///             for (d, n) in part {
     ///                 *all.entry(d).or_default() += n;
     ///             }
