@@ -14,7 +14,10 @@
 //!   full: the futures in flight then wait too (the stage is blocked, as a
 //!   worker that cannot send is), and nothing else runs on that thread.
 //! - its **feeder thread** waits on the stage's input edge (a blocking
-//!   channel, which must not block the thread that polls futures) and
+//!   channel, which must not block the thread that polls futures), or, for
+//!   the first stage of a pipeline with a lazy source, pulls the source
+//!   itself (as a sync first stage's workers do: no source thread; a cancel
+//!   then reaches the stage thread once the source's `next` returns), and
 //!   hands one batch over per request of the stage thread, through an
 //!   unbounded tokio channel that holds at most one batch (plus an end or a
 //!   cancel). The feeder also watches the run's cancel signal and passes it
@@ -65,7 +68,8 @@ use futures::FutureExt;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
-use super::channel::{recv_or_stop, EdgeRx, Msg, Recv};
+use super::channel::{recv_or_stop, try_recv, EdgeRx, Msg, Recv};
+use super::pull::SharedSource;
 use super::outbox::{weight, Outbox, Weigher};
 use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
@@ -209,16 +213,12 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             Kind::Async,
             Box::new(move |s, p| {
                 let mut jobs = Vec::new();
-                // A lazy source feeds the edge from a thread of its own:
-                // the stage's threads only wait.
-                if let Some(job) = p.source.clone().and_then(super::pull::SharedSource::thread_job) {
-                    jobs.push(job);
-                }
                 let outbox = p.outbox(s.weigh.clone());
                 let (want_tx, want_rx) = bounded::<()>(1);
                 let (feed_tx, feed_rx) = mpsc::unbounded_channel();
                 let feeder = Feeder {
                     rx: p.rx,
+                    source: p.source.clone(),
                     want: want_rx,
                     to_stage: feed_tx,
                     cell: p.cell.clone(),
@@ -322,8 +322,12 @@ enum Feed<T> {
 }
 
 /// The thread that waits on an async stage's input edge.
-struct Feeder<In> {
+struct Feeder<'a, In> {
     rx: EdgeRx<In>,
+    /// The lazy source, when this is the first stage: the feeder pulls it
+    /// itself (as the first stage's workers do, see `pull.rs`), so no
+    /// source thread is needed.
+    source: Option<Arc<SharedSource<'a, In>>>,
     /// A request for one batch from the stage thread; disconnects when the
     /// stage thread ends.
     want: Receiver<()>,
@@ -333,9 +337,29 @@ struct Feeder<In> {
     weigh_in: Option<Weigher<In>>,
 }
 
-impl<In> Feeder<In> {
-    fn run(self) {
-        let cancel = &self.shared.cancel;
+impl<In> Feeder<'_, In> {
+    /// The next message: from the edge first (items put through input
+    /// handles), then from the source, then waiting on the edge.
+    fn next(&mut self) -> Option<Recv<In>> {
+        if let Some(got) = try_recv(&self.rx) {
+            if !matches!(got, Recv::End) || self.source.is_none() {
+                return Some(got);
+            }
+        }
+        if let Some(source) = &self.source {
+            match source.pull(source.pacing().limit()) {
+                Some((batch, _)) => return Some(Recv::Msg(Msg::Items(batch))),
+                // Done (or stopped): the edge ends once the input handles
+                // are gone too.
+                None => self.source = None,
+            }
+        }
+        recv_or_stop(&self.rx, &self.shared.cancel, &self.want)
+    }
+
+    fn run(mut self) {
+        let shared = self.shared.clone();
+        let cancel = &shared.cancel;
         'wait: loop {
             // Wait for a request (or a cancel) before taking input, so at
             // most one batch is between the edge and the stage thread.
@@ -353,7 +377,7 @@ impl<In> Feeder<In> {
                 break;
             }
             loop {
-                match recv_or_stop(&self.rx, cancel, &self.want) {
+                match self.next() {
                     None => break 'wait,
                     Some(Recv::Msg(Msg::Items(batch))) => {
                         self.cell.count_in.fetch_add(weight(&batch, &self.weigh_in), Relaxed);
