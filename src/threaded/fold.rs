@@ -8,10 +8,8 @@
 
 use std::sync::Arc;
 
-use super::chain::{Chained, Link};
-use super::stage::{job, workers, Kind, Stage, StagePlan};
+use super::stage::{chained_links, item_plan, Kind, Stage};
 use super::step::{Output, Step};
-use super::worker::item_worker;
 use crate::error::BoxError;
 
 /// A worker's accumulator and the functions that make and feed it.
@@ -102,29 +100,8 @@ impl<'a, In: Send + 'a, Acc: Send + 'a> Stage<'a, In, Acc> {
             }
         };
         let chained = step.clone();
-        let mut stage = Self::with(
-            name,
-            Kind::Fold,
-            Box::new(move |s, p| {
-                let links = p.links.clone();
-                let jobs = workers(s, p, Arc::new(|| {}))
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (cx, outbox))| {
-                        let (step, shared, links) = (step(), cx.shared.clone(), links.clone());
-                        job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
-                    })
-                    .collect();
-                StagePlan { before: None, jobs }
-            }),
-        );
-        stage.chain = Some(Box::new(move |s, p| {
-            let links = p.links.clone();
-            workers(s, p, Arc::new(|| {}))
-                .into_iter()
-                .map(|(cx, outbox)| Box::new(Chained::new(chained(), cx, outbox, links.clone())) as Link<'a, In>)
-                .collect()
-        }));
+        let mut stage = Self::with(name, Kind::Fold, Box::new(move |s, p| item_plan(s, p, step)));
+        stage.chain = Some(Box::new(move |s, p| chained_links(s, p, chained)));
         stage
     }
 }

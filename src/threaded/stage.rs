@@ -172,7 +172,7 @@ impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
 }
 
 /// The per-worker contexts and outboxes of a stage.
-pub(crate) fn workers<'a, In, Out>(
+fn workers<'a, In, Out>(
     s: &StageSettings<In, Out>,
     p: LaunchParts<'a, In, Out>,
     after: Arc<dyn Fn() + Send + Sync + 'a>,
@@ -202,6 +202,49 @@ pub(crate) fn workers<'a, In, Out>(
             };
             (cx, p.outbox(s.weigh.clone()))
         })
+        .collect()
+}
+
+/// The plan of a stage whose workers each run a step made by `make`, on
+/// threads of their own.
+pub(crate) fn item_plan<'a, S>(
+    s: &StageSettings<S::In, S::Out>,
+    p: LaunchParts<'a, S::In, S::Out>,
+    make: impl Fn() -> S,
+) -> StagePlan<'a>
+where
+    S: Step + 'a,
+    S::In: 'a,
+    S::Out: 'a,
+{
+    let links = p.links.clone();
+    let jobs = workers(s, p, Arc::new(|| {}))
+        .into_iter()
+        .enumerate()
+        .map(|(i, (cx, outbox))| {
+            let (step, shared, links) = (make(), cx.shared.clone(), links.clone());
+            job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
+        })
+        .collect();
+    StagePlan { before: None, jobs }
+}
+
+/// The workers of such a stage chained to the stage before (see
+/// `chain.rs`).
+pub(crate) fn chained_links<'a, S>(
+    s: &StageSettings<S::In, S::Out>,
+    p: LaunchParts<'a, S::In, S::Out>,
+    make: impl Fn() -> S,
+) -> Vec<Link<'a, S::In>>
+where
+    S: Step + 'a,
+    S::In: 'a,
+    S::Out: 'a,
+{
+    let links = p.links.clone();
+    workers(s, p, Arc::new(|| {}))
+        .into_iter()
+        .map(|(cx, outbox)| Box::new(Chained::new(make(), cx, outbox, links.clone())) as Link<'a, S::In>)
         .collect()
 }
 
@@ -311,34 +354,17 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                         .collect();
                     return StagePlan { before: None, jobs };
                 }
-                let links = p.links.clone();
-                let jobs = workers(s, p, Arc::new(|| {}))
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (cx, outbox))| {
-                        let step = MapStep {
-                            f: f.clone(),
-                            _types: std::marker::PhantomData,
-                        };
-                        let (shared, links) = (cx.shared.clone(), links.clone());
-                        job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
-                    })
-                    .collect();
-                StagePlan { before: None, jobs }
+                item_plan(s, p, || MapStep {
+                    f: f.clone(),
+                    _types: std::marker::PhantomData,
+                })
             }),
         );
         stage.chain = Some(Box::new(move |s, p| {
-            let links = p.links.clone();
-            workers(s, p, Arc::new(|| {}))
-                .into_iter()
-                .map(|(cx, outbox)| {
-                    let step = MapStep {
-                        f: chained.clone(),
-                        _types: std::marker::PhantomData,
-                    };
-                    Box::new(Chained::new(step, cx, outbox, links.clone())) as Link<'a, In>
-                })
-                .collect()
+            chained_links(s, p, || MapStep {
+                f: chained.clone(),
+                _types: std::marker::PhantomData,
+            })
         }));
         stage
     }
