@@ -1,0 +1,177 @@
+//! The acker: one thread per source that turns finished entries into XACKs,
+//! failed ones into a recorded error (or, on their last delivery, a
+//! dead-letter entry), in batches.
+//!
+//! It ends when its queue closes: when the source and every entry it
+//! delivered are gone. What is queued then is still sent. If the server
+//! stays unreachable past the deadline it stops with the error; entries
+//! not acked by then stay pending for other consumers (never lost).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use redis::Value;
+
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::link::Link;
+use super::stats::Counters;
+
+/// Ids acked in one XACK at most.
+const ACK_BATCH: usize = 4096;
+
+/// What the acker is told.
+pub(crate) enum AckMsg {
+    /// Finished: XACK.
+    Ack(String),
+    /// Failed here: record the error and leave it pending, or dead-letter
+    /// it if this was its last delivery.
+    Fail {
+        stream_id: String,
+        origin: Arc<str>,
+        deliveries: u64,
+        error: String,
+    },
+    /// To the dead-letter stream now (it does not decode, or it was
+    /// delivered too often).
+    Dead {
+        stream_id: String,
+        origin: Arc<str>,
+        deliveries: u64,
+        error: String,
+        data: Option<Vec<u8>>,
+    },
+}
+
+pub(crate) fn run(mut link: Link, cfg: EdgeConfig, rx: Receiver<AckMsg>, counters: Arc<Counters>) -> Result<(), RemoteError> {
+    let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                AckMsg::Ack(id) => acks.push(id),
+                AckMsg::Fail {
+                    stream_id,
+                    origin,
+                    deliveries,
+                    error,
+                } => {
+                    if deliveries >= u64::from(cfg.max_deliveries) {
+                        dead_letter(&mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, None)?;
+                    } else {
+                        counters.add(&counters.failed, 1);
+                        link.call("HSET", |c| {
+                            redis::cmd("HSET")
+                                .arg(cfg.errors_key())
+                                .arg(&stream_id)
+                                .arg(&error)
+                                .query::<Value>(c)
+                        })?;
+                    }
+                }
+                AckMsg::Dead {
+                    stream_id,
+                    origin,
+                    deliveries,
+                    error,
+                    data,
+                } => dead_letter(&mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, data)?,
+            }
+            if acks.len() < ACK_BATCH {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !acks.is_empty() {
+            ack(&mut link, &cfg, &acks)?;
+            counters.add(&counters.acked, acks.len() as u64);
+            acks.clear();
+        }
+    }
+    Ok(())
+}
+
+fn ack(link: &mut Link, cfg: &EdgeConfig, ids: &[String]) -> Result<(), RemoteError> {
+    link.call("XACK", |c| {
+        redis::cmd("XACK")
+            .arg(&cfg.stream)
+            .arg(&cfg.group)
+            .arg(ids)
+            .query::<Value>(c)
+    })?;
+    Ok(())
+}
+
+/// Adds the entry to `<stream>:dead` with its error and acks it in the
+/// stream, in one MULTI (a retry after a lost reply may add it twice).
+#[allow(clippy::too_many_arguments)]
+fn dead_letter(
+    link: &mut Link,
+    cfg: &EdgeConfig,
+    counters: &Counters,
+    stream_id: &str,
+    origin: &str,
+    deliveries: u64,
+    error: &str,
+    data: Option<Vec<u8>>,
+) -> Result<(), RemoteError> {
+    let data = match data {
+        Some(d) => Some(d),
+        None => fetch_data(link, cfg, stream_id)?,
+    };
+    let errors_key = cfg.errors_key();
+    let dead = cfg.dead_letter_stream();
+    link.call("XADD (dead letter)", |c| {
+        let mut p = redis::pipe();
+        p.atomic();
+        let add = p
+            .cmd("XADD")
+            .arg(&dead)
+            .arg("*")
+            .arg("id")
+            .arg(origin)
+            .arg("entry")
+            .arg(stream_id)
+            .arg("stream")
+            .arg(&cfg.stream)
+            .arg("group")
+            .arg(&cfg.group)
+            .arg("deliveries")
+            .arg(deliveries)
+            .arg("error")
+            .arg(error);
+        if let Some(d) = &data {
+            add.arg("data").arg(&d[..]);
+        }
+        p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(stream_id);
+        p.cmd("HDEL").arg(&errors_key).arg(stream_id);
+        p.query::<Value>(c)
+    })?;
+    counters.add(&counters.dead, 1);
+    tracing::warn!(stream = %cfg.stream, entry = stream_id, id = origin, deliveries, error, "entry moved to the dead-letter stream {dead}");
+    Ok(())
+}
+
+fn fetch_data(link: &mut Link, cfg: &EdgeConfig, stream_id: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    let reply: Value = link.call("XRANGE", |c| {
+        redis::cmd("XRANGE")
+            .arg(&cfg.stream)
+            .arg(stream_id)
+            .arg(stream_id)
+            .query(c)
+    })?;
+    let Value::Array(entries) = reply else {
+        return Ok(None);
+    };
+    Ok(entries.first().and_then(|e| match e {
+        Value::Array(parts) => parts.get(1).and_then(|fields| {
+            super::link::pairs(fields)
+                .into_iter()
+                .find(|(k, _)| k == "data")
+                .and_then(|(_, v)| match v {
+                    Value::BulkString(b) => Some(b.clone()),
+                    _ => None,
+                })
+        }),
+        _ => None,
+    }))
+}

@@ -1,0 +1,438 @@
+//! The consumer end of an edge: reads a stream in a consumer group and
+//! yields [`Tracked`] items to the local pipeline.
+//!
+//! # Reading, claiming, ending
+//!
+//! Each call that finds its buffer empty does, in order:
+//!
+//! 1. **Stop**: once [`SourceHandle::stop`] was called (a SIGTERM handler,
+//!    say), the buffer is handed out and the input ends; nothing more is
+//!    read. What the pipeline holds then is finished and acked as usual;
+//!    what it cannot finish stays pending for the other consumers.
+//! 2. **Claim**: every half `claim_idle`, XAUTOCLAIM takes entries pending
+//!    on any consumer (this one included) for longer than `claim_idle`.
+//!    Their delivery counts come from XPENDING; one delivered more than
+//!    `max_deliveries` times goes to the dead-letter stream instead of the
+//!    pipeline.
+//! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
+//! 4. **End**: the input ends when `producers` producers have finished
+//!    (the counter at `<stream>:end`, read *before* the read in 3 found
+//!    nothing new, so no entry can still come), and the group's pending
+//!    entries are no more than this process holds. While others' entries
+//!    are pending (a consumer died, or this process failed some and they
+//!    wait for redelivery), it keeps claiming instead: the last consumer
+//!    standing finishes the job.
+//!
+//! An entry that does not decode goes to the dead-letter stream with the
+//! decoder's error. A server error past the reconnect deadline ends the
+//! input; [`SourceHandle::finish`] returns it.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use serde::de::DeserializeOwned;
+
+use super::acker::{self, AckMsg};
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::link::{ensure_group, int, pairs, text, Link};
+use super::stats::{Counters, EdgeStats};
+use super::tracked::{AckShared, Entry, Tracked};
+
+/// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
+/// to use as a pipeline's source.
+///
+/// ```no_run
+/// use paipa::remote::{EdgeConfig, StreamSource, Tracked};
+/// use paipa::threaded::{Pipeline, Stage};
+///
+/// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "numbers", "squarers");
+/// let (source, handle) = StreamSource::<u64>::open(edge)?;
+/// let pipeline = Pipeline::new()
+///     .source(source)
+///     .then(Stage::map("square", |t: Tracked<u64>| t.map(|n| n * n)))?;
+/// let (sum, _) = pipeline.run_with(|out| {
+///     out.map(|t| { let v = *t.value(); t.done(); v }).sum::<u64>()
+/// })?;
+/// let stats = handle.finish()?; // every finished entry acked
+/// println!("{sum} from {} entries", stats.acked);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StreamSource<T> {
+    cfg: EdgeConfig,
+    link: Link,
+    shared: Arc<AckShared>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<RemoteError>>>,
+    buffer: VecDeque<Tracked<T>>,
+    next_claim: Instant,
+    claim_cursor: String,
+    end_seen: bool,
+    ended: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StreamSource<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSource")
+            .field("stream", &self.cfg.stream)
+            .field("group", &self.cfg.group)
+            .field("consumer", &self.cfg.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Controls a [`StreamSource`] from outside the pipeline: stop it, read its
+/// counters, wait for its last acks.
+#[derive(Debug)]
+pub struct SourceHandle {
+    stream: String,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    in_flight: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<RemoteError>>>,
+    acker: Option<JoinHandle<Result<(), RemoteError>>>,
+}
+
+impl SourceHandle {
+    /// Stops reading: the source hands out what it has read and ends its
+    /// input (see the module's protocol).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The flag [`stop`](Self::stop) sets, for a signal handler
+    /// (`signal_hook::flag::register(SIGTERM, handle.stop_flag())`).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Entries delivered to this process and not yet finished or dropped.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// This end's counters now.
+    pub fn stats(&self) -> EdgeStats {
+        self.counters.snapshot(&self.stream)
+    }
+
+    /// Waits until the source and every item it delivered are gone and
+    /// their acks are sent, and returns the counters; or the error that
+    /// ended the input or stopped the acker. Call it after the run: it
+    /// blocks while any item of the source is alive.
+    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
+        let acked = match self.acker.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(RemoteError::Acker {
+                    stream: self.stream.clone(),
+                    what: "panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        };
+        if let Some(e) = self.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e);
+        }
+        acked?;
+        Ok(self.stats())
+    }
+}
+
+impl<T: DeserializeOwned> StreamSource<T> {
+    /// Connects (two connections: one to read, one for the acker), creates
+    /// the group at the stream's start if it does not exist, and starts the
+    /// acker thread.
+    pub fn open(cfg: EdgeConfig) -> Result<(Self, SourceHandle), RemoteError> {
+        let counters = Arc::new(Counters::default());
+        let read_timeout = cfg.block + Duration::from_secs(10);
+        let mut link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
+        ensure_group(&mut link, &cfg.stream, &cfg.group)?;
+        let ack_link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(AckShared {
+            tx,
+            in_flight: Default::default(),
+        });
+        let acker = {
+            let (acker_cfg, counters) = (cfg.clone(), counters.clone());
+            std::thread::Builder::new()
+                .name(format!("paipa-acker-{}", cfg.stream))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters))
+                .map_err(|e| RemoteError::Acker {
+                    stream: cfg.stream.clone(),
+                    what: format!("could not start: {e}"),
+                })?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let handle = SourceHandle {
+            stream: cfg.stream.clone(),
+            stop: stop.clone(),
+            counters: counters.clone(),
+            in_flight: shared.in_flight.clone(),
+            error: error.clone(),
+            acker: Some(acker),
+        };
+        // The handle holds no sender: the acker's queue closes when the
+        // source and its entries are gone.
+        let source = StreamSource {
+            cfg,
+            link,
+            shared,
+            counters,
+            stop,
+            broken: Arc::new(AtomicBool::new(false)),
+            error,
+            buffer: VecDeque::new(),
+            next_claim: Instant::now(),
+            claim_cursor: "0-0".into(),
+            end_seen: false,
+            ended: false,
+            _t: PhantomData,
+        };
+        Ok((source, handle))
+    }
+
+    fn step(&mut self) -> Result<bool, RemoteError> {
+        if Instant::now() >= self.next_claim {
+            let full = self.claim()?;
+            self.next_claim = if full {
+                Instant::now()
+            } else {
+                Instant::now() + self.cfg.claim_idle / 2
+            };
+            if !self.buffer.is_empty() {
+                return Ok(false);
+            }
+        }
+        let end_before = self.end_seen || self.end_reached()?;
+        let block = if end_before {
+            self.cfg.block.min(self.cfg.claim_idle / 2).max(Duration::from_millis(1))
+        } else {
+            self.cfg.block
+        };
+        self.read(block)?;
+        if !self.buffer.is_empty() || !end_before {
+            return Ok(false);
+        }
+        let pending = self.group_pending()?;
+        Ok(pending <= self.shared.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn end_reached(&mut self) -> Result<bool, RemoteError> {
+        let key = self.cfg.end_key();
+        let n: Option<i64> = self.link.call("GET", |c| redis::cmd("GET").arg(&key).query(c))?;
+        self.end_seen = n.unwrap_or(0) >= self.cfg.producers as i64;
+        Ok(self.end_seen)
+    }
+
+    fn group_pending(&mut self) -> Result<u64, RemoteError> {
+        let (stream, group) = (&self.cfg.stream, &self.cfg.group);
+        let reply: Value = self
+            .link
+            .call("XPENDING", |c| redis::cmd("XPENDING").arg(stream).arg(group).query(c))?;
+        match &reply {
+            Value::Array(parts) => parts.first().and_then(int).map(|n| n as u64).ok_or(()),
+            _ => Err(()),
+        }
+        .map_err(|()| self.link.bad_reply("XPENDING", &reply))
+    }
+
+    fn read(&mut self, block: Duration) -> Result<(), RemoteError> {
+        let cfg = &self.cfg;
+        let reply: Value = self.link.call("XREADGROUP", |c| {
+            redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg("COUNT")
+                .arg(cfg.batch)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(">")
+                .query(c)
+        })?;
+        let entries = match &reply {
+            Value::Nil => return Ok(()),
+            Value::Array(streams) => streams.first().and_then(|s| match s {
+                Value::Array(parts) => parts.get(1),
+                _ => None,
+            }),
+            Value::Map(streams) => streams.first().map(|(_, v)| v),
+            _ => None,
+        };
+        let Some(Value::Array(entries)) = entries else {
+            return Err(self.link.bad_reply("XREADGROUP", &reply));
+        };
+        let n = entries.len() as u64;
+        for e in entries {
+            self.admit(e, 1)?;
+        }
+        self.counters.add(&self.counters.read, n);
+        Ok(())
+    }
+
+    /// Claims idle entries; true if a full batch came (more may wait).
+    fn claim(&mut self) -> Result<bool, RemoteError> {
+        let cfg = &self.cfg;
+        let cursor = &self.claim_cursor;
+        let reply: Value = self.link.call("XAUTOCLAIM", |c| {
+            redis::cmd("XAUTOCLAIM")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg(cfg.claim_idle.as_millis() as u64)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(cfg.batch)
+                .query(c)
+        })?;
+        let Value::Array(parts) = &reply else {
+            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
+        };
+        let (Some(next), Some(Value::Array(entries))) = (parts.first().and_then(text), parts.get(1)) else {
+            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
+        };
+        self.claim_cursor = next;
+        let entries: Vec<&Value> = entries.iter().filter(|e| !matches!(e, Value::Nil)).collect();
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::Array(p) => p.first().and_then(text),
+                _ => None,
+            })
+            .collect();
+        let counts = self.delivery_counts(&ids)?;
+        for (e, id) in entries.iter().zip(&ids) {
+            self.admit(e, counts.get(id).copied().unwrap_or(1))?;
+        }
+        let n = entries.len() as u64;
+        self.counters.add(&self.counters.claimed, n);
+        self.counters.add(&self.counters.read, n);
+        tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
+        Ok(entries.len() >= self.cfg.batch)
+    }
+
+    fn delivery_counts(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>, RemoteError> {
+        let (stream, group) = (&self.cfg.stream, &self.cfg.group);
+        let replies: Vec<Value> = self.link.call("XPENDING", |c| {
+            let mut p = redis::pipe();
+            for id in ids {
+                p.cmd("XPENDING").arg(stream).arg(group).arg(id).arg(id).arg(1);
+            }
+            p.query(c)
+        })?;
+        let mut counts = std::collections::HashMap::new();
+        for r in &replies {
+            if let Value::Array(rows) = r {
+                for row in rows {
+                    if let Value::Array(f) = row {
+                        if let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) {
+                            counts.insert(id, n as u64);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Turns one entry of a reply into an item (or a dead letter).
+    fn admit(&mut self, entry: &Value, deliveries: u64) -> Result<(), RemoteError> {
+        let Value::Array(parts) = entry else {
+            return Err(self.link.bad_reply("XREADGROUP", entry));
+        };
+        let Some(stream_id) = parts.first().and_then(text) else {
+            return Err(self.link.bad_reply("XREADGROUP", entry));
+        };
+        let mut origin: Option<Arc<str>> = None;
+        let mut data: Option<&[u8]> = None;
+        if let Some(fields) = parts.get(1) {
+            for (k, v) in pairs(fields) {
+                match (k.as_str(), v) {
+                    ("id", v) => origin = text(v).map(Into::into),
+                    ("data", Value::BulkString(b)) => data = Some(b),
+                    _ => {}
+                }
+            }
+        }
+        let origin = origin.unwrap_or_else(|| stream_id.as_str().into());
+        let dead = |error: String, data: Option<&[u8]>| AckMsg::Dead {
+            stream_id: stream_id.clone(),
+            origin: origin.clone(),
+            deliveries,
+            error,
+            data: data.map(<[u8]>::to_vec),
+        };
+        if deliveries > u64::from(self.cfg.max_deliveries) {
+            let error = self.last_error(&stream_id)?.unwrap_or_else(|| {
+                format!("delivered {deliveries} times without being finished (max_deliveries {})", self.cfg.max_deliveries)
+            });
+            let _ = self.shared.tx.send(dead(error, data));
+            return Ok(());
+        }
+        let Some(bytes) = data else {
+            let _ = self.shared.tx.send(dead("entry has no data field".into(), None));
+            return Ok(());
+        };
+        match self.cfg.codec.decode::<T>(bytes) {
+            Ok(value) => {
+                let entry = Entry::new(stream_id, origin, deliveries, self.shared.clone());
+                self.buffer.push_back(Tracked::from_entry(entry, value));
+            }
+            Err(e) => {
+                let _ = self.shared.tx.send(dead(format!("cannot decode: {e}"), Some(bytes)));
+            }
+        }
+        Ok(())
+    }
+
+    fn last_error(&mut self, stream_id: &str) -> Result<Option<String>, RemoteError> {
+        let key = self.cfg.errors_key();
+        self.link
+            .call("HGET", |c| redis::cmd("HGET").arg(&key).arg(stream_id).query(c))
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for StreamSource<T> {
+    type Item = Tracked<T>;
+
+    fn next(&mut self) -> Option<Tracked<T>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Some(item);
+            }
+            if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
+                self.ended = true;
+                return None;
+            }
+            match self.step() {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.ended = true;
+                    tracing::debug!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, "input ended");
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.cfg.stream, error = %e, "stream source failed");
+                    self.broken.store(true, Ordering::Release);
+                    if let Ok(mut slot) = self.error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+}
