@@ -9,7 +9,7 @@
 //!    say), the buffer is handed out and the input ends; nothing more is
 //!    read. What the pipeline holds then is finished and acked as usual;
 //!    what it cannot finish stays pending for the other consumers.
-//! 2. **Claim**: every half `claim_idle`, XAUTOCLAIM takes entries pending
+//! 2. **Claim**: every quarter of `claim_idle`, XAUTOCLAIM takes entries pending
 //!    on any consumer (this one included) for longer than `claim_idle`.
 //!    Their delivery counts come from XPENDING; one delivered more than
 //!    `max_deliveries` times goes to the dead-letter stream instead of the
@@ -203,12 +203,12 @@ impl<T: DeserializeOwned> StreamSource<T> {
 
     fn step(&mut self) -> Result<bool, RemoteError> {
         if Instant::now() >= self.next_claim {
-            let full = self.claim()?;
-            self.next_claim = if full {
-                Instant::now()
-            } else {
-                Instant::now() + self.cfg.claim_idle / 2
-            };
+            // Claim batch after batch while full ones come, up to ten.
+            let mut rounds = 0;
+            while self.claim()? && rounds < 10 {
+                rounds += 1;
+            }
+            self.next_claim = Instant::now() + self.cfg.claim_idle / 4;
             if !self.buffer.is_empty() {
                 return Ok(false);
             }
@@ -282,7 +282,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
         Ok(())
     }
 
-    /// Claims idle entries; true if a full batch came (more may wait).
+    /// Claims idle entries; true if a full batch came (more may wait; the
+    /// scan goes on from its cursor next time).
     fn claim(&mut self) -> Result<bool, RemoteError> {
         let cfg = &self.cfg;
         let cursor = &self.claim_cursor;
