@@ -295,7 +295,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 .arg(cfg.claim_idle.as_millis() as u64)
                 .arg(cursor)
                 .arg("COUNT")
-                .arg(cfg.batch)
+                .arg(claim_count(cfg.batch))
                 .query(c)
         })?;
         let Value::Array(parts) = &reply else {
@@ -324,7 +324,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         self.counters.add(&self.counters.claimed, n);
         self.counters.add(&self.counters.read, n);
         tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
-        Ok(entries.len() >= self.cfg.batch)
+        Ok(entries.len() >= claim_count(self.cfg.batch))
     }
 
     fn delivery_counts(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>, RemoteError> {
@@ -406,6 +406,12 @@ impl<T: DeserializeOwned> StreamSource<T> {
         self.link
             .call("HGET", |c| redis::cmd("HGET").arg(&key).arg(stream_id).query(c))
     }
+}
+
+/// Entries one XAUTOCLAIM takes: a read batch, and at least 100 so that a
+/// dead consumer's entries come back in few round trips.
+fn claim_count(batch: usize) -> usize {
+    batch.max(100)
 }
 
 impl<T: DeserializeOwned> Iterator for StreamSource<T> {
