@@ -355,3 +355,40 @@ fn an_unreachable_server_fails_after_the_deadline_naming_the_address() {
         assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
     });
 }
+
+#[test]
+fn two_consumers_holding_partial_chunks_both_end_without_claiming_from_each_other() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 2_500;
+        // Idle time far beyond the test's limit: ending must not wait for a
+        // claim (that would also process the other's entries twice).
+        let cfg = edge(&url, "chunks-").batch(50).unwrap().claim_idle(Duration::from_secs(3600)).unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let consumer = |name: &str| {
+            let cfg = cfg.clone().consumer(name);
+            std::thread::spawn(move || {
+                let (source, handle) = StreamSource::<u64>::open(cfg).unwrap();
+                let mut source = source.peekable();
+                let mut got = Vec::new();
+                // Chunks of 1000: the last one of each consumer is partial
+                // and only flushed by its own end of input.
+                while source.peek().is_some() {
+                    let chunk = Tracked::merge(source.by_ref().take(1000));
+                    got.extend(chunk.value().iter().copied());
+                    chunk.done();
+                }
+                (got, handle.finish().unwrap())
+            })
+        };
+        let (a, b) = (consumer("a"), consumer("b"));
+        let (mut got, sa) = a.join().unwrap();
+        let (got_b, sb) = b.join().unwrap();
+        got.extend(got_b);
+        got.sort_unstable();
+        assert_eq!(got, (0..N).collect::<Vec<_>>());
+        assert_eq!((sa.claimed, sb.claimed), (0, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}

@@ -29,10 +29,11 @@ pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
 /// the reconnect deadline; the consumer's
 /// [`StreamSource`](super::StreamSource) uses all of them but `max_len`.
 ///
-/// Besides the stream, the edge uses three keys beside it:
+/// Besides the stream, the edge uses four keys beside it:
 /// `<stream>:dead` (the dead-letter stream), `<stream>:end` (how many
-/// producers have finished) and `<stream>:errors` (the last error of each
-/// entry that failed and waits for its next delivery).
+/// producers have finished), `<stream>:draining` (consumers that have read
+/// everything) and `<stream>:errors` (the last error of each entry that
+/// failed and waits for its next delivery).
 ///
 /// ```
 /// use std::time::Duration;
@@ -198,6 +199,12 @@ impl EdgeConfig {
     /// The key counting finished producers: `<stream>:end`.
     pub fn end_key(&self) -> String {
         format!("{}:end", self.stream)
+    }
+
+    /// The set of consumers that have read everything and are ending:
+    /// `<stream>:draining`.
+    pub fn draining_key(&self) -> String {
+        format!("{}:draining", self.stream)
     }
 
     /// The hash of the last error of entries waiting for redelivery.

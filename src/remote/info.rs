@@ -99,7 +99,8 @@ pub(crate) fn read_info(link: &mut Link, stream: &str) -> Result<StreamInfo, Rem
     })
 }
 
-/// Deletes the edge's stream and its keys (`:dead`, `:end`, `:errors`),
+/// Deletes the edge's stream and its keys (`:dead`, `:end`, `:draining`,
+/// `:errors`),
 /// to start a job again from nothing. Never while the job runs.
 pub fn reset(cfg: &EdgeConfig) -> Result<(), RemoteError> {
     let mut link = Link::open(
@@ -112,6 +113,7 @@ pub fn reset(cfg: &EdgeConfig) -> Result<(), RemoteError> {
         cfg.stream.clone(),
         cfg.dead_letter_stream(),
         cfg.end_key(),
+        cfg.draining_key(),
         cfg.errors_key(),
     ];
     link.call("DEL", |c| redis::cmd("DEL").arg(&keys[..]).query::<i64>(c))?;

@@ -19,6 +19,10 @@
 //! - **Redis faults**: every command reconnects with backoff until the
 //!   reconnect deadline, then fails with [`RemoteError::Unreachable`] (see
 //!   `link.rs`).
+//! - **One view**: a [`Publisher`] (a reporter) writes its process's stages
+//!   and edges under a key with a TTL; [`read_views`] and [`table`] print
+//!   every process's rows and each stream's groups, with the bottleneck
+//!   named across machines.
 //! - **End of input**: each producer's [`StreamSink::finish`] counts it as
 //!   done; a consumer's input ends when every producer is done and no
 //!   entry is pending elsewhere.
@@ -54,6 +58,7 @@ mod sink;
 mod source;
 mod stats;
 mod tracked;
+mod view;
 
 pub use codec::Codec;
 pub use config::{
@@ -66,3 +71,4 @@ pub use sink::StreamSink;
 pub use source::{SourceHandle, StreamSource};
 pub use stats::{EdgeStats, GroupInfo, StreamInfo};
 pub use tracked::{Token, Tracked};
+pub use view::{read_views, table, EdgeRow, EdgeWatch, ProcessView, Publisher, StageRow};

@@ -194,6 +194,15 @@ impl<T: Serialize> StreamSink<T> {
         Ok(n as u64)
     }
 
+    /// This end's counters, for a [`Publisher`](super::Publisher).
+    pub fn watch(&self) -> super::EdgeWatch {
+        super::EdgeWatch {
+            role: "sink",
+            cfg: self.cfg.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     /// This end's counters now.
     pub fn stats(&self) -> EdgeStats {
         self.counters.snapshot(&self.cfg.stream)

@@ -15,13 +15,19 @@
 //!    `max_deliveries` times goes to the dead-letter stream instead of the
 //!    pipeline.
 //! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
-//! 4. **End**: the input ends when `producers` producers have finished
-//!    (the counter at `<stream>:end`, read *before* the read in 3 found
-//!    nothing new, so no entry can still come), and the group's pending
-//!    entries are no more than this process holds. While others' entries
-//!    are pending (a consumer died, or this process failed some and they
-//!    wait for redelivery), it keeps claiming instead: the last consumer
-//!    standing finishes the job.
+//! 4. **End**: once `producers` producers have finished (the counter at
+//!    `<stream>:end`, read *before* the read in 3 found nothing new, so no
+//!    entry can still come), the consumer adds itself to the set
+//!    `<stream>:draining` (it will read nothing new) and its input ends
+//!    when nothing of its own is pending beyond what it holds (entries it
+//!    failed wait for their redelivery) and every other consumer with
+//!    pending entries is draining too. A consumer that is not draining
+//!    (it died, or was stopped) leaves its entries to be claimed, so the
+//!    others keep claiming until none are left. Two draining consumers
+//!    never wait for each other (each may hold a partial chunk that only
+//!    its own end of input flushes). A consumer that dies *after* the
+//!    others ended leaves its entries pending for the next run (never
+//!    lost).
 //!
 //! An entry that does not decode goes to the dead-letter stream with the
 //! decoder's error. A server error past the reconnect deadline ends the
@@ -66,7 +72,9 @@ use super::tracked::{AckShared, Entry, Tracked};
 pub struct StreamSource<T> {
     cfg: EdgeConfig,
     link: Link,
-    shared: Arc<AckShared>,
+    /// `None` once the input ended: then the acker's queue closes as soon
+    /// as the last item is gone, even while this iterator is kept.
+    shared: Option<Arc<AckShared>>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
@@ -93,6 +101,7 @@ impl<T> std::fmt::Debug for StreamSource<T> {
 /// counters, wait for its last acks.
 #[derive(Debug)]
 pub struct SourceHandle {
+    cfg: EdgeConfig,
     stream: String,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -119,15 +128,25 @@ impl SourceHandle {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// This end's counters, for a [`Publisher`](super::Publisher).
+    pub fn watch(&self) -> super::EdgeWatch {
+        super::EdgeWatch {
+            role: "source",
+            cfg: self.cfg.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
     /// This end's counters now.
     pub fn stats(&self) -> EdgeStats {
         self.counters.snapshot(&self.stream)
     }
 
-    /// Waits until the source and every item it delivered are gone and
-    /// their acks are sent, and returns the counters; or the error that
-    /// ended the input or stopped the acker. Call it after the run: it
-    /// blocks while any item of the source is alive.
+    /// Waits until every item the source delivered is gone and their acks
+    /// are sent, and returns the counters; or the error that ended the
+    /// input or stopped the acker. Call it after the run: it blocks while
+    /// any item of the source is alive, or the source itself until its
+    /// input has ended.
     pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
         let acked = match self.acker.take() {
             Some(h) => h.join().unwrap_or_else(|_| {
@@ -174,6 +193,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let stop = Arc::new(AtomicBool::new(false));
         let error = Arc::new(Mutex::new(None));
         let handle = SourceHandle {
+            cfg: cfg.clone(),
             stream: cfg.stream.clone(),
             stop: stop.clone(),
             counters: counters.clone(),
@@ -186,7 +206,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let source = StreamSource {
             cfg,
             link,
-            shared,
+            shared: Some(shared),
             counters,
             stop,
             broken: Arc::new(AtomicBool::new(false)),
@@ -223,8 +243,49 @@ impl<T: DeserializeOwned> StreamSource<T> {
         if !self.buffer.is_empty() || !end_before {
             return Ok(false);
         }
-        let pending = self.group_pending()?;
-        Ok(pending <= self.shared.in_flight.load(Ordering::Relaxed))
+        self.settled()
+    }
+
+    /// Nothing new will come: says so (this consumer is draining), and
+    /// tells whether the input may end: nothing of its own is pending
+    /// beyond what it holds, and every other consumer with pending entries
+    /// is draining too (it finishes them itself); a consumer that is not
+    /// (it died, or stopped) leaves its entries to be claimed.
+    fn settled(&mut self) -> Result<bool, RemoteError> {
+        let (stream, group, me) = (&self.cfg.stream, &self.cfg.group, &self.cfg.consumer);
+        let draining_key = self.cfg.draining_key();
+        let (pending, draining): (Value, Vec<String>) = self.link.call("XPENDING", |c| {
+            redis::pipe()
+                .cmd("SADD")
+                .arg(&draining_key)
+                .arg(me)
+                .ignore()
+                .cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .cmd("SMEMBERS")
+                .arg(&draining_key)
+                .query(c)
+        })?;
+        let Value::Array(parts) = &pending else {
+            return Err(self.link.bad_reply("XPENDING", &pending));
+        };
+        let held = self.in_flight();
+        let mut settled = true;
+        if let Some(Value::Array(consumers)) = parts.get(3) {
+            for row in consumers {
+                let Value::Array(f) = row else { continue };
+                let (Some(name), Some(n)) = (f.first().and_then(text), f.get(1).and_then(int)) else {
+                    continue;
+                };
+                if name == *me {
+                    settled &= n as u64 <= held;
+                } else if n > 0 && !draining.contains(&name) {
+                    settled = false;
+                }
+            }
+        }
+        Ok(settled)
     }
 
     fn end_reached(&mut self) -> Result<bool, RemoteError> {
@@ -232,18 +293,6 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let n: Option<i64> = self.link.call("GET", |c| redis::cmd("GET").arg(&key).query(c))?;
         self.end_seen = n.unwrap_or(0) >= self.cfg.producers as i64;
         Ok(self.end_seen)
-    }
-
-    fn group_pending(&mut self) -> Result<u64, RemoteError> {
-        let (stream, group) = (&self.cfg.stream, &self.cfg.group);
-        let reply: Value = self
-            .link
-            .call("XPENDING", |c| redis::cmd("XPENDING").arg(stream).arg(group).query(c))?;
-        match &reply {
-            Value::Array(parts) => parts.first().and_then(int).map(|n| n as u64).ok_or(()),
-            _ => Err(()),
-        }
-        .map_err(|()| self.link.bad_reply("XPENDING", &reply))
     }
 
     fn read(&mut self, block: Duration) -> Result<(), RemoteError> {
@@ -382,23 +431,37 @@ impl<T: DeserializeOwned> StreamSource<T> {
             let error = self.last_error(&stream_id)?.unwrap_or_else(|| {
                 format!("delivered {deliveries} times without being finished (max_deliveries {})", self.cfg.max_deliveries)
             });
-            let _ = self.shared.tx.send(dead(error, data));
+            self.send(dead(error, data));
             return Ok(());
         }
         let Some(bytes) = data else {
-            let _ = self.shared.tx.send(dead("entry has no data field".into(), None));
+            self.send(dead("entry has no data field".into(), None));
             return Ok(());
         };
         match self.cfg.codec.decode::<T>(bytes) {
             Ok(value) => {
-                let entry = Entry::new(stream_id, origin, deliveries, self.shared.clone());
+                let entry = Entry::new(stream_id, origin, deliveries, self.ack_shared().clone());
                 self.buffer.push_back(Tracked::from_entry(entry, value));
             }
             Err(e) => {
-                let _ = self.shared.tx.send(dead(format!("cannot decode: {e}"), Some(bytes)));
+                self.send(dead(format!("cannot decode: {e}"), Some(bytes)));
             }
         }
         Ok(())
+    }
+
+    fn ack_shared(&self) -> &Arc<AckShared> {
+        self.shared.as_ref().expect("entries are admitted only before the input ends")
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn send(&self, msg: AckMsg) {
+        // A closed queue means the acker stopped on an error: the entry
+        // stays pending.
+        let _ = self.ack_shared().tx.send(msg);
     }
 
     fn last_error(&mut self, stream_id: &str) -> Result<Option<String>, RemoteError> {
@@ -424,6 +487,7 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
             }
             if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
                 self.ended = true;
+                self.shared = None;
                 return None;
             }
             match self.step() {
