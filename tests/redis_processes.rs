@@ -106,7 +106,8 @@ fn child_process() {
                             rusqlite::params![t.id(), consumer, t.deliveries() as i64],
                         )
                         .unwrap();
-                        tx.execute("insert or ignore into sink (id) values (?1)", [t.id()]).unwrap();
+                        tx.execute("insert or ignore into sink (id) values (?1)", [t.id()])
+                            .unwrap();
                     }
                     tx.commit().unwrap();
                     batch.into_iter().for_each(Tracked::done); // after the commit
@@ -134,7 +135,10 @@ fn two_processes_move_a_million_entries_with_exact_counts() {
             ("PAIPA_N", N.to_string()),
         ];
         let mut producer = child("producer", &env);
-        let cfg = EdgeConfig::new(&url, &stream, "g").consumer("parent").batch(1000).unwrap();
+        let cfg = EdgeConfig::new(&url, &stream, "g")
+            .consumer("parent")
+            .batch(1000)
+            .unwrap();
         let (source, handle) = StreamSource::<u64>::open(cfg).unwrap();
         let mut seen = vec![false; N as usize];
         let (mut count, mut sum) = (0u64, 0u64);
@@ -221,14 +225,20 @@ fn after_a_consumer_is_killed_every_entry_reaches_the_sink_once() {
         };
         assert!(survivor.0.wait().unwrap().success());
         let line = said(&mut survivor, "claimed");
-        eprintln!("survivor: {line}; the victim's entries were claimed {recovered:?} after the kill (claim_idle {idle:?})");
+        eprintln!(
+            "survivor: {line}; the victim's entries were claimed {recovered:?} after the kill (claim_idle {idle:?})"
+        );
 
         let stored: i64 = db.query_row("select count(*) from sink", [], |r| r.get(0)).unwrap();
         assert_eq!(stored as u64, N, "every entry in the sink once");
         let mut rows: HashMap<String, Vec<(String, i64)>> = HashMap::new();
-        let mut q = db.prepare("select id, consumer, deliveries from seen order by rowid").unwrap();
+        let mut q = db
+            .prepare("select id, consumer, deliveries from seen order by rowid")
+            .unwrap();
         for r in q
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })
             .unwrap()
         {
             let (id, consumer, deliveries) = r.unwrap();
@@ -246,7 +256,10 @@ fn after_a_consumer_is_killed_every_entry_reaches_the_sink_once() {
         // At most what the victim could hold: a read batch, two edges of
         // 64, the consumer's batch of 50, and its acks in flight.
         assert!(twice.len() <= 10 + 2 * 64 + 50 + 50, "{} duplicates", twice.len());
-        eprintln!("{} entries were seen twice (in flight on the killed consumer)", twice.len());
+        eprintln!(
+            "{} entries were seen twice (in flight on the killed consumer)",
+            twice.len()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     });
 }

@@ -80,7 +80,12 @@ fn a_server_restart_mid_run_loses_nothing() {
         (seen, sent, stats)
     });
     let missing: Vec<usize> = (0..N as usize).filter(|&i| seen[i] == 0).collect();
-    assert!(missing.is_empty(), "{} missing, first {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} missing, first {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
     assert!(sent.added >= N);
     let dup: u64 = seen.iter().map(|&n| u64::from(n.saturating_sub(1))).sum();
     // Duplicates only from a batch resent after a lost reply.
@@ -91,7 +96,10 @@ fn a_server_restart_mid_run_loses_nothing() {
     );
     let mut c = srv.conn();
     let pending: redis::Value = redis::cmd("XPENDING").arg(cfg.stream()).arg("g").query(&mut c).unwrap();
-    assert!(matches!(&pending, redis::Value::Array(p) if p[0] == redis::Value::Int(0)), "{pending:?}");
+    assert!(
+        matches!(&pending, redis::Value::Array(p) if p[0] == redis::Value::Int(0)),
+        "{pending:?}"
+    );
     eprintln!(
         "restart: producer {} errors / {} reconnects, consumer {} errors / {} reconnects, {dup} duplicates",
         sent.connection_errors, sent.reconnects, source_stats.connection_errors, source_stats.reconnects

@@ -103,7 +103,7 @@ fn ensure_db(conn: &mut Connection, rows: i64) -> rusqlite::Result<()> {
                 id,
                 format!("product {id}"),
                 (r % 100_000) as i64,
-                r % 3 != 0
+                !r.is_multiple_of(3)
             ])?;
         }
     }

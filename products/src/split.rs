@@ -155,7 +155,10 @@ pub(crate) fn load(args: Args) -> Res {
 pub(crate) fn top(args: Args) -> Res {
     let views = remote::read_views(&args.redis, JOB)?;
     if views.is_empty() {
-        println!("no process of job {JOB:?} has published to {} in the last 30 s", args.redis);
+        println!(
+            "no process of job {JOB:?} has published to {} in the last 30 s",
+            args.redis
+        );
         return Ok(());
     }
     print!("{}", remote::table(&views));

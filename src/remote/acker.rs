@@ -43,7 +43,12 @@ pub(crate) enum AckMsg {
     },
 }
 
-pub(crate) fn run(mut link: Link, cfg: EdgeConfig, rx: Receiver<AckMsg>, counters: Arc<Counters>) -> Result<(), RemoteError> {
+pub(crate) fn run(
+    mut link: Link,
+    cfg: EdgeConfig,
+    rx: Receiver<AckMsg>,
+    counters: Arc<Counters>,
+) -> Result<(), RemoteError> {
     let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
@@ -57,7 +62,9 @@ pub(crate) fn run(mut link: Link, cfg: EdgeConfig, rx: Receiver<AckMsg>, counter
                     error,
                 } => {
                     if deliveries >= u64::from(cfg.max_deliveries) {
-                        dead_letter(&mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, None)?;
+                        dead_letter(
+                            &mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, None,
+                        )?;
                     } else {
                         counters.add(&counters.failed, 1);
                         link.call("HSET", |c| {
@@ -75,7 +82,9 @@ pub(crate) fn run(mut link: Link, cfg: EdgeConfig, rx: Receiver<AckMsg>, counter
                     deliveries,
                     error,
                     data,
-                } => dead_letter(&mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, data)?,
+                } => dead_letter(
+                    &mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, data,
+                )?,
             }
             if acks.len() < ACK_BATCH {
                 next = rx.try_recv().ok();

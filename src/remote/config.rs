@@ -123,7 +123,11 @@ impl EdgeConfig {
     /// at least 1 ms).
     pub fn claim_idle(mut self, idle: Duration) -> Result<Self, ConfigError> {
         if idle < Duration::from_millis(1) {
-            return Err(ConfigError::new("claim_idle", format!("{idle:?}"), "must be at least 1ms"));
+            return Err(ConfigError::new(
+                "claim_idle",
+                format!("{idle:?}"),
+                "must be at least 1ms",
+            ));
         }
         self.claim_idle = idle;
         Ok(self)
@@ -153,7 +157,11 @@ impl EdgeConfig {
     /// unless set; from 1 ms to 10 s).
     pub fn block(mut self, block: Duration) -> Result<Self, ConfigError> {
         if block < Duration::from_millis(1) || block > Duration::from_secs(10) {
-            return Err(ConfigError::new("block", format!("{block:?}"), "must be from 1ms to 10s"));
+            return Err(ConfigError::new(
+                "block",
+                format!("{block:?}"),
+                "must be from 1ms to 10s",
+            ));
         }
         self.block = block;
         Ok(self)

@@ -79,7 +79,12 @@ impl<T: Serialize> StreamSink<T> {
     /// read, and the trim point knows the group).
     pub fn open(cfg: EdgeConfig) -> Result<Self, RemoteError> {
         let counters = Arc::new(Counters::default());
-        let mut link = Link::open(&cfg.url, cfg.reconnect_deadline, Duration::from_secs(30), counters.clone())?;
+        let mut link = Link::open(
+            &cfg.url,
+            cfg.reconnect_deadline,
+            Duration::from_secs(30),
+            counters.clone(),
+        )?;
         ensure_group(&mut link, &cfg.stream, &cfg.group)?;
         let known_len = xlen(&mut link, &cfg.stream)?;
         Ok(StreamSink {

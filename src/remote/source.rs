@@ -235,7 +235,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
         }
         let end_before = self.end_seen || self.end_reached()?;
         let block = if end_before {
-            self.cfg.block.min(self.cfg.claim_idle / 2).max(Duration::from_millis(1))
+            self.cfg
+                .block
+                .min(self.cfg.claim_idle / 2)
+                .max(Duration::from_millis(1))
         } else {
             self.cfg.block
         };
@@ -429,7 +432,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
         };
         if deliveries > u64::from(self.cfg.max_deliveries) {
             let error = self.last_error(&stream_id)?.unwrap_or_else(|| {
-                format!("delivered {deliveries} times without being finished (max_deliveries {})", self.cfg.max_deliveries)
+                format!(
+                    "delivered {deliveries} times without being finished (max_deliveries {})",
+                    self.cfg.max_deliveries
+                )
             });
             self.send(dead(error, data));
             return Ok(());
@@ -451,7 +457,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 
     fn ack_shared(&self) -> &Arc<AckShared> {
-        self.shared.as_ref().expect("entries are admitted only before the input ends")
+        self.shared
+            .as_ref()
+            .expect("entries are admitted only before the input ends")
     }
 
     fn in_flight(&self) -> u64 {

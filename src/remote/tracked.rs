@@ -284,7 +284,11 @@ impl<T> Tracked<T> {
     /// The same entries and id, a new value.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Tracked<U> {
         let Tracked { value, id, token } = self;
-        Tracked { value: f(value), id, token }
+        Tracked {
+            value: f(value),
+            id,
+            token,
+        }
     }
 
     /// The same entries and id, a new value or an error (the token goes
@@ -447,7 +451,9 @@ mod tests {
         parts.pop().unwrap().fail("bad part");
         parts.pop().unwrap().done();
         match rx.try_recv().unwrap() {
-            AckMsg::Fail { stream_id, error, .. } => assert_eq!((stream_id.as_str(), error.as_str()), ("5-0", "bad part")),
+            AckMsg::Fail { stream_id, error, .. } => {
+                assert_eq!((stream_id.as_str(), error.as_str()), ("5-0", "bad part"))
+            }
             _ => panic!("expected a failure"),
         }
     }
@@ -456,7 +462,9 @@ mod tests {
     fn a_panicking_step_leaves_its_entry_pending() {
         let (shared, rx) = source();
         let t = item(&shared, "9-0", 1);
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.map(|_| -> u32 { panic!("injected") })));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.map(|_| -> u32 { panic!("injected") })
+        }));
         assert!(r.is_err());
         assert!(acked(&rx).is_empty());
     }

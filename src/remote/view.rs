@@ -125,7 +125,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("key", &self.key).finish_non_exhaustive()
+        f.debug_struct("Publisher")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
     }
 }
 
@@ -176,8 +178,14 @@ impl Publisher {
             message: e.to_string(),
         })?;
         let (key, ttl) = (&self.key, self.ttl.as_secs().max(1));
-        self.link
-            .call("SET", |c| redis::cmd("SET").arg(key).arg(&json).arg("EX").arg(ttl).query::<Value>(c))?;
+        self.link.call("SET", |c| {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(&json)
+                .arg("EX")
+                .arg(ttl)
+                .query::<Value>(c)
+        })?;
         Ok(())
     }
 }
@@ -268,7 +276,10 @@ pub fn table(views: &[ProcessView]) -> String {
     }
     // Each stream once (the freshest view of it), with every group.
     let mut streams: Vec<&StreamInfo> = Vec::new();
-    for info in views.iter().flat_map(|v| v.edges.iter().filter_map(|e| e.info.as_ref())) {
+    for info in views
+        .iter()
+        .flat_map(|v| v.edges.iter().filter_map(|e| e.info.as_ref()))
+    {
         if !streams.iter().any(|s| s.stream == info.stream) {
             streams.push(info);
         }
