@@ -46,7 +46,7 @@ use serde::de::DeserializeOwned;
 use super::acker::{self, AckMsg};
 use super::config::EdgeConfig;
 use super::error::RemoteError;
-use super::link::{ensure_group, int, pairs, text, Link};
+use super::link::{ensure_group, int, text, Link};
 use super::stats::{Counters, EdgeStats};
 use super::tracked::{AckShared, Entry, Tracked};
 
@@ -83,6 +83,8 @@ pub struct StreamSource<T> {
     next_claim: Instant,
     claim_cursor: String,
     end_seen: bool,
+    /// The last read found nothing new.
+    idle: bool,
     ended: bool,
     _t: PhantomData<fn() -> T>,
 }
@@ -215,6 +217,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             next_claim: Instant::now(),
             claim_cursor: "0-0".into(),
             end_seen: false,
+            idle: true,
             ended: false,
             _t: PhantomData,
         };
@@ -233,7 +236,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 return Ok(false);
             }
         }
-        let end_before = self.end_seen || self.end_reached()?;
+        // The end counter is read only after a read found nothing new (it
+        // must be read before the read that ends the input).
+        let end_before = self.end_seen || (self.idle && self.end_reached()?);
         let block = if end_before {
             self.cfg
                 .block
@@ -243,6 +248,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             self.cfg.block
         };
         self.read(block)?;
+        self.idle = self.buffer.is_empty();
         if !self.buffer.is_empty() || !end_before {
             return Ok(false);
         }
@@ -413,11 +419,11 @@ impl<T: DeserializeOwned> StreamSource<T> {
         };
         let mut origin: Option<Arc<str>> = None;
         let mut data: Option<&[u8]> = None;
-        if let Some(fields) = parts.get(1) {
-            for (k, v) in pairs(fields) {
-                match (k.as_str(), v) {
-                    ("id", v) => origin = text(v).map(Into::into),
-                    ("data", Value::BulkString(b)) => data = Some(b),
+        if let Some(Value::Array(fields)) = parts.get(1) {
+            for kv in fields.chunks_exact(2) {
+                match (&kv[0], &kv[1]) {
+                    (Value::BulkString(k), v) if k == b"id" => origin = text(v).map(Into::into),
+                    (Value::BulkString(k), Value::BulkString(b)) if k == b"data" => data = Some(b),
                     _ => {}
                 }
             }
