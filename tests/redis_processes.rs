@@ -91,31 +91,44 @@ fn child_process() {
                 .source(source)
                 .then(Stage::map("work", |t: Tracked<u64>| t))
                 .unwrap();
+            #[cfg(feature = "signals")]
+            let p = if std::env::var("PAIPA_SIGNALS").is_ok() {
+                p.stop_on_signals()
+            } else {
+                p
+            };
             let throttle = std::env::var("PAIPA_SLOW").is_ok();
-            p.run_with(|out| {
-                let mut out = out.peekable();
-                while out.peek().is_some() {
-                    let batch: Vec<Tracked<u64>> = out.by_ref().take(50).collect();
-                    if throttle {
-                        std::thread::sleep(Duration::from_millis(2)); // holding them
-                    }
-                    let tx = db.unchecked_transaction().unwrap();
-                    for t in &batch {
-                        tx.execute(
-                            "insert into seen (id, consumer, deliveries) values (?1, ?2, ?3)",
-                            rusqlite::params![t.id(), consumer, t.deliveries() as i64],
-                        )
-                        .unwrap();
-                        tx.execute("insert or ignore into sink (id) values (?1)", [t.id()])
+            let (_, summary) = p
+                .run_with(|out| {
+                    let mut out = out.peekable();
+                    while out.peek().is_some() {
+                        let batch: Vec<Tracked<u64>> = out.by_ref().take(50).collect();
+                        if throttle {
+                            std::thread::sleep(Duration::from_millis(2)); // holding them
+                        }
+                        let tx = db.unchecked_transaction().unwrap();
+                        for t in &batch {
+                            tx.execute(
+                                "insert into seen (id, consumer, deliveries) values (?1, ?2, ?3)",
+                                rusqlite::params![t.id(), consumer, t.deliveries() as i64],
+                            )
                             .unwrap();
+                            tx.execute("insert or ignore into sink (id) values (?1)", [t.id()])
+                                .unwrap();
+                        }
+                        tx.commit().unwrap();
+                        batch.into_iter().for_each(Tracked::done); // after the commit
                     }
-                    tx.commit().unwrap();
-                    batch.into_iter().for_each(Tracked::done); // after the commit
-                }
-            })
-            .unwrap();
+                })
+                .unwrap();
             let stats = handle.finish().unwrap();
-            println!("claimed {} read {} acked {}", stats.claimed, stats.read, stats.acked);
+            println!(
+                "claimed {} read {} acked {} outcome {:?}",
+                stats.claimed,
+                stats.read,
+                stats.acked,
+                summary.outcome()
+            );
         }
     }
 }
@@ -261,5 +274,95 @@ fn after_a_consumer_is_killed_every_entry_reaches_the_sink_once() {
             twice.len()
         );
         let _ = std::fs::remove_dir_all(&dir);
+    });
+}
+
+/// A stream of `n` entries (ids 0..n) and a SQLite sink for the children.
+fn job(url: &str, name: &str, n: u64) -> (String, std::path::PathBuf, rusqlite::Connection) {
+    let stream = unique(name);
+    let dir = std::env::temp_dir().join(unique("paipa-sink-"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let db_path = dir.join("sink.db");
+    let db = rusqlite::Connection::open(&db_path).unwrap();
+    db.execute_batch(
+        "pragma journal_mode = wal;
+         create table seen (id text not null, consumer text not null, deliveries integer not null);
+         create table sink (id text primary key);",
+    )
+    .unwrap();
+    db.busy_timeout(Duration::from_secs(30)).unwrap();
+    let mut sink = StreamSink::<u64>::open(EdgeConfig::new(url, &stream, "g")).unwrap();
+    for i in 0..n {
+        sink.add_with_id(i.to_string(), &i).unwrap();
+    }
+    sink.finish().unwrap();
+    (stream, db_path, db)
+}
+
+#[cfg(feature = "signals")]
+#[test]
+fn sigterm_finishes_and_acks_what_the_consumer_holds_and_leaves_the_rest_pending() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 5_000;
+        let (stream, db_path, db) = job(&url, "sigterm-", N);
+        let env = [
+            ("PAIPA_URL", url.clone()),
+            ("PAIPA_STREAM", stream.clone()),
+            ("PAIPA_BATCH", "10".into()),
+            ("PAIPA_IDLE_MS", "200".into()),
+            ("PAIPA_N", N.to_string()),
+            ("PAIPA_DB", db_path.display().to_string()),
+            ("PAIPA_SLOW", "1".into()),
+            ("PAIPA_SIGNALS", "1".into()),
+        ];
+        let mut stopped = child("stopped", &env);
+        loop {
+            let n: i64 = db.query_row("select count(*) from seen", [], |r| r.get(0)).unwrap();
+            if n >= 200 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(stopped.0.id() as i32, libc::SIGTERM) }, 0);
+        assert!(
+            stopped.0.wait().unwrap().success(),
+            "a SIGTERM ends the consumer cleanly"
+        );
+        let line = said(&mut stopped, "claimed");
+        assert!(line.contains("Interrupted"), "{line}");
+        let processed: i64 = db.query_row("select count(*) from seen", [], |r| r.get(0)).unwrap();
+        let acked: i64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+        assert_eq!(acked, processed, "everything it processed was acked: {line}");
+        assert!((processed as u64) < N);
+
+        // Another consumer finishes the job: what the stopped one had read
+        // but not processed was left pending and is claimed; nothing twice.
+        let cfg = EdgeConfig::new(&url, &stream, "g")
+            .consumer("second")
+            .batch(100)
+            .unwrap()
+            .claim_idle(Duration::from_millis(200))
+            .unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg).unwrap();
+        let tx = db.unchecked_transaction().unwrap();
+        for t in source {
+            tx.execute(
+                "insert into seen (id, consumer, deliveries) values (?1, 'second', ?2)",
+                rusqlite::params![t.id(), t.deliveries() as i64],
+            )
+            .unwrap();
+            tx.execute("insert or ignore into sink (id) values (?1)", [t.id()])
+                .unwrap();
+            t.done();
+        }
+        tx.commit().unwrap();
+        handle.finish().unwrap();
+        let stored: i64 = db.query_row("select count(*) from sink", [], |r| r.get(0)).unwrap();
+        let rows: i64 = db.query_row("select count(*) from seen", [], |r| r.get(0)).unwrap();
+        assert_eq!((stored as u64, rows as u64), (N, N), "every entry once, none twice");
+        let _ = std::fs::remove_dir_all(db_path.parent().unwrap());
     });
 }
