@@ -105,3 +105,40 @@ fn a_server_restart_mid_run_loses_nothing() {
         sent.connection_errors, sent.reconnects, source_stats.connection_errors, source_stats.reconnects
     );
 }
+
+#[test]
+fn a_server_gone_for_good_fails_the_run_after_the_reconnect_deadline() {
+    let Some(srv) = own_server() else { return };
+    let url = srv.url.clone();
+    let cfg = EdgeConfig::new(&url, unique("gone-"), "g")
+        .consumer("c1")
+        .batch(10)
+        .unwrap()
+        .reconnect_deadline(Duration::from_millis(500));
+    let mut sink = StreamSink::<u64>::open(cfg.clone()).unwrap();
+    for i in 0..1000u64 {
+        sink.add_with_id(i.to_string(), &i).unwrap();
+    }
+    sink.flush().unwrap();
+    let (mut source, handle) = StreamSource::<u64>::open(cfg).unwrap();
+    for _ in 0..5 {
+        source.next().unwrap().done();
+    }
+    drop(srv); // killed, its directory removed: it does not come back
+    let (rest, err) = within(Duration::from_secs(60), move || {
+        let rest = source.by_ref().map(Tracked::done).count();
+        drop(source);
+        (rest, handle.finish().unwrap_err())
+    });
+    let text = err.to_string();
+    assert!(matches!(err, paipa::remote::RemoteError::Unreachable { .. }), "{text}");
+    assert!(
+        text.contains(url.trim_start_matches("redis://").trim_end_matches('/')),
+        "{text}"
+    );
+    assert_eq!(rest, 5, "the rest of the batch it had read, then the end");
+    let err = within(Duration::from_secs(60), move || {
+        sink.add(&1).and_then(|_| sink.flush()).unwrap_err()
+    });
+    assert!(matches!(err, paipa::remote::RemoteError::Unreachable { .. }), "{err}");
+}
