@@ -187,7 +187,7 @@ fn a_poison_entry_goes_to_the_dead_letter_stream_after_max_deliveries() {
             .unwrap()
             .max_deliveries(3)
             .unwrap()
-            .claim_idle(Duration::from_millis(50))
+            .claim_idle(Duration::from_millis(300))
             .unwrap();
         produce(cfg.clone(), N).join().unwrap();
         let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
@@ -199,7 +199,9 @@ fn a_poison_entry_goes_to_the_dead_letter_stream_after_max_deliveries() {
                 seen.lock().unwrap().push(t.deliveries());
                 t.fail("13 is unlucky");
             } else {
-                assert!(good.insert(*t.value()));
+                // At least once (an ack slower than the idle time lets an
+                // entry come back): counted as a set.
+                good.insert(*t.value());
                 t.done();
             }
         }
