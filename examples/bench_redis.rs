@@ -4,7 +4,7 @@
 //! `batch`, XREADGROUP COUNT `batch`, one XACK per read), at batch sizes 1,
 //! 100 and 1000; small entries (a u64 as JSON). Producer and consumer run
 //! at the same time on two threads; the time is from the first XADD to the
-//! last ack. Best of 3 runs each.
+//! last ack. Best of 5 runs each.
 //!
 //! Run: `cargo run --release --features redis --example bench_redis`
 //! (uses `PAIPA_REDIS_URL`, else starts a redis-server of its own on a free
@@ -167,14 +167,14 @@ fn raw_hop(url: &str, stream: &str, batch: usize, n: u64) -> Result<Duration, Bo
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (url, _server) = server()?;
-    println!("one hop through Redis Streams at {url}, best of 3 (entries/s)");
+    println!("one hop through Redis Streams at {url}, best of 5 (entries/s)");
     println!(
         "{:>6} {:>9} {:>14} {:>14} {:>7}",
         "batch", "entries", "paipa", "by hand", "ratio"
     );
     for (batch, n) in [(1usize, 20_000u64), (100, 300_000), (1000, 1_000_000)] {
         let (mut best_paipa, mut best_raw) = (Duration::MAX, Duration::MAX);
-        for round in 0..3 {
+        for round in 0..5 {
             let stream = format!("bench-{}-{batch}-{round}", std::process::id());
             best_raw = best_raw.min(raw_hop(&url, &format!("{stream}-raw"), batch, n)?);
             best_paipa = best_paipa.min(paipa_hop(&url, &format!("{stream}-paipa"), batch, n)?);

@@ -1,17 +1,23 @@
-//! The acker: one thread per source that turns finished entries into XACKs,
-//! failed ones into a recorded error (or, on their last delivery, a
-//! dead-letter entry), in batches: it gathers ids for 2 ms after the first
-//! (or until 4096) and sends one XACK for them all.
+//! The acker: finished entries become XACKs, failed ones a recorded error
+//! (or, on their last delivery, a dead-letter entry), in batches.
+//!
+//! While the source reads, it takes the acks waiting in the queue itself
+//! and sends one XACK for them in the same round trip as its next
+//! XREADGROUP; the acker thread only looks every 10 ms for what waits while
+//! the source blocks or works. Once the input has ended, the thread sends
+//! them alone: it gathers ids for 2 ms after the first (or until 4096) and
+//! sends one XACK for them all.
 //!
 //! It ends when its queue closes: when the source and every entry it
 //! delivered are gone. What is queued then is still sent. If the server
 //! stays unreachable past the deadline it stops with the error; entries
 //! not acked by then stay pending for other consumers (never lost).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, TryRecvError};
 use redis::Value;
 
 use super::config::EdgeConfig;
@@ -20,7 +26,9 @@ use super::link::Link;
 use super::stats::Counters;
 
 /// Ids acked in one XACK at most.
-const ACK_BATCH: usize = 4096;
+pub(crate) const ACK_BATCH: usize = 4096;
+/// How often the acker looks for acks while the source is reading.
+const POLL: Duration = Duration::from_millis(10);
 /// How long the acker gathers ids after the first before it sends them.
 const LINGER: Duration = Duration::from_millis(2);
 
@@ -52,49 +60,37 @@ pub(crate) fn run(
     cfg: EdgeConfig,
     rx: Receiver<AckMsg>,
     counters: Arc<Counters>,
+    source_reading: Arc<AtomicBool>,
 ) -> Result<(), RemoteError> {
     let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
-    while let Ok(first) = rx.recv() {
-        // Gather for up to LINGER after the first: one XACK for many ids
-        // costs the server far less than many XACKs of a few.
-        let until = Instant::now() + LINGER;
-        let mut next = Some(first);
-        while let Some(msg) = next.take() {
-            match msg {
-                AckMsg::Ack(id) => acks.push(id),
-                AckMsg::Fail {
-                    stream_id,
-                    origin,
-                    deliveries,
-                    error,
-                } => {
-                    if deliveries >= u64::from(cfg.max_deliveries) {
-                        dead_letter(
-                            &mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, None,
-                        )?;
-                    } else {
-                        counters.add(&counters.failed, 1);
-                        link.call("HSET", |c| {
-                            redis::cmd("HSET")
-                                .arg(cfg.errors_key())
-                                .arg(&stream_id)
-                                .arg(&error)
-                                .query::<Value>(c)
-                        })?;
+    loop {
+        if source_reading.load(Ordering::Acquire) {
+            // The source sends most acks itself, with its reads; this
+            // thread takes what waits while the source blocks or works.
+            std::thread::sleep(POLL);
+            while acks.len() < ACK_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => handle(&mut link, &cfg, &counters, msg, &mut acks)?,
+                    Err(TryRecvError::Empty) => break,
+                    // Everything is gone (the reading flag is cleared on
+                    // the way): the blocking branch sends the rest.
+                    Err(TryRecvError::Disconnected) => {
+                        source_reading.store(false, Ordering::Release);
+                        break;
                     }
                 }
-                AckMsg::Dead {
-                    stream_id,
-                    origin,
-                    deliveries,
-                    error,
-                    data,
-                } => dead_letter(
-                    &mut link, &cfg, &counters, &stream_id, &origin, deliveries, &error, data,
-                )?,
             }
-            if acks.len() < ACK_BATCH {
-                next = rx.recv_deadline(until).ok();
+        } else {
+            let Ok(first) = rx.recv() else { break };
+            // Gather for up to LINGER after the first: one XACK for many
+            // ids costs the server far less than many XACKs of a few.
+            let until = Instant::now() + LINGER;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                handle(&mut link, &cfg, &counters, msg, &mut acks)?;
+                if acks.len() < ACK_BATCH {
+                    next = rx.recv_deadline(until).ok();
+                }
             }
         }
         if !acks.is_empty() {
@@ -102,6 +98,46 @@ pub(crate) fn run(
             counters.add(&counters.acked, acks.len() as u64);
             acks.clear();
         }
+    }
+    Ok(())
+}
+
+/// Collects an ack into `acks`, or carries out a failure now.
+pub(crate) fn handle(
+    link: &mut Link,
+    cfg: &EdgeConfig,
+    counters: &Counters,
+    msg: AckMsg,
+    acks: &mut Vec<String>,
+) -> Result<(), RemoteError> {
+    match msg {
+        AckMsg::Ack(id) => acks.push(id),
+        AckMsg::Fail {
+            stream_id,
+            origin,
+            deliveries,
+            error,
+        } => {
+            if deliveries >= u64::from(cfg.max_deliveries) {
+                dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, None)?;
+            } else {
+                counters.add(&counters.failed, 1);
+                link.call("HSET", |c| {
+                    redis::cmd("HSET")
+                        .arg(cfg.errors_key())
+                        .arg(&stream_id)
+                        .arg(&error)
+                        .query::<Value>(c)
+                })?;
+            }
+        }
+        AckMsg::Dead {
+            stream_id,
+            origin,
+            deliveries,
+            error,
+            data,
+        } => dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?,
     }
     Ok(())
 }

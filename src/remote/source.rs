@@ -75,6 +75,10 @@ pub struct StreamSource<T> {
     /// `None` once the input ended: then the acker's queue closes as soon
     /// as the last item is gone, even while this iterator is kept.
     shared: Option<Arc<AckShared>>,
+    /// The acker's queue, read here too: acks ride with the next read.
+    acks: crossbeam_channel::Receiver<AckMsg>,
+    /// True until the input ends: the acker thread only polls meanwhile.
+    reading: Arc<AtomicBool>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
@@ -178,15 +182,16 @@ impl<T: DeserializeOwned> StreamSource<T> {
         ensure_group(&mut link, &cfg.stream, &cfg.group)?;
         let ack_link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
         let (tx, rx) = crossbeam_channel::unbounded();
+        let reading = Arc::new(AtomicBool::new(true));
         let shared = Arc::new(AckShared {
             tx,
             in_flight: Default::default(),
         });
         let acker = {
-            let (acker_cfg, counters) = (cfg.clone(), counters.clone());
+            let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
             std::thread::Builder::new()
                 .name(format!("paipa-acker-{}", cfg.stream))
-                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading))
                 .map_err(|e| RemoteError::Acker {
                     stream: cfg.stream.clone(),
                     what: format!("could not start: {e}"),
@@ -209,6 +214,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
             cfg,
             link,
             shared: Some(shared),
+            acks: rx,
+            reading,
             counters,
             stop,
             broken: Arc::new(AtomicBool::new(false)),
@@ -305,9 +312,20 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 
     fn read(&mut self, block: Duration) -> Result<(), RemoteError> {
+        let mut acks = Vec::new();
+        while acks.len() < acker::ACK_BATCH {
+            match self.acks.try_recv() {
+                Ok(msg) => acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?,
+                Err(_) => break,
+            }
+        }
         let cfg = &self.cfg;
-        let reply: Value = self.link.call("XREADGROUP", |c| {
-            redis::cmd("XREADGROUP")
+        let mut replies: Vec<Value> = self.link.call("XREADGROUP", |c| {
+            let mut p = redis::pipe();
+            if !acks.is_empty() {
+                p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&acks).ignore();
+            }
+            p.cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&cfg.group)
                 .arg(&cfg.consumer)
@@ -317,9 +335,11 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 .arg(block.as_millis() as u64)
                 .arg("STREAMS")
                 .arg(&cfg.stream)
-                .arg(">")
-                .query(c)
+                .arg(">");
+            p.query(c)
         })?;
+        self.counters.add(&self.counters.acked, acks.len() as u64);
+        let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {
             Value::Nil => return Ok(()),
             Value::Array(streams) => streams.first().and_then(|s| match s {
@@ -485,6 +505,14 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 }
 
+impl<T> Drop for StreamSource<T> {
+    fn drop(&mut self) {
+        // Dropped before its input ended (a pipeline stopped early): the
+        // acker thread stops polling and waits for the last acks.
+        self.reading.store(false, Ordering::Release);
+    }
+}
+
 /// Entries one XAUTOCLAIM takes: a read batch, and at least 100 so that a
 /// dead consumer's entries come back in few round trips.
 fn claim_count(batch: usize) -> usize {
@@ -502,6 +530,7 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
             if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
                 self.ended = true;
                 self.shared = None;
+                self.reading.store(false, Ordering::Release);
                 return None;
             }
             match self.step() {
