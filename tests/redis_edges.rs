@@ -416,3 +416,51 @@ fn two_consumers_holding_partial_chunks_both_end_without_claiming_from_each_othe
         assert_eq!(pending(&url, &cfg), 0);
     });
 }
+
+#[test]
+fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 2_000;
+        let cfg = edge(&url, "view-");
+        produce(cfg.clone(), N).join().unwrap();
+        let job = unique("job-");
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let publisher = paipa::remote::Publisher::new(&url, &job, "worker-1")
+            .unwrap()
+            .edge(handle.watch());
+        let p = Pipeline::new()
+            .debug(paipa::Debugger::silent().reporter(publisher))
+            .source(source)
+            .then(Stage::map("heavy", |t: Tracked<u64>| {
+                common::burn_cpu(Duration::from_micros(200), *t.value());
+                t
+            }))
+            .unwrap();
+        p.run_with(|out| out.for_each(Tracked::done)).unwrap();
+        handle.finish().unwrap();
+        // The final report is published as the run ends (or just after,
+        // on a slow machine): wait for it.
+        let views = loop {
+            let views = paipa::remote::read_views(&url, &job).unwrap();
+            if views.iter().any(|v| v.is_final) {
+                break views;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(views.len(), 1);
+        let view = &views[0];
+        assert_eq!(view.process, "worker-1");
+        assert!(view.is_final);
+        assert_eq!(view.stage_count("heavy"), Some(N));
+        let edge = &view.edges[0];
+        assert_eq!((edge.role.as_str(), edge.stats.read), ("source", N));
+        let info = edge.info.as_ref().unwrap();
+        assert_eq!(info.stream, cfg.stream());
+        assert_eq!(info.groups[0].name, "g");
+        let text = paipa::remote::table(&views);
+        assert!(text.contains(cfg.stream()), "{text}");
+        assert!(text.contains("bottleneck: heavy on worker-1"), "{text}");
+    });
+}

@@ -76,6 +76,11 @@ pub struct ProcessView {
 }
 
 impl ProcessView {
+    /// The count of the stage named `name`, if the process has one.
+    pub fn stage_count(&self, name: &str) -> Option<u64> {
+        self.stages.iter().find(|s| s.name == name).map(|s| s.count)
+    }
+
     /// The view of `snapshot` with the edges' current state.
     pub fn new(process: &str, snapshot: &Snapshot, edges: Vec<EdgeRow>) -> Self {
         ProcessView {
