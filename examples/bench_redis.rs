@@ -9,6 +9,11 @@
 //! Run: `cargo run --release --features redis --example bench_redis`
 //! (uses `PAIPA_REDIS_URL`, else starts a redis-server of its own on a free
 //! port in a temp dir, stopped at the end).
+//!
+//! `bench_redis scale`: the heavy stage CPU-bound (1 ms of CPU time per
+//! entry, 8,000 entries), read by 1 and then 2 consumer processes (this
+//! program again), alternately, 2 rounds each; the time from the first
+//! consumer's start to the last one's exit.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -165,8 +170,103 @@ fn raw_hop(url: &str, stream: &str, batch: usize, n: u64) -> Result<Duration, Bo
     Ok(took)
 }
 
+/// This thread's CPU time (Linux).
+fn thread_cpu() -> Duration {
+    // SAFETY: a timespec is plain data; all zeros is valid.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: `ts` is valid for writes for the whole call.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The heavy stage: `cpu` of this thread's CPU time.
+fn burn(cpu: Duration, seed: u64) -> u64 {
+    let until = thread_cpu() + cpu;
+    let mut x = seed;
+    while thread_cpu() < until {
+        for _ in 0..64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+    }
+    x
+}
+
+/// A consumer process of the scale run.
+fn consume(url: &str, stream: &str, name: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let edge = EdgeConfig::new(url, stream, "g").consumer(name).batch(10)?;
+    let (source, handle) = StreamSource::<u64>::open(edge)?;
+    let p = paipa::threaded::Pipeline::new()
+        .source(source)
+        .then(paipa::threaded::Stage::map(
+            "heavy",
+            |t: paipa::remote::Tracked<u64>| {
+                let v = *t.value();
+                t.map(|_| burn(Duration::from_millis(1), v))
+            },
+        ))?;
+    let (n, _) = p.run_with(|out| out.map(paipa::remote::Tracked::done).count())?;
+    handle.finish()?;
+    println!("{name} {n}");
+    Ok(())
+}
+
+fn scale(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    const N: u64 = 8_000;
+    println!("scale: {N} entries, 1 ms of CPU each, read by 1 or 2 consumer processes");
+    let mut best = [Duration::MAX; 2];
+    for round in 0..4 {
+        let consumers = 1 + round % 2;
+        let stream = format!("bench-scale-{}-{round}", std::process::id());
+        let edge = EdgeConfig::new(url, &stream, "g");
+        let mut sink = StreamSink::<u64>::open(edge.clone())?;
+        for i in 0..N {
+            sink.add(&i)?;
+        }
+        sink.finish()?;
+        let started = Instant::now();
+        let kids: Vec<Child> = (0..consumers)
+            .map(|i| {
+                Command::new(std::env::current_exe()?)
+                    .args(["consume", url, &stream, &format!("c{i}")])
+                    .stdout(Stdio::piped())
+                    .spawn()
+            })
+            .collect::<Result<_, _>>()?;
+        let mut total = 0u64;
+        for kid in kids {
+            let out = kid.wait_with_output()?;
+            assert!(out.status.success(), "a consumer failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            total += text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        let took = started.elapsed();
+        assert_eq!(total, N, "every entry once");
+        println!("  {consumers} consumer(s): {:.2} s", took.as_secs_f64());
+        best[consumers - 1] = best[consumers - 1].min(took);
+        remote::reset(&edge)?;
+    }
+    println!(
+        "best: 1 consumer {:.2} s, 2 consumers {:.2} s: {:.2}x",
+        best[0].as_secs_f64(),
+        best[1].as_secs_f64(),
+        best[1].as_secs_f64() / best[0].as_secs_f64()
+    );
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("consume") {
+        return consume(&args[1], &args[2], &args[3]);
+    }
     let (url, _server) = server()?;
+    if args.first().map(String::as_str) == Some("scale") {
+        return scale(&url);
+    }
     println!("one hop through Redis Streams at {url}, best of 5 (entries/s)");
     println!(
         "{:>6} {:>9} {:>14} {:>14} {:>7}",
