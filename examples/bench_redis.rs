@@ -112,17 +112,18 @@ fn raw_hop(url: &str, stream: &str, batch: usize, n: u64) -> Result<Duration, Bo
     let producer = std::thread::spawn(move || -> redis::RedisResult<()> {
         let mut sent = 0;
         while sent < n {
+            let end = (sent + batch as u64).min(n);
             let mut pipe = redis::pipe();
-            for i in sent..(sent + batch as u64).min(n) {
+            for i in sent..end {
                 pipe.cmd("XADD")
                     .arg(&key)
                     .arg("*")
                     .arg("data")
                     .arg(serde_json::to_vec(&i).expect("json"))
                     .ignore();
-                sent += 1;
             }
             pipe.query::<()>(&mut p)?;
+            sent = end;
         }
         Ok(())
     });
