@@ -464,3 +464,50 @@ fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
         assert!(text.contains("bottleneck: heavy on worker-1"), "{text}");
     });
 }
+
+#[test]
+fn a_second_hop_keeps_the_origin_ids_and_acks_only_what_the_next_stream_has() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 10;
+        let first = edge(&url, "hop1-");
+        let second = edge(&url, "hop2-").batch(1000).unwrap();
+        produce(first.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(first.clone()).unwrap();
+        let mut sink = StreamSink::<u64>::open(second.clone()).unwrap();
+        let mut source = source.peekable();
+        for _ in 0..N {
+            // Each entry becomes two items on the next stream.
+            for part in source.next().unwrap().flat_map(|n| [n * 10, n * 10 + 1]) {
+                sink.send(part).unwrap();
+            }
+        }
+        // The sink holds them in its batch (1000): nothing acked upstream.
+        assert_eq!(pending(&url, &first), N as i64);
+        sink.flush().unwrap();
+        while pending(&url, &first) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(source.next().is_none());
+        drop(source);
+        sink.finish().unwrap();
+        assert_eq!(handle.finish().unwrap().acked, N);
+
+        let (source, handle) = StreamSource::<u64>::open(second.clone()).unwrap();
+        let mut got: Vec<(String, u64)> = source
+            .map(|t| {
+                let pair = (t.id().to_string(), *t.value());
+                t.done();
+                pair
+            })
+            .collect();
+        handle.finish().unwrap();
+        got.sort();
+        let mut want: Vec<(String, u64)> = (0..N)
+            .flat_map(|n| [(format!("{n}.0"), n * 10), (format!("{n}.1"), n * 10 + 1)])
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    });
+}
