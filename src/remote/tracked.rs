@@ -21,9 +21,9 @@
 //! [`Tracked::fail`] marks them *failed*: left pending with the error
 //! recorded, or sent to the dead-letter stream on their last delivery.
 //!
-//! Acks are queued (one channel send per entry) to the source's acker
-//! thread, which sends them in batches: one XACK with every id it finds
-//! waiting.
+//! Acks are queued (one channel send per entry) and sent in batches: one
+//! XACK with every id waiting, in the same round trip as the source's next
+//! read, or by the source's acker thread (see `acker.rs`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
