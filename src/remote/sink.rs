@@ -153,10 +153,10 @@ impl<T: Serialize> StreamSink<T> {
             return Ok(());
         }
         self.wait_for_room()?;
-        // The length rides with the batch; the queued batch itself stays
-        // as it is until confirmed (a failed flush can be called again).
-        let mut pipe = self.pipe.clone();
-        pipe.cmd("XLEN").arg(&self.cfg.stream);
+        // The length rides with the batch (after a failed flush, a second
+        // XLEN does: the last reply is the length).
+        self.pipe.cmd("XLEN").arg(&self.cfg.stream);
+        let pipe = &self.pipe;
         let replies: Vec<Value> = self.link.call("XADD", |c| pipe.query(c))?;
         self.known_len = replies.last().and_then(int).unwrap_or(0) as u64;
         self.pipe.clear();
