@@ -344,6 +344,7 @@
 //! | `http` | `glue::serve`: an HTTP ingestion server (axum, tokio) feeding a pipeline's live input |
 //! | `alloc` | `stats::CountingAlloc`: exact memory growth and peak per stage, for programs that install it as their global allocator |
 //! | `async` | `threaded::Stage::map_async`: async stages, many futures in flight on one thread (tokio, futures); `Pipeline::stream` and `Input::put_async` for tokio programs |
+//! | `redis` | `remote`: stages across machines on Redis Streams (a stream sink and a consumer-group source, acks after the work is done, backpressure, crash recovery, dead letters; the `redis` crate's sync client, serde JSON or postcard) |
 //! | `signals` | `stop_on_signals` on both pipeline kinds: Ctrl-C and SIGTERM stop the input, drain and report (signal-hook); see [`signals`] |
 //!
 //! The core depends only on crossbeam-channel, quanta, libc, thiserror and
@@ -369,6 +370,8 @@ pub mod glue;
 pub mod iter;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(feature = "redis", not(loom)))]
+pub mod remote;
 pub mod report;
 #[cfg(all(feature = "signals", not(loom)))]
 pub mod signals;

@@ -83,7 +83,7 @@ fn an_iterator_stage_hands_its_skipped_errors_to_the_hook() {
             .then(
                 Stage::try_iter("parse", |it| {
                     it.map(|x: u32| {
-                        if x % 5 == 0 {
+                        if x.is_multiple_of(5) {
                             Err(format!("cannot parse {x}"))
                         } else {
                             Ok(x)

@@ -52,7 +52,7 @@ fn a_function_stage_runs_on_the_threads_of_the_stage_before_and_keeps_its_row() 
         let p = Pipeline::new()
             .debug(debugger)
             .source(0..10_000u64)
-            .then(Stage::iter("parse", |it| it.filter(|x: &u64| x % 2 == 0)).workers(w))
+            .then(Stage::iter("parse", |it| it.filter(|x: &u64| x.is_multiple_of(2))).workers(w))
             .unwrap()
             .then(
                 Stage::map("enrich", move |x: u64| {

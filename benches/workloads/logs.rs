@@ -37,7 +37,7 @@ pub fn generate(path: &Path, n: u64) -> std::io::Result<()> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 200 == 0 {
+        if x.is_multiple_of(200) {
             writeln!(w, "garbage line {i} without the fields")?;
             continue;
         }

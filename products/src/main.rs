@@ -9,8 +9,15 @@
 //!       [--db products.db] [--rows 1000000] [--batch 2048] [--in-flight 4] [--url http://host:port/ingest]`
 //!
 //! The database is created on first run (fixed seed) and reused afterwards.
+//!
+//! Split across processes on Redis Streams (see `split.rs`):
+//! `paipa-products extract` (SQLite -> filter -> stream) and any number of
+//! `paipa-products load` (stream -> chunk -> send -> flatten), with
+//! `--redis redis://host:port/` (`redis://127.0.0.1:6379/` unless given);
+//! `paipa-products top` prints the table of every process.
 
 mod send;
+mod split;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,22 +38,35 @@ struct Product {
 }
 
 struct Args {
+    command: Option<String>,
     db: PathBuf,
     rows: i64,
     batch: usize,
     in_flight: usize,
     url: Option<String>,
+    redis: String,
+    stream: String,
+    consumer: Option<String>,
+    work_us: u64,
 }
 
 fn args() -> Result<Args, String> {
     let mut a = Args {
+        command: None,
         db: "products.db".into(),
         rows: 1_000_000,
         batch: 2048,
         in_flight: 4,
         url: None,
+        redis: "redis://127.0.0.1:6379/".into(),
+        stream: "products".into(),
+        consumer: None,
+        work_us: 0,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = std::env::args().skip(1).peekable();
+    if it.peek().is_some_and(|first| !first.starts_with("--")) {
+        a.command = it.next();
+    }
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -55,6 +75,10 @@ fn args() -> Result<Args, String> {
             "--batch" => a.batch = value.parse().map_err(|e| format!("--batch: {e}"))?,
             "--in-flight" => a.in_flight = value.parse().map_err(|e| format!("--in-flight: {e}"))?,
             "--url" => a.url = Some(value),
+            "--redis" => a.redis = value,
+            "--stream" => a.stream = value,
+            "--consumer" => a.consumer = Some(value),
+            "--work-us" => a.work_us = value.parse().map_err(|e| format!("--work-us: {e}"))?,
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -84,7 +108,7 @@ fn ensure_db(conn: &mut Connection, rows: i64) -> rusqlite::Result<()> {
                 id,
                 format!("product {id}"),
                 (r % 100_000) as i64,
-                r % 3 != 0
+                !r.is_multiple_of(3)
             ])?;
         }
     }
@@ -175,11 +199,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let args = args()?;
-    let mut conn = Connection::open(&args.db)?;
-    ensure_db(&mut conn, args.rows)?;
+    match args.command.as_deref() {
+        None => one_process(args),
+        Some("extract") => split::extract(args),
+        Some("load") => split::load(args),
+        Some("top") => split::top(args),
+        Some("reset") => split::reset(args),
+        Some(other) => Err(format!("unknown command {other:?}: extract, load, top or reset (or none)").into()),
+    }
+}
 
-    // The ingestion server, unless one was given: a threaded pipeline that
-    // counts what it receives.
+/// The ingestion server, unless `--url` names one: a threaded pipeline that
+/// counts what it receives; and the URL to POST to.
+fn ingestion(args: &Args) -> Result<(Option<paipa::glue::Server>, String), Box<dyn std::error::Error>> {
     let local = match &args.url {
         Some(_) => None,
         None => {
@@ -197,6 +229,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(server)) => format!("http://{}/ingest", server.addr()),
         (None, None) => unreachable!("a server was started"),
     };
+    Ok((local, url))
+}
+
+/// Stops the local ingestion server and checks it stored `sent` products.
+fn check_server(local: Option<paipa::glue::Server>, sent: u64) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(server) = local {
+        server.shutdown();
+        let summary = server.wait()?;
+        println!("the server stored {} products", summary.items);
+        if summary.items != sent {
+            return Err(format!("the server stored {} products, the pipeline sent {sent}", summary.items).into());
+        }
+    }
+    Ok(())
+}
+
+/// The whole job in this process.
+fn one_process(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut conn = Connection::open(&args.db)?;
+    ensure_db(&mut conn, args.rows)?;
+    let (local, url) = ingestion(&args)?;
 
     let started = Instant::now();
     let url: hyper::Uri = url.parse()?;
@@ -229,14 +282,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.rows,
         args.rows as f64 / secs
     );
-    if let Some(server) = local {
-        server.shutdown();
-        let summary = server.wait()?;
-        println!("the server stored {} products", summary.items);
-        if summary.items != sent {
-            return Err(format!("the server stored {} products, the pipeline sent {sent}", summary.items).into());
-        }
-    }
+    check_server(local, sent)?;
     println!(
         "peak RSS {:.1} MiB",
         paipa::stats::peak_resident_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)

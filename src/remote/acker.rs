@@ -1,0 +1,229 @@
+//! The acker: finished entries become XACKs, failed ones a recorded error
+//! (or, on their last delivery, a dead-letter entry), in batches.
+//!
+//! While the source reads, it takes the acks waiting in the queue itself
+//! and sends one XACK for them in the same round trip as its next
+//! XREADGROUP; the acker thread only looks every 10 ms for what waits while
+//! the source blocks or works. Once the input has ended, the thread sends
+//! them alone: it gathers ids for 2 ms after the first (or until 4096) and
+//! sends one XACK for them all.
+//!
+//! It ends when its queue closes: when the source and every entry it
+//! delivered are gone. What is queued then is still sent. If the server
+//! stays unreachable past the deadline it stops with the error; entries
+//! not acked by then stay pending for other consumers (never lost).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, TryRecvError};
+use redis::Value;
+
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::link::Link;
+use super::stats::Counters;
+
+/// Ids acked in one XACK at most.
+pub(crate) const ACK_BATCH: usize = 4096;
+/// How often the acker looks for acks while the source is reading.
+const POLL: Duration = Duration::from_millis(10);
+/// How long the acker gathers ids after the first before it sends them.
+const LINGER: Duration = Duration::from_millis(2);
+
+/// What the acker is told.
+pub(crate) enum AckMsg {
+    /// Finished: XACK.
+    Ack(String),
+    /// Failed here: record the error and leave it pending, or dead-letter
+    /// it if this was its last delivery.
+    Fail {
+        stream_id: String,
+        origin: Arc<str>,
+        deliveries: u64,
+        error: String,
+    },
+    /// To the dead-letter stream now (it does not decode, or it was
+    /// delivered too often).
+    Dead {
+        stream_id: String,
+        origin: Arc<str>,
+        deliveries: u64,
+        error: String,
+        data: Option<Vec<u8>>,
+    },
+}
+
+pub(crate) fn run(
+    mut link: Link,
+    cfg: EdgeConfig,
+    rx: Receiver<AckMsg>,
+    counters: Arc<Counters>,
+    source_reading: Arc<AtomicBool>,
+) -> Result<(), RemoteError> {
+    let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
+    loop {
+        if source_reading.load(Ordering::Acquire) {
+            // The source sends most acks itself, with its reads; this
+            // thread takes what waits while the source blocks or works.
+            std::thread::sleep(POLL);
+            while acks.len() < ACK_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => handle(&mut link, &cfg, &counters, msg, &mut acks)?,
+                    Err(TryRecvError::Empty) => break,
+                    // Everything is gone (the reading flag is cleared on
+                    // the way): the blocking branch sends the rest.
+                    Err(TryRecvError::Disconnected) => {
+                        source_reading.store(false, Ordering::Release);
+                        break;
+                    }
+                }
+            }
+        } else {
+            let Ok(first) = rx.recv() else { break };
+            // Gather for up to LINGER after the first: one XACK for many
+            // ids costs the server far less than many XACKs of a few.
+            let until = Instant::now() + LINGER;
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                handle(&mut link, &cfg, &counters, msg, &mut acks)?;
+                if acks.len() < ACK_BATCH {
+                    next = rx.recv_deadline(until).ok();
+                }
+            }
+        }
+        if !acks.is_empty() {
+            ack(&mut link, &cfg, &acks)?;
+            counters.add(&counters.acked, acks.len() as u64);
+            acks.clear();
+        }
+    }
+    Ok(())
+}
+
+/// Collects an ack into `acks`, or carries out a failure now.
+pub(crate) fn handle(
+    link: &mut Link,
+    cfg: &EdgeConfig,
+    counters: &Counters,
+    msg: AckMsg,
+    acks: &mut Vec<String>,
+) -> Result<(), RemoteError> {
+    match msg {
+        AckMsg::Ack(id) => acks.push(id),
+        AckMsg::Fail {
+            stream_id,
+            origin,
+            deliveries,
+            error,
+        } => {
+            if deliveries >= u64::from(cfg.max_deliveries) {
+                dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, None)?;
+            } else {
+                counters.add(&counters.failed, 1);
+                link.call("HSET", |c| {
+                    redis::cmd("HSET")
+                        .arg(cfg.errors_key())
+                        .arg(&stream_id)
+                        .arg(&error)
+                        .query::<Value>(c)
+                })?;
+            }
+        }
+        AckMsg::Dead {
+            stream_id,
+            origin,
+            deliveries,
+            error,
+            data,
+        } => dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?,
+    }
+    Ok(())
+}
+
+fn ack(link: &mut Link, cfg: &EdgeConfig, ids: &[String]) -> Result<(), RemoteError> {
+    link.call("XACK", |c| {
+        redis::cmd("XACK")
+            .arg(&cfg.stream)
+            .arg(&cfg.group)
+            .arg(ids)
+            .query::<Value>(c)
+    })?;
+    Ok(())
+}
+
+/// Adds the entry to `<stream>:dead` with its error and acks it in the
+/// stream, in one MULTI (a retry after a lost reply may add it twice).
+#[allow(clippy::too_many_arguments)]
+fn dead_letter(
+    link: &mut Link,
+    cfg: &EdgeConfig,
+    counters: &Counters,
+    stream_id: &str,
+    origin: &str,
+    deliveries: u64,
+    error: &str,
+    data: Option<Vec<u8>>,
+) -> Result<(), RemoteError> {
+    let data = match data {
+        Some(d) => Some(d),
+        None => fetch_data(link, cfg, stream_id)?,
+    };
+    let errors_key = cfg.errors_key();
+    let dead = cfg.dead_letter_stream();
+    link.call("XADD (dead letter)", |c| {
+        let mut p = redis::pipe();
+        p.atomic();
+        let add = p
+            .cmd("XADD")
+            .arg(&dead)
+            .arg("*")
+            .arg("id")
+            .arg(origin)
+            .arg("entry")
+            .arg(stream_id)
+            .arg("stream")
+            .arg(&cfg.stream)
+            .arg("group")
+            .arg(&cfg.group)
+            .arg("deliveries")
+            .arg(deliveries)
+            .arg("error")
+            .arg(error);
+        if let Some(d) = &data {
+            add.arg("data").arg(&d[..]);
+        }
+        p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(stream_id);
+        p.cmd("HDEL").arg(&errors_key).arg(stream_id);
+        p.query::<Value>(c)
+    })?;
+    counters.add(&counters.dead, 1);
+    tracing::warn!(stream = %cfg.stream, entry = stream_id, id = origin, deliveries, error, "entry moved to the dead-letter stream {dead}");
+    Ok(())
+}
+
+fn fetch_data(link: &mut Link, cfg: &EdgeConfig, stream_id: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+    let reply: Value = link.call("XRANGE", |c| {
+        redis::cmd("XRANGE")
+            .arg(&cfg.stream)
+            .arg(stream_id)
+            .arg(stream_id)
+            .query(c)
+    })?;
+    let Value::Array(entries) = reply else {
+        return Ok(None);
+    };
+    Ok(entries.first().and_then(|e| match e {
+        Value::Array(parts) => parts.get(1).and_then(|fields| {
+            super::link::pairs(fields)
+                .into_iter()
+                .find(|(k, _)| k == "data")
+                .and_then(|(_, v)| match v {
+                    Value::BulkString(b) => Some(b.clone()),
+                    _ => None,
+                })
+        }),
+        _ => None,
+    }))
+}

@@ -1,0 +1,229 @@
+//! The settings of one edge: which server, which stream and group, and the
+//! bounds (batch, stream length, idle time before a claim, deliveries
+//! before the dead-letter stream, reconnect deadline). Every setter refuses
+//! a value that cannot work with a [`ConfigError`] naming it.
+
+use std::time::Duration;
+
+use super::codec::Codec;
+use crate::error::ConfigError;
+
+/// Entries per XADD pipeline or XREADGROUP unless set.
+pub const DEFAULT_BATCH: usize = 1000;
+/// The stream length a producer waits below unless set.
+pub const DEFAULT_MAX_LEN: usize = 100_000;
+/// How long an entry stays pending on a consumer before others claim it.
+pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// Deliveries of one entry before it goes to the dead-letter stream.
+pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
+/// How long a client keeps reconnecting before the run fails.
+pub const DEFAULT_RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
+/// How long one XREADGROUP waits for new entries.
+pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
+
+/// One edge of a distributed pipeline: a stream on a Redis server, read by
+/// one consumer group.
+///
+/// The same settings serve both ends: the producer's
+/// [`StreamSink`](super::StreamSink) uses `batch`, `max_len`, `codec` and
+/// the reconnect deadline; the consumer's
+/// [`StreamSource`](super::StreamSource) uses all of them but `max_len`.
+///
+/// Besides the stream, the edge uses four keys beside it:
+/// `<stream>:dead` (the dead-letter stream), `<stream>:end` (how many
+/// producers have finished), `<stream>:draining` (consumers that have read
+/// everything) and `<stream>:errors` (the last error of each entry that
+/// failed and waits for its next delivery).
+///
+/// ```
+/// use std::time::Duration;
+/// use paipa::remote::{Codec, EdgeConfig};
+///
+/// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "products", "loaders")
+///     .consumer("loader-1")
+///     .batch(500)?
+///     .max_len(50_000)?
+///     .claim_idle(Duration::from_secs(10))?
+///     .max_deliveries(3)?
+///     .codec(Codec::Binary);
+/// assert_eq!(edge.dead_letter_stream(), "products:dead");
+/// assert!(EdgeConfig::new("redis://x/", "s", "g").batch(0).is_err());
+/// # Ok::<(), paipa::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    pub(crate) url: String,
+    pub(crate) stream: String,
+    pub(crate) group: String,
+    pub(crate) consumer: String,
+    pub(crate) batch: usize,
+    pub(crate) max_len: usize,
+    pub(crate) claim_idle: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) reconnect_deadline: Duration,
+    pub(crate) block: Duration,
+    pub(crate) codec: Codec,
+    pub(crate) producers: u64,
+}
+
+impl EdgeConfig {
+    /// The stream `stream` on the server at `url` (`redis://host:port/db`),
+    /// read by the consumer group `group`. The consumer is named after the
+    /// host and process id unless [`consumer`](Self::consumer) names it.
+    pub fn new(url: impl Into<String>, stream: impl Into<String>, group: impl Into<String>) -> Self {
+        EdgeConfig {
+            url: url.into(),
+            stream: stream.into(),
+            group: group.into(),
+            consumer: default_consumer(),
+            batch: DEFAULT_BATCH,
+            max_len: DEFAULT_MAX_LEN,
+            claim_idle: DEFAULT_CLAIM_IDLE,
+            max_deliveries: DEFAULT_MAX_DELIVERIES,
+            reconnect_deadline: DEFAULT_RECONNECT_DEADLINE,
+            block: DEFAULT_BLOCK,
+            codec: Codec::Json,
+            producers: 1,
+        }
+    }
+
+    /// Names this process's consumer in the group (unique per process: two
+    /// live processes with one name would share a pending-entries list).
+    pub fn consumer(mut self, name: impl Into<String>) -> Self {
+        self.consumer = name.into();
+        self
+    }
+
+    /// Entries per round trip: per XADD pipeline on the producer, per
+    /// XREADGROUP on the consumer (1 to 1,000,000; 1000 unless set).
+    pub fn batch(mut self, batch: usize) -> Result<Self, ConfigError> {
+        if batch == 0 || batch > 1_000_000 {
+            return Err(ConfigError::new("batch", batch, "must be from 1 to 1000000"));
+        }
+        self.batch = batch;
+        Ok(self)
+    }
+
+    /// The producer adds a batch only while the stream holds fewer than
+    /// `max_len` entries, after trimming what every group has acked; so the
+    /// stream never holds more than `max_len + batch - 1` (100,000 unless
+    /// set; at least 1).
+    pub fn max_len(mut self, max_len: usize) -> Result<Self, ConfigError> {
+        if max_len == 0 {
+            return Err(ConfigError::new("max_len", 0, "must be at least 1"));
+        }
+        self.max_len = max_len;
+        Ok(self)
+    }
+
+    /// Entries pending on a consumer for longer than this are claimed by the
+    /// others (XAUTOCLAIM): a consumer that died leaves them there. Keep it
+    /// well above the time one entry takes to be finished, or live
+    /// consumers' entries are claimed and processed twice (30 s unless set;
+    /// at least 1 ms).
+    pub fn claim_idle(mut self, idle: Duration) -> Result<Self, ConfigError> {
+        if idle < Duration::from_millis(1) {
+            return Err(ConfigError::new(
+                "claim_idle",
+                format!("{idle:?}"),
+                "must be at least 1ms",
+            ));
+        }
+        self.claim_idle = idle;
+        Ok(self)
+    }
+
+    /// An entry delivered this many times without being finished goes to
+    /// the dead-letter stream `<stream>:dead` (5 unless set; at least 1).
+    pub fn max_deliveries(mut self, n: u32) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::new("max_deliveries", 0, "must be at least 1"));
+        }
+        self.max_deliveries = n;
+        Ok(self)
+    }
+
+    /// How long a client retries (reconnecting with exponential backoff)
+    /// before the run fails with
+    /// [`RemoteError::Unreachable`](super::RemoteError::Unreachable)
+    /// (30 s unless set).
+    pub fn reconnect_deadline(mut self, deadline: Duration) -> Self {
+        self.reconnect_deadline = deadline;
+        self
+    }
+
+    /// How long one XREADGROUP waits for new entries before the consumer
+    /// looks at its stop flag, idle entries and the end of input (100 ms
+    /// unless set; from 1 ms to 10 s).
+    pub fn block(mut self, block: Duration) -> Result<Self, ConfigError> {
+        if block < Duration::from_millis(1) || block > Duration::from_secs(10) {
+            return Err(ConfigError::new(
+                "block",
+                format!("{block:?}"),
+                "must be from 1ms to 10s",
+            ));
+        }
+        self.block = block;
+        Ok(self)
+    }
+
+    /// The serialization of entries (JSON unless set).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// How many producers write the stream: a consumer's input ends once
+    /// that many have called [`StreamSink::finish`](super::StreamSink::finish)
+    /// and every entry is finished (1 unless set; at least 1).
+    pub fn producers(mut self, n: u64) -> Result<Self, ConfigError> {
+        if n == 0 {
+            return Err(ConfigError::new("producers", 0, "must be at least 1"));
+        }
+        self.producers = n;
+        Ok(self)
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// This process's consumer name.
+    pub fn consumer_name(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The dead-letter stream: `<stream>:dead`.
+    pub fn dead_letter_stream(&self) -> String {
+        format!("{}:dead", self.stream)
+    }
+
+    /// The key counting finished producers: `<stream>:end`.
+    pub fn end_key(&self) -> String {
+        format!("{}:end", self.stream)
+    }
+
+    /// The set of consumers that have read everything and are ending:
+    /// `<stream>:draining`.
+    pub fn draining_key(&self) -> String {
+        format!("{}:draining", self.stream)
+    }
+
+    /// The hash of the last error of entries waiting for redelivery.
+    pub fn errors_key(&self) -> String {
+        format!("{}:errors", self.stream)
+    }
+}
+
+fn default_consumer() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,234 @@
+//! The producer end of an edge: adds items to a stream in pipelined
+//! batches, waits while the stream is full, trims only what every group has
+//! acked.
+//!
+//! # Backpressure without loss
+//!
+//! Every batch is one round trip: the XADDs and an XLEN in one pipeline.
+//! Before a batch, if the last known length is `max_len` or more, the sink
+//! trims and looks again, waiting (1 ms doubling to 50 ms) until the
+//! stream is below `max_len`: so the stream holds at most
+//! `max_len + batch - 1` entries, and a slow consumer slows the producer
+//! instead of losing entries. The sink never trims by length (`MAXLEN`
+//! would drop unread entries): it trims with `XTRIM MINID` below the
+//! oldest entry any group still needs: the smallest id in each group's
+//! pending-entries list, or, when that list is empty, the entry after the
+//! group's last delivered one. A stream with no group is never trimmed.
+//!
+//! # Ids
+//!
+//! Every entry has two fields: `data` (the value, serialized) and, when the
+//! item has one, `id`: its origin id ([`Tracked::id`]), kept across hops.
+//! An entry added with [`StreamSink::add`] has no `id` field; its origin id
+//! is its own stream id. A batch resent after a connection error may be
+//! added twice: the copies have the same origin id (for `add`, give ids
+//! with [`StreamSink::add_with_id`] to keep that true on the first hop).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use serde::Serialize;
+
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::info::trim_point;
+use super::link::{ensure_group, int, Link};
+use super::stats::{Counters, EdgeStats};
+use super::tracked::{Token, Tracked};
+
+/// Adds items to a stream, in pipelined batches, within a length bound.
+///
+/// ```no_run
+/// use paipa::remote::{EdgeConfig, StreamSink};
+///
+/// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "numbers", "squarers").max_len(10_000)?;
+/// let mut sink = StreamSink::<u64>::open(edge)?;
+/// for n in 0..1_000_000u64 {
+///     sink.add_with_id(n.to_string(), &n)?; // waits while the stream is full
+/// }
+/// let stats = sink.finish()?; // flushes, then tells consumers this producer is done
+/// assert_eq!(stats.added, 1_000_000);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StreamSink<T> {
+    cfg: EdgeConfig,
+    link: Link,
+    counters: Arc<Counters>,
+    pipe: redis::Pipeline,
+    queued: usize,
+    tokens: Vec<Token>,
+    buf: Vec<u8>,
+    known_len: u64,
+    _t: PhantomData<fn(&T)>,
+}
+
+impl<T> std::fmt::Debug for StreamSink<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSink")
+            .field("stream", &self.cfg.stream)
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize> StreamSink<T> {
+    /// Connects, and creates the edge's group at the stream's start if it
+    /// does not exist (so that entries added before any consumer joined are
+    /// read, and the trim point knows the group).
+    pub fn open(cfg: EdgeConfig) -> Result<Self, RemoteError> {
+        let counters = Arc::new(Counters::default());
+        let mut link = Link::open(
+            &cfg.url,
+            cfg.reconnect_deadline,
+            Duration::from_secs(30),
+            counters.clone(),
+        )?;
+        ensure_group(&mut link, &cfg.stream, &cfg.group)?;
+        let known_len = xlen(&mut link, &cfg.stream)?;
+        Ok(StreamSink {
+            link,
+            counters,
+            pipe: redis::pipe(),
+            queued: 0,
+            tokens: Vec::with_capacity(cfg.batch),
+            buf: Vec::new(),
+            known_len,
+            cfg,
+            _t: PhantomData,
+        })
+    }
+
+    /// Adds a tracked item with its id; its token is finished (its entries
+    /// upstream acked) once the XADD is confirmed.
+    pub fn send(&mut self, item: Tracked<T>) -> Result<(), RemoteError> {
+        let (value, id, token) = item.into_parts();
+        self.queue(Some(&id), &value)?;
+        self.tokens.push(token);
+        self.flush_if_full()
+    }
+
+    /// Adds a value with no origin id (its stream id becomes its id).
+    pub fn add(&mut self, value: &T) -> Result<(), RemoteError> {
+        self.queue(None, value)?;
+        self.flush_if_full()
+    }
+
+    /// Adds a value with the id `id` (a key that stays the same if the
+    /// producer runs again, for sinks downstream to deduplicate on).
+    pub fn add_with_id(&mut self, id: impl AsRef<str>, value: &T) -> Result<(), RemoteError> {
+        self.queue(Some(id.as_ref()), value)?;
+        self.flush_if_full()
+    }
+
+    fn queue(&mut self, id: Option<&str>, value: &T) -> Result<(), RemoteError> {
+        self.cfg
+            .codec
+            .encode(value, &mut self.buf)
+            .map_err(|message| RemoteError::Encode {
+                stream: self.cfg.stream.clone(),
+                message,
+            })?;
+        let cmd = self.pipe.cmd("XADD").arg(&self.cfg.stream).arg("*");
+        if let Some(id) = id {
+            cmd.arg("id").arg(id);
+        }
+        cmd.arg("data").arg(&self.buf[..]);
+        self.queued += 1;
+        Ok(())
+    }
+
+    fn flush_if_full(&mut self) -> Result<(), RemoteError> {
+        if self.queued >= self.cfg.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends what is queued (one round trip), waiting first while the stream
+    /// is at its bound.
+    pub fn flush(&mut self) -> Result<(), RemoteError> {
+        if self.queued == 0 {
+            return Ok(());
+        }
+        self.wait_for_room()?;
+        // The length rides with the batch (after a failed flush, a second
+        // XLEN does: the last reply is the length).
+        self.pipe.cmd("XLEN").arg(&self.cfg.stream);
+        let pipe = &self.pipe;
+        let replies: Vec<Value> = self.link.call("XADD", |c| pipe.query(c))?;
+        self.known_len = replies.last().and_then(int).unwrap_or(0) as u64;
+        self.pipe.clear();
+        self.counters.add(&self.counters.added, self.queued as u64);
+        self.counters.add(&self.counters.batches, 1);
+        self.queued = 0;
+        self.tokens.drain(..).for_each(Token::done);
+        Ok(())
+    }
+
+    fn wait_for_room(&mut self) -> Result<(), RemoteError> {
+        if self.known_len < self.cfg.max_len as u64 {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            self.trim()?;
+            self.known_len = xlen(&mut self.link, &self.cfg.stream)?;
+            if self.known_len < self.cfg.max_len as u64 {
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        self.counters
+            .add(&self.counters.waited_ns, started.elapsed().as_nanos() as u64);
+        Ok(())
+    }
+
+    /// Trims the entries every group has acked (`XTRIM MINID`); returns how
+    /// many went.
+    pub fn trim(&mut self) -> Result<u64, RemoteError> {
+        let Some(min_id) = trim_point(&mut self.link, &self.cfg.stream)? else {
+            return Ok(0);
+        };
+        let stream = &self.cfg.stream;
+        let n: i64 = self.link.call("XTRIM", |c| {
+            redis::cmd("XTRIM").arg(stream).arg("MINID").arg(&min_id).query(c)
+        })?;
+        self.counters.add(&self.counters.trimmed, n as u64);
+        Ok(n as u64)
+    }
+
+    /// This end's counters, for a [`Publisher`](super::Publisher).
+    pub fn watch(&self) -> super::EdgeWatch {
+        super::EdgeWatch {
+            role: "sink",
+            cfg: self.cfg.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// This end's counters now.
+    pub fn stats(&self) -> EdgeStats {
+        self.counters.snapshot(&self.cfg.stream)
+    }
+
+    /// Flushes, trims what is acked, and counts this producer as finished
+    /// (`INCR <stream>:end`): consumers end their input once every producer
+    /// has (see [`EdgeConfig::producers`]).
+    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
+        self.flush()?;
+        self.trim()?;
+        let key = self.cfg.end_key();
+        self.link
+            .call("INCR", |c| redis::cmd("INCR").arg(&key).query::<i64>(c))?;
+        Ok(self.stats())
+    }
+}
+
+fn xlen(link: &mut Link, stream: &str) -> Result<u64, RemoteError> {
+    let n: i64 = link.call("XLEN", |c| redis::cmd("XLEN").arg(stream).query(c))?;
+    Ok(n as u64)
+}

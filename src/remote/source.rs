@@ -1,0 +1,552 @@
+//! The consumer end of an edge: reads a stream in a consumer group and
+//! yields [`Tracked`] items to the local pipeline.
+//!
+//! # Reading, claiming, ending
+//!
+//! Each call that finds its buffer empty does, in order:
+//!
+//! 1. **Stop**: once [`SourceHandle::stop`] was called (a SIGTERM handler,
+//!    say), the buffer is handed out and the input ends; nothing more is
+//!    read. What the pipeline holds then is finished and acked as usual;
+//!    what it cannot finish stays pending for the other consumers.
+//! 2. **Claim**: every quarter of `claim_idle`, XAUTOCLAIM takes entries pending
+//!    on any consumer (this one included) for longer than `claim_idle`.
+//!    Their delivery counts come from XPENDING; one delivered more than
+//!    `max_deliveries` times goes to the dead-letter stream instead of the
+//!    pipeline.
+//! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
+//! 4. **End**: once `producers` producers have finished (the counter at
+//!    `<stream>:end`, read *before* the read in 3 found nothing new, so no
+//!    entry can still come), the consumer adds itself to the set
+//!    `<stream>:draining` (it will read nothing new) and its input ends
+//!    when nothing of its own is pending beyond what it holds (entries it
+//!    failed wait for their redelivery) and every other consumer with
+//!    pending entries is draining too. A consumer that is not draining
+//!    (it died, or was stopped) leaves its entries to be claimed, so the
+//!    others keep claiming until none are left. Two draining consumers
+//!    never wait for each other (each may hold a partial chunk that only
+//!    its own end of input flushes). A consumer that dies *after* the
+//!    others ended leaves its entries pending for the next run (never
+//!    lost).
+//!
+//! An entry that does not decode goes to the dead-letter stream with the
+//! decoder's error. A server error past the reconnect deadline ends the
+//! input; [`SourceHandle::finish`] returns it.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use serde::de::DeserializeOwned;
+
+use super::acker::{self, AckMsg};
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::link::{ensure_group, int, text, Link};
+use super::stats::{Counters, EdgeStats};
+use super::tracked::{AckShared, Entry, Tracked};
+
+/// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
+/// to use as a pipeline's source.
+///
+/// ```no_run
+/// use paipa::remote::{EdgeConfig, StreamSource, Tracked};
+/// use paipa::threaded::{Pipeline, Stage};
+///
+/// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "numbers", "squarers");
+/// let (source, handle) = StreamSource::<u64>::open(edge)?;
+/// let pipeline = Pipeline::new()
+///     .source(source)
+///     .then(Stage::map("square", |t: Tracked<u64>| t.map(|n| n * n)))?;
+/// let (sum, _) = pipeline.run_with(|out| {
+///     out.map(|t| { let v = *t.value(); t.done(); v }).sum::<u64>()
+/// })?;
+/// let stats = handle.finish()?; // every finished entry acked
+/// println!("{sum} from {} entries", stats.acked);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct StreamSource<T> {
+    cfg: EdgeConfig,
+    link: Link,
+    /// `None` once the input ended: then the acker's queue closes as soon
+    /// as the last item is gone, even while this iterator is kept.
+    shared: Option<Arc<AckShared>>,
+    /// The acker's queue, read here too: acks ride with the next read.
+    acks: crossbeam_channel::Receiver<AckMsg>,
+    /// True until the input ends: the acker thread only polls meanwhile.
+    reading: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    stop: Arc<AtomicBool>,
+    broken: Arc<AtomicBool>,
+    error: Arc<Mutex<Option<RemoteError>>>,
+    buffer: VecDeque<Tracked<T>>,
+    next_claim: Instant,
+    claim_cursor: String,
+    end_seen: bool,
+    /// The last read found nothing new.
+    idle: bool,
+    ended: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StreamSource<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSource")
+            .field("stream", &self.cfg.stream)
+            .field("group", &self.cfg.group)
+            .field("consumer", &self.cfg.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Controls a [`StreamSource`] from outside the pipeline: stop it, read its
+/// counters, wait for its last acks.
+#[derive(Debug)]
+pub struct SourceHandle {
+    cfg: EdgeConfig,
+    stream: String,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    in_flight: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<RemoteError>>>,
+    acker: Option<JoinHandle<Result<(), RemoteError>>>,
+}
+
+impl SourceHandle {
+    /// Stops reading: the source hands out what it has read and ends its
+    /// input (see the module's protocol).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// The flag [`stop`](Self::stop) sets, for a signal handler
+    /// (`signal_hook::flag::register(SIGTERM, handle.stop_flag())`).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Entries delivered to this process and not yet finished or dropped.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// This end's counters, for a [`Publisher`](super::Publisher).
+    pub fn watch(&self) -> super::EdgeWatch {
+        super::EdgeWatch {
+            role: "source",
+            cfg: self.cfg.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// This end's counters now.
+    pub fn stats(&self) -> EdgeStats {
+        self.counters.snapshot(&self.stream)
+    }
+
+    /// Waits until every item the source delivered is gone and their acks
+    /// are sent, and returns the counters; or the error that ended the
+    /// input or stopped the acker. Call it after the run: it blocks while
+    /// any item of the source is alive, or the source itself until its
+    /// input has ended.
+    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
+        let acked = match self.acker.take() {
+            Some(h) => h.join().unwrap_or_else(|_| {
+                Err(RemoteError::Acker {
+                    stream: self.stream.clone(),
+                    what: "panicked".into(),
+                })
+            }),
+            None => Ok(()),
+        };
+        if let Some(e) = self.error.lock().ok().and_then(|mut e| e.take()) {
+            return Err(e);
+        }
+        acked?;
+        Ok(self.stats())
+    }
+}
+
+impl<T: DeserializeOwned> StreamSource<T> {
+    /// Connects (two connections: one to read, one for the acker), creates
+    /// the group at the stream's start if it does not exist, and starts the
+    /// acker thread.
+    pub fn open(cfg: EdgeConfig) -> Result<(Self, SourceHandle), RemoteError> {
+        let counters = Arc::new(Counters::default());
+        let read_timeout = cfg.block + Duration::from_secs(10);
+        let mut link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
+        ensure_group(&mut link, &cfg.stream, &cfg.group)?;
+        let ack_link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let reading = Arc::new(AtomicBool::new(true));
+        let shared = Arc::new(AckShared {
+            tx,
+            in_flight: Default::default(),
+        });
+        let acker = {
+            let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
+            std::thread::Builder::new()
+                .name(format!("paipa-acker-{}", cfg.stream))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading))
+                .map_err(|e| RemoteError::Acker {
+                    stream: cfg.stream.clone(),
+                    what: format!("could not start: {e}"),
+                })?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
+        let handle = SourceHandle {
+            cfg: cfg.clone(),
+            stream: cfg.stream.clone(),
+            stop: stop.clone(),
+            counters: counters.clone(),
+            in_flight: shared.in_flight.clone(),
+            error: error.clone(),
+            acker: Some(acker),
+        };
+        // The handle holds no sender: the acker's queue closes when the
+        // source and its entries are gone.
+        let source = StreamSource {
+            cfg,
+            link,
+            shared: Some(shared),
+            acks: rx,
+            reading,
+            counters,
+            stop,
+            broken: Arc::new(AtomicBool::new(false)),
+            error,
+            buffer: VecDeque::new(),
+            next_claim: Instant::now(),
+            claim_cursor: "0-0".into(),
+            end_seen: false,
+            idle: true,
+            ended: false,
+            _t: PhantomData,
+        };
+        Ok((source, handle))
+    }
+
+    fn step(&mut self) -> Result<bool, RemoteError> {
+        if Instant::now() >= self.next_claim {
+            // Claim batch after batch while full ones come, up to ten.
+            let mut rounds = 0;
+            while self.claim()? && rounds < 10 {
+                rounds += 1;
+            }
+            self.next_claim = Instant::now() + self.cfg.claim_idle / 4;
+            if !self.buffer.is_empty() {
+                return Ok(false);
+            }
+        }
+        // The end counter is read only after a read found nothing new (it
+        // must be read before the read that ends the input).
+        let end_before = self.end_seen || (self.idle && self.end_reached()?);
+        let block = if end_before {
+            self.cfg
+                .block
+                .min(self.cfg.claim_idle / 2)
+                .max(Duration::from_millis(1))
+        } else {
+            self.cfg.block
+        };
+        self.read(block)?;
+        self.idle = self.buffer.is_empty();
+        if !self.buffer.is_empty() || !end_before {
+            return Ok(false);
+        }
+        self.settled()
+    }
+
+    /// Nothing new will come: says so (this consumer is draining), and
+    /// tells whether the input may end: nothing of its own is pending
+    /// beyond what it holds, and every other consumer with pending entries
+    /// is draining too (it finishes them itself); a consumer that is not
+    /// (it died, or stopped) leaves its entries to be claimed.
+    fn settled(&mut self) -> Result<bool, RemoteError> {
+        let (stream, group, me) = (&self.cfg.stream, &self.cfg.group, &self.cfg.consumer);
+        let draining_key = self.cfg.draining_key();
+        let (pending, draining): (Value, Vec<String>) = self.link.call("XPENDING", |c| {
+            redis::pipe()
+                .cmd("SADD")
+                .arg(&draining_key)
+                .arg(me)
+                .ignore()
+                .cmd("XPENDING")
+                .arg(stream)
+                .arg(group)
+                .cmd("SMEMBERS")
+                .arg(&draining_key)
+                .query(c)
+        })?;
+        let Value::Array(parts) = &pending else {
+            return Err(self.link.bad_reply("XPENDING", &pending));
+        };
+        let held = self.in_flight();
+        let mut settled = true;
+        if let Some(Value::Array(consumers)) = parts.get(3) {
+            for row in consumers {
+                let Value::Array(f) = row else { continue };
+                let (Some(name), Some(n)) = (f.first().and_then(text), f.get(1).and_then(int)) else {
+                    continue;
+                };
+                if name == *me {
+                    settled &= n as u64 <= held;
+                } else if n > 0 && !draining.contains(&name) {
+                    settled = false;
+                }
+            }
+        }
+        Ok(settled)
+    }
+
+    fn end_reached(&mut self) -> Result<bool, RemoteError> {
+        let key = self.cfg.end_key();
+        let n: Option<i64> = self.link.call("GET", |c| redis::cmd("GET").arg(&key).query(c))?;
+        self.end_seen = n.unwrap_or(0) >= self.cfg.producers as i64;
+        Ok(self.end_seen)
+    }
+
+    fn read(&mut self, block: Duration) -> Result<(), RemoteError> {
+        let mut acks = Vec::new();
+        while acks.len() < acker::ACK_BATCH {
+            match self.acks.try_recv() {
+                Ok(msg) => acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?,
+                Err(_) => break,
+            }
+        }
+        let cfg = &self.cfg;
+        let mut replies: Vec<Value> = self.link.call("XREADGROUP", |c| {
+            let mut p = redis::pipe();
+            if !acks.is_empty() {
+                p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&acks).ignore();
+            }
+            p.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg("COUNT")
+                .arg(cfg.batch)
+                .arg("BLOCK")
+                .arg(block.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&cfg.stream)
+                .arg(">");
+            p.query(c)
+        })?;
+        self.counters.add(&self.counters.acked, acks.len() as u64);
+        let reply = replies.pop().unwrap_or(Value::Nil);
+        let entries = match &reply {
+            Value::Nil => return Ok(()),
+            Value::Array(streams) => streams.first().and_then(|s| match s {
+                Value::Array(parts) => parts.get(1),
+                _ => None,
+            }),
+            Value::Map(streams) => streams.first().map(|(_, v)| v),
+            _ => None,
+        };
+        let Some(Value::Array(entries)) = entries else {
+            return Err(self.link.bad_reply("XREADGROUP", &reply));
+        };
+        let n = entries.len() as u64;
+        for e in entries {
+            self.admit(e, 1)?;
+        }
+        self.counters.add(&self.counters.read, n);
+        Ok(())
+    }
+
+    /// Claims idle entries; true if a full batch came (more may wait; the
+    /// scan goes on from its cursor next time).
+    fn claim(&mut self) -> Result<bool, RemoteError> {
+        let cfg = &self.cfg;
+        let cursor = &self.claim_cursor;
+        let reply: Value = self.link.call("XAUTOCLAIM", |c| {
+            redis::cmd("XAUTOCLAIM")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg(cfg.claim_idle.as_millis() as u64)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(claim_count(cfg.batch))
+                .query(c)
+        })?;
+        let Value::Array(parts) = &reply else {
+            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
+        };
+        let (Some(next), Some(Value::Array(entries))) = (parts.first().and_then(text), parts.get(1)) else {
+            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
+        };
+        self.claim_cursor = next;
+        let entries: Vec<&Value> = entries.iter().filter(|e| !matches!(e, Value::Nil)).collect();
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let ids: Vec<String> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Value::Array(p) => p.first().and_then(text),
+                _ => None,
+            })
+            .collect();
+        let counts = self.delivery_counts(&ids)?;
+        for (e, id) in entries.iter().zip(&ids) {
+            self.admit(e, counts.get(id).copied().unwrap_or(1))?;
+        }
+        let n = entries.len() as u64;
+        self.counters.add(&self.counters.claimed, n);
+        self.counters.add(&self.counters.read, n);
+        tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
+        Ok(entries.len() >= claim_count(self.cfg.batch))
+    }
+
+    fn delivery_counts(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>, RemoteError> {
+        let (stream, group) = (&self.cfg.stream, &self.cfg.group);
+        let replies: Vec<Value> = self.link.call("XPENDING", |c| {
+            let mut p = redis::pipe();
+            for id in ids {
+                p.cmd("XPENDING").arg(stream).arg(group).arg(id).arg(id).arg(1);
+            }
+            p.query(c)
+        })?;
+        let mut counts = std::collections::HashMap::new();
+        for r in &replies {
+            if let Value::Array(rows) = r {
+                for row in rows {
+                    if let Value::Array(f) = row {
+                        if let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) {
+                            counts.insert(id, n as u64);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Turns one entry of a reply into an item (or a dead letter).
+    fn admit(&mut self, entry: &Value, deliveries: u64) -> Result<(), RemoteError> {
+        let Value::Array(parts) = entry else {
+            return Err(self.link.bad_reply("XREADGROUP", entry));
+        };
+        let Some(stream_id) = parts.first().and_then(text) else {
+            return Err(self.link.bad_reply("XREADGROUP", entry));
+        };
+        let mut origin: Option<Arc<str>> = None;
+        let mut data: Option<&[u8]> = None;
+        if let Some(Value::Array(fields)) = parts.get(1) {
+            for kv in fields.chunks_exact(2) {
+                match (&kv[0], &kv[1]) {
+                    (Value::BulkString(k), v) if k == b"id" => origin = text(v).map(Into::into),
+                    (Value::BulkString(k), Value::BulkString(b)) if k == b"data" => data = Some(b),
+                    _ => {}
+                }
+            }
+        }
+        let origin = origin.unwrap_or_else(|| stream_id.as_str().into());
+        let dead = |error: String, data: Option<&[u8]>| AckMsg::Dead {
+            stream_id: stream_id.clone(),
+            origin: origin.clone(),
+            deliveries,
+            error,
+            data: data.map(<[u8]>::to_vec),
+        };
+        if deliveries > u64::from(self.cfg.max_deliveries) {
+            let error = self.last_error(&stream_id)?.unwrap_or_else(|| {
+                format!(
+                    "delivered {deliveries} times without being finished (max_deliveries {})",
+                    self.cfg.max_deliveries
+                )
+            });
+            self.send(dead(error, data));
+            return Ok(());
+        }
+        let Some(bytes) = data else {
+            self.send(dead("entry has no data field".into(), None));
+            return Ok(());
+        };
+        match self.cfg.codec.decode::<T>(bytes) {
+            Ok(value) => {
+                let entry = Entry::new(stream_id, origin, deliveries, self.ack_shared().clone());
+                self.buffer.push_back(Tracked::from_entry(entry, value));
+            }
+            Err(e) => {
+                self.send(dead(format!("cannot decode: {e}"), Some(bytes)));
+            }
+        }
+        Ok(())
+    }
+
+    fn ack_shared(&self) -> &Arc<AckShared> {
+        self.shared
+            .as_ref()
+            .expect("entries are admitted only before the input ends")
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.shared.as_ref().map_or(0, |s| s.in_flight.load(Ordering::Relaxed))
+    }
+
+    fn send(&self, msg: AckMsg) {
+        // A closed queue means the acker stopped on an error: the entry
+        // stays pending.
+        let _ = self.ack_shared().tx.send(msg);
+    }
+
+    fn last_error(&mut self, stream_id: &str) -> Result<Option<String>, RemoteError> {
+        let key = self.cfg.errors_key();
+        self.link
+            .call("HGET", |c| redis::cmd("HGET").arg(&key).arg(stream_id).query(c))
+    }
+}
+
+impl<T> Drop for StreamSource<T> {
+    fn drop(&mut self) {
+        // Dropped before its input ended (a pipeline stopped early): the
+        // acker thread stops polling and waits for the last acks.
+        self.reading.store(false, Ordering::Release);
+    }
+}
+
+/// Entries one XAUTOCLAIM takes: a read batch, and at least 100 so that a
+/// dead consumer's entries come back in few round trips.
+fn claim_count(batch: usize) -> usize {
+    batch.max(100)
+}
+
+impl<T: DeserializeOwned> Iterator for StreamSource<T> {
+    type Item = Tracked<T>;
+
+    fn next(&mut self) -> Option<Tracked<T>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Some(item);
+            }
+            if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
+                self.ended = true;
+                self.shared = None;
+                self.reading.store(false, Ordering::Release);
+                return None;
+            }
+            match self.step() {
+                Ok(false) => {}
+                Ok(true) => {
+                    self.ended = true;
+                    tracing::debug!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, "input ended");
+                }
+                Err(e) => {
+                    tracing::error!(stream = %self.cfg.stream, error = %e, "stream source failed");
+                    self.broken.store(true, Ordering::Release);
+                    if let Ok(mut slot) = self.error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            }
+        }
+    }
+}

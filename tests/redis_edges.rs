@@ -1,0 +1,513 @@
+//! Edges on Redis Streams against a real server: exact counts through a
+//! stream, acks only for finished items across filter / chunk / flatten /
+//! fold, dead letters, backpressure, stop, bad settings, an unreachable
+//! server.
+#![cfg(feature = "redis")]
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::within;
+use paipa::remote::{Codec, EdgeConfig, RemoteError, StreamSink, StreamSource, Tracked};
+use paipa::threaded::{Pipeline, Stage};
+use redis_server::{server, unique};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn edge(url: &str, name: &str) -> EdgeConfig {
+    EdgeConfig::new(url, unique(name), "g").consumer("c1")
+}
+
+fn produce(cfg: EdgeConfig, n: u64) -> std::thread::JoinHandle<paipa::remote::EdgeStats> {
+    std::thread::spawn(move || {
+        let mut sink = StreamSink::<u64>::open(cfg).unwrap();
+        for i in 0..n {
+            sink.add_with_id(i.to_string(), &i).unwrap();
+        }
+        sink.finish().unwrap()
+    })
+}
+
+fn pending(url: &str, cfg: &EdgeConfig) -> i64 {
+    let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(cfg.stream())
+        .arg(cfg.group())
+        .query(&mut c)
+        .unwrap();
+    match v {
+        redis::Value::Array(p) => redis::from_redis_value(p[0].clone()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_entry_goes_through_a_stream_once_and_is_acked() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 100_000;
+        let cfg = edge(&url, "exact-").batch(500).unwrap().max_len(20_000).unwrap();
+        let producer = produce(cfg.clone(), N);
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let p = Pipeline::new()
+            .source(source)
+            .then(Stage::map("double", |t: Tracked<u64>| t.map(|n| n * 2)).workers(2))
+            .unwrap();
+        let ((count, sum, ids), _) = p
+            .run_with(|out| {
+                let mut ids = HashSet::new();
+                let (mut count, mut sum) = (0u64, 0u64);
+                for t in out {
+                    count += 1;
+                    sum += *t.value();
+                    assert!(ids.insert(t.id().to_string()), "twice: {}", t.id());
+                    t.done();
+                }
+                (count, sum, ids)
+            })
+            .unwrap();
+        let added = producer.join().unwrap();
+        let stats = handle.finish().unwrap();
+        assert_eq!(added.added, N);
+        assert_eq!(count, N);
+        assert_eq!(sum, N * (N - 1));
+        assert_eq!(ids.len() as u64, N);
+        assert_eq!(stats.read, N);
+        assert_eq!(stats.acked, N);
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}
+
+#[test]
+fn filter_chunk_flatten_and_fold_ack_each_entry_once_all_its_parts_are_done() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 10_000;
+        let cfg = edge(&url, "shapes-").batch(100).unwrap().codec(Codec::Binary);
+        let producer = produce(cfg.clone(), N);
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        // filter (odd ones finished here), flat_map into 3 parts, chunk of 7
+        // (merge), then flatten back: the sink sees 3 parts per even entry.
+        let p = Pipeline::new()
+            .source(source)
+            .then(Stage::iter(
+                "filter+split",
+                |it: paipa::threaded::InputIter<'_, Tracked<u64>>| {
+                    it.filter_map(|t| t.filter(|n| n % 2 == 0))
+                        .flat_map(|t| t.flat_map(|n| [n, n, n]))
+                },
+            ))
+            .unwrap()
+            .then(Stage::iter(
+                "chunk",
+                |it: paipa::threaded::InputIter<'_, Tracked<u64>>| {
+                    let mut it = it.peekable();
+                    std::iter::from_fn(move || {
+                        let chunk: Vec<_> = it.by_ref().take(7).collect();
+                        (!chunk.is_empty()).then(|| Tracked::merge(chunk))
+                    })
+                },
+            ))
+            .unwrap()
+            .then(Stage::iter(
+                "flatten",
+                |it: paipa::threaded::InputIter<'_, Tracked<Vec<u64>>>| it.flat_map(|t| t.flat_map(|v| v)),
+            ))
+            .unwrap();
+        let (parts, _) = p
+            .run_with(|out| {
+                let mut n = 0u64;
+                for t in out {
+                    n += 1;
+                    t.done();
+                }
+                n
+            })
+            .unwrap();
+        producer.join().unwrap();
+        let stats = handle.finish().unwrap();
+        assert_eq!(parts, 3 * N / 2);
+        assert_eq!(stats.acked, N);
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}
+
+#[test]
+fn a_failed_run_acks_only_what_the_sink_finished() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 5_000;
+        let cfg = edge(&url, "abort-").batch(50).unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let p = Pipeline::new()
+            .source(source)
+            .then(Stage::map("fails at 3000", |t: Tracked<u64>| {
+                if *t.value() == 3000 {
+                    panic!("injected panic");
+                }
+                t
+            }))
+            .unwrap();
+        common::quiet_injected_panics();
+        let done = Arc::new(Mutex::new(0u64));
+        let counted = done.clone();
+        let result = p.run_with(move |out| {
+            for t in out {
+                t.done();
+                *counted.lock().unwrap() += 1;
+            }
+        });
+        assert!(result.is_err());
+        let stats = handle.finish().unwrap();
+        let done = *done.lock().unwrap();
+        assert!(done < N);
+        assert_eq!(stats.acked, done, "acked exactly what the sink finished");
+        assert_eq!(pending(&url, &cfg) as u64, stats.read - done);
+    });
+}
+
+#[test]
+fn a_poison_entry_goes_to_the_dead_letter_stream_after_max_deliveries() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 200;
+        let cfg = edge(&url, "poison-")
+            .batch(10)
+            .unwrap()
+            .max_deliveries(3)
+            .unwrap()
+            .claim_idle(Duration::from_millis(300))
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let seen = attempts.clone();
+        let mut good = HashSet::new();
+        for t in source {
+            if *t.value() == 13 {
+                seen.lock().unwrap().push(t.deliveries());
+                t.fail("13 is unlucky");
+            } else {
+                // At least once (an ack slower than the idle time lets an
+                // entry come back): counted as a set.
+                good.insert(*t.value());
+                t.done();
+            }
+        }
+        let stats = handle.finish().unwrap();
+        assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
+        assert_eq!(good.len() as u64, N - 1);
+        assert_eq!((stats.dead, stats.failed), (1, 2));
+        assert_eq!(pending(&url, &cfg), 0);
+        let mut c = srv.conn();
+        let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+            .arg(cfg.dead_letter_stream())
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        let text = format!("{dead:?}");
+        assert!(text.contains("13 is unlucky"), "{text}");
+        let fields: Vec<(String, String)> = match &dead[0] {
+            redis::Value::Array(parts) => redis::from_redis_value::<Vec<(String, String)>>(parts[1].clone()).unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let get = |k: &str| fields.iter().find(|(f, _)| f == k).map(|(_, v)| v.clone()).unwrap();
+        assert_eq!(get("id"), "13");
+        assert_eq!(get("deliveries"), "3");
+        assert_eq!(get("data"), "13");
+    });
+}
+
+#[test]
+fn an_entry_that_does_not_decode_goes_to_the_dead_letter_stream_at_once() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "undecodable-");
+        let mut sink = StreamSink::<String>::open(cfg.clone()).unwrap();
+        sink.add_with_id("a", &"not a number".to_string()).unwrap();
+        sink.finish().unwrap();
+        let mut c = srv.conn();
+        let _: String = redis::cmd("XADD")
+            .arg(cfg.stream())
+            .arg("*")
+            .arg("id")
+            .arg("b")
+            .arg("data")
+            .arg("7")
+            .query(&mut c)
+            .unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let values: Vec<u64> = source
+            .map(|t| {
+                let v = *t.value();
+                t.done();
+                v
+            })
+            .collect();
+        let stats = handle.finish().unwrap();
+        assert_eq!(values, [7]);
+        assert_eq!((stats.dead, stats.acked), (1, 1));
+        let n: i64 = redis::cmd("XLEN").arg(cfg.dead_letter_stream()).query(&mut c).unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}
+
+#[test]
+fn a_slow_consumer_keeps_the_stream_within_its_bound_while_the_producer_waits() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 3_000;
+        const BOUND: usize = 200;
+        const BATCH: usize = 20;
+        let cfg = edge(&url, "bound-").batch(BATCH).unwrap().max_len(BOUND).unwrap();
+        // Create the group first so that the sampler sees it.
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let producer = produce(cfg.clone(), N);
+        let running = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let running = running.clone();
+            let (url, stream) = (url.clone(), cfg.stream().to_string());
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url.as_str()).unwrap().get_connection().unwrap();
+                let (mut most, mut samples) = (0i64, 0u64);
+                while running.load(Ordering::Relaxed) {
+                    let n: i64 = redis::cmd("XLEN").arg(&stream).query(&mut c).unwrap();
+                    most = most.max(n);
+                    samples += 1;
+                }
+                (most, samples)
+            })
+        };
+        let mut got = 0u64;
+        for t in source {
+            std::thread::sleep(Duration::from_micros(200)); // the slow consumer
+            got += 1;
+            t.done();
+        }
+        running.store(false, Ordering::Relaxed);
+        let (most, samples) = sampler.join().unwrap();
+        let added = producer.join().unwrap();
+        handle.finish().unwrap();
+        assert_eq!(got, N);
+        assert!(samples > 0);
+        assert!((most as usize) < BOUND + BATCH, "stream reached {most} entries");
+        assert!(added.trimmed >= N - (BOUND + BATCH) as u64, "trimmed {}", added.trimmed);
+        assert!(added.waited > Duration::ZERO);
+    });
+}
+
+#[test]
+fn a_stopped_consumer_leaves_the_rest_for_another() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 2_000;
+        let cfg = edge(&url, "stop-").batch(10).unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let mut ids = HashSet::new();
+        for t in source {
+            ids.insert(*t.value());
+            t.done();
+            if ids.len() == 500 {
+                handle.stop();
+            }
+        }
+        let first = handle.finish().unwrap();
+        // What it had read it finished: nothing left pending on it.
+        assert_eq!(first.acked as usize, ids.len());
+        assert_eq!(pending(&url, &cfg), 0);
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone().consumer("c2")).unwrap();
+        for t in source {
+            assert!(ids.insert(*t.value()));
+            t.done();
+        }
+        handle.finish().unwrap();
+        assert_eq!(ids.len() as u64, N);
+    });
+}
+
+#[test]
+fn bad_settings_are_refused_with_the_field_named() {
+    let e = EdgeConfig::new("redis://x/", "s", "g");
+    assert_eq!(
+        e.clone().batch(0).unwrap_err().to_string(),
+        "invalid batch: 0 (must be from 1 to 1000000)"
+    );
+    assert_eq!(e.clone().max_len(0).unwrap_err().field(), "max_len");
+    assert_eq!(e.clone().max_deliveries(0).unwrap_err().field(), "max_deliveries");
+    assert_eq!(e.clone().claim_idle(Duration::ZERO).unwrap_err().field(), "claim_idle");
+    assert_eq!(e.clone().block(Duration::ZERO).unwrap_err().field(), "block");
+    assert_eq!(e.producers(0).unwrap_err().field(), "producers");
+    let err = StreamSink::<u64>::open(EdgeConfig::new("nonsense://", "s", "g")).unwrap_err();
+    assert!(matches!(err, RemoteError::Url { .. }), "{err}");
+}
+
+#[test]
+fn an_unreachable_server_fails_after_the_deadline_naming_the_address() {
+    within(LIMIT, || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = EdgeConfig::new(format!("redis://127.0.0.1:{port}/"), "s", "g")
+            .reconnect_deadline(Duration::from_millis(300));
+        let err = StreamSink::<u64>::open(cfg).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RemoteError::Unreachable { .. }), "{text}");
+        assert!(text.contains(&format!("127.0.0.1:{port}")), "{text}");
+    });
+}
+
+#[test]
+fn two_consumers_holding_partial_chunks_both_end_without_claiming_from_each_other() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 2_500;
+        // Idle time far beyond the test's limit: ending must not wait for a
+        // claim (that would also process the other's entries twice).
+        let cfg = edge(&url, "chunks-")
+            .batch(50)
+            .unwrap()
+            .claim_idle(Duration::from_secs(3600))
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let consumer = |name: &str| {
+            let cfg = cfg.clone().consumer(name);
+            std::thread::spawn(move || {
+                let (source, handle) = StreamSource::<u64>::open(cfg).unwrap();
+                let mut source = source.peekable();
+                let mut got = Vec::new();
+                // Chunks of 1000: the last one of each consumer is partial
+                // and only flushed by its own end of input.
+                while source.peek().is_some() {
+                    let chunk = Tracked::merge(source.by_ref().take(1000));
+                    got.extend(chunk.value().iter().copied());
+                    chunk.done();
+                }
+                (got, handle.finish().unwrap())
+            })
+        };
+        let (a, b) = (consumer("a"), consumer("b"));
+        let (mut got, sa) = a.join().unwrap();
+        let (got_b, sb) = b.join().unwrap();
+        got.extend(got_b);
+        got.sort_unstable();
+        assert_eq!(got, (0..N).collect::<Vec<_>>());
+        assert_eq!((sa.claimed, sb.claimed), (0, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}
+
+#[test]
+fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 2_000;
+        let cfg = edge(&url, "view-");
+        produce(cfg.clone(), N).join().unwrap();
+        let job = unique("job-");
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let publisher = paipa::remote::Publisher::new(&url, &job, "worker-1")
+            .unwrap()
+            .edge(handle.watch());
+        let p = Pipeline::new()
+            .debug(paipa::Debugger::silent().reporter(publisher))
+            .source(source)
+            .then(Stage::map("heavy", |t: Tracked<u64>| {
+                common::burn_cpu(Duration::from_micros(200), *t.value());
+                t
+            }))
+            .unwrap();
+        p.run_with(|out| out.for_each(Tracked::done)).unwrap();
+        handle.finish().unwrap();
+        // The final report is published as the run ends (or just after,
+        // on a slow machine): wait for it.
+        let views = loop {
+            let views = paipa::remote::read_views(&url, &job).unwrap();
+            if views.iter().any(|v| v.is_final) {
+                break views;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(views.len(), 1);
+        let view = &views[0];
+        assert_eq!(view.process, "worker-1");
+        assert!(view.is_final);
+        assert_eq!(view.stage_count("heavy"), Some(N));
+        let edge = &view.edges[0];
+        assert_eq!((edge.role.as_str(), edge.stats.read), ("source", N));
+        let info = edge.info.as_ref().unwrap();
+        assert_eq!(info.stream, cfg.stream());
+        assert_eq!(info.groups[0].name, "g");
+        let text = paipa::remote::table(&views);
+        assert!(text.contains(cfg.stream()), "{text}");
+        assert!(text.contains("bottleneck: heavy on worker-1"), "{text}");
+    });
+}
+
+#[test]
+fn a_second_hop_keeps_the_origin_ids_and_acks_only_what_the_next_stream_has() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 10;
+        let first = edge(&url, "hop1-");
+        let second = edge(&url, "hop2-").batch(1000).unwrap();
+        produce(first.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(first.clone()).unwrap();
+        let mut sink = StreamSink::<u64>::open(second.clone()).unwrap();
+        let mut source = source.peekable();
+        for _ in 0..N {
+            // Each entry becomes two items on the next stream.
+            for part in source.next().unwrap().flat_map(|n| [n * 10, n * 10 + 1]) {
+                sink.send(part).unwrap();
+            }
+        }
+        // The sink holds them in its batch (1000): nothing acked upstream.
+        assert_eq!(pending(&url, &first), N as i64);
+        sink.flush().unwrap();
+        while pending(&url, &first) > 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(source.next().is_none());
+        drop(source);
+        sink.finish().unwrap();
+        assert_eq!(handle.finish().unwrap().acked, N);
+
+        let (source, handle) = StreamSource::<u64>::open(second.clone()).unwrap();
+        let mut got: Vec<(String, u64)> = source
+            .map(|t| {
+                let pair = (t.id().to_string(), *t.value());
+                t.done();
+                pair
+            })
+            .collect();
+        handle.finish().unwrap();
+        got.sort();
+        let mut want: Vec<(String, u64)> = (0..N)
+            .flat_map(|n| [(format!("{n}.0"), n * 10), (format!("{n}.1"), n * 10 + 1)])
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
+    });
+}
