@@ -30,8 +30,8 @@ pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
 /// [`StreamSource`](super::StreamSource) uses all of them but `max_len`.
 ///
 /// Besides the stream, the edge uses four keys beside it:
-/// `<stream>:dead` (the dead-letter stream), `<stream>:end` (how many
-/// producers have finished), `<stream>:draining` (consumers that have read
+/// `<stream>:dead` (the dead-letter stream), `<stream>:end` (the set of
+/// producers that have finished), `<stream>:draining` (consumers that have read
 /// everything) and `<stream>:errors` (the last error of each entry that
 /// failed and waits for its next delivery).
 ///
@@ -204,7 +204,7 @@ impl EdgeConfig {
         format!("{}:dead", self.stream)
     }
 
-    /// The key counting finished producers: `<stream>:end`.
+    /// The set of finished producers: `<stream>:end`.
     pub fn end_key(&self) -> String {
         format!("{}:end", self.stream)
     }
