@@ -24,8 +24,9 @@
 //!   every process's rows and each stream's groups, with the bottleneck
 //!   named across machines.
 //! - **End of input**: each producer's [`StreamSink::finish`] counts it as
-//!   done; a consumer's input ends when every producer is done and no
-//!   entry is pending elsewhere.
+//!   done (and adds an end marker that wakes a waiting consumer); a
+//!   consumer's input ends when every producer is done and no entry is
+//!   pending on a consumer that is not ending too.
 //!
 //! `docs/GUARANTEES.md` says what is promised and which test proves it.
 //!
