@@ -92,6 +92,8 @@ pub struct StreamSource<T> {
     end_seen: bool,
     /// The last read found nothing new.
     idle: bool,
+    /// A producer's end marker came since the end was last looked at.
+    marker_seen: bool,
     ended: bool,
     _t: PhantomData<fn() -> T>,
 }
@@ -228,6 +230,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             claim_cursor: "0-0".into(),
             end_seen: false,
             idle: true,
+            marker_seen: false,
             ended: false,
             _t: PhantomData,
         };
@@ -248,7 +251,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
         }
         // The end counter is read only after a read found nothing new (it
         // must be read before the read that ends the input).
-        let end_before = self.end_seen || (self.idle && self.end_reached()?);
+        let look = self.idle || std::mem::take(&mut self.marker_seen);
+        let end_before = self.end_seen || (look && self.end_reached()?);
         // Once every producer is done, nothing new can come: the read that
         // confirms it need not wait.
         self.read((!end_before).then_some(self.cfg.block))?;
@@ -470,7 +474,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
                     .arg(&stream_id)
                     .query::<i64>(c)
             })?;
-            self.idle = true;
+            self.marker_seen = true;
             return Ok(false);
         }
         let origin = origin.unwrap_or_else(|| stream_id.as_str().into());
