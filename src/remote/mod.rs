@@ -53,6 +53,7 @@ mod acker;
 mod codec;
 mod config;
 mod error;
+mod handle;
 mod info;
 mod link;
 mod sink;
@@ -67,9 +68,10 @@ pub use config::{
     DEFAULT_RECONNECT_DEADLINE,
 };
 pub use error::RemoteError;
+pub use handle::SourceHandle;
 pub use info::{reset, stream_info};
 pub use sink::StreamSink;
-pub use source::{SourceHandle, StreamSource};
+pub use source::StreamSource;
 pub use stats::{EdgeStats, GroupInfo, StreamInfo};
 pub use tracked::{Token, Tracked};
 pub use view::{read_views, table, EdgeRow, EdgeWatch, ProcessView, Publisher, StageRow};

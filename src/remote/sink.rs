@@ -23,6 +23,17 @@
 //! is its own stream id. A batch resent after a connection error may be
 //! added twice: the copies have the same origin id (for `add`, give ids
 //! with [`StreamSink::add_with_id`] to keep that true on the first hop).
+//! [`StreamSink::finish`] adds one entry more, the producer's end marker
+//! (field `end`, no `data`), which consumers ack and count nowhere.
+//!
+//! # Acks upstream
+//!
+//! A [`Tracked`] item sent here is finished (its entries upstream acked)
+//! once the XADDs of its batch are confirmed. Until its batch is full, or
+//! [`StreamSink::flush`] or [`StreamSink::finish`] is called, it waits
+//! here: on a stream that goes quiet, flush now and then, or the entries
+//! upstream stay pending past `claim_idle` and another consumer claims
+//! them.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -37,9 +37,8 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -48,9 +47,10 @@ use serde::de::DeserializeOwned;
 use super::acker::{self, AckMsg};
 use super::config::EdgeConfig;
 use super::error::RemoteError;
+use super::handle::SourceHandle;
 use super::link::{ensure_group, int, text, Link};
 use super::sink::END_FIELD;
-use super::stats::{Counters, EdgeStats};
+use super::stats::Counters;
 use super::tracked::{AckShared, Entry, Tracked};
 
 /// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
@@ -105,74 +105,6 @@ impl<T> std::fmt::Debug for StreamSource<T> {
             .field("group", &self.cfg.group)
             .field("consumer", &self.cfg.consumer)
             .finish_non_exhaustive()
-    }
-}
-
-/// Controls a [`StreamSource`] from outside the pipeline: stop it, read its
-/// counters, wait for its last acks.
-#[derive(Debug)]
-pub struct SourceHandle {
-    cfg: EdgeConfig,
-    stream: String,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    in_flight: Arc<AtomicU64>,
-    error: Arc<Mutex<Option<RemoteError>>>,
-    acker: Option<JoinHandle<Result<(), RemoteError>>>,
-}
-
-impl SourceHandle {
-    /// Stops reading: the source hands out what it has read and ends its
-    /// input (see the module's protocol).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-
-    /// The flag [`stop`](Self::stop) sets, for a signal handler
-    /// (`signal_hook::flag::register(SIGTERM, handle.stop_flag())`).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
-    }
-
-    /// Entries delivered to this process and not yet finished or dropped.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// This end's counters, for a [`Publisher`](super::Publisher).
-    pub fn watch(&self) -> super::EdgeWatch {
-        super::EdgeWatch {
-            role: "source",
-            cfg: self.cfg.clone(),
-            counters: self.counters.clone(),
-        }
-    }
-
-    /// This end's counters now.
-    pub fn stats(&self) -> EdgeStats {
-        self.counters.snapshot(&self.stream)
-    }
-
-    /// Waits until every item the source delivered is gone and their acks
-    /// are sent, and returns the counters; or the error that ended the
-    /// input or stopped the acker. Call it after the run: it blocks while
-    /// any item of the source is alive, or the source itself until its
-    /// input has ended.
-    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
-        let acked = match self.acker.take() {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(RemoteError::Acker {
-                    stream: self.stream.clone(),
-                    what: "panicked".into(),
-                })
-            }),
-            None => Ok(()),
-        };
-        if let Some(e) = self.error.lock().ok().and_then(|mut e| e.take()) {
-            return Err(e);
-        }
-        acked?;
-        Ok(self.stats())
     }
 }
 
