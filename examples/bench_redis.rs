@@ -268,6 +268,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.first().map(String::as_str) == Some("scale") {
         return scale(&url);
     }
+    if let [hop, which, batch, n] = &args[..] {
+        // One hop alone (for a profiler): `hop paipa|raw BATCH ENTRIES`.
+        if hop == "hop" {
+            let (batch, n): (usize, u64) = (batch.parse()?, n.parse()?);
+            let stream = format!("bench-hop-{}", std::process::id());
+            let took = match which.as_str() {
+                "raw" => raw_hop(&url, &stream, batch, n)?,
+                _ => paipa_hop(&url, &stream, batch, n)?,
+            };
+            println!("{which} batch {batch}: {:.0} entries/s", n as f64 / took.as_secs_f64());
+            return Ok(());
+        }
+    }
     println!("one hop through Redis Streams at {url}, best of 5 (entries/s)");
     println!(
         "{:>6} {:>9} {:>14} {:>14} {:>7}",

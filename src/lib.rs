@@ -283,6 +283,34 @@
 //! over its bound, and the verdict names it as the limit when it runs at
 //! its bound. Its `in_flight` is a live gauge.
 //!
+//! ## Across machines (feature `redis`)
+//!
+//! A pipeline split at a Redis stream: one process ends its pipeline with a
+//! `remote::StreamSink`, others start theirs with a `remote::StreamSource`
+//! reading the stream in a consumer group. The source yields
+//! `remote::Tracked` items: an entry is acked only once every item made
+//! from it is `done()` (or confirmed by the next stream), so a crash or an
+//! aborted run leaves it pending for the other consumers, never lost.
+//!
+//! ```no_run
+//! # #[cfg(feature = "redis")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use paipa::remote::{EdgeConfig, StreamSource, Tracked};
+//! use paipa::threaded::{Pipeline, Stage};
+//!
+//! let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "orders", "billing").consumer("billing-1");
+//! let (source, handle) = StreamSource::<u64>::open(edge)?;
+//! let pipeline = Pipeline::new()
+//!     .source(source)
+//!     .then(Stage::map("price", |t: Tracked<u64>| t.map(|n| n * 3)).workers(4))?;
+//! pipeline.run_with(|out| out.for_each(Tracked::done))?; // acked as they are done
+//! handle.finish()?; // the last acks sent
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "redis"))]
+//! # fn main() {}
+//! ```
+//!
 //! ## Errors and shutdown
 //!
 //! A step returns a `Result`; panics are caught and treated as errors. Each

@@ -511,3 +511,41 @@ fn a_second_hop_keeps_the_origin_ids_and_acks_only_what_the_next_stream_has() {
         assert_eq!(got, want);
     });
 }
+
+#[test]
+fn a_consumer_waits_for_every_producer_it_was_told_of() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "two-producers-").batch(100).unwrap().producers(2).unwrap();
+        // The first producer adds 0..1000 and finishes before the second
+        // one starts; the second starts only once the consumer has read
+        // all of the first's entries (the input must not end there).
+        produce(cfg.clone(), 1000).join().unwrap();
+        let (seen_first, first_read) = std::sync::mpsc::channel();
+        let second = {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                first_read.recv().unwrap();
+                let mut sink = StreamSink::<u64>::open(cfg).unwrap();
+                for i in 1000..2000u64 {
+                    sink.add_with_id(i.to_string(), &i).unwrap();
+                }
+                sink.finish().unwrap();
+            })
+        };
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let mut got = Vec::new();
+        for t in source {
+            got.push(*t.value());
+            t.done();
+            if got.len() == 1000 {
+                seen_first.send(()).unwrap();
+            }
+        }
+        second.join().unwrap();
+        handle.finish().unwrap();
+        got.sort_unstable();
+        assert_eq!(got, (0..2000).collect::<Vec<u64>>());
+    });
+}

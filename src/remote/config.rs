@@ -30,8 +30,8 @@ pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
 /// [`StreamSource`](super::StreamSource) uses all of them but `max_len`.
 ///
 /// Besides the stream, the edge uses four keys beside it:
-/// `<stream>:dead` (the dead-letter stream), `<stream>:end` (how many
-/// producers have finished), `<stream>:draining` (consumers that have read
+/// `<stream>:dead` (the dead-letter stream), `<stream>:end` (the set of
+/// producers that have finished), `<stream>:draining` (consumers that have read
 /// everything) and `<stream>:errors` (the last error of each entry that
 /// failed and waits for its next delivery).
 ///
@@ -50,7 +50,7 @@ pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
 /// assert!(EdgeConfig::new("redis://x/", "s", "g").batch(0).is_err());
 /// # Ok::<(), paipa::ConfigError>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EdgeConfig {
     pub(crate) url: String,
     pub(crate) stream: String,
@@ -204,7 +204,7 @@ impl EdgeConfig {
         format!("{}:dead", self.stream)
     }
 
-    /// The key counting finished producers: `<stream>:end`.
+    /// The set of finished producers: `<stream>:end`.
     pub fn end_key(&self) -> String {
         format!("{}:end", self.stream)
     }
@@ -221,9 +221,57 @@ impl EdgeConfig {
     }
 }
 
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("url", &redact(&self.url))
+            .field("stream", &self.stream)
+            .field("group", &self.group)
+            .field("consumer", &self.consumer)
+            .field("batch", &self.batch)
+            .field("max_len", &self.max_len)
+            .field("claim_idle", &self.claim_idle)
+            .field("max_deliveries", &self.max_deliveries)
+            .field("reconnect_deadline", &self.reconnect_deadline)
+            .field("block", &self.block)
+            .field("codec", &self.codec)
+            .field("producers", &self.producers)
+            .finish()
+    }
+}
+
+/// `url` with its password (`redis://user:secret@host/`) replaced by `***`,
+/// for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 fn default_consumer() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, EdgeConfig};
+
+    #[test]
+    fn passwords_stay_out_of_debug_output() {
+        assert_eq!(redact("redis://:s3cret@db:6379/0"), "redis://:***@db:6379/0");
+        assert_eq!(redact("redis://me:s3cret@db/"), "redis://me:***@db/");
+        assert_eq!(redact("redis://db:6379/"), "redis://db:6379/");
+        let shown = format!("{:?}", EdgeConfig::new("redis://me:s3cret@db/", "s", "g"));
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
 }

@@ -54,7 +54,7 @@ pub enum RemoteError {
     /// The URL does not name a Redis server.
     #[error("invalid redis url {url:?}: {source}")]
     Url {
-        /// The URL as given.
+        /// The URL as given, its password (if any) replaced by `***`.
         url: String,
         /// Why the `redis` crate refused it.
         #[source]

@@ -44,7 +44,7 @@ impl Link {
         counters: Arc<Counters>,
     ) -> Result<Self, RemoteError> {
         let client = redis::Client::open(url).map_err(|source| RemoteError::Url {
-            url: url.to_string(),
+            url: super::config::redact(url),
             source,
         })?;
         let addr = client.get_connection_info().addr().to_string();

@@ -24,8 +24,9 @@
 //!   every process's rows and each stream's groups, with the bottleneck
 //!   named across machines.
 //! - **End of input**: each producer's [`StreamSink::finish`] counts it as
-//!   done; a consumer's input ends when every producer is done and no
-//!   entry is pending elsewhere.
+//!   done (and adds an end marker that wakes a waiting consumer); a
+//!   consumer's input ends when every producer is done and no entry is
+//!   pending on a consumer that is not ending too.
 //!
 //! `docs/GUARANTEES.md` says what is promised and which test proves it.
 //!
@@ -52,6 +53,7 @@ mod acker;
 mod codec;
 mod config;
 mod error;
+mod handle;
 mod info;
 mod link;
 mod sink;
@@ -66,9 +68,10 @@ pub use config::{
     DEFAULT_RECONNECT_DEADLINE,
 };
 pub use error::RemoteError;
+pub use handle::SourceHandle;
 pub use info::{reset, stream_info};
 pub use sink::StreamSink;
-pub use source::{SourceHandle, StreamSource};
+pub use source::StreamSource;
 pub use stats::{EdgeStats, GroupInfo, StreamInfo};
 pub use tracked::{Token, Tracked};
 pub use view::{read_views, table, EdgeRow, EdgeWatch, ProcessView, Publisher, StageRow};

@@ -23,8 +23,20 @@
 //! is its own stream id. A batch resent after a connection error may be
 //! added twice: the copies have the same origin id (for `add`, give ids
 //! with [`StreamSink::add_with_id`] to keep that true on the first hop).
+//! [`StreamSink::finish`] adds one entry more, the producer's end marker
+//! (field `end`, no `data`), which consumers ack and count nowhere.
+//!
+//! # Acks upstream
+//!
+//! A [`Tracked`] item sent here is finished (its entries upstream acked)
+//! once the XADDs of its batch are confirmed. Until its batch is full, or
+//! [`StreamSink::flush`] or [`StreamSink::finish`] is called, it waits
+//! here: on a stream that goes quiet, flush now and then, or the entries
+//! upstream stay pending past `claim_idle` and another consumer claims
+//! them.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +49,9 @@ use super::info::trim_point;
 use super::link::{ensure_group, int, Link};
 use super::stats::{Counters, EdgeStats};
 use super::tracked::{Token, Tracked};
+
+/// The field of a producer's end marker entry (it has no `data`).
+pub(crate) const END_FIELD: &str = "end";
 
 /// Adds items to a stream, in pipelined batches, within a length bound.
 ///
@@ -54,6 +69,8 @@ use super::tracked::{Token, Tracked};
 /// ```
 pub struct StreamSink<T> {
     cfg: EdgeConfig,
+    /// This producer's name in `<stream>:end`: unique per sink.
+    name: String,
     link: Link,
     counters: Arc<Counters>,
     pipe: redis::Pipeline,
@@ -87,7 +104,13 @@ impl<T: Serialize> StreamSink<T> {
         )?;
         ensure_group(&mut link, &cfg.stream, &cfg.group)?;
         let known_len = xlen(&mut link, &cfg.stream)?;
+        static SINKS: AtomicU64 = AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{}-{nanos}-{}", cfg.consumer, SINKS.fetch_add(1, Ordering::Relaxed));
         Ok(StreamSink {
+            name,
             link,
             counters,
             pipe: redis::pipe(),
@@ -134,7 +157,8 @@ impl<T: Serialize> StreamSink<T> {
         if let Some(id) = id {
             cmd.arg("id").arg(id);
         }
-        cmd.arg("data").arg(&self.buf[..]);
+        // Only the XLEN at the end of the batch is read back.
+        cmd.arg("data").arg(&self.buf[..]).ignore();
         self.queued += 1;
         Ok(())
     }
@@ -215,15 +239,33 @@ impl<T: Serialize> StreamSink<T> {
         self.counters.snapshot(&self.cfg.stream)
     }
 
-    /// Flushes, trims what is acked, and counts this producer as finished
-    /// (`INCR <stream>:end`): consumers end their input once every producer
-    /// has (see [`EdgeConfig::producers`]).
+    /// Flushes, trims what is acked, and counts this producer as finished:
+    /// its name joins the set `<stream>:end` (a set, so that a retry after
+    /// a lost reply counts it once), and an end marker entry (field `end`,
+    /// no data) wakes a consumer blocked on the stream. Consumers end their
+    /// input once every producer has finished (see
+    /// [`EdgeConfig::producers`]).
     pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
         self.flush()?;
         self.trim()?;
-        let key = self.cfg.end_key();
-        self.link
-            .call("INCR", |c| redis::cmd("INCR").arg(&key).query::<i64>(c))?;
+        // The marker is an entry too: it waits for room like a batch.
+        self.wait_for_room()?;
+        let (key, stream, name) = (self.cfg.end_key(), &self.cfg.stream, &self.name);
+        self.link.call("SADD", |c| {
+            redis::pipe()
+                .atomic()
+                .cmd("SADD")
+                .arg(&key)
+                .arg(name)
+                .ignore()
+                .cmd("XADD")
+                .arg(stream)
+                .arg("*")
+                .arg(END_FIELD)
+                .arg(name)
+                .ignore()
+                .query::<()>(c)
+        })?;
         Ok(self.stats())
     }
 }

@@ -15,9 +15,11 @@
 //!    `max_deliveries` times goes to the dead-letter stream instead of the
 //!    pipeline.
 //! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
-//! 4. **End**: once `producers` producers have finished (the counter at
-//!    `<stream>:end`, read *before* the read in 3 found nothing new, so no
-//!    entry can still come), the consumer adds itself to the set
+//! 4. **End**: once `producers` producers have finished (the set
+//!    `<stream>:end` of their names, read *before* a read found nothing
+//!    new, so no entry can still come; a producer's end marker entry, added
+//!    after it joined the set, makes the consumer that reads it look at
+//!    once), the consumer adds itself to the set
 //!    `<stream>:draining` (it will read nothing new) and its input ends
 //!    when nothing of its own is pending beyond what it holds (entries it
 //!    failed wait for their redelivery) and every other consumer with
@@ -35,9 +37,8 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -46,8 +47,10 @@ use serde::de::DeserializeOwned;
 use super::acker::{self, AckMsg};
 use super::config::EdgeConfig;
 use super::error::RemoteError;
+use super::handle::SourceHandle;
 use super::link::{ensure_group, int, text, Link};
-use super::stats::{Counters, EdgeStats};
+use super::sink::END_FIELD;
+use super::stats::Counters;
 use super::tracked::{AckShared, Entry, Tracked};
 
 /// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
@@ -89,6 +92,8 @@ pub struct StreamSource<T> {
     end_seen: bool,
     /// The last read found nothing new.
     idle: bool,
+    /// A producer's end marker came since the end was last looked at.
+    marker_seen: bool,
     ended: bool,
     _t: PhantomData<fn() -> T>,
 }
@@ -100,74 +105,6 @@ impl<T> std::fmt::Debug for StreamSource<T> {
             .field("group", &self.cfg.group)
             .field("consumer", &self.cfg.consumer)
             .finish_non_exhaustive()
-    }
-}
-
-/// Controls a [`StreamSource`] from outside the pipeline: stop it, read its
-/// counters, wait for its last acks.
-#[derive(Debug)]
-pub struct SourceHandle {
-    cfg: EdgeConfig,
-    stream: String,
-    stop: Arc<AtomicBool>,
-    counters: Arc<Counters>,
-    in_flight: Arc<AtomicU64>,
-    error: Arc<Mutex<Option<RemoteError>>>,
-    acker: Option<JoinHandle<Result<(), RemoteError>>>,
-}
-
-impl SourceHandle {
-    /// Stops reading: the source hands out what it has read and ends its
-    /// input (see the module's protocol).
-    pub fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-
-    /// The flag [`stop`](Self::stop) sets, for a signal handler
-    /// (`signal_hook::flag::register(SIGTERM, handle.stop_flag())`).
-    pub fn stop_flag(&self) -> Arc<AtomicBool> {
-        self.stop.clone()
-    }
-
-    /// Entries delivered to this process and not yet finished or dropped.
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    /// This end's counters, for a [`Publisher`](super::Publisher).
-    pub fn watch(&self) -> super::EdgeWatch {
-        super::EdgeWatch {
-            role: "source",
-            cfg: self.cfg.clone(),
-            counters: self.counters.clone(),
-        }
-    }
-
-    /// This end's counters now.
-    pub fn stats(&self) -> EdgeStats {
-        self.counters.snapshot(&self.stream)
-    }
-
-    /// Waits until every item the source delivered is gone and their acks
-    /// are sent, and returns the counters; or the error that ended the
-    /// input or stopped the acker. Call it after the run: it blocks while
-    /// any item of the source is alive, or the source itself until its
-    /// input has ended.
-    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
-        let acked = match self.acker.take() {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(RemoteError::Acker {
-                    stream: self.stream.clone(),
-                    what: "panicked".into(),
-                })
-            }),
-            None => Ok(()),
-        };
-        if let Some(e) = self.error.lock().ok().and_then(|mut e| e.take()) {
-            return Err(e);
-        }
-        acked?;
-        Ok(self.stats())
     }
 }
 
@@ -225,6 +162,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             claim_cursor: "0-0".into(),
             end_seen: false,
             idle: true,
+            marker_seen: false,
             ended: false,
             _t: PhantomData,
         };
@@ -245,21 +183,26 @@ impl<T: DeserializeOwned> StreamSource<T> {
         }
         // The end counter is read only after a read found nothing new (it
         // must be read before the read that ends the input).
-        let end_before = self.end_seen || (self.idle && self.end_reached()?);
-        let block = if end_before {
-            self.cfg
-                .block
-                .min(self.cfg.claim_idle / 2)
-                .max(Duration::from_millis(1))
-        } else {
-            self.cfg.block
-        };
-        self.read(block)?;
+        let look = self.idle || std::mem::take(&mut self.marker_seen);
+        let end_before = self.end_seen || (look && self.end_reached()?);
+        // Once every producer is done, nothing new can come: the read that
+        // confirms it need not wait.
+        self.read((!end_before).then_some(self.cfg.block))?;
         self.idle = self.buffer.is_empty();
         if !self.buffer.is_empty() || !end_before {
             return Ok(false);
         }
-        self.settled()
+        if self.settled()? {
+            return Ok(true);
+        }
+        // Others' entries are pending: wait a little before claiming.
+        std::thread::sleep(
+            self.cfg
+                .block
+                .min(self.cfg.claim_idle / 4)
+                .max(Duration::from_millis(1)),
+        );
+        Ok(false)
     }
 
     /// Nothing new will come: says so (this consumer is draining), and
@@ -306,12 +249,14 @@ impl<T: DeserializeOwned> StreamSource<T> {
 
     fn end_reached(&mut self) -> Result<bool, RemoteError> {
         let key = self.cfg.end_key();
-        let n: Option<i64> = self.link.call("GET", |c| redis::cmd("GET").arg(&key).query(c))?;
-        self.end_seen = n.unwrap_or(0) >= self.cfg.producers as i64;
+        let n: u64 = self.link.call("SCARD", |c| redis::cmd("SCARD").arg(&key).query(c))?;
+        self.end_seen = n >= self.cfg.producers;
         Ok(self.end_seen)
     }
 
-    fn read(&mut self, block: Duration) -> Result<(), RemoteError> {
+    /// One XREADGROUP for new entries, waiting up to `block` (not at all
+    /// without), with the acks waiting in the queue in the same round trip.
+    fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
         let mut acks = Vec::new();
         while acks.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
@@ -330,12 +275,11 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 .arg(&cfg.group)
                 .arg(&cfg.consumer)
                 .arg("COUNT")
-                .arg(cfg.batch)
-                .arg("BLOCK")
-                .arg(block.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&cfg.stream)
-                .arg(">");
+                .arg(cfg.batch);
+            if let Some(block) = block {
+                p.arg("BLOCK").arg(block.as_millis() as u64);
+            }
+            p.arg("STREAMS").arg(&cfg.stream).arg(">");
             p.query(c)
         })?;
         self.counters.add(&self.counters.acked, acks.len() as u64);
@@ -352,9 +296,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let Some(Value::Array(entries)) = entries else {
             return Err(self.link.bad_reply("XREADGROUP", &reply));
         };
-        let n = entries.len() as u64;
+        let mut n = 0;
         for e in entries {
-            self.admit(e, 1)?;
+            n += u64::from(self.admit(e, 1)?);
         }
         self.counters.add(&self.counters.read, n);
         Ok(())
@@ -395,10 +339,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
             })
             .collect();
         let counts = self.delivery_counts(&ids)?;
+        let mut n = 0;
         for (e, id) in entries.iter().zip(&ids) {
-            self.admit(e, counts.get(id).copied().unwrap_or(1))?;
+            n += u64::from(self.admit(e, counts.get(id).copied().unwrap_or(1))?);
         }
-        let n = entries.len() as u64;
         self.counters.add(&self.counters.claimed, n);
         self.counters.add(&self.counters.read, n);
         tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
@@ -429,8 +373,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
         Ok(counts)
     }
 
-    /// Turns one entry of a reply into an item (or a dead letter).
-    fn admit(&mut self, entry: &Value, deliveries: u64) -> Result<(), RemoteError> {
+    /// Turns one entry of a reply into an item (or a dead letter); false
+    /// for a producer's end marker, acked here and counted nowhere.
+    fn admit(&mut self, entry: &Value, deliveries: u64) -> Result<bool, RemoteError> {
         let Value::Array(parts) = entry else {
             return Err(self.link.bad_reply("XREADGROUP", entry));
         };
@@ -439,14 +384,30 @@ impl<T: DeserializeOwned> StreamSource<T> {
         };
         let mut origin: Option<Arc<str>> = None;
         let mut data: Option<&[u8]> = None;
+        let mut marker = false;
         if let Some(Value::Array(fields)) = parts.get(1) {
             for kv in fields.chunks_exact(2) {
                 match (&kv[0], &kv[1]) {
                     (Value::BulkString(k), v) if k == b"id" => origin = text(v).map(Into::into),
                     (Value::BulkString(k), Value::BulkString(b)) if k == b"data" => data = Some(b),
+                    (Value::BulkString(k), _) if k == END_FIELD.as_bytes() => marker = true,
                     _ => {}
                 }
             }
+        }
+        if marker && data.is_none() {
+            // A producer finished (it joined `<stream>:end` first): look at
+            // the end now instead of after a read that waits in vain.
+            let (stream, group) = (&self.cfg.stream, &self.cfg.group);
+            self.link.call("XACK", |c| {
+                redis::cmd("XACK")
+                    .arg(stream)
+                    .arg(group)
+                    .arg(&stream_id)
+                    .query::<i64>(c)
+            })?;
+            self.marker_seen = true;
+            return Ok(false);
         }
         let origin = origin.unwrap_or_else(|| stream_id.as_str().into());
         let dead = |error: String, data: Option<&[u8]>| AckMsg::Dead {
@@ -464,11 +425,11 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 )
             });
             self.send(dead(error, data));
-            return Ok(());
+            return Ok(true);
         }
         let Some(bytes) = data else {
             self.send(dead("entry has no data field".into(), None));
-            return Ok(());
+            return Ok(true);
         };
         match self.cfg.codec.decode::<T>(bytes) {
             Ok(value) => {
@@ -479,7 +440,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 self.send(dead(format!("cannot decode: {e}"), Some(bytes)));
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     fn ack_shared(&self) -> &Arc<AckShared> {

@@ -346,3 +346,38 @@ pub fn table(views: &[ProcessView]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, load: f64) -> StageRow {
+        StageRow {
+            name: name.into(),
+            workers: 1,
+            count: 1,
+            load,
+            throughput: 1.0,
+        }
+    }
+
+    #[test]
+    fn a_stream_source_waiting_for_entries_is_not_named_the_bottleneck() {
+        let consumer = ProcessView {
+            process: "load-1".into(),
+            stages: vec![row("xreadgroup", 0.99), row("send", 0.40)],
+            edges: vec![EdgeRow {
+                role: "source".into(),
+                ..EdgeRow::default()
+            }],
+            ..ProcessView::default()
+        };
+        let producer = ProcessView {
+            process: "extract".into(),
+            stages: vec![row("select", 0.30)],
+            ..ProcessView::default()
+        };
+        let text = table(&[producer, consumer]);
+        assert!(text.contains("bottleneck: send on load-1 (busy 40%"), "{text}");
+    }
+}
