@@ -69,10 +69,10 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
 use super::channel::{recv_or_stop, try_recv, EdgeRx, Msg, Recv};
-use super::pull::SharedSource;
 use super::outbox::{weight, Outbox, Weigher};
 use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
+use super::pull::SharedSource;
 use super::run::{panic_message, Job, RunShared};
 use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
 use super::step::Meta;
