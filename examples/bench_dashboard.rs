@@ -4,12 +4,13 @@
 //! every update, alternated `ROUNDS` times in one process. Prints each
 //! run's time and the ratio of the medians.
 //!
-//! `cargo run --release --features web --example bench_dashboard [-- ITEMS ROUNDS [browsers [MS]]]`
+//! `cargo run --release --features web --example bench_dashboard [-- ITEMS ROUNDS [browsers|blank [MS]]]`
 //! (defaults: 3,000,000 items, 5 rounds). With `browsers`, the 10 viewers
 //! are real browsers instead: 10 headless chromium processes (Debian's
 //! `chromium`) with the page open, drawing every update, on the same
 //! machine as the pipeline; `MS` sets the report interval (100 ms unless
-//! given; the debugger's default is 5 s).
+//! given; the debugger's default is 5 s). `blank` opens the same browsers on
+//! `about:blank`: what 10 browsers cost this machine without the page.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -115,9 +116,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let items: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(3_000_000);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
-    let browsers = args.next().as_deref() == Some("browsers");
+    let mode = args.next();
+    // `blank`: the same 10 browsers on about:blank, for the cost of the
+    // browsers themselves on this machine, without the page.
+    let blank = mode.as_deref() == Some("blank");
+    let browsers = blank || mode.as_deref() == Some("browsers");
     let every = Duration::from_millis(args.next().and_then(|a| a.parse().ok()).unwrap_or(100));
-    let who = if browsers { "10 browsers" } else { "10 viewers" };
+    let who = match (browsers, blank) {
+        (true, true) => "10 browsers on about:blank",
+        (true, false) => "10 browsers",
+        _ => "10 viewers",
+    };
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         let plain = run(items, Debugger::silent().interval(every));
@@ -125,13 +134,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut viewers, mut open) = (Vec::new(), Vec::new());
         for n in 0..10 {
             if browsers {
-                open.push(Browser::open(&web.url(), n)?);
+                let url = if blank { "about:blank".to_string() } else { web.url() };
+                open.push(Browser::open(&url, n)?);
             } else {
                 viewers.push(viewer(web.addr()));
             }
         }
         let deadline = Instant::now() + Duration::from_secs(120);
-        while web.viewers() < 10 {
+        while !blank && web.viewers() < 10 {
             if Instant::now() > deadline {
                 return Err(format!("only {} of 10 pages connected within 120 s", web.viewers()).into());
             }
@@ -139,7 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         if browsers {
             // Let the browsers finish starting (first paint) before timing.
-            std::thread::sleep(Duration::from_secs(2));
+            std::thread::sleep(Duration::from_secs(5));
         }
         let served = run(items, Debugger::silent().interval(every).reporter(web.clone()));
         drop(open);

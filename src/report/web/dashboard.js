@@ -139,10 +139,12 @@
     return e;
   }
 
+  // Touches the DOM only when the status changes: every event would
+  // otherwise restyle and repaint the page.
   function setStatus(text, cls) {
     const s = $("status");
-    s.textContent = text;
-    s.className = "status " + cls;
+    if (s.textContent !== text) s.textContent = text;
+    if (s.className !== "status " + cls) s.className = "status " + cls;
   }
 
   function draw(snap) {
