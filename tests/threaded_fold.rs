@@ -66,10 +66,18 @@ fn a_fold_on_threads_of_its_own_and_an_empty_input() {
 #[test]
 fn a_run_that_fails_hands_on_no_partial() {
     within(LIMIT, || {
+        // One worker checks every item in order, so the fold's input
+        // cannot end before the bad row fails the run.
         let mut seen = 0;
         let err = Pipeline::new()
             .source(0..100_000u64)
-            .then(Stage::try_map("check", |x: u64| if x == 50_000 { Err("bad row") } else { Ok(x) }).workers(2))
+            .then(Stage::try_map("check", |x: u64| {
+                if x == 50_000 {
+                    Err("bad row")
+                } else {
+                    Ok(x)
+                }
+            }))
             .unwrap()
             .then(sum_stage(2))
             .unwrap()
@@ -116,4 +124,55 @@ fn an_ordered_fold_is_refused() {
         err.to_string(),
         "invalid ordered: true (stage \"sum\": a fold stage gives one result per worker, which have no input order)"
     );
+}
+
+mod random {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Random sizes, worker counts (chained or not) and capacities, with
+        /// or without a failure upstream: a run that ends well hands on at
+        /// most one partial per fold worker and they add up to the whole; a
+        /// failed one hands on none. Every run ends within the bound.
+        #[test]
+        fn partials_add_up_or_none_are_handed_on(
+            n in 0u64..20_000,
+            before in 1usize..=4,
+            fold_workers in 1usize..=4,
+            capacity in 1usize..=256,
+            fail_at in prop::option::of(0u64..20_000),
+        ) {
+            let result = within(LIMIT, move || {
+                Pipeline::new()
+                    .capacity(capacity)
+                    .unwrap()
+                    .source(0..n)
+                    .then(
+                        Stage::try_map("check", move |x: u64| if Some(x) == fail_at { Err("bad row") } else { Ok(x) })
+                            .workers(before),
+                    )
+                    .unwrap()
+                    .then(sum_stage(fold_workers))
+                    .unwrap()
+                    .run_with(|out| out.collect::<Vec<u64>>())
+            });
+            match result {
+                Ok((partials, summary)) => {
+                    prop_assert!(fail_at.is_none_or(|at| at >= n), "the failure at {fail_at:?} did not fail the run");
+                    prop_assert_eq!(partials.iter().sum::<u64>(), (0..n).sum::<u64>());
+                    prop_assert!(partials.len() <= fold_workers, "{} partials from {} workers", partials.len(), fold_workers);
+                    prop_assert_eq!(partials.is_empty(), n == 0);
+                    let s = summary.snapshot.stage("sum").unwrap();
+                    prop_assert_eq!((s.count_in, s.count), (n, partials.len() as u64));
+                }
+                Err(e) => {
+                    prop_assert!(fail_at.is_some_and(|at| at < n), "unexpected failure: {e}");
+                    prop_assert_eq!(e.stage(), Some("check"));
+                }
+            }
+        }
+    }
 }
