@@ -178,23 +178,8 @@ fn after_a_consumer_is_killed_every_entry_reaches_the_sink_once() {
     within(LIMIT, move || {
         const N: u64 = 20_000;
         let idle = Duration::from_millis(2000);
-        let stream = unique("killed-");
-        let dir = std::env::temp_dir().join(unique("paipa-kill-"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let db_path = dir.join("sink.db");
-        let db = rusqlite::Connection::open(&db_path).unwrap();
-        db.execute_batch(
-            "pragma journal_mode = wal;
-             create table seen (id text not null, consumer text not null, deliveries integer not null);
-             create table sink (id text primary key);",
-        )
-        .unwrap();
-        db.busy_timeout(Duration::from_secs(30)).unwrap();
-        let mut sink = StreamSink::<u64>::open(EdgeConfig::new(&url, &stream, "g")).unwrap();
-        for i in 0..N {
-            sink.add_with_id(i.to_string(), &i).unwrap();
-        }
-        sink.finish().unwrap();
+        let (stream, db_path, db) = job(&url, "killed-", N);
+        let dir = db_path.parent().unwrap().to_path_buf();
         let env = [
             ("PAIPA_URL", url.clone()),
             ("PAIPA_STREAM", stream.clone()),
