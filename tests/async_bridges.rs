@@ -35,6 +35,17 @@ fn assert_balanced(s: &Summary) {
     }
 }
 
+/// Reads a stream to its end, sorted (outputs of several workers come in
+/// any order).
+async fn drain_sorted<T: Ord>(stream: &mut (impl futures::Stream<Item = T> + Unpin)) -> Vec<T> {
+    let mut got = Vec::new();
+    while let Some(x) = stream.next().await {
+        got.push(x);
+    }
+    got.sort_unstable();
+    got
+}
+
 /// The last stage's row (the consumer's is after it).
 fn last_stage(s: &Summary) -> &StageSnapshot {
     let stages = &s.snapshot.stages;
@@ -53,11 +64,7 @@ fn a_tokio_program_consumes_a_pipeline_as_a_stream() {
                 .unwrap()
                 .stream()
                 .unwrap();
-            let mut got = Vec::new();
-            while let Some(x) = stream.next().await {
-                got.push(x);
-            }
-            got.sort_unstable();
+            let got = drain_sorted(&mut stream).await;
             assert_eq!(got, (0..5_000u64).map(|x| x * 3).collect::<Vec<_>>());
             let s = stream.finish().await.unwrap();
             assert_eq!(s.items, 5_000);
@@ -329,11 +336,7 @@ fn a_stream_fed_by_a_task_on_a_multi_thread_runtime_is_a_source() {
                 .unwrap()
                 .stream()
                 .unwrap();
-            let mut seen = Vec::new();
-            while let Some(x) = out.next().await {
-                seen.push(x);
-            }
-            seen.sort_unstable();
+            let seen = drain_sorted(&mut out).await;
             assert_eq!(seen, (0..500u64).map(|x| x * 3).collect::<Vec<_>>());
             let s = out.finish().await.unwrap();
             assert_eq!(s.snapshot.stages[0].count, 500);
