@@ -36,9 +36,10 @@ use crate::sync::Mutex;
 pub(crate) trait Downstream<T> {
     /// Called on the feeding worker's thread before anything else.
     fn start(&mut self);
-    /// Runs a batch through the stage; false once it must stop (it failed,
-    /// its output is gone, or the run is cancelled).
-    fn batch(&mut self, items: Vec<T>) -> bool;
+    /// Runs a batch through the stage, leaving `items` empty (the caller
+    /// reuses its allocation); false once it must stop (it failed, its
+    /// output is gone, or the run is cancelled).
+    fn batch(&mut self, items: &mut Vec<T>) -> bool;
     /// Passes a meta entry on; false once it must stop.
     fn meta(&mut self, meta: Meta) -> bool;
     /// The feeding worker's input ran dry: send what is ready.
@@ -114,7 +115,11 @@ pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, wo
         // After a stop the chained stage still takes (and discards) what
         // was handed to it, so the books balance.
         ok &= match msg {
-            Msg::Items(items) => link.batch(items),
+            Msg::Items(mut items) => {
+                let ok = link.batch(&mut items);
+                outbox.recycle(items);
+                ok
+            }
             Msg::Meta(meta) => link.meta(meta),
         };
     }
@@ -169,15 +174,16 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
         self.clock.resume();
     }
 
-    fn batch(&mut self, batch: Vec<S::In>) -> bool {
+    fn batch(&mut self, batch: &mut Vec<S::In>) -> bool {
         let cell = self.cx.cell.clone();
         // SAFETY: `cell` outlives both guards (declared before them).
         let _counters = unsafe { TargetGuard::install(&*cell) };
         // SAFETY: as above.
         let _mem = unsafe { AllocScope::enter(&cell) };
-        self.cx.take(&batch);
+        self.cx.take(batch);
         if self.stopped || self.cx.shared.cancel.is_cancelled() {
-            self.cx.discard(&batch);
+            self.cx.discard(batch);
+            batch.clear();
             self.stopped = true;
             return false;
         }

@@ -2,6 +2,7 @@
 //! stage's input ([`InputIter`]) and may keep any state while it pulls.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,7 +23,9 @@ use crate::stats::{AllocScope, TargetGuard};
 /// produced so far whenever it is about to wait for more input, and passes
 /// meta entries on.
 pub struct InputIter<'a, T> {
-    current: std::vec::IntoIter<T>,
+    /// The batch being pulled from; a deque so that its emptied buffer
+    /// goes back to the worker for the next batch.
+    current: VecDeque<T>,
     side: Rc<RefCell<dyn Refill<T> + 'a>>,
     /// Items handed to the step, seen by the worker even if the step leaks
     /// this iterator (then the rest of the batch it holds is counted as
@@ -43,13 +46,15 @@ impl<T> Iterator for InputIter<'_, T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        if let Some(x) = self.current.next() {
+        if let Some(x) = self.current.pop_front() {
             self.pulled.set(self.pulled.get() + 1);
             return Some(x);
         }
-        let batch = self.side.borrow_mut().refill()?;
-        self.current = batch.into_iter();
-        let x = self.current.next();
+        // Empty, so this conversion moves nothing and keeps the buffer.
+        let used = Vec::from(std::mem::take(&mut self.current));
+        let batch = self.side.borrow_mut().refill(used)?;
+        self.current = VecDeque::from(batch);
+        let x = self.current.pop_front();
         self.pulled.set(self.pulled.get() + u64::from(x.is_some()));
         x
     }
@@ -58,16 +63,20 @@ impl<T> Iterator for InputIter<'_, T> {
 impl<T> Drop for InputIter<'_, T> {
     fn drop(&mut self) {
         // Items taken but never pulled by the step.
-        if !self.current.as_slice().is_empty() {
+        if !self.current.is_empty() {
             // Counted here: not as unread by a worker looking for a leak.
             self.pulled.set(self.pulled.get() + self.current.len() as u64);
-            self.side.borrow_mut().discard(self.current.as_slice());
+            let (a, b) = self.current.as_slices();
+            let mut side = self.side.borrow_mut();
+            side.discard(a);
+            side.discard(b);
         }
     }
 }
 
 trait Refill<T> {
-    fn refill(&mut self) -> Option<Vec<T>>;
+    /// The next batch; `used` is the last one's emptied buffer, to reuse.
+    fn refill(&mut self, used: Vec<T>) -> Option<Vec<T>>;
     fn discard(&mut self, items: &[T]);
 }
 
@@ -102,7 +111,8 @@ impl<In, Out> Side<'_, In, Out> {
 }
 
 impl<In, Out> Refill<In> for Side<'_, In, Out> {
-    fn refill(&mut self) -> Option<Vec<In>> {
+    fn refill(&mut self, used: Vec<In>) -> Option<Vec<In>> {
+        let mut spare = used;
         loop {
             self.cx.cell.mark_busy(self.cx.info.index, 0);
             if self.ended {
@@ -111,7 +121,7 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             self.mark();
             self.feed();
             let got = match try_recv(&self.cx.rx).or_else(|| {
-                let batch = self.cx.pull(&mut self.clock)?;
+                let batch = self.cx.pull(&mut self.clock, &mut spare)?;
                 Some(Recv::Msg(Msg::Items(batch)))
             }) {
                 Some(got) => got,
@@ -182,7 +192,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     }));
     let pulled = Rc::new(Cell::new(0));
     let input = InputIter {
-        current: Vec::new().into_iter(),
+        current: VecDeque::new(),
         side: side.clone(),
         pulled: pulled.clone(),
     };

@@ -239,12 +239,12 @@ where
             break;
         };
         match got {
-            Recv::Msg(Msg::Items(batch)) => {
+            Recv::Msg(Msg::Items(mut batch)) => {
                 cx.take(&batch);
                 let n = batch.len();
                 let mut out = Vec::with_capacity(batch.len());
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
-                let ok = cx.process_batch(batch, |item| {
+                let ok = cx.process_batch(&mut batch, |item| {
                     out.push(f(item)?);
                     Ok(())
                 });

@@ -81,6 +81,12 @@ impl<'a, T> SharedSource<'a, T> {
     /// the run is cancelled; the time spent is returned with the items, in
     /// raw ticks, so the caller can leave it out of its own busy time.
     pub(crate) fn pull(&self, n: usize) -> Option<(Vec<T>, u64)> {
+        self.pull_into(n, Vec::new())
+    }
+
+    /// As [`pull`](Self::pull), into `spare` (an empty buffer whose
+    /// allocation is reused: see `Outbox::recycle` for why that matters).
+    pub(crate) fn pull_into(&self, n: usize, spare: Vec<T>) -> Option<(Vec<T>, u64)> {
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let src = left.as_mut()?;
         if self.shared.cancel.is_cancelled() || self.input.is_closed() {
@@ -90,7 +96,9 @@ impl<'a, T> SharedSource<'a, T> {
         let cell = &self.input.cell;
         let t0 = clock().raw();
         let linger = super::input::source_linger_ticks();
-        let mut buf = Vec::with_capacity(n);
+        let mut buf = spare;
+        buf.clear();
+        buf.reserve(n);
         let mut ended = false;
         let pulled = catch_unwind(AssertUnwindSafe(|| {
             while buf.len() < n {
@@ -102,7 +110,7 @@ impl<'a, T> SharedSource<'a, T> {
                     }
                 }
                 let k = buf.len();
-                if (k.is_power_of_two() || k % 16 == 0) && clock().raw().saturating_sub(t0) > linger {
+                if (k.is_power_of_two() || k.is_multiple_of(16)) && clock().raw().saturating_sub(t0) > linger {
                     break;
                 }
             }

@@ -79,9 +79,10 @@ impl<In> WorkerCtx<'_, In> {
     /// and it has more. The time spent pulling is the source's busy time,
     /// and this worker's starved time: it is waiting for its input, as it
     /// would wait for a source thread.
-    pub(crate) fn pull(&self, clock: &mut WorkerClock) -> Option<Vec<In>> {
+    /// `spare` is an empty buffer to pull into (its allocation is reused).
+    pub(crate) fn pull(&self, clock: &mut WorkerClock, spare: &mut Vec<In>) -> Option<Vec<In>> {
         let source = self.source.as_ref()?;
-        let (batch, spent) = source.pull(source.pacing().limit())?;
+        let (batch, spent) = source.pull_into(source.pacing().limit(), std::mem::take(spare))?;
         clock.starved += spent;
         Some(batch)
     }
@@ -181,8 +182,9 @@ impl<In> WorkerCtx<'_, In> {
     /// Processes a batch under the stage's policy; returns false if the
     /// worker must stop. With the default policy (fail, no retries) the whole
     /// batch runs under one panic guard: the per-item cost is the call itself.
-    pub(crate) fn process_batch(&self, batch: Vec<In>, mut call: impl FnMut(In) -> Result<(), BoxError>) -> bool {
-        let mut items = batch.into_iter();
+    /// The batch is left empty, its allocation kept for the next one.
+    pub(crate) fn process_batch(&self, batch: &mut Vec<In>, mut call: impl FnMut(In) -> Result<(), BoxError>) -> bool {
+        let mut items = batch.drain(..);
         if self.policy == OnError::Fail {
             let mut current = 1;
             let cancel = &self.shared.cancel;
@@ -244,6 +246,8 @@ pub(crate) fn item_worker<'a, S: Step>(
     let mut link = link_for(&links, cx.info.index, &mut outbox);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
     let mut idle = None;
+    // The last batch's buffer, emptied: the next pull fills it.
+    let mut spare = Vec::new();
     let mut ok = match guarded(|| {
         idle = step.idle_timeout();
         step.on_start(&cx.info)
@@ -257,7 +261,7 @@ pub(crate) fn item_worker<'a, S: Step>(
     while ok {
         // The input edge first (items put through input handles), then
         // the lazy source if this stage pulls it, then wait.
-        let got = match try_recv(&cx.rx).or_else(|| cx.pull(&mut clock).map(|b| Recv::Msg(Msg::Items(b)))) {
+        let got = match try_recv(&cx.rx).or_else(|| cx.pull(&mut clock, &mut spare).map(|b| Recv::Msg(Msg::Items(b)))) {
             Some(got) => got,
             None => {
                 // The input ran dry: send what is ready, then wait.
@@ -287,13 +291,14 @@ pub(crate) fn item_worker<'a, S: Step>(
             }
         };
         match got {
-            Recv::Msg(Msg::Items(batch)) => {
+            Recv::Msg(Msg::Items(mut batch)) => {
                 cx.take(&batch);
                 let n = batch.len();
                 let (out, step) = (&mut outbox, &mut step);
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
-                ok = cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
+                ok = cx.process_batch(&mut batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
                 cx.cell.mark_busy(cx.info.index, 0);
+                spare = batch;
                 feed(&mut outbox, &mut link, &mut clock);
                 let busy = clock.mark(&mut outbox.blocked);
                 cx.cost.observe(busy, n);
