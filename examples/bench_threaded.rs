@@ -134,26 +134,51 @@ fn io_fanout() {
 }
 
 fn rss(n: u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
     let t = Instant::now();
-    let p = Pipeline::new()
-        .source((0..n).map(|i| vec![(i % 251) as u8; 1024]))
-        .then(Stage::map("touch", |mut v: Vec<u8>| {
-            v[0] = v[0].wrapping_add(1);
-            v
-        }))
-        .unwrap()
-        .then(Stage::map("sum", |v: Vec<u8>| v.iter().map(|&b| b as u64).sum::<u64>()).workers(2))
-        .unwrap()
-        .then(Stage::map("fold", |x: u64| x % 7))
-        .unwrap();
-    let s = p.run().unwrap();
-    assert_eq!(s.items, n);
+    // Resident memory sampled every 20 ms during the run; the largest
+    // sample in each tenth of the items shows whether memory grows with
+    // the input or stays at what the edges' bounds allow.
+    let done = AtomicU64::new(0);
+    let over = AtomicBool::new(false);
+    let deciles = std::thread::scope(|s| {
+        let sampler = s.spawn(|| {
+            let mut max = [0u64; 10];
+            while !over.load(Relaxed) {
+                let tenth = (done.load(Relaxed) * 10 / n.max(1)).min(9) as usize;
+                let rss = paipa::stats::resident_bytes().unwrap_or(0);
+                max[tenth] = max[tenth].max(rss);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            max
+        });
+        let p = Pipeline::new()
+            .source((0..n).map(|i| vec![(i % 251) as u8; 1024]))
+            .then(Stage::map("touch", |mut v: Vec<u8>| {
+                v[0] = v[0].wrapping_add(1);
+                v
+            }))
+            .unwrap()
+            .then(Stage::map("sum", |v: Vec<u8>| v.iter().map(|&b| b as u64).sum::<u64>()).workers(2))
+            .unwrap()
+            .then(Stage::map("fold", |x: u64| {
+                done.fetch_add(1, Relaxed);
+                x % 7
+            }))
+            .unwrap();
+        let s = p.run().unwrap();
+        assert_eq!(s.items, n);
+        over.store(true, Relaxed);
+        sampler.join().unwrap()
+    });
     let peak = paipa::stats::peak_resident_bytes().unwrap_or(0);
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let tenths: Vec<String> = deciles.iter().map(|&b| format!("{:.1}", mib(b))).collect();
     println!(
-        "{n} items of 1 KiB: {} out in {:.1} s, peak RSS {:.1} MiB",
-        s.items,
+        "{n} items of 1 KiB: {n} out in {:.1} s, peak RSS {:.1} MiB; largest sample per tenth of the items (MiB): {}",
         t.elapsed().as_secs_f64(),
-        peak as f64 / (1024.0 * 1024.0)
+        mib(peak),
+        tenths.join(" ")
     );
 }
 
