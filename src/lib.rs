@@ -410,4 +410,6 @@ pub mod threaded;
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
-pub use stats::{Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
+pub use stats::{
+    EdgeGroup, EdgeSnapshot, Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot,
+};
