@@ -354,7 +354,11 @@ fn bad_settings_are_refused_with_the_field_named() {
     assert_eq!(e.clone().max_deliveries(0).unwrap_err().field(), "max_deliveries");
     assert_eq!(e.clone().claim_idle(Duration::ZERO).unwrap_err().field(), "claim_idle");
     assert_eq!(e.clone().block(Duration::ZERO).unwrap_err().field(), "block");
-    assert_eq!(e.producers(0).unwrap_err().field(), "producers");
+    assert_eq!(e.clone().producers(0).unwrap_err().field(), "producers");
+    assert_eq!(
+        e.linger(Duration::from_secs(61)).unwrap_err().to_string(),
+        "invalid linger: 61s (must be at most 60s)"
+    );
     let err = StreamSink::<u64>::open(EdgeConfig::new("nonsense://", "s", "g")).unwrap_err();
     assert!(matches!(err, RemoteError::Url { .. }), "{err}");
 }
@@ -547,5 +551,72 @@ fn a_consumer_waits_for_every_producer_it_was_told_of() {
         handle.finish().unwrap();
         got.sort_unstable();
         assert_eq!(got, (0..2000).collect::<Vec<u64>>());
+    });
+}
+
+fn xlen(c: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(c).unwrap()
+}
+
+/// Puts 3 items into a sink stage with room for 1000 in a batch and keeps
+/// the input open: the stream must get them by the linger alone.
+fn a_quiet_input_s_partial_batch_is_sent(cfg: EdgeConfig, srv: &redis_server::Server) {
+    let stream = cfg.stream().to_string();
+    let mut p = Pipeline::new().then(StreamSink::<u64>::stage("send", cfg)).unwrap();
+    let input = p.input();
+    let running = p.spawn().unwrap();
+    input
+        .put_all((0..3u64).map(|n| Tracked::new(format!("n{n}"), n)))
+        .unwrap();
+    let mut c = srv.conn();
+    // Bounded by the test's time limit: a batch that waits for more items
+    // or for the end fails it.
+    loop {
+        match xlen(&mut c, &stream) {
+            3 => break,
+            0 => std::thread::sleep(Duration::from_millis(2)),
+            n => panic!("{n} entries"),
+        }
+    }
+    assert!(input.is_open());
+    drop(input);
+    let summary = running.wait().unwrap();
+    assert_eq!(summary.items, 3);
+    assert_eq!(summary.snapshot.stage("send").unwrap().count_in, 3);
+    // The 3 entries and the producer's end marker.
+    assert_eq!(xlen(&mut c, &stream), 4);
+    let entries: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(parts) => {
+                let fields: Vec<(String, String)> = redis::from_redis_value(parts[1].clone()).unwrap();
+                fields.into_iter().find(|(k, _)| k == "id").map(|(_, v)| v)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["n0", "n1", "n2"]);
+}
+
+#[test]
+fn a_sink_stage_sends_a_partial_batch_once_its_input_is_quiet_for_the_linger() {
+    let Some(srv) = server() else { return };
+    within(LIMIT, move || {
+        // The default linger (20 ms).
+        let cfg = edge(&srv.url, "linger-").batch(1000).unwrap();
+        a_quiet_input_s_partial_batch_is_sent(cfg, &srv);
+        // Zero: sent as soon as the input is empty.
+        let cfg = edge(&srv.url, "linger0-")
+            .batch(1000)
+            .unwrap()
+            .linger(Duration::ZERO)
+            .unwrap();
+        a_quiet_input_s_partial_batch_is_sent(cfg, &srv);
     });
 }

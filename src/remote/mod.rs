@@ -57,6 +57,7 @@ mod handle;
 mod info;
 mod link;
 mod sink;
+mod sink_stage;
 mod source;
 mod stats;
 mod tracked;
@@ -64,8 +65,8 @@ mod view;
 
 pub use codec::Codec;
 pub use config::{
-    EdgeConfig, DEFAULT_BATCH, DEFAULT_BLOCK, DEFAULT_CLAIM_IDLE, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_LEN,
-    DEFAULT_RECONNECT_DEADLINE,
+    EdgeConfig, DEFAULT_BATCH, DEFAULT_BLOCK, DEFAULT_CLAIM_IDLE, DEFAULT_LINGER, DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_LEN, DEFAULT_RECONNECT_DEADLINE, MAX_LINGER,
 };
 pub use error::RemoteError;
 pub use handle::SourceHandle;

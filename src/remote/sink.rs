@@ -31,9 +31,11 @@
 //! A [`Tracked`] item sent here is finished (its entries upstream acked)
 //! once the XADDs of its batch are confirmed. Until its batch is full, or
 //! [`StreamSink::flush`] or [`StreamSink::finish`] is called, it waits
-//! here: on a stream that goes quiet, flush now and then, or the entries
-//! upstream stay pending past `claim_idle` and another consumer claims
-//! them.
+//! here. As a pipeline stage ([`StreamSink::stage`]) the sink sends a
+//! partial batch by itself once its input has gone quiet for the edge's
+//! [`linger`](EdgeConfig::linger) (see `sink_stage.rs`); used by hand, on
+//! a stream that goes quiet, flush now and then, or the entries upstream
+//! stay pending past `claim_idle` and another consumer claims them.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -267,6 +269,18 @@ impl<T: Serialize> StreamSink<T> {
                 .query::<()>(c)
         })?;
         Ok(self.stats())
+    }
+}
+
+impl<T> StreamSink<T> {
+    /// Items queued for the next batch.
+    pub(super) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Entries this sink has added (XADD confirmed).
+    pub(super) fn added(&self) -> u64 {
+        self.counters.added.load(Ordering::Relaxed)
     }
 }
 
