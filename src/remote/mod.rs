@@ -56,6 +56,7 @@ mod error;
 mod handle;
 mod info;
 mod link;
+mod probe;
 mod sink;
 mod sink_stage;
 mod source;

@@ -96,7 +96,10 @@ impl<T: Serialize + Send> Step for SinkStep<T> {
     type Out = ();
 
     fn on_start(&mut self, worker: &WorkerInfo) -> Result<(), BoxError> {
-        self.sink = Some(StreamSink::open(self.cfg.clone())?);
+        let mut sink = StreamSink::open(self.cfg.clone())?;
+        // The stage's snapshots show the stream from the start.
+        sink.register();
+        self.sink = Some(sink);
         self.workers = worker.workers;
         Ok(())
     }
@@ -155,6 +158,9 @@ impl<T: Serialize + Send + 'static> StreamSink<T> {
     /// counts as one of the edge's [`producers`](EdgeConfig::producers).
     /// Items that did not come from a stream are made with
     /// [`Tracked::new`] (their id is their origin id downstream).
+    ///
+    /// The pipeline's snapshots show the stream (length, and per group
+    /// pending, lag and consumers) in [`Snapshot::edges`](crate::Snapshot::edges).
     ///
     /// ```no_run
     /// use paipa::remote::{EdgeConfig, StreamSink, Tracked};
