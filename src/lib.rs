@@ -291,6 +291,10 @@
 //! `remote::Tracked` items: an entry is acked only once every item made
 //! from it is `done()` (or confirmed by the next stream), so a crash or an
 //! aborted run leaves it pending for the other consumers, never lost.
+//! Each process's snapshots list its streams in [`Snapshot::edges`]
+//! (length, and per group pending entries, lag and consumers), read off
+//! the pipeline's threads before each report; the log table shows a line
+//! per group after the stages.
 //!
 //! ```no_run
 //! # #[cfg(feature = "redis")]
@@ -410,4 +414,6 @@ pub mod threaded;
 pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
-pub use stats::{Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
+pub use stats::{
+    EdgeGroup, EdgeSnapshot, Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot,
+};

@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::within;
 use paipa::remote::{Codec, EdgeConfig, RemoteError, StreamSink, StreamSource, Tracked};
 use paipa::threaded::{Pipeline, Stage};
+use paipa::{Debugger, EdgeGroup, Snapshot};
 use redis_server::{server, unique};
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -354,7 +355,11 @@ fn bad_settings_are_refused_with_the_field_named() {
     assert_eq!(e.clone().max_deliveries(0).unwrap_err().field(), "max_deliveries");
     assert_eq!(e.clone().claim_idle(Duration::ZERO).unwrap_err().field(), "claim_idle");
     assert_eq!(e.clone().block(Duration::ZERO).unwrap_err().field(), "block");
-    assert_eq!(e.producers(0).unwrap_err().field(), "producers");
+    assert_eq!(e.clone().producers(0).unwrap_err().field(), "producers");
+    assert_eq!(
+        e.linger(Duration::from_secs(61)).unwrap_err().to_string(),
+        "invalid linger: 61s (must be at most 60s)"
+    );
     let err = StreamSink::<u64>::open(EdgeConfig::new("nonsense://", "s", "g")).unwrap_err();
     assert!(matches!(err, RemoteError::Url { .. }), "{err}");
 }
@@ -547,5 +552,178 @@ fn a_consumer_waits_for_every_producer_it_was_told_of() {
         handle.finish().unwrap();
         got.sort_unstable();
         assert_eq!(got, (0..2000).collect::<Vec<u64>>());
+    });
+}
+
+/// A debugger that keeps the final snapshot its reporters get.
+fn keep_final() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
+    let kept = Arc::new(Mutex::new(None));
+    let slot = kept.clone();
+    let debugger = Debugger::silent().reporter(move |s: &Snapshot| {
+        if s.is_final {
+            *slot.lock().unwrap() = Some(s.clone());
+        }
+    });
+    (debugger, kept)
+}
+
+/// A snapshot's edges without their ages (the same reading is older in
+/// a later snapshot).
+fn ageless(snapshot: &Snapshot) -> Vec<paipa::EdgeSnapshot> {
+    let mut edges = snapshot.edges.clone();
+    edges.iter_mut().for_each(|e| e.age = None);
+    edges
+}
+
+fn xlen(c: &mut redis::Connection, stream: &str) -> u64 {
+    redis::cmd("XLEN").arg(stream).query(c).unwrap()
+}
+
+#[test]
+fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consumers() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 1200;
+        let cfg = edge(&url, "snapshot-").batch(100).unwrap();
+        let stream = cfg.stream().to_string();
+
+        // The producer: N entries, nobody reading yet. The stream then holds
+        // them and the producer's end marker, all of them lag for the group.
+        let (debugger, kept) = keep_final();
+        let summary = Pipeline::new()
+            .debug(debugger)
+            .source(0..N)
+            .then(Stage::map("track", |n: u64| Tracked::new(n.to_string(), n)))
+            .unwrap()
+            .then(StreamSink::stage("send", cfg.clone()))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(summary.items, N);
+        let reported = kept.lock().unwrap().take().expect("a final report");
+        assert_eq!(ageless(&reported), ageless(&summary.snapshot));
+        let [edge] = &reported.edges[..] else {
+            panic!("one edge: {:?}", reported.edges)
+        };
+        assert_eq!(
+            (edge.kind.as_str(), edge.name.as_str(), edge.role.as_str()),
+            ("stream", stream.as_str(), "sink")
+        );
+        assert_eq!(edge.error, None);
+        assert_eq!(edge.length, Some(N + 1));
+        let group = |pending, lag, consumers| EdgeGroup {
+            name: "g".into(),
+            pending,
+            lag: Some(lag),
+            consumers,
+        };
+        assert_eq!(edge.groups, [group(0, N + 1, 0)]);
+        let table = paipa::report::format_table(&reported);
+        let line = format!("stream {stream}: length 1201, pending 0, lag 1201 (group g), consumers 0");
+        assert!(table.contains(&line), "{table:#?}");
+        #[cfg(feature = "json")]
+        {
+            let v = paipa::report::snapshot_json(&reported);
+            assert_eq!(v["edges"][0]["length"], N + 1);
+            assert_eq!(v["edges"][0]["groups"][0]["lag"], N + 1);
+            assert_eq!(v["edges"][0]["stale"], false);
+        }
+
+        // The consumer reads everything and finishes every item: its final
+        // snapshot comes after its last acks.
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let (debugger, kept) = keep_final();
+        let (sum, summary) = Pipeline::new()
+            .debug(debugger)
+            .source(source)
+            .then(Stage::map("double", |t: Tracked<u64>| t.map(|n| n * 2)))
+            .unwrap()
+            .run_with(|out| {
+                out.map(|t| {
+                    let v = *t.value();
+                    t.done();
+                    v
+                })
+                .sum::<u64>()
+            })
+            .unwrap();
+        assert_eq!(handle.finish().unwrap().acked, N);
+        assert_eq!(sum, N * (N - 1));
+        let reported = kept.lock().unwrap().take().expect("a final report");
+        assert_eq!(ageless(&reported), ageless(&summary.snapshot));
+        let [edge] = &reported.edges[..] else {
+            panic!("one edge: {:?}", reported.edges)
+        };
+        assert_eq!((edge.name.as_str(), edge.role.as_str()), (stream.as_str(), "source"));
+        assert_eq!(edge.error, None);
+        assert_eq!(edge.length, Some(N + 1));
+        assert_eq!(edge.groups, [group(0, 0, 1)]);
+        let table = paipa::report::format_table(&reported);
+        let line = format!("stream {stream}: length 1201, pending 0, lag 0 (group g), consumers 1");
+        assert!(table.contains(&line), "{table:#?}");
+    });
+}
+
+/// Puts 3 items into a sink stage with room for 1000 in a batch and keeps
+/// the input open: the stream must get them by the linger alone.
+fn a_quiet_input_s_partial_batch_is_sent(cfg: EdgeConfig, srv: &redis_server::Server) {
+    let stream = cfg.stream().to_string();
+    let mut p = Pipeline::new().then(StreamSink::<u64>::stage("send", cfg)).unwrap();
+    let input = p.input();
+    let running = p.spawn().unwrap();
+    input
+        .put_all((0..3u64).map(|n| Tracked::new(format!("n{n}"), n)))
+        .unwrap();
+    let mut c = srv.conn();
+    // Bounded by the test's time limit: a batch that waits for more items
+    // or for the end fails it.
+    loop {
+        match xlen(&mut c, &stream) {
+            3 => break,
+            0 => std::thread::sleep(Duration::from_millis(2)),
+            n => panic!("{n} entries"),
+        }
+    }
+    assert!(input.is_open());
+    drop(input);
+    let summary = running.wait().unwrap();
+    assert_eq!(summary.items, 3);
+    assert_eq!(summary.snapshot.stage("send").unwrap().count_in, 3);
+    // The 3 entries and the producer's end marker.
+    assert_eq!(xlen(&mut c, &stream), 4);
+    let entries: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(&stream)
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let ids: Vec<String> = entries
+        .iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(parts) => {
+                let fields: Vec<(String, String)> = redis::from_redis_value(parts[1].clone()).unwrap();
+                fields.into_iter().find(|(k, _)| k == "id").map(|(_, v)| v)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, ["n0", "n1", "n2"]);
+}
+
+#[test]
+fn a_sink_stage_sends_a_partial_batch_once_its_input_is_quiet_for_the_linger() {
+    let Some(srv) = server() else { return };
+    within(LIMIT, move || {
+        // The default linger (20 ms).
+        let cfg = edge(&srv.url, "linger-").batch(1000).unwrap();
+        a_quiet_input_s_partial_batch_is_sent(cfg, &srv);
+        // Zero: sent as soon as the input is empty.
+        let cfg = edge(&srv.url, "linger0-")
+            .batch(1000)
+            .unwrap()
+            .linger(Duration::ZERO)
+            .unwrap();
+        a_quiet_input_s_partial_batch_is_sent(cfg, &srv);
     });
 }

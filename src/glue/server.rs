@@ -873,6 +873,7 @@ impl Server {
                     stalls: Vec::new(),
                     expected: None,
                     outcome: None,
+                    edges: Vec::new(),
                 },
                 result: Err(RunError::NoInput),
             },

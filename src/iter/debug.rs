@@ -8,6 +8,7 @@ use super::boxed::{BoxIter, StepList};
 use super::name::{is_closure, step_name, unique_name};
 use super::probe::{One, Probe};
 use crate::report::Schedule;
+use crate::stats::edge;
 use crate::stats::heard::{self, Heard};
 use crate::stats::recorder::Recorder;
 use crate::stats::{Outcome, TargetGuard};
@@ -186,6 +187,10 @@ impl<I: Iterator> IntoIterator for DebugPipeline<I> {
                 }
                 rec.snapshot(is_final)
             }),
+            {
+                let rec = self.rec.clone();
+                Arc::new(move || rec.edge_probes())
+            },
         );
         Debugged {
             inner: Some(self.iter),
@@ -231,6 +236,9 @@ impl<I> Debugged<I> {
             self.rec.set_outcome(outcome);
         }
         if self.inner.take().is_some() {
+            // The chain is dropped: a stream source's last acks are on
+            // their way. The edges' last readings come before the report.
+            edge::refresh(&self.rec.edge_probes(), edge::FINAL_WAIT, true);
             self.schedule.finish();
         }
     }

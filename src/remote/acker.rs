@@ -13,7 +13,7 @@
 //! stays unreachable past the deadline it stops with the error; entries
 //! not acked by then stay pending for other consumers (never lost).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,16 +61,23 @@ pub(crate) fn run(
     rx: Receiver<AckMsg>,
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
+    queued: Arc<AtomicU64>,
 ) -> Result<(), RemoteError> {
     let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
     loop {
+        // Messages taken from the queue this round: no longer queued once
+        // their XACK (or their failure's command) is confirmed.
+        let mut taken = 0;
         if source_reading.load(Ordering::Acquire) {
             // The source sends most acks itself, with its reads; this
             // thread takes what waits while the source blocks or works.
             std::thread::sleep(POLL);
             while acks.len() < ACK_BATCH {
                 match rx.try_recv() {
-                    Ok(msg) => handle(&mut link, &cfg, &counters, msg, &mut acks)?,
+                    Ok(msg) => {
+                        taken += 1;
+                        handle(&mut link, &cfg, &counters, msg, &mut acks)?;
+                    }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
                     // the way): the blocking branch sends the rest.
@@ -87,6 +94,7 @@ pub(crate) fn run(
             let until = Instant::now() + LINGER;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
+                taken += 1;
                 handle(&mut link, &cfg, &counters, msg, &mut acks)?;
                 if acks.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
@@ -98,6 +106,7 @@ pub(crate) fn run(
             counters.add(&counters.acked, acks.len() as u64);
             acks.clear();
         }
+        queued.fetch_sub(taken, Ordering::SeqCst);
     }
     Ok(())
 }

@@ -20,14 +20,19 @@ pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
 pub const DEFAULT_RECONNECT_DEADLINE: Duration = Duration::from_secs(30);
 /// How long one XREADGROUP waits for new entries.
 pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
+/// How long a sink stage's partial batch waits on a quiet input.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(20);
+/// The longest linger allowed.
+pub const MAX_LINGER: Duration = Duration::from_secs(60);
 
 /// One edge of a distributed pipeline: a stream on a Redis server, read by
 /// one consumer group.
 ///
 /// The same settings serve both ends: the producer's
-/// [`StreamSink`](super::StreamSink) uses `batch`, `max_len`, `codec` and
-/// the reconnect deadline; the consumer's
-/// [`StreamSource`](super::StreamSource) uses all of them but `max_len`.
+/// [`StreamSink`](super::StreamSink) uses `batch`, `max_len`, `codec`,
+/// `linger` (as a stage) and the reconnect deadline; the consumer's
+/// [`StreamSource`](super::StreamSource) uses all of them but `max_len`
+/// and `linger`.
 ///
 /// Besides the stream, the edge uses four keys beside it:
 /// `<stream>:dead` (the dead-letter stream), `<stream>:end` (the set of
@@ -45,6 +50,7 @@ pub const DEFAULT_BLOCK: Duration = Duration::from_millis(100);
 ///     .max_len(50_000)?
 ///     .claim_idle(Duration::from_secs(10))?
 ///     .max_deliveries(3)?
+///     .linger(Duration::from_millis(5))?
 ///     .codec(Codec::Binary);
 /// assert_eq!(edge.dead_letter_stream(), "products:dead");
 /// assert!(EdgeConfig::new("redis://x/", "s", "g").batch(0).is_err());
@@ -62,6 +68,7 @@ pub struct EdgeConfig {
     pub(crate) max_deliveries: u32,
     pub(crate) reconnect_deadline: Duration,
     pub(crate) block: Duration,
+    pub(crate) linger: Duration,
     pub(crate) codec: Codec,
     pub(crate) producers: u64,
 }
@@ -82,6 +89,7 @@ impl EdgeConfig {
             max_deliveries: DEFAULT_MAX_DELIVERIES,
             reconnect_deadline: DEFAULT_RECONNECT_DEADLINE,
             block: DEFAULT_BLOCK,
+            linger: DEFAULT_LINGER,
             codec: Codec::Json,
             producers: 1,
         }
@@ -167,6 +175,32 @@ impl EdgeConfig {
         Ok(self)
     }
 
+    /// How long a sink stage ([`StreamSink::stage`](super::StreamSink::stage))
+    /// keeps a partial batch while its input is quiet: once the input is
+    /// empty and the batch's oldest item has waited `linger`, the batch is
+    /// sent (and its items finished upstream). On a quiet input an item so
+    /// waits from `linger` to twice `linger`; a busy input fills batches
+    /// instead. Zero sends the partial batch whenever the input is empty
+    /// (the lowest latency, the smallest batches). 20 ms unless set; at
+    /// most 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::remote::EdgeConfig;
+    ///
+    /// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "s", "g");
+    /// assert!(edge.clone().linger(Duration::ZERO).is_ok());
+    /// let err = edge.linger(Duration::from_secs(61)).unwrap_err();
+    /// assert_eq!(err.field(), "linger");
+    /// ```
+    pub fn linger(mut self, linger: Duration) -> Result<Self, ConfigError> {
+        if linger > MAX_LINGER {
+            return Err(ConfigError::new("linger", format!("{linger:?}"), "must be at most 60s"));
+        }
+        self.linger = linger;
+        Ok(self)
+    }
+
     /// The serialization of entries (JSON unless set).
     pub fn codec(mut self, codec: Codec) -> Self {
         self.codec = codec;
@@ -234,6 +268,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("max_deliveries", &self.max_deliveries)
             .field("reconnect_deadline", &self.reconnect_deadline)
             .field("block", &self.block)
+            .field("linger", &self.linger)
             .field("codec", &self.codec)
             .field("producers", &self.producers)
             .finish()

@@ -19,10 +19,20 @@
 //! - **Redis faults**: every command reconnects with backoff until the
 //!   reconnect deadline, then fails with [`RemoteError::Unreachable`] (see
 //!   `link.rs`).
+//! - **In each process's snapshot**: a source (on its first item) and a
+//!   sink (a [`StreamSink::stage`] as it starts, one used by hand on its
+//!   first flush) register their stream with the pipeline, whose
+//!   [`Snapshot::edges`](crate::Snapshot::edges) then show its length and,
+//!   per group, pending entries, lag and consumers: read by a thread of
+//!   the edge's own before each report and at the end, never on the
+//!   pipeline's threads; a failed reading shows as stale (see `probe.rs`).
 //! - **One view**: a [`Publisher`] (a reporter) writes its process's stages
 //!   and edges under a key with a TTL; [`read_views`] and [`table`] print
 //!   every process's rows and each stream's groups, with the bottleneck
 //!   named across machines.
+//! - **A quiet input**: a sink stage sends a partial batch once its input
+//!   has been empty for the edge's [`linger`](EdgeConfig::linger) (see
+//!   `sink_stage.rs`).
 //! - **End of input**: each producer's [`StreamSink::finish`] counts it as
 //!   done (and adds an end marker that wakes a waiting consumer); a
 //!   consumer's input ends when every producer is done and no entry is
@@ -38,14 +48,16 @@
 //! let input = EdgeConfig::new("redis://127.0.0.1:6379/", "numbers", "squarers");
 //! let output = EdgeConfig::new("redis://127.0.0.1:6379/", "squares", "summers");
 //! let (source, handle) = StreamSource::<u64>::open(input)?;
-//! let mut sink = StreamSink::<u64>::open(output)?;
-//! let pipeline = Pipeline::new()
+//! let summary = Pipeline::new()
 //!     .source(source)
-//!     .then(Stage::map("square", |t: Tracked<u64>| t.map(|n| n * n)).workers(4))?;
-//! let (sent, _summary) = pipeline.run_with(|out| out.map(|t| sink.send(t)).collect::<Result<Vec<_>, _>>())?;
-//! sent?;
-//! sink.finish()?;
+//!     .then(Stage::map("square", |t: Tracked<u64>| t.map(|n| n * n)).workers(4))?
+//!     .then(StreamSink::stage("send", output))? // acks upstream once added downstream
+//!     .run()?;
 //! handle.finish()?;
+//! // Both streams, as this process last read them.
+//! for edge in &summary.snapshot.edges {
+//!     println!("{} ({}): {:?} entries", edge.name, edge.role, edge.length);
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
@@ -56,7 +68,9 @@ mod error;
 mod handle;
 mod info;
 mod link;
+mod probe;
 mod sink;
+mod sink_stage;
 mod source;
 mod stats;
 mod tracked;
@@ -64,8 +78,8 @@ mod view;
 
 pub use codec::Codec;
 pub use config::{
-    EdgeConfig, DEFAULT_BATCH, DEFAULT_BLOCK, DEFAULT_CLAIM_IDLE, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_LEN,
-    DEFAULT_RECONNECT_DEADLINE,
+    EdgeConfig, DEFAULT_BATCH, DEFAULT_BLOCK, DEFAULT_CLAIM_IDLE, DEFAULT_LINGER, DEFAULT_MAX_DELIVERIES,
+    DEFAULT_MAX_LEN, DEFAULT_RECONNECT_DEADLINE, MAX_LINGER,
 };
 pub use error::RemoteError;
 pub use handle::SourceHandle;

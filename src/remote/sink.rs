@@ -31,9 +31,18 @@
 //! A [`Tracked`] item sent here is finished (its entries upstream acked)
 //! once the XADDs of its batch are confirmed. Until its batch is full, or
 //! [`StreamSink::flush`] or [`StreamSink::finish`] is called, it waits
-//! here: on a stream that goes quiet, flush now and then, or the entries
-//! upstream stay pending past `claim_idle` and another consumer claims
-//! them.
+//! here. As a pipeline stage ([`StreamSink::stage`]) the sink sends a
+//! partial batch by itself once its input has gone quiet for the edge's
+//! [`linger`](EdgeConfig::linger) (see `sink_stage.rs`); used by hand, on
+//! a stream that goes quiet, flush now and then, or the entries upstream
+//! stay pending past `claim_idle` and another consumer claims them.
+//!
+//! # In the snapshot
+//!
+//! On its first flush (a sink stage: as it starts), the sink registers its
+//! stream with the stage running on that thread: the pipeline's
+//! [`Snapshot::edges`](crate::Snapshot::edges) then show the stream's
+//! length and groups (see `probe.rs`).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -47,6 +56,7 @@ use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::info::trim_point;
 use super::link::{ensure_group, int, Link};
+use super::probe::InfoProbe;
 use super::stats::{Counters, EdgeStats};
 use super::tracked::{Token, Tracked};
 
@@ -78,6 +88,8 @@ pub struct StreamSink<T> {
     tokens: Vec<Token>,
     buf: Vec<u8>,
     known_len: u64,
+    /// The edge's probe, registered with the pipeline on the first flush.
+    probe: Option<Arc<InfoProbe>>,
     _t: PhantomData<fn(&T)>,
 }
 
@@ -118,6 +130,7 @@ impl<T: Serialize> StreamSink<T> {
             tokens: Vec::with_capacity(cfg.batch),
             buf: Vec::new(),
             known_len,
+            probe: Some(Arc::new(InfoProbe::sink(&cfg))),
             cfg,
             _t: PhantomData,
         })
@@ -176,6 +189,7 @@ impl<T: Serialize> StreamSink<T> {
         if self.queued == 0 {
             return Ok(());
         }
+        self.register();
         self.wait_for_room()?;
         // The length rides with the batch (after a failed flush, a second
         // XLEN does: the last reply is the length).
@@ -267,6 +281,26 @@ impl<T: Serialize> StreamSink<T> {
                 .query::<()>(c)
         })?;
         Ok(self.stats())
+    }
+}
+
+impl<T> StreamSink<T> {
+    /// Registers the edge with the stage running on this thread (once):
+    /// from then on the pipeline's snapshots show the stream.
+    pub(super) fn register(&mut self) {
+        if let Some(probe) = self.probe.take() {
+            crate::stats::watch_edge(probe);
+        }
+    }
+
+    /// Items queued for the next batch.
+    pub(super) fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// Entries this sink has added (XADD confirmed).
+    pub(super) fn added(&self) -> u64 {
+        self.counters.added.load(Ordering::Relaxed)
     }
 }
 

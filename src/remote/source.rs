@@ -37,7 +37,7 @@
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,6 +49,7 @@ use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::handle::SourceHandle;
 use super::link::{ensure_group, int, text, Link};
+use super::probe::InfoProbe;
 use super::sink::END_FIELD;
 use super::stats::Counters;
 use super::tracked::{AckShared, Entry, Tracked};
@@ -80,6 +81,11 @@ pub struct StreamSource<T> {
     shared: Option<Arc<AckShared>>,
     /// The acker's queue, read here too: acks ride with the next read.
     acks: crossbeam_channel::Receiver<AckMsg>,
+    /// Messages queued for the acker and not yet carried out (shared with
+    /// the entries, the acker and the edge's probe).
+    queued: Arc<AtomicU64>,
+    /// The edge's probe, registered with the pipeline on the first call.
+    probe: Option<Arc<InfoProbe>>,
     /// True until the input ends: the acker thread only polls meanwhile.
     reading: Arc<AtomicBool>,
     counters: Arc<Counters>,
@@ -123,12 +129,14 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let shared = Arc::new(AckShared {
             tx,
             in_flight: Default::default(),
+            queued: Default::default(),
         });
         let acker = {
             let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
+            let queued = shared.queued.clone();
             std::thread::Builder::new()
                 .name(format!("paipa-acker-{}", cfg.stream))
-                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued))
                 .map_err(|e| RemoteError::Acker {
                     stream: cfg.stream.clone(),
                     what: format!("could not start: {e}"),
@@ -147,9 +155,12 @@ impl<T: DeserializeOwned> StreamSource<T> {
         };
         // The handle holds no sender: the acker's queue closes when the
         // source and its entries are gone.
+        let probe = InfoProbe::source(&cfg, shared.in_flight.clone(), shared.queued.clone());
         let source = StreamSource {
             cfg,
             link,
+            queued: shared.queued.clone(),
+            probe: Some(Arc::new(probe)),
             shared: Some(shared),
             acks: rx,
             reading,
@@ -258,9 +269,13 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// without), with the acks waiting in the queue in the same round trip.
     fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
         let mut acks = Vec::new();
+        let mut taken = 0;
         while acks.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
-                Ok(msg) => acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?,
+                Ok(msg) => {
+                    taken += 1;
+                    acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?;
+                }
                 Err(_) => break,
             }
         }
@@ -283,6 +298,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             p.query(c)
         })?;
         self.counters.add(&self.counters.acked, acks.len() as u64);
+        self.queued.fetch_sub(taken, Ordering::SeqCst);
         let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {
             Value::Nil => return Ok(()),
@@ -456,7 +472,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
     fn send(&self, msg: AckMsg) {
         // A closed queue means the acker stopped on an error: the entry
         // stays pending.
-        let _ = self.ack_shared().tx.send(msg);
+        let _ = self.ack_shared().send(msg);
     }
 
     fn last_error(&mut self, stream_id: &str) -> Result<Option<String>, RemoteError> {
@@ -487,6 +503,11 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item);
+            }
+            if let Some(probe) = self.probe.take() {
+                // The first call, on a thread of the pipeline that pulls
+                // this source: its snapshots show the stream from now on.
+                crate::stats::watch_edge(probe);
             }
             if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
                 self.ended = true;

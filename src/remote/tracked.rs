@@ -37,12 +37,29 @@ const OK: u8 = 0;
 const ABANDONED: u8 = 1;
 const FAILED: u8 = 2;
 
-/// What the entries of one source share: the acker's queue, and how many
-/// delivered entries this process still holds.
+/// What the entries of one source share: the acker's queue, how many
+/// delivered entries this process still holds, and how many messages are
+/// on their way to the server (queued, or taken and not yet confirmed).
 #[derive(Debug)]
 pub(crate) struct AckShared {
     pub(crate) tx: Sender<AckMsg>,
     pub(crate) in_flight: Arc<AtomicU64>,
+    pub(crate) queued: Arc<AtomicU64>,
+}
+
+impl AckShared {
+    /// Queues `msg` for the acker, counted in `queued` until it is carried
+    /// out (see `acker.rs`); false if the acker is gone.
+    pub(crate) fn send(&self, msg: AckMsg) -> bool {
+        // Counted before it can be taken, so `queued` never goes below
+        // what waits.
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(msg).is_ok() {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        false
+    }
 }
 
 /// One stream entry delivered to this process, alive while any item made
@@ -82,7 +99,6 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
         let msg = match *self.state.get_mut() {
             OK => AckMsg::Ack(std::mem::take(&mut self.stream_id)),
             FAILED => AckMsg::Fail {
@@ -97,11 +113,17 @@ impl Drop for Entry {
                     .flatten()
                     .unwrap_or_else(|| "failed".into()),
             },
-            _ => return,
+            _ => {
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
         };
-        // A closed queue means the acker stopped on an error: the entry
-        // stays pending, which is the safe side.
-        let _ = self.shared.tx.send(msg);
+        // Queued before it stops being in flight: a reader that sees
+        // neither held nor queued entries knows every ack went out. A
+        // closed queue means the acker stopped on an error: the entry stays
+        // pending, which is the safe side.
+        let _ = self.shared.send(msg);
+        self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -386,6 +408,7 @@ mod tests {
             Arc::new(AckShared {
                 tx,
                 in_flight: Default::default(),
+                queued: Default::default(),
             }),
             rx,
         )

@@ -6,7 +6,7 @@ use std::io::Write;
 use serde_json::{json, Map, Value};
 
 use super::{hint, outcome_line, Reporter};
-use crate::stats::{Outcome, Snapshot};
+use crate::stats::{EdgeSnapshot, Outcome, Snapshot};
 
 /// The JSON form of a snapshot. Schema (version 1), times in seconds as
 /// floats, memory in bytes:
@@ -27,8 +27,15 @@ use crate::stats::{Outcome, Snapshot};
 ///                 "mem_growth_bytes": i64, "mem_peak_bytes": i64,
 ///                 "throughput_per_s": f64, "share": f64,
 ///                 "counters": { str: u64 },
-///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ] }
+///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ],
+///   "edges": [ { "kind": str, "name": str, "role": str, "length": u64 | null,
+///                "groups": [ { "name": str, "pending": u64, "lag": u64 | null, "consumers": u64 } ],
+///                "age_s": f64 | null, "stale": bool, "error": str | null } ] }
 /// ```
+///
+/// `edges` are the process's edges to others (feature `redis`: see
+/// [`Snapshot::edges`]); `length` and `age_s` are null before the first
+/// reading, `stale` is true (with the `error`) when the last one failed.
 ///
 /// Fields are only ever added, never renamed or removed, within a schema
 /// version. `bottleneck`, `hint` and each stage's `latency` (async stages'
@@ -111,6 +118,26 @@ pub(crate) fn snapshot_json_judged(snapshot: &Snapshot, judged: &Snapshot) -> Va
         "expected": snapshot.expected,
         "outcome": snapshot.outcome.as_ref().map(outcome_json),
         "stages": stages,
+        "edges": snapshot.edges.iter().map(edge_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One entry of the `edges` array of [`snapshot_json`].
+fn edge_json(edge: &EdgeSnapshot) -> Value {
+    json!({
+        "kind": edge.kind,
+        "name": edge.name,
+        "role": edge.role,
+        "length": edge.length,
+        "groups": edge.groups.iter().map(|g| json!({
+            "name": g.name,
+            "pending": g.pending,
+            "lag": g.lag,
+            "consumers": g.consumers,
+        })).collect::<Vec<_>>(),
+        "age_s": edge.age.map(|a| a.as_secs_f64()),
+        "stale": edge.is_stale(),
+        "error": edge.error,
     })
 }
 

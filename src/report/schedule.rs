@@ -9,6 +9,11 @@
 //! final report is always the last one and is made exactly once. `finish`
 //! waits for that thread at most `FINAL_REPORT_WAIT`: a blocking reporter
 //! cannot stretch the run.
+//!
+//! Before each periodic report, the schedule thread asks the run's edge
+//! probes for fresh readings (waiting at most `edge::REPORT_WAIT`), so that
+//! a remote edge is read at most once per report interval and never on the
+//! pipeline's threads. The run refreshes them itself before `finish`.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -18,10 +23,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 
 use super::Reporter;
+use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::Snapshot;
 
 type Reporters = Arc<Mutex<Vec<Box<dyn Reporter>>>>;
 type SnapshotFn = Arc<dyn Fn(bool) -> Snapshot + Send + Sync>;
+/// The edge probes registered with the run so far.
+pub(crate) type EdgesFn = Arc<dyn Fn() -> Vec<Arc<dyn EdgeProbe>> + Send + Sync>;
 
 /// Periodic and final reporting for one pipeline run.
 pub(crate) struct Schedule {
@@ -73,12 +81,14 @@ fn deliver(reporters: &Reporters, snap: &Snapshot) {
 
 impl Schedule {
     /// Starts reporting every `interval` (never, if it is zero or there are
-    /// no reporters), and watching for stalls every `watchdog / 2` if set.
+    /// no reporters), and watching for stalls every `watchdog / 2` if set;
+    /// `edges` are refreshed before each periodic report.
     pub(crate) fn start(
         reporters: Vec<Box<dyn Reporter>>,
         interval: Duration,
         watchdog: Option<Duration>,
         snapshot: SnapshotFn,
+        edges: EdgesFn,
     ) -> Self {
         let reporters: Reporters = Arc::new(Mutex::new(reporters));
         let periodic = !interval.is_zero() && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
@@ -107,11 +117,15 @@ impl Schedule {
                                 Err(RecvTimeoutError::Timeout) => {}
                                 _ => return,
                             }
+                            let due = periodic && Instant::now() >= next_report;
+                            if due {
+                                edge::refresh(&edges(), edge::REPORT_WAIT, false);
+                            }
                             let snap = snapshot(false);
                             if watchdog.is_some() {
                                 watch(&reporters, &snap);
                             }
-                            if periodic && Instant::now() >= next_report {
+                            if due {
                                 next_report += interval;
                                 deliver(&reporters, &snap);
                             }

@@ -1,11 +1,13 @@
 //! The aligned text table shared by the log reporter and the examples.
 
-use crate::stats::{Snapshot, StageSnapshot};
+use crate::stats::{EdgeSnapshot, Snapshot, StageSnapshot};
 
 type Row = (String, Vec<(String, String)>);
 
 /// Formats a snapshot as the reference's table: a separator line, then one
-/// line per stage with every column padded so that the table lines up.
+/// line per stage with every column padded so that the table lines up,
+/// then one line per group of each edge to another process (feature
+/// `redis`, see [`edge_lines`]).
 ///
 /// ```
 /// use paipa::{iter::Pipeline, Debugger};
@@ -52,7 +54,59 @@ pub fn format_table(snapshot: &Snapshot) -> Vec<String> {
         }
         lines.push(line.trim_end().to_string());
     }
+    lines.extend(snapshot.edges.iter().flat_map(edge_lines));
     lines
+}
+
+/// The lines of one edge in the table: one per consumer group of its
+/// stream, as last read, such as
+/// `stream orders: length 1200, pending 35, lag 40 (group load), consumers 2`
+/// (`lag ?` when the server cannot tell); `stream orders: length 0, no
+/// group` for a stream without one. A reading that failed is marked
+/// `(stale: read 3.0 s ago; <error>)` after the older values, or shows as
+/// `stream orders: unknown (<error>)` when there are none.
+///
+/// ```
+/// use std::time::Duration;
+/// use paipa::{EdgeGroup, EdgeSnapshot};
+///
+/// let edge = EdgeSnapshot {
+///     kind: "stream".into(),
+///     name: "orders".into(),
+///     role: "source".into(),
+///     length: Some(1200),
+///     groups: vec![EdgeGroup { name: "load".into(), pending: 35, lag: Some(40), consumers: 2 }],
+///     age: Some(Duration::from_millis(3)),
+///     error: None,
+/// };
+/// assert_eq!(
+///     paipa::report::edge_lines(&edge),
+///     ["stream orders: length 1200, pending 35, lag 40 (group load), consumers 2"]
+/// );
+/// ```
+pub fn edge_lines(edge: &EdgeSnapshot) -> Vec<String> {
+    let head = format!("{} {}:", edge.kind, edge.name);
+    let Some(length) = edge.length else {
+        let why = edge.error.as_deref().unwrap_or("not read yet");
+        return vec![format!("{head} unknown ({why})")];
+    };
+    let stale = match (&edge.error, edge.age) {
+        (Some(error), Some(age)) => format!(" (stale: read {:.1} s ago; {error})", age.as_secs_f64()),
+        _ => String::new(),
+    };
+    if edge.groups.is_empty() {
+        return vec![format!("{head} length {length}, no group{stale}")];
+    }
+    edge.groups
+        .iter()
+        .map(|g| {
+            let lag = g.lag.map_or_else(|| "?".to_string(), |l| l.to_string());
+            format!(
+                "{head} length {length}, pending {}, lag {lag} (group {}), consumers {}{stale}",
+                g.pending, g.name, g.consumers
+            )
+        })
+        .collect()
 }
 
 /// One row: the name, then label/value pairs.
@@ -104,4 +158,61 @@ fn row(s: &StageSnapshot, show_workers: bool) -> Vec<(String, String)> {
         pair("discarded:", s.discarded.to_string());
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::edge_lines;
+    use crate::stats::{EdgeGroup, EdgeSnapshot};
+
+    fn edge(length: Option<u64>, groups: Vec<EdgeGroup>, error: Option<&str>) -> EdgeSnapshot {
+        EdgeSnapshot {
+            kind: "stream".into(),
+            name: "orders".into(),
+            role: "sink".into(),
+            length,
+            groups,
+            age: length.map(|_| Duration::from_millis(2500)),
+            error: error.map(Into::into),
+        }
+    }
+
+    fn group(name: &str, lag: Option<u64>) -> EdgeGroup {
+        EdgeGroup {
+            name: name.into(),
+            pending: 1,
+            lag,
+            consumers: 3,
+        }
+    }
+
+    #[test]
+    fn an_edge_has_a_line_per_group_and_says_when_it_is_stale_or_unknown() {
+        let groups = vec![group("load", Some(7)), group("audit", None)];
+        assert_eq!(
+            edge_lines(&edge(Some(9), groups.clone(), None)),
+            [
+                "stream orders: length 9, pending 1, lag 7 (group load), consumers 3",
+                "stream orders: length 9, pending 1, lag ? (group audit), consumers 3",
+            ]
+        );
+        assert_eq!(
+            edge_lines(&edge(Some(9), groups[..1].to_vec(), Some("timed out"))),
+            ["stream orders: length 9, pending 1, lag 7 (group load), consumers 3 (stale: read 2.5 s ago; timed out)"]
+        );
+        assert_eq!(
+            edge_lines(&edge(Some(0), vec![], None)),
+            ["stream orders: length 0, no group"]
+        );
+        assert_eq!(
+            edge_lines(&edge(None, vec![], Some("refused"))),
+            ["stream orders: unknown (refused)"]
+        );
+        assert_eq!(
+            edge_lines(&edge(None, vec![], None)),
+            ["stream orders: unknown (not read yet)"]
+        );
+    }
 }

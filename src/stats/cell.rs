@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use std::time::Duration;
 
+use super::edge::{EdgeProbe, Edges};
 use super::latency::LatencyCells;
 use super::{ticks_to_duration, CounterTarget, StageSnapshot, WorkerSnapshot};
 
@@ -56,6 +57,8 @@ pub(crate) struct StageCell {
     pub(crate) in_flight_limit: AtomicU64,
     /// Per-item latency (async stages), made on first use.
     latency: OnceLock<LatencyCells>,
+    /// Edges registered by code running in this stage (feature `redis`).
+    pub(crate) edges: Edges,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).
@@ -217,5 +220,9 @@ impl CounterTarget for StageCell {
             Some((_, v)) => *v += n,
             None => guard.push((name, n)),
         }
+    }
+
+    fn add_edge(&self, probe: std::sync::Arc<dyn EdgeProbe>) {
+        self.edges.add(probe);
     }
 }

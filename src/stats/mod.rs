@@ -4,11 +4,17 @@
 //! Steps may count things of their own (database queries, bytes sent) with
 //! [`count`]; the count is attributed to the stage running on the calling
 //! thread at that moment and shows up in [`StageSnapshot::counters`].
+//!
+//! Edges to other processes (feature `redis`: the streams a
+//! `StreamSource` reads and a `StreamSink` adds to) show up in
+//! [`Snapshot::edges`], registered the same way by the source or sink on
+//! the thread that uses it.
 
 #[cfg(feature = "alloc")]
 pub(crate) mod alloc;
 mod cell;
 mod clock;
+pub(crate) mod edge;
 pub(crate) mod heard;
 mod latency;
 pub(crate) mod recorder;
@@ -19,17 +25,23 @@ pub use alloc::CountingAlloc;
 pub(crate) use cell::{AllocScope, StageCell};
 pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
+pub use edge::{EdgeGroup, EdgeSnapshot};
 pub use latency::Latency;
 pub(crate) use snapshot::CPU_BOUND;
 pub use snapshot::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
 
 use std::cell::Cell;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// Something that can take a user counter increment: the stage (or the
 /// recorder that knows which stage) running on this thread.
 pub(crate) trait CounterTarget {
     fn add_counter(&self, name: &'static str, n: u64);
+
+    /// Registers an edge probe with the stage running now.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn add_edge(&self, probe: Arc<dyn edge::EdgeProbe>);
 }
 
 #[cfg(not(loom))]
@@ -73,6 +85,21 @@ pub fn count(name: &'static str, n: u64) {
             unsafe { ptr.as_ref() }.add_counter(name, n);
         }
     });
+}
+
+/// Registers `probe` with the stage running on this thread (the way
+/// [`count`] finds it), so that its edge shows in the pipeline's
+/// snapshots; false outside a measured pipeline (nothing is registered).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn watch_edge(probe: Arc<dyn edge::EdgeProbe>) -> bool {
+    TARGET.with(|t| match t.get() {
+        Some(ptr) => {
+            // SAFETY: as in `count`.
+            unsafe { ptr.as_ref() }.add_edge(probe);
+            true
+        }
+        None => false,
+    })
 }
 
 /// Installs a counter target on this thread for as long as it lives, and

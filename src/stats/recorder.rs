@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
+use super::edge::EdgeProbe;
 use super::{
     clock, duration_to_ticks, resident_bytes, thread_cpu_time, ticks_to_duration, CounterTarget, Outcome, Snapshot,
     StageCell, StageSnapshot, CPU_SAMPLE_EVERY,
@@ -318,7 +319,13 @@ impl Recorder {
             stalls,
             expected: None,
             outcome: lock(&self.outcome).clone(),
+            edges: cells.iter().flat_map(|c| c.edges.read()).collect(),
         }
+    }
+
+    /// The edge probes registered with any stage.
+    pub(crate) fn edge_probes(&self) -> Vec<Arc<dyn EdgeProbe>> {
+        lock(&self.cells).iter().flat_map(|c| c.edges.probes()).collect()
     }
 }
 
@@ -328,6 +335,15 @@ impl CounterTarget for Recorder {
         let cell = lock(&self.cells).get(current).cloned();
         if let Some(cell) = cell {
             cell.add_counter(name, n);
+        }
+    }
+
+    /// To the stage running now, or the source before the first pull.
+    fn add_edge(&self, probe: Arc<dyn EdgeProbe>) {
+        let current = self.current.load(Relaxed);
+        let cells = lock(&self.cells);
+        if let Some(cell) = cells.get(current).or(cells.first()) {
+            cell.edges.add(probe);
         }
     }
 }

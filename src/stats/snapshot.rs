@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::Latency;
+use super::{EdgeSnapshot, Latency};
 
 /// A point-in-time copy of every stage of one pipeline.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -28,6 +28,12 @@ pub struct Snapshot {
     /// run's [`Summary`](crate::threaded::Summary)), and on an iterator
     /// pipeline's stats read after its end; `None` while it runs.
     pub outcome: Option<Outcome>,
+    /// This process's edges to others (feature `redis`: each stream a
+    /// `StreamSource` of the pipeline reads or a `StreamSink` adds to),
+    /// as last read from the server: refreshed before each periodic
+    /// report and at the end of the run, never on the pipeline's threads.
+    /// Empty for a pipeline with none.
+    pub edges: Vec<EdgeSnapshot>,
 }
 
 /// How a run ended, as its final report knows it.

@@ -15,6 +15,7 @@ use super::outbox::{weight, Weigher};
 use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
+use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::heard::{self, Heard};
 use crate::stats::{clock, ticks_to_duration, Outcome, Snapshot, StageCell, Stall};
 use crate::{Debugger, Stats};
@@ -101,7 +102,13 @@ fn snapshot(
         outcome: outcome
             .filter(|_| is_final)
             .and_then(|o| o.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+        edges: cells.iter().flat_map(|(cell, _)| cell.edges.read()).collect(),
     }
+}
+
+/// The edge probes registered with any stage of the run.
+fn edge_probes(cells: &Cells) -> Vec<Arc<dyn EdgeProbe>> {
+    cells.iter().flat_map(|(cell, _)| cell.edges.probes()).collect()
 }
 
 /// Measures the consumer (the `run_with` closure, the `outputs()` iterator,
@@ -271,10 +278,14 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             let (name, cells, outcome) = (self.name.clone(), cells.clone(), outcome.clone());
             Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, Some(&outcome), is_final))
         };
+        let edges = {
+            let cells = cells.clone();
+            Arc::new(move || edge_probes(&cells))
+        };
         let mut schedule = self
             .debugger
             .take()
-            .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone()));
+            .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone(), edges));
         let rx = self.rx_out.take().expect("outputs are taken once");
         let shared = self.shared.clone();
         #[cfg(all(feature = "signals", not(loom)))]
@@ -328,6 +339,9 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
                 Outcome::Finished
             }),
         });
+        // The edges' last readings, for the final report and the summary
+        // (a stream source's last acks go out first).
+        edge::refresh(&edge_probes(&cells), edge::FINAL_WAIT, true);
         if let Some(s) = schedule.as_mut() {
             s.finish();
         }

@@ -434,6 +434,9 @@ pub(crate) fn source_job<T>(
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
     // SAFETY: `cell` outlives the scope (declared before it).
     let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
+    // The lazy source's own counters and edges (a stream source's) go to
+    // the source's row. SAFETY: as above.
+    let _counters = unsafe { crate::stats::TargetGuard::install(&*cell) };
     // Dropped inside the scope, charged to the source.
     let (source, tx, input) = (source, tx, input);
     let mut blocked = 0u64;

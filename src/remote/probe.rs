@@ -1,0 +1,337 @@
+//! An edge in the pipeline's own snapshots: the stream's length and, per
+//! group, pending entries, lag and consumers (XLEN and XINFO GROUPS), read
+//! for [`Snapshot::edges`](crate::Snapshot::edges).
+//!
+//! A source registers its probe on its first `next()`, a sink on its first
+//! flush (a sink stage as it starts), with the stage running on that thread
+//! (`stats::watch_edge`). The probe reads nothing by itself: the run asks
+//! it for a reading before each periodic report and once at the end
+//! (`stats/edge.rs`), and a thread of the probe's own, on a connection of
+//! its own, makes it; the asker waits a bounded time. So the server is read
+//! at most once per report, never on the pipeline's threads, and a server
+//! that does not answer leaves the previous reading in place with the
+//! error ([`EdgeSnapshot::error`]): the run goes on.
+//!
+//! At the end of a run, a source's probe first waits (at most
+//! [`SETTLE_WAIT`]) until the entries the process held are finished and
+//! their acks confirmed, so that the final snapshot shows the group after
+//! this process's last acks.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+
+use super::config::EdgeConfig;
+use super::error::RemoteError;
+use super::info::read_info;
+use super::link::Link;
+use super::stats::StreamInfo;
+use crate::stats::edge::EdgeProbe;
+use crate::stats::{EdgeGroup, EdgeSnapshot};
+
+/// How long a final reading waits for a source's last acks.
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(1);
+
+/// How long one reading waits for the server's reply.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What a source's probe looks at before a final reading.
+struct Settle {
+    /// Entries delivered to this process and not yet finished.
+    in_flight: Arc<AtomicU64>,
+    /// Acker messages not yet carried out.
+    queued: Arc<AtomicU64>,
+}
+
+impl Settle {
+    fn settled(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.queued.load(Ordering::SeqCst) == 0
+    }
+
+    /// Waits until settled, for at most `limit`.
+    fn wait(&self, limit: Duration) {
+        let until = Instant::now() + limit;
+        while !self.settled() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Readings asked for so far.
+    asked: u64,
+    /// The last ticket a finished reading answers.
+    done: u64,
+    /// A final reading was asked for.
+    is_final: bool,
+    /// The last reading that worked, and when it was made.
+    reading: Option<(StreamInfo, Instant)>,
+    /// The error of the last attempt, if it failed.
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One end of an edge, read for the snapshots.
+pub(crate) struct InfoProbe {
+    role: &'static str,
+    cfg: EdgeConfig,
+    settle: Option<Arc<Settle>>,
+    shared: Arc<Shared>,
+    /// Wakes the reading thread, started on the first request.
+    wake: Mutex<Option<Sender<()>>>,
+}
+
+impl InfoProbe {
+    /// The probe of a sink.
+    pub(crate) fn sink(cfg: &EdgeConfig) -> Self {
+        InfoProbe::new("sink", cfg, None)
+    }
+
+    /// The probe of a source whose entries are counted in `in_flight` and
+    /// whose acks are counted in `queued` until confirmed.
+    pub(crate) fn source(cfg: &EdgeConfig, in_flight: Arc<AtomicU64>, queued: Arc<AtomicU64>) -> Self {
+        InfoProbe::new("source", cfg, Some(Arc::new(Settle { in_flight, queued })))
+    }
+
+    fn new(role: &'static str, cfg: &EdgeConfig, settle: Option<Arc<Settle>>) -> Self {
+        InfoProbe {
+            role,
+            cfg: cfg.clone(),
+            settle,
+            shared: Arc::default(),
+            wake: Mutex::new(None),
+        }
+    }
+
+    /// Starts the reading thread.
+    fn start(&self) -> std::io::Result<Sender<()>> {
+        // One wake-up waiting is enough: a reading takes every request
+        // made before it starts.
+        let (tx, rx) = bounded(1);
+        let (cfg, shared, settle) = (self.cfg.clone(), self.shared.clone(), self.settle.clone());
+        std::thread::Builder::new()
+            .name(format!("paipa-edge-{}", self.cfg.stream))
+            .spawn(move || reader(cfg, shared, settle, rx))?;
+        Ok(tx)
+    }
+}
+
+/// The reading thread: one reading per wake-up, until the probe is gone.
+fn reader(cfg: EdgeConfig, shared: Arc<Shared>, settle: Option<Arc<Settle>>, wake: Receiver<()>) {
+    let mut link: Option<Link> = None;
+    while wake.recv().is_ok() {
+        let (ticket, is_final) = {
+            let mut state = shared.lock();
+            (state.asked, std::mem::take(&mut state.is_final))
+        };
+        if let (true, Some(settle)) = (is_final, &settle) {
+            settle.wait(SETTLE_WAIT);
+        }
+        let result = read(&mut link, &cfg);
+        let mut state = shared.lock();
+        match result {
+            Ok(info) => {
+                state.reading = Some((info, Instant::now()));
+                state.error = None;
+            }
+            Err(e) => {
+                tracing::debug!(stream = %cfg.stream, error = %e, "could not read the stream for the snapshot");
+                state.error = Some(e.to_string());
+            }
+        }
+        state.done = state.done.max(ticket);
+        shared.changed.notify_all();
+    }
+}
+
+/// One reading, on a connection that is made again after a failure. No
+/// retries: a reading that fails is reported as such, and the next report
+/// asks again.
+fn read(link: &mut Option<Link>, cfg: &EdgeConfig) -> Result<StreamInfo, RemoteError> {
+    let conn = match link {
+        Some(conn) => conn,
+        None => link.insert(Link::open(&cfg.url, Duration::ZERO, READ_TIMEOUT, Default::default())?),
+    };
+    let result = read_info(conn, &cfg.stream);
+    if result.is_err() {
+        *link = None;
+    }
+    result
+}
+
+impl EdgeProbe for InfoProbe {
+    fn key(&self) -> String {
+        format!("stream {} {} {}", self.cfg.url, self.cfg.stream, self.role)
+    }
+
+    fn read(&self) -> EdgeSnapshot {
+        let state = self.shared.lock();
+        let reading = state.reading.as_ref();
+        EdgeSnapshot {
+            kind: "stream".into(),
+            name: self.cfg.stream.clone(),
+            role: self.role.into(),
+            length: reading.map(|(info, _)| info.length),
+            groups: reading.map_or_else(Vec::new, |(info, _)| {
+                info.groups
+                    .iter()
+                    .map(|g| EdgeGroup {
+                        name: g.name.clone(),
+                        pending: g.pending,
+                        lag: g.lag,
+                        consumers: g.consumers,
+                    })
+                    .collect()
+            }),
+            age: reading.map(|(_, at)| at.elapsed()),
+            error: state.error.clone(),
+        }
+    }
+
+    fn request(&self, is_final: bool) -> u64 {
+        let ticket = {
+            let mut state = self.shared.lock();
+            state.asked += 1;
+            state.is_final |= is_final;
+            state.asked
+        };
+        let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..2 {
+            let tx = match wake.as_ref() {
+                Some(tx) => tx,
+                None => match self.start() {
+                    Ok(tx) => wake.insert(tx),
+                    Err(e) => {
+                        let mut state = self.shared.lock();
+                        state.error = Some(format!("cannot start the thread that reads the stream: {e}"));
+                        state.done = ticket;
+                        return ticket;
+                    }
+                },
+            };
+            match tx.try_send(()) {
+                // Full: a wake-up waits already, and its reading will
+                // answer this request too.
+                Ok(()) | Err(TrySendError::Full(())) => return ticket,
+                // The thread is gone (it panicked): start another.
+                Err(TrySendError::Disconnected(())) => *wake = None,
+            }
+        }
+        ticket
+    }
+
+    fn wait(&self, ticket: u64, deadline: Instant) {
+        let mut state = self.shared.lock();
+        while state.done < ticket {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// The integration tests' Redis server (its own, killed when dropped).
+#[cfg(test)]
+#[allow(unreachable_pub)]
+#[path = "../../tests/common/redis_server.rs"]
+mod test_server;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOUND: Duration = Duration::from_secs(30);
+
+    /// Asks for a reading and waits for it (bounded: a hang fails the
+    /// assertions after it instead of the test hanging).
+    fn refreshed(probe: &InfoProbe) -> EdgeSnapshot {
+        let ticket = probe.request(false);
+        probe.wait(ticket, Instant::now() + BOUND);
+        probe.read()
+    }
+
+    #[test]
+    fn a_server_that_does_not_answer_shows_as_unknown_with_its_error() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let probe = InfoProbe::sink(&EdgeConfig::new(format!("redis://127.0.0.1:{port}/"), "s", "g"));
+        let never = probe.read();
+        assert_eq!((never.length, never.age, never.error), (None, None, None));
+        let edge = refreshed(&probe);
+        assert_eq!((edge.length, edge.age), (None, None));
+        let error = edge.error.clone().expect("the reading failed");
+        assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+        assert_eq!(
+            crate::report::edge_lines(&edge),
+            [format!("stream s: unknown ({error})")]
+        );
+    }
+
+    #[test]
+    fn a_reading_that_fails_leaves_the_last_one_in_place_marked_stale() {
+        let Some(server) = test_server::own_server() else {
+            return;
+        };
+        let mut c = server.conn();
+        for n in 0..2 {
+            let _: String = redis::cmd("XADD")
+                .arg("s")
+                .arg("*")
+                .arg("data")
+                .arg(n)
+                .query(&mut c)
+                .unwrap();
+        }
+        let _: () = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg("s")
+            .arg("g")
+            .arg("0")
+            .query(&mut c)
+            .unwrap();
+        let probe = InfoProbe::sink(&EdgeConfig::new(server.url.as_str(), "s", "g"));
+        let fresh = refreshed(&probe);
+        assert_eq!((fresh.length, fresh.error.as_deref()), (Some(2), None));
+        let group = EdgeGroup {
+            name: "g".into(),
+            pending: 0,
+            lag: Some(2),
+            consumers: 0,
+        };
+        assert_eq!(fresh.groups, std::slice::from_ref(&group));
+        drop(server); // killed
+        let stale = refreshed(&probe);
+        assert!(stale.is_stale());
+        assert_eq!((stale.length, stale.groups), (Some(2), vec![group]));
+        assert!(stale.age.is_some());
+        let line = &crate::report::edge_lines(&probe.read())[0];
+        assert!(
+            line.starts_with("stream s: length 2, pending 0, lag 2 (group g), consumers 0 (stale: read "),
+            "{line}"
+        );
+    }
+}
