@@ -32,10 +32,10 @@ use crate::stats::edge::EdgeProbe;
 use crate::stats::{EdgeGroup, EdgeSnapshot};
 
 /// How long a final reading waits for a source's last acks.
-pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(1);
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long one reading waits for the server's reply.
-const READ_TIMEOUT: Duration = Duration::from_secs(2);
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a source's probe looks at before a final reading.
 struct Settle {

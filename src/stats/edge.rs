@@ -71,7 +71,7 @@ pub(crate) const REPORT_WAIT: Duration = Duration::from_millis(250);
 
 /// How long the end of a run waits for the edges' last readings (a stream
 /// source's own acks going out first, see `remote/probe.rs`).
-pub(crate) const FINAL_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const FINAL_WAIT: Duration = Duration::from_secs(10);
 
 /// Something that reads one edge for the snapshots, off the pipeline's
 /// threads. Implemented by `remote` (feature `redis`).
