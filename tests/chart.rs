@@ -26,7 +26,16 @@ fn chart_parses_and_names_every_stage() {
         .run()
         .unwrap();
     assert_eq!(summary.items, 2_000);
-    let svg = std::fs::read_to_string(&path).unwrap();
+    // The chart is written by the final report, on a thread of its own
+    // (the run waits for it at most 2 s): wait for the file, a minute at most.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let svg = loop {
+        match std::fs::read_to_string(&path) {
+            Ok(svg) if roxmltree::Document::parse(&svg).is_ok() => break svg,
+            _ if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            other => panic!("no chart at {}: {other:?}", path.display()),
+        }
+    };
     std::fs::remove_file(&path).ok();
     let doc = roxmltree::Document::parse(&svg).expect("the chart is well-formed XML");
     assert_eq!(doc.root_element().tag_name().name(), "svg");

@@ -186,6 +186,15 @@ fn connections_past_the_limit_are_refused_cleanly_and_idle_ones_time_out() {
 #[path = "../products/src/send.rs"]
 mod send;
 
+/// The server's count of requests answered 503 because the pipeline was
+/// full (`/stats`).
+fn refused_full(addr: std::net::SocketAddr) -> u64 {
+    let (status, _, reply) = http(addr, "GET", "/stats", "text/plain", b"").unwrap();
+    assert_eq!(status, 200, "{reply}");
+    let stats: serde_json::Value = serde_json::from_str(&reply).unwrap();
+    stats["server"]["refused_full"].as_u64().expect("server.refused_full")
+}
+
 #[test]
 fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
     within(Duration::from_secs(60), || {
@@ -217,10 +226,13 @@ fn a_stalled_pipeline_refuses_whole_requests_so_resending_never_duplicates() {
             reply,
             r#"{"accepted":0,"error":"17 entries are more than the pipeline's capacity: send fewer per request"}"#
         );
-        // The stage stalls 2 s, 20 times `full_wait`: the client (the
-        // products example's own sender) meets 503s and resends whole.
+        // The stage stalls until the server has answered a request 503
+        // (the pipeline full for `full_wait`): the client (the products
+        // example's own sender) meets it and resends whole.
         let opener = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs(2));
+            while refused_full(addr) == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
             release.store(true, Ordering::SeqCst);
         });
         let url: hyper::Uri = format!("http://{addr}/ingest").parse().unwrap();

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{keep_last, within};
+use common::{keep_last, within, Kept};
 use paipa::threaded::{Pipeline, Stage};
 use paipa::{RunError, Snapshot};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// The final report, with every stage's books balanced.
-fn final_books(last: &Mutex<Option<Snapshot>>) -> Snapshot {
+fn final_books(last: &Kept) -> Snapshot {
     let snap = last.lock().unwrap().take().expect("a report");
     assert!(snap.is_final, "the last report is not the final one");
     for s in &snap.stages[1..] {

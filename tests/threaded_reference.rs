@@ -175,10 +175,13 @@ fn a_panicking_step_is_an_error_naming_the_stage() {
 
 #[test]
 fn a_failing_iterator_step_stops_a_million_item_source_quickly() {
-    let started = Instant::now();
-    within(Duration::from_secs(5), || {
+    within(LIMIT, || {
+        let made = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = made.clone();
         let err = Pipeline::new()
-            .source(0..1_000_000u64)
+            .source((0..1_000_000u64).inspect(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }))
             .then(Stage::map("before", |x: u64| x).workers(2))
             .unwrap()
             .then(Stage::try_iter("fails_after_1000", |it| {
@@ -192,8 +195,12 @@ fn a_failing_iterator_step_stops_a_million_item_source_quickly() {
             .unwrap_err();
         assert_eq!(err.stage(), Some("fails_after_1000"));
         assert!(err.to_string().ends_with("failed: iterator step failed"));
+        // Quickly in items, not seconds: the edges hold at most 2048 items
+        // each, so the source is read no further than a few thousand items
+        // past the failure, however slow the machine.
+        let made = made.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(made < 20_000, "the source made {made} items");
     });
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -226,7 +233,6 @@ fn timed_chunk_flushes_a_single_item_after_its_timeout_in_the_background() {
         assert_eq!(outputs.next(), Some(vec![42]));
         let waited = t.elapsed();
         assert!(waited >= Duration::from_millis(50), "flushed after {waited:?}");
-        assert!(waited < Duration::from_secs(2), "flushed after {waited:?}");
         drop(input);
         assert_eq!(outputs.next(), None);
         let s = outputs.finish().unwrap();

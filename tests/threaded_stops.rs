@@ -139,7 +139,9 @@ fn abort_is_not_held_up_by_a_put_waiting_for_space() {
         std::thread::sleep(Duration::from_millis(50));
         let t = Instant::now();
         let s = running.abort().unwrap();
-        assert!(t.elapsed() < Duration::from_secs(2), "abort took {:?}", t.elapsed());
+        // Far below the 200 s the queued items would take: the abort does
+        // not wait for them, only for the one item in hand.
+        assert!(t.elapsed() < Duration::from_secs(30), "abort took {:?}", t.elapsed());
         assert!(s.stopped_early);
         feeder.join().unwrap();
     });
@@ -181,7 +183,7 @@ fn an_ordered_stage_whose_consumer_leaves_while_batches_wait_ends() {
         let s = summary.snapshot.stage("ordered").unwrap();
         assert_eq!(s.count_in, s.count + s.discarded, "{s:?}");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
+            started.elapsed() < Duration::from_secs(30),
             "took {:?}",
             started.elapsed()
         );

@@ -3,15 +3,14 @@
 //! verdict and the summary name it, the source and the consumer included,
 //! and a failed run says so before any advice.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use paipa::report::format_summary;
 use paipa::threaded::{Pipeline, Stage};
-use paipa::{Debugger, Limit, Outcome, Snapshot, StageSnapshot, WorkerSnapshot};
+use paipa::{Limit, Outcome, Snapshot, StageSnapshot, WorkerSnapshot};
 
 mod common;
-use common::within;
+use common::{keep_final, within};
 
 const LIMIT: Duration = Duration::from_secs(60);
 const SLOW: Duration = Duration::from_millis(2);
@@ -19,18 +18,6 @@ const SLOW: Duration = Duration::from_millis(2);
 fn nap<T>(x: T) -> T {
     std::thread::sleep(SLOW);
     x
-}
-
-/// A debugger that keeps the final report.
-fn keep_final() -> (Debugger, Arc<Mutex<Option<Snapshot>>>) {
-    let last: Arc<Mutex<Option<Snapshot>>> = Arc::default();
-    let keep = last.clone();
-    let debugger = Debugger::silent().reporter(move |s: &Snapshot| {
-        if s.is_final {
-            *keep.lock().unwrap() = Some(s.clone());
-        }
-    });
-    (debugger, last)
 }
 
 /// Three one-worker stages, `slow` sleeping per item, the others no-ops.
@@ -190,13 +177,15 @@ fn crunch(x: u64) -> u64 {
 fn a_cpu_bound_stage_is_named_and_judged_against_the_cores() {
     within(LIMIT, || {
         const ITEMS: u64 = 150;
-        // "crunch" burns CPU, "wait" sleeps half as long per item.
+        // "crunch" burns 2 ms of CPU per item, "wait" sleeps a tenth of
+        // that: however late a loaded machine wakes it, "wait" stays far
+        // from the 85% of crunch's load that would make the two balanced.
         let summary = Pipeline::new()
             .source(0..ITEMS)
             .then(Stage::map("crunch", crunch))
             .unwrap()
             .then(Stage::map("wait", |x: u64| {
-                std::thread::sleep(CRUNCH / 2);
+                std::thread::sleep(CRUNCH / 10);
                 x
             }))
             .unwrap()

@@ -231,6 +231,19 @@ fn add_one(it: impl Iterator<Item = u32>) -> impl Iterator<Item = u32> {
     it.map(|x| x + 1)
 }
 
+/// The page's snapshot once it is the final one: the final report is made
+/// on a thread of its own, which the run waits for at most 2 s.
+fn final_json(web: &WebReporter) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let snap = get_json(&format!("{}snapshot", web.url()));
+        if snap["final"] == true || std::time::Instant::now() > deadline {
+            return snap;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn both_pipeline_kinds_serve_their_final_outcome_after_the_run() {
     use paipa::threaded::{Pipeline, Stage};
@@ -242,7 +255,7 @@ fn both_pipeline_kinds_serve_their_final_outcome_after_the_run() {
         .debug(Debugger::silent().name("iter").reporter(web.clone()))
         .step(add_one);
     assert_eq!(paipa::iter::consume(pipeline), 500);
-    let snap = get_json(&format!("{}snapshot", web.url()));
+    let snap = final_json(&web);
     assert_eq!(snap["final"], true);
     assert_eq!(snap["outcome"]["kind"], "finished");
     assert_eq!(snap["stages"][0]["count"], 500);
@@ -262,7 +275,7 @@ fn both_pipeline_kinds_serve_their_final_outcome_after_the_run() {
         .unwrap()
         .run();
     assert!(result.is_err());
-    let snap = get_json(&format!("{}snapshot", web.url()));
+    let snap = final_json(&web);
     assert_eq!(names(&snap)[..2], ["source", "check"]);
     assert_eq!(snap["outcome"]["kind"], "failed");
     assert_eq!(snap["outcome"]["stage"], "check");

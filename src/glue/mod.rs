@@ -18,9 +18,10 @@
 //!   flight: `max_ingests`; always with `Retry-After`).
 //! - `GET /health`: `200 ok` while the pipeline is alive, `503` otherwise.
 //! - `GET /stats`: the current snapshot as JSON (`report::snapshot_json`),
-//!   plus `"server": {"acknowledged", "refused_connections", "skipped",
-//!   "errors"}`: entries answered `200`, connections refused, entries any
-//!   stage skipped, and the latest skipped entries' errors (`[{"stage",
+//!   plus `"server": {"acknowledged", "refused_connections",
+//!   "refused_full", "skipped", "errors"}`: entries answered `200`,
+//!   connections refused, requests answered `503` because the pipeline
+//!   stayed full for `full_wait`, entries any stage skipped, and the latest skipped entries' errors (`[{"stage",
 //!   "worker", "error", "unix_time_s"}]`, oldest first, at most
 //!   `recent_errors`; both for a [`serve_pipeline`] pipeline only: [`serve`]
 //!   gets one already running and cannot watch its stages).

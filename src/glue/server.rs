@@ -218,6 +218,9 @@ struct Shared<T> {
     acknowledged: Arc<AtomicU64>,
     /// Connections refused because `max_connections` were open.
     refused_connections: Arc<AtomicU64>,
+    /// Requests answered 503 because the pipeline stayed full for
+    /// `full_wait` (nothing of them taken).
+    refused_full: AtomicU64,
     /// Entries the pipeline's stages skipped.
     skips: Arc<SkipLog>,
     /// The shutdown level: dashboard event streams end when it starts.
@@ -377,6 +380,7 @@ where
         ingests: Arc::new(Semaphore::new(config.max_ingests)),
         acknowledged: acknowledged.clone(),
         refused_connections: Arc::new(AtomicU64::new(0)),
+        refused_full: AtomicU64::new(0),
         skips,
         stop: stopped.clone(),
         recent: Mutex::default(),
@@ -1105,7 +1109,10 @@ async fn ingest<T: DeserializeOwned + Send + 'static>(
                         shared.acknowledged.fetch_add(total as u64, Ordering::SeqCst);
                         Outcome::Accepted(total)
                     }
-                    Err(PutError::Full(_)) => Outcome::Full(total),
+                    Err(PutError::Full(_)) => {
+                        shared.refused_full.fetch_add(1, Ordering::SeqCst);
+                        Outcome::Full(total)
+                    }
                     Err(PutError::TooLarge(_)) => Outcome::TooLarge(total),
                     Err(PutError::Closed(_)) => Outcome::Closed(total),
                 },
@@ -1174,6 +1181,7 @@ fn stats_json_judged<T>(shared: &Shared<T>, recent: bool) -> Option<serde_json::
     json["server"] = serde_json::json!({
         "acknowledged": shared.acknowledged.load(Ordering::SeqCst),
         "refused_connections": shared.refused_connections.load(Ordering::Relaxed),
+        "refused_full": shared.refused_full.load(Ordering::SeqCst),
         "skipped": shared.skips.skipped.load(Ordering::SeqCst),
         "errors": shared.skips.errors(),
     });

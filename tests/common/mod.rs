@@ -85,16 +85,56 @@ pub fn http(
     Ok((status, head.to_string(), body.to_string()))
 }
 
-/// A debugger that keeps the last report it gets, and where to find it.
-pub fn keep_last() -> (
-    paipa::Debugger,
-    std::sync::Arc<std::sync::Mutex<Option<paipa::Snapshot>>>,
-) {
-    let last: std::sync::Arc<std::sync::Mutex<Option<paipa::Snapshot>>> = Default::default();
-    let keep = last.clone();
-    let debugger =
-        paipa::Debugger::silent().reporter(move |s: &paipa::Snapshot| *keep.lock().unwrap() = Some(s.clone()));
-    (debugger, last)
+/// Where a test's debugger keeps the reports it gets.
+///
+/// A run hands its final report to a thread of its own and returns once
+/// that report is made, or after at most 2 s (a reporter that blocks must
+/// not stretch the run). So [`Kept::lock`] first waits (up to a minute)
+/// until a final report is there: on a loaded machine a test never reads
+/// the slot before the final report has reached it.
+#[derive(Clone, Default)]
+pub struct Kept(std::sync::Arc<(std::sync::Mutex<Option<paipa::Snapshot>>, std::sync::Condvar)>);
+
+impl Kept {
+    fn put(&self, s: &paipa::Snapshot) {
+        let (slot, cv) = &*self.0;
+        *slot.lock().unwrap() = Some(s.clone());
+        cv.notify_all();
+    }
+
+    /// The slot, once it holds a final report (or after a minute without
+    /// one: then it holds what came, if anything).
+    pub fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<paipa::Snapshot>>, std::convert::Infallible> {
+        let (slot, cv) = &*self.0;
+        let guard = slot.lock().unwrap();
+        let (guard, _) = cv
+            .wait_timeout_while(guard, Duration::from_secs(60), |s| {
+                !s.as_ref().is_some_and(|s| s.is_final)
+            })
+            .unwrap();
+        Ok(guard)
+    }
+}
+
+/// A debugger that keeps the last report it gets, and where to find it
+/// (read it after the run: see [`Kept`]).
+pub fn keep_last() -> (paipa::Debugger, Kept) {
+    let kept = Kept::default();
+    let keep = kept.clone();
+    let debugger = paipa::Debugger::silent().reporter(move |s: &paipa::Snapshot| keep.put(s));
+    (debugger, kept)
+}
+
+/// A debugger that keeps only the final report, and where to find it.
+pub fn keep_final() -> (paipa::Debugger, Kept) {
+    let kept = Kept::default();
+    let keep = kept.clone();
+    let debugger = paipa::Debugger::silent().reporter(move |s: &paipa::Snapshot| {
+        if s.is_final {
+            keep.put(s)
+        }
+    });
+    (debugger, kept)
 }
 
 /// What the server's `store` stage received.
