@@ -32,7 +32,7 @@ mod log;
 mod metrics;
 #[cfg(feature = "progress")]
 mod progress;
-#[cfg(any(feature = "json", feature = "progress"))]
+#[cfg(any(feature = "progress", feature = "web", feature = "http"))]
 mod recent;
 mod schedule;
 mod summary;
@@ -48,7 +48,7 @@ pub use self::log::LogReporter;
 pub use self::metrics::MetricsReporter;
 #[cfg(feature = "progress")]
 pub use self::progress::ProgressReporter;
-#[cfg(any(feature = "json", feature = "progress"))]
+#[cfg(any(feature = "progress", feature = "web", feature = "http"))]
 pub(crate) use recent::Recent;
 pub(crate) use schedule::Schedule;
 pub use summary::{advice, format_summary, hint, outcome_line};
