@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::report::{LogReporter, Reporter};
+use crate::stats::edge::EdgeProbe;
 use crate::stats::recorder::Timing;
 use crate::stats::Snapshot;
 
@@ -38,6 +39,10 @@ pub struct Debugger {
     pub(crate) reporters: Vec<Box<dyn Reporter>>,
     pub(crate) timing: Timing,
     pub(crate) watchdog: Option<Duration>,
+    /// Edges to other processes shown in the snapshots from the start (a
+    /// sink or source used by hand, outside any stage): see `Debugger::edge`
+    /// (feature `redis`).
+    pub(crate) edges: Vec<Arc<dyn EdgeProbe>>,
 }
 
 impl fmt::Debug for Debugger {
@@ -49,6 +54,7 @@ impl fmt::Debug for Debugger {
             .field("reporters", &self.reporters.len())
             .field("timing", &self.timing)
             .field("watchdog", &self.watchdog)
+            .field("edges", &self.edges.len())
             .finish()
     }
 }
@@ -77,6 +83,7 @@ impl Debugger {
             reporters: Vec::new(),
             timing: Timing::Exact,
             watchdog: None,
+            edges: Vec::new(),
         }
     }
 

@@ -717,3 +717,115 @@ fn a_sink_stage_sends_a_partial_batch_once_its_input_is_quiet_for_the_linger() {
         a_quiet_input_s_partial_batch_is_sent(cfg, &srv);
     });
 }
+
+/// A sink used by hand, in a loop over an iterator pipeline: no stage sees
+/// it, so the program names it on the debugger, and the snapshots show it.
+#[test]
+fn a_sink_used_by_hand_shows_in_the_snapshot_when_named_on_the_debugger() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 1000;
+        // Batches of 100: every entry is sent (and confirmed) by the time
+        // the loop ends; only `finish` adds the end marker after it.
+        let cfg = edge(&url, "by-hand-").batch(100).unwrap();
+        let stream = cfg.stream().to_string();
+        let mut sink = StreamSink::<u64>::open(cfg).unwrap();
+        let (debugger, kept) = keep_final();
+        let pipeline = paipa::iter::Pipeline::new(0..N).debug(debugger.edge(&sink.watch()));
+        for n in pipeline {
+            sink.add_with_id(n.to_string(), &n).unwrap();
+        }
+        let reported = kept.lock().unwrap().take().expect("a final report");
+        let [edge] = &reported.edges[..] else {
+            panic!("one edge: {:?}", reported.edges)
+        };
+        assert_eq!(
+            (edge.name.as_str(), edge.role.as_str(), edge.error.as_deref()),
+            (stream.as_str(), "sink", None)
+        );
+        assert_eq!(edge.length, Some(N));
+        assert_eq!(
+            edge.groups,
+            [EdgeGroup {
+                name: "g".into(),
+                pending: 0,
+                lag: Some(N),
+                consumers: 0,
+            }]
+        );
+        let table = paipa::report::format_table(&reported);
+        let line = format!("stream {stream}: length 1000, pending 0, lag 1000 (group g), consumers 0");
+        assert!(table.contains(&line), "{table:#?}");
+        assert_eq!(sink.finish().unwrap().added, N);
+    });
+}
+
+/// Puts `n` items into a sink stage on `cfg` through a live input, and
+/// waits (bounded by the caller's `within`) until the stage has taken them.
+fn sink_stage_holding(cfg: EdgeConfig, n: u64) -> (paipa::threaded::Running, paipa::threaded::Input<Tracked<u64>>) {
+    let mut p = Pipeline::new().then(StreamSink::<u64>::stage("send", cfg)).unwrap();
+    let input = p.input();
+    let running = p.spawn().unwrap();
+    input.put_all((0..n).map(|i| Tracked::new(format!("n{i}"), i))).unwrap();
+    let stats = running.stats();
+    while stats.snapshot().stage("send").unwrap().count_in < n {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    (running, input)
+}
+
+/// An abort while a sink stage holds a partial batch: nothing is sent, no
+/// end marker is written (the run did not end), and the items it held are
+/// counted as discarded, so the stage's books balance.
+#[test]
+fn an_aborted_sink_stage_sends_nothing_and_counts_what_it_held_as_discarded() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "held-")
+            .batch(1000)
+            .unwrap()
+            .linger(Duration::from_secs(60))
+            .unwrap();
+        let stream = cfg.stream().to_string();
+        let (running, _input) = sink_stage_holding(cfg, 3);
+        let summary = running.abort().unwrap();
+        let send = summary.snapshot.stage("send").unwrap();
+        assert_eq!(
+            (send.count_in, send.count, send.discarded, send.failed, send.skipped),
+            (3, 0, 3, 0, 0),
+            "{send:?}"
+        );
+        assert!(summary.stopped_early);
+        assert_eq!(xlen(&mut srv.conn(), &stream), 0, "neither entries nor an end marker");
+    });
+}
+
+/// A sink stage waiting for room in a full stream (nobody reads it) gives
+/// up when the run is aborted, instead of holding the abort for ever.
+#[test]
+fn an_abort_ends_a_sink_stage_waiting_for_room_in_a_full_stream() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "full-").batch(1).unwrap().max_len(5).unwrap();
+        let stream = cfg.stream().to_string();
+        // 5 entries fill the stream; the 6th waits for room.
+        let (running, _input) = sink_stage_holding(cfg, 6);
+        let mut c = srv.conn();
+        while xlen(&mut c, &stream) < 5 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The stop is not a failure: the abort returns the run's summary,
+        // and the item that waited is counted as discarded.
+        let summary = running.abort().unwrap();
+        let send = summary.snapshot.stage("send").unwrap();
+        assert_eq!(
+            (send.count_in, send.count, send.discarded, send.failed, send.skipped),
+            (6, 5, 1, 0, 0),
+            "{send:?}"
+        );
+        assert_eq!(xlen(&mut c, &stream), 5);
+    });
+}

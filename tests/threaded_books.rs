@@ -484,3 +484,110 @@ fn a_step_that_leaks_its_input_iterator_and_fails_reports_its_error() {
         final_books(&last);
     });
 }
+
+// Steps that hold items across calls (a batcher, a sink with a partial
+// batch) say how many with `Step::held`.
+
+/// Keeps every item until its input ends; records whether `on_finish` ran.
+/// With a gate, its first item waits until the gate opens, and 100 ms more.
+struct Hoarder {
+    held: Vec<u64>,
+    finished: Arc<AtomicU64>,
+    gate: Option<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl paipa::threaded::Step for Hoarder {
+    type In = u64;
+    type Out = u64;
+
+    fn process(&mut self, item: u64, _out: &mut paipa::threaded::Output<'_, u64>) -> Result<(), paipa::BoxError> {
+        if let Some(gate) = self.gate.take() {
+            while !gate.load(SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.held.push(item);
+        Ok(())
+    }
+
+    fn on_finish(&mut self, out: &mut paipa::threaded::Output<'_, u64>) -> Result<(), paipa::BoxError> {
+        self.finished.fetch_add(1, SeqCst);
+        self.held.drain(..).for_each(|x| out.emit(x));
+        Ok(())
+    }
+
+    fn held(&self) -> u64 {
+        self.held.len() as u64
+    }
+}
+
+#[test]
+fn what_a_step_holds_when_the_run_is_aborted_is_counted_as_discarded() {
+    within(LIMIT, || {
+        let finished = Arc::new(AtomicU64::new(0));
+        let (debugger, last) = keep_last();
+        let f = finished.clone();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(Stage::step("hoard", move |_: &_| Hoarder {
+                held: Vec::new(),
+                finished: f.clone(),
+                gate: None,
+            }))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        input.put_all(0..10u64).unwrap();
+        let stats = running.stats();
+        while stats.snapshot().stage("hoard").unwrap().count_in < 10 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let summary = running.abort().unwrap();
+        assert!(summary.stopped_early);
+        let snap = final_books(&last);
+        let hoard = snap.stage("hoard").unwrap();
+        assert_eq!((hoard.count_in, hoard.count, hoard.discarded), (10, 0, 10), "{hoard:?}");
+        assert_eq!(finished.load(SeqCst), 0, "an abort is not an end of input");
+    });
+}
+
+#[test]
+fn a_step_after_a_failed_stage_is_not_finished_and_counts_what_it_holds() {
+    within(LIMIT, || {
+        let finished = Arc::new(AtomicU64::new(0));
+        let (debugger, last) = keep_last();
+        let f = finished.clone();
+        // "hoard" is busy with its first item while "check" fails: it
+        // stops after that item, holding what it took, and is not
+        // finished (a failed run's input did not end).
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = failed.clone();
+        let err = Pipeline::new()
+            .debug(debugger)
+            .source(0..100u64)
+            .then(Stage::try_map("check", move |x: u64| {
+                if x == 50 {
+                    failed.store(true, SeqCst);
+                    Err("no 50")
+                } else {
+                    Ok(x)
+                }
+            }))
+            .unwrap()
+            .then(Stage::step("hoard", move |_: &_| Hoarder {
+                held: Vec::new(),
+                finished: f.clone(),
+                gate: Some(gate.clone()),
+            }))
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert_eq!(err.stage(), Some("check"));
+        let snap = final_books(&last);
+        let hoard = snap.stage("hoard").unwrap();
+        assert_eq!(hoard.count, 0, "{hoard:?}");
+        assert_eq!(hoard.count_in, hoard.discarded, "{hoard:?}");
+        assert_eq!(finished.load(SeqCst), 0, "the input ended because the run failed");
+    });
+}

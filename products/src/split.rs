@@ -62,6 +62,7 @@ pub(crate) fn extract(args: Args) -> Res {
                 .name("products extract")
                 .source_name("select")
                 .interval(Duration::from_secs(1))
+                .edge(&sink.watch())
                 .reporter(publisher),
         )
         .step(only_available);

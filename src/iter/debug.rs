@@ -58,6 +58,11 @@ impl<I: Iterator> DebugPipeline<Probe<I>> {
             debugger.timing,
             debugger.watchdog,
         ));
+        // Edges named on the debugger are shown from the start, in the
+        // source's row (nothing runs yet).
+        for probe in &debugger.edges {
+            crate::stats::CounterTarget::add_edge(&*rec, probe.clone());
+        }
         DebugPipeline {
             iter: Probe::new(source, 0, rec.clone()),
             rec,

@@ -55,19 +55,57 @@ pub(crate) enum AckMsg {
     },
 }
 
+/// Messages taken from the ack queue and not yet carried out: taken off
+/// the queue's count (`queued`) when dropped, whether the round that took
+/// them succeeded or failed (a failed one is never carried out: nothing
+/// must wait for it).
+pub(crate) struct Taken<'a>(&'a AtomicU64, u64);
+
+impl<'a> Taken<'a> {
+    pub(crate) fn new(queued: &'a AtomicU64) -> Self {
+        Taken(queued, 0)
+    }
+
+    pub(crate) fn one(&mut self) {
+        self.1 += 1;
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
 pub(crate) fn run(
-    mut link: Link,
+    link: Link,
     cfg: EdgeConfig,
     rx: Receiver<AckMsg>,
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
     queued: Arc<AtomicU64>,
 ) -> Result<(), RemoteError> {
+    let result = run_rounds(link, cfg, &rx, counters, source_reading, &queued);
+    // Whatever is still queued will never be carried out once this thread
+    // ends (on an error): not counted as on its way any more.
+    let left = rx.try_iter().count() as u64;
+    queued.fetch_sub(left, Ordering::SeqCst);
+    result
+}
+
+fn run_rounds(
+    mut link: Link,
+    cfg: EdgeConfig,
+    rx: &Receiver<AckMsg>,
+    counters: Arc<Counters>,
+    source_reading: Arc<AtomicBool>,
+    queued: &AtomicU64,
+) -> Result<(), RemoteError> {
     let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
     loop {
         // Messages taken from the queue this round: no longer queued once
-        // their XACK (or their failure's command) is confirmed.
-        let mut taken = 0;
+        // their XACK (or their failure's command) is confirmed, or failed.
+        let mut taken = Taken::new(queued);
         if source_reading.load(Ordering::Acquire) {
             // The source sends most acks itself, with its reads; this
             // thread takes what waits while the source blocks or works.
@@ -75,7 +113,7 @@ pub(crate) fn run(
             while acks.len() < ACK_BATCH {
                 match rx.try_recv() {
                     Ok(msg) => {
-                        taken += 1;
+                        taken.one();
                         handle(&mut link, &cfg, &counters, msg, &mut acks)?;
                     }
                     Err(TryRecvError::Empty) => break,
@@ -94,7 +132,7 @@ pub(crate) fn run(
             let until = Instant::now() + LINGER;
             let mut next = Some(first);
             while let Some(msg) = next.take() {
-                taken += 1;
+                taken.one();
                 handle(&mut link, &cfg, &counters, msg, &mut acks)?;
                 if acks.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
@@ -106,7 +144,7 @@ pub(crate) fn run(
             counters.add(&counters.acked, acks.len() as u64);
             acks.clear();
         }
-        queued.fetch_sub(taken, Ordering::SeqCst);
+        drop(taken);
     }
     Ok(())
 }

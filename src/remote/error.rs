@@ -60,6 +60,13 @@ pub enum RemoteError {
         #[source]
         source: redis::RedisError,
     },
+    /// The run stopped while a sink stage waited for room in its stream
+    /// (the stream at its `max_len`): nothing of the batch was sent.
+    #[error("stopped while waiting for room in stream {stream:?}")]
+    Stopped {
+        /// The stream.
+        stream: String,
+    },
     /// The acknowledging thread of a source could not start or panicked.
     #[error("the acker thread of stream {stream:?} {what}")]
     Acker {

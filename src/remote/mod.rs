@@ -26,6 +26,9 @@
 //!   per group, pending entries, lag and consumers: read by a thread of
 //!   the edge's own before each report and at the end, never on the
 //!   pipeline's threads; a failed reading shows as stale (see `probe.rs`).
+//!   One used by hand outside any stage (a loop over an iterator
+//!   pipeline, a `run_with` closure) is named on the debugger instead:
+//!   [`Debugger::edge`](crate::Debugger::edge).
 //! - **One view**: a [`Publisher`] (a reporter) writes its process's stages
 //!   and edges under a key with a TTL; [`read_views`] and [`table`] print
 //!   every process's rows and each stream's groups, with the bottleneck

@@ -13,9 +13,9 @@
 //! error ([`EdgeSnapshot::error`]): the run goes on.
 //!
 //! At the end of a run, a source's probe first waits (at most
-//! [`SETTLE_WAIT`]) until the entries the process held are finished and
-//! their acks confirmed, so that the final snapshot shows the group after
-//! this process's last acks.
+//! [`SETTLE_WAIT`]) until the acks the run made are confirmed, so that the
+//! final snapshot shows the group after this process's last acks. Entries
+//! still held then (in the caller's hands) are not waited for.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -39,15 +39,19 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a source's probe looks at before a final reading.
 struct Settle {
-    /// Entries delivered to this process and not yet finished.
-    in_flight: Arc<AtomicU64>,
     /// Acker messages not yet carried out.
     queued: Arc<AtomicU64>,
 }
 
 impl Settle {
+    /// Every ack made so far is confirmed. Entries still held (not
+    /// finished) are not waited for: when the run is over, what is still
+    /// held is in the caller's hands (a sink used by hand with a partial
+    /// batch, outputs collected and kept), and may be for ever. An entry
+    /// queues its ack before it stops counting as held, so every ack the
+    /// run made is in `queued` by now.
     fn settled(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) == 0 && self.queued.load(Ordering::SeqCst) == 0
+        self.queued.load(Ordering::SeqCst) == 0
     }
 
     /// Waits until settled, for at most `limit`.
@@ -101,10 +105,16 @@ impl InfoProbe {
         InfoProbe::new("sink", cfg, None)
     }
 
-    /// The probe of a source whose entries are counted in `in_flight` and
-    /// whose acks are counted in `queued` until confirmed.
-    pub(crate) fn source(cfg: &EdgeConfig, in_flight: Arc<AtomicU64>, queued: Arc<AtomicU64>) -> Self {
-        InfoProbe::new("source", cfg, Some(Arc::new(Settle { in_flight, queued })))
+    /// The probe of a source whose acks are counted in `queued` until
+    /// confirmed.
+    pub(crate) fn source(cfg: &EdgeConfig, queued: Arc<AtomicU64>) -> Self {
+        InfoProbe::new("source", cfg, Some(Arc::new(Settle { queued })))
+    }
+
+    /// The probe of an edge end named on a debugger (`Debugger::edge`):
+    /// read as it is, with no settling of acks first.
+    pub(crate) fn watched(role: &'static str, cfg: &EdgeConfig) -> Self {
+        InfoProbe::new(role, cfg, None)
     }
 
     fn new(role: &'static str, cfg: &EdgeConfig, settle: Option<Arc<Settle>>) -> Self {
@@ -239,6 +249,11 @@ impl EdgeProbe for InfoProbe {
         while state.done < ticket {
             let now = Instant::now();
             if now >= deadline {
+                // What is shown is an older reading (or none): say so, as
+                // for a reading that failed, until a new one is back.
+                if state.error.is_none() {
+                    state.error = Some("no reply in time: an older reading is shown".into());
+                }
                 return;
             }
             state = self

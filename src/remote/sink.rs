@@ -139,10 +139,19 @@ impl<T: Serialize> StreamSink<T> {
     /// Adds a tracked item with its id; its token is finished (its entries
     /// upstream acked) once the XADD is confirmed.
     pub fn send(&mut self, item: Tracked<T>) -> Result<(), RemoteError> {
+        self.send_until(item, &|| false)
+    }
+
+    /// As [`send`](Self::send); a wait for room gives up once `stop` says
+    /// so ([`RemoteError::Stopped`]).
+    pub(super) fn send_until(&mut self, item: Tracked<T>, stop: &dyn Fn() -> bool) -> Result<(), RemoteError> {
         let (value, id, token) = item.into_parts();
         self.queue(Some(&id), &value)?;
         self.tokens.push(token);
-        self.flush_if_full()
+        if self.queued >= self.cfg.batch {
+            self.flush_until(stop)?;
+        }
+        Ok(())
     }
 
     /// Adds a value with no origin id (its stream id becomes its id).
@@ -186,11 +195,17 @@ impl<T: Serialize> StreamSink<T> {
     /// Sends what is queued (one round trip), waiting first while the stream
     /// is at its bound.
     pub fn flush(&mut self) -> Result<(), RemoteError> {
+        self.flush_until(&|| false)
+    }
+
+    /// As [`flush`](Self::flush); a wait for room gives up once `stop` says
+    /// so ([`RemoteError::Stopped`]).
+    pub(super) fn flush_until(&mut self, stop: &dyn Fn() -> bool) -> Result<(), RemoteError> {
         if self.queued == 0 {
             return Ok(());
         }
         self.register();
-        self.wait_for_room()?;
+        self.wait_for_room(stop)?;
         // The length rides with the batch (after a failed flush, a second
         // XLEN does: the last reply is the length).
         self.pipe.cmd("XLEN").arg(&self.cfg.stream);
@@ -205,13 +220,18 @@ impl<T: Serialize> StreamSink<T> {
         Ok(())
     }
 
-    fn wait_for_room(&mut self) -> Result<(), RemoteError> {
+    fn wait_for_room(&mut self, stop: &dyn Fn() -> bool) -> Result<(), RemoteError> {
         if self.known_len < self.cfg.max_len as u64 {
             return Ok(());
         }
         let started = Instant::now();
         let mut pause = Duration::from_millis(1);
         loop {
+            if stop() {
+                return Err(RemoteError::Stopped {
+                    stream: self.cfg.stream.clone(),
+                });
+            }
             self.trim()?;
             self.known_len = xlen(&mut self.link, &self.cfg.stream)?;
             if self.known_len < self.cfg.max_len as u64 {
@@ -259,11 +279,17 @@ impl<T: Serialize> StreamSink<T> {
     /// no data) wakes a consumer blocked on the stream. Consumers end their
     /// input once every producer has finished (see
     /// [`EdgeConfig::producers`]).
-    pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
-        self.flush()?;
+    pub fn finish(self) -> Result<EdgeStats, RemoteError> {
+        self.finish_until(&|| false)
+    }
+
+    /// As [`finish`](Self::finish); a wait for room gives up once `stop`
+    /// says so ([`RemoteError::Stopped`]).
+    pub(super) fn finish_until(mut self, stop: &dyn Fn() -> bool) -> Result<EdgeStats, RemoteError> {
+        self.flush_until(stop)?;
         self.trim()?;
         // The marker is an entry too: it waits for room like a batch.
-        self.wait_for_room()?;
+        self.wait_for_room(stop)?;
         let (key, stream, name) = (self.cfg.end_key(), &self.cfg.stream, &self.name);
         self.link.call("SADD", |c| {
             redis::pipe()
@@ -294,6 +320,15 @@ impl<T> StreamSink<T> {
     }
 
     /// Items queued for the next batch.
+    /// Drops what is queued and not sent (after a failed send: so that it
+    /// is never sent later, behind the caller's back); its entries upstream
+    /// stay pending. Returns how many items went.
+    pub(super) fn drop_queued(&mut self) -> usize {
+        self.pipe.clear();
+        self.tokens.clear();
+        std::mem::take(&mut self.queued)
+    }
+
     pub(super) fn queued(&self) -> usize {
         self.queued
     }

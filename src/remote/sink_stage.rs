@@ -20,7 +20,25 @@
 //! finishes the producer ([`StreamSink::finish`]: trim, end marker), so a
 //! stage counts as one producer whatever its workers. A run that fails or
 //! is stopped finishes nothing: what a worker still holds is dropped
-//! unsent, and the entries upstream it came from stay pending.
+//! unsent and counted as discarded in the stage's row ([`Step::held`]),
+//! and the entries upstream it came from stay pending. A worker waiting
+//! for room in a full stream gives up when the run stops
+//! ([`Output::is_stopping`]), so an abort is never held up by it.
+//!
+//! # Errors under a skip policy
+//!
+//! When the server does not take a batch, the item being processed is
+//! counted by the stage's policy and the rest of the batch is dropped
+//! unsent (never sent later with the next batch), counted as discarded.
+//!
+//! # First stage after a stream source
+//!
+//! A first stage pulls a lazy source itself; a [`StreamSource`](super::StreamSource)
+//! waits in its read until entries come, so a sink stage pulling one
+//! directly sees no quiet input and its linger does not apply: its partial
+//! batch goes out when full or at the end. Put a stage between them (any
+//! [`Stage::map`](crate::threaded::Stage::map)), or feed the sink stage
+//! through an [`Input`](crate::threaded::Input).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,10 +48,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::config::EdgeConfig;
+use super::error::RemoteError;
 use super::sink::StreamSink;
 use super::tracked::Tracked;
 use crate::error::BoxError;
-use crate::threaded::{Output, Stage, Step, StepFactory, WorkerInfo};
+use crate::threaded::{Meta, Output, Stage, Step, StepFactory, WorkerInfo};
 
 /// Makes one [`SinkStep`] per worker.
 struct SinkStage<T> {
@@ -52,6 +71,11 @@ struct SinkStep<T> {
     oldest: Option<Instant>,
     workers: usize,
     flushed: Arc<AtomicUsize>,
+    /// Items of batches the server did not take (after an error under a
+    /// skip policy), other than the one the error is counted on: dropped
+    /// unsent, their entries upstream left pending, counted as discarded
+    /// (see `Step::held`).
+    lost: u64,
 }
 
 impl<T: Serialize + Send + 'static> StepFactory for SinkStage<T> {
@@ -64,20 +88,31 @@ impl<T: Serialize + Send + 'static> StepFactory for SinkStage<T> {
             oldest: None,
             workers: 1,
             flushed: self.flushed.clone(),
+            lost: 0,
         }
     }
 }
 
 impl<T: Serialize> SinkStep<T> {
-    fn sink(&mut self) -> &mut StreamSink<T> {
-        self.sink.as_mut().expect("the sink is opened in on_start")
-    }
-
     /// Sends the partial batch, and emits one `()` per item it confirmed.
     fn flush(&mut self, out: &mut Output<'_, ()>) -> Result<(), BoxError> {
-        let sink = self.sink();
+        let sink = self.sink.as_mut().expect("the sink is opened in on_start");
         let before = sink.added();
-        sink.flush()?;
+        let sent = {
+            let stop = || out.is_stopping();
+            sink.flush_until(&stop)
+        };
+        if let Err(e) = sent {
+            if matches!(e, RemoteError::Stopped { .. }) {
+                // Stopping: the batch stays held (counted as discarded).
+                return Ok(());
+            }
+            // Never sent later behind the policy's back (a skipped batch
+            // would go out with the next one and be counted twice).
+            self.lost += sink.drop_queued() as u64;
+            self.oldest = None;
+            return Err(e.into());
+        }
         let added = sink.added() - before;
         self.oldest = None;
         emit(out, added);
@@ -105,10 +140,29 @@ impl<T: Serialize + Send> Step for SinkStep<T> {
     }
 
     fn process(&mut self, item: Tracked<T>, out: &mut Output<'_, ()>) -> Result<(), BoxError> {
-        let sink = self.sink();
-        let starts_batch = sink.queued() == 0;
-        let before = sink.added();
-        sink.send(item)?;
+        let sink = self.sink.as_mut().expect("the sink is opened in on_start");
+        let (queued_before, before) = (sink.queued(), sink.added());
+        let starts_batch = queued_before == 0;
+        let sent = {
+            let stop = || out.is_stopping();
+            sink.send_until(item, &stop)
+        };
+        if let Err(e) = sent {
+            if matches!(e, RemoteError::Stopped { .. }) {
+                // The run is stopping: not a failure. What is queued stays
+                // held, and is counted as discarded as the worker ends.
+                return Ok(());
+            }
+            if sink.queued() > queued_before {
+                // The batch this item completed was not taken: the item is
+                // counted by the stage's policy (failed or skipped), the
+                // rest of the batch is dropped unsent. (An item that could
+                // not be encoded was never queued: the batch stays.)
+                self.lost += sink.drop_queued() as u64 - 1;
+                self.oldest = None;
+            }
+            return Err(e.into());
+        }
         let (added, queued) = (sink.added() - before, sink.queued());
         if queued == 0 {
             // The batch was full and is sent.
@@ -127,6 +181,17 @@ impl<T: Serialize + Send> Step for SinkStep<T> {
         }
     }
 
+    fn process_meta(&mut self, meta: Meta, out: &mut Output<'_, ()>) -> Result<(), BoxError> {
+        // After every item before it: the partial batch goes first.
+        self.flush(out)?;
+        out.emit_meta(meta);
+        Ok(())
+    }
+
+    fn held(&self) -> u64 {
+        self.sink.as_ref().map_or(0, |s| s.queued() as u64) + self.lost
+    }
+
     fn idle_timeout(&self) -> Option<Duration> {
         // Zero: the call as the input runs dry sends the batch.
         (!self.cfg.linger.is_zero()).then_some(self.cfg.linger)
@@ -134,10 +199,19 @@ impl<T: Serialize + Send> Step for SinkStep<T> {
 
     fn on_finish(&mut self, out: &mut Output<'_, ()>) -> Result<(), BoxError> {
         self.flush(out)?;
+        if out.is_stopping() {
+            // A stop came while the batch waited for room: the producer
+            // does not end (the run did not finish).
+            return Ok(());
+        }
         if self.flushed.fetch_add(1, Ordering::SeqCst) + 1 == self.workers {
             // Every worker's entries are in the stream: the producer ends.
             if let Some(sink) = self.sink.take() {
-                sink.finish()?;
+                let stop = || out.is_stopping();
+                match sink.finish_until(&stop) {
+                    Ok(_) | Err(RemoteError::Stopped { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         Ok(())

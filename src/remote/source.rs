@@ -155,7 +155,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         };
         // The handle holds no sender: the acker's queue closes when the
         // source and its entries are gone.
-        let probe = InfoProbe::source(&cfg, shared.in_flight.clone(), shared.queued.clone());
+        let probe = InfoProbe::source(&cfg, shared.queued.clone());
         let source = StreamSource {
             cfg,
             link,
@@ -269,11 +269,12 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// without), with the acks waiting in the queue in the same round trip.
     fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
         let mut acks = Vec::new();
-        let mut taken = 0;
+        let queued = self.queued.clone();
+        let mut taken = acker::Taken::new(&queued);
         while acks.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
                 Ok(msg) => {
-                    taken += 1;
+                    taken.one();
                     acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?;
                 }
                 Err(_) => break,
@@ -298,7 +299,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             p.query(c)
         })?;
         self.counters.add(&self.counters.acked, acks.len() as u64);
-        self.queued.fetch_sub(taken, Ordering::SeqCst);
+        drop(taken);
         let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {
             Value::Nil => return Ok(()),

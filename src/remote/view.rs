@@ -31,6 +31,35 @@ pub struct EdgeWatch {
     pub(crate) counters: Arc<Counters>,
 }
 
+impl crate::Debugger {
+    /// Shows `edge` in this debugger's snapshots (its stream's length and,
+    /// per group, pending, lag and consumers: [`Snapshot::edges`]), in the
+    /// source's row, from the start of the run. For a [`StreamSink`](super::StreamSink)
+    /// or a [`StreamSource`](super::StreamSource) used by hand, outside any
+    /// stage (in a loop over an iterator pipeline, or in a `run_with`
+    /// closure), which the stages cannot see; one used inside a stage, and
+    /// [`StreamSink::stage`](super::StreamSink::stage), show by themselves.
+    ///
+    /// ```no_run
+    /// use paipa::iter::Pipeline;
+    /// use paipa::remote::{EdgeConfig, StreamSink};
+    /// use paipa::Debugger;
+    ///
+    /// let mut sink = StreamSink::<u64>::open(EdgeConfig::new("redis://127.0.0.1:6379/", "numbers", "g"))?;
+    /// let pipeline = Pipeline::new(0..1000u64).debug(Debugger::new().edge(&sink.watch()));
+    /// for n in pipeline {
+    ///     sink.add(&n)?;
+    /// }
+    /// sink.finish()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn edge(mut self, edge: &EdgeWatch) -> Self {
+        let probe = super::probe::InfoProbe::watched(edge.role, &edge.cfg);
+        self.edges.push(std::sync::Arc::new(probe));
+        self
+    }
+}
+
 /// One stage of one process, as published.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageRow {

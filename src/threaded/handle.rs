@@ -272,6 +272,10 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         let started = Instant::now();
         self.consumer_row();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
+        if let (Some(d), Some((source, _))) = (&self.debugger, cells.first()) {
+            // Edges named on the debugger are shown in the source's row.
+            d.edges.iter().for_each(|p| source.edges.add(p.clone()));
+        }
         let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
         let outcome: OutcomeSlot = Arc::default();
         let snap = {

@@ -206,6 +206,11 @@ impl<T> Outbox<T> {
         self.gone
     }
 
+    /// True once the run is cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
     /// Counts what is still buffered as discarded (the run was stopped).
     pub(crate) fn discard_pending(&mut self) {
         let n = weight(&self.buf, &self.weigh);

@@ -119,6 +119,14 @@ impl<T> Output<'_, T> {
     pub fn emit_meta(&mut self, meta: Meta) {
         self.outbox.meta(meta);
     }
+
+    /// True once the run is stopping: it was cancelled (an error elsewhere,
+    /// an abort, a second signal), or nothing downstream reads any more. A
+    /// step that waits inside a call (for room on a server, say) should
+    /// give up then, so that the stop is not held up by it.
+    pub fn is_stopping(&self) -> bool {
+        self.outbox.is_gone() || self.outbox.is_cancelled()
+    }
 }
 
 /// A step with state and lifecycle hooks: one instance per worker, made by a
@@ -182,6 +190,16 @@ pub trait Step: Send {
     /// `on_finish` when the input ended; alone when the run was stopped).
     /// Release per-worker resources here.
     fn on_shutdown(&mut self) {}
+
+    /// How many items this worker has taken and still holds without having
+    /// emitted their results (a partial batch it has not sent): read as
+    /// the worker ends, before `on_shutdown`, and counted as discarded, so
+    /// a step that emits one result per item keeps its stage's books
+    /// (`count_in = count + skipped + failed + discarded`) when a run stops
+    /// with items in its hands. Zero unless overridden.
+    fn held(&self) -> u64 {
+        0
+    }
 }
 
 /// Makes one [`Step`] per worker, and holds what the stage's workers share.

@@ -313,14 +313,22 @@ pub(crate) fn item_worker<'a, S: Step>(
                 }
                 feed(&mut outbox, &mut link, &mut clock);
             }
-            Recv::End => {
+            // An input that ended because the run was cancelled (the
+            // stages before it stopped) is a stop, not an end: no
+            // `on_finish` (a sink would finish its producer in a failed run).
+            Recv::End if !cx.shared.cancel.is_cancelled() => {
                 if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut outbox })) {
                     cx.fatal(f);
                 }
                 break;
             }
-            Recv::Cancelled | Recv::Idle => break,
+            Recv::End | Recv::Cancelled | Recv::Idle => break,
         }
+    }
+    // What the step still holds unsent is abandoned (see `Step::held`).
+    match guarded(|| Ok(step.held())) {
+        Ok(n) => cx.discard_n(n),
+        Err(f) => cx.fatal(f),
     }
     if let Err(f) = guarded(|| {
         step.on_shutdown();
