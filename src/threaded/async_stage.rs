@@ -659,14 +659,19 @@ where
     /// One attempt at an item: a panic in `f` or in its future, and the
     /// timeout, are failures of this attempt.
     async fn attempt(&self, item: In) -> Result<Out, Failure> {
-        let fut = match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
-            Ok(fut) => fut,
+        // Made in one expression, so the step's future has one place in
+        // this state machine, not two.
+        let guarded = match catch_unwind(AssertUnwindSafe(|| AssertUnwindSafe((self.f)(item)).catch_unwind())) {
+            Ok(guarded) => guarded,
             Err(p) => return Err(Failure::Panic(panic_message(&*p))),
         };
-        let guarded = AssertUnwindSafe(fut).catch_unwind();
+        // The timer of a timeout (and of a backoff, below) is boxed: only
+        // stages that set one pay for it, and every future in flight stays
+        // the size of the step's own future plus a little (100,000 in
+        // flight are 100,000 of them).
         let out = match self.timeout {
             None => guarded.await,
-            Some(limit) => match tokio::time::timeout(limit, guarded).await {
+            Some(limit) => match Box::pin(tokio::time::timeout(limit, guarded)).await {
                 Ok(out) => out,
                 Err(_) => return Err(Failure::Error(Box::new(TimedOut(limit)))),
             },
@@ -698,7 +703,7 @@ where
                 };
                 retry += 1;
                 self.cell.retried.fetch_add(1, Relaxed);
-                tokio::time::sleep(self.policy.backoff(retry)).await;
+                Box::pin(tokio::time::sleep(self.policy.backoff(retry))).await;
                 item = again;
             }
         };
