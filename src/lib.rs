@@ -154,7 +154,9 @@
 //! - a lazy [`source`](threaded::Pipeline::source) is pulled by the first
 //!   stage's own workers, one batch at a time, whenever their input is
 //!   empty (as rayon's `par_bridge` does), so an item is made, processed
-//!   and freed on one thread, with no source thread to hand it over;
+//!   and freed on one thread, with no source thread to hand it over (an
+//!   ordered stage, and a `Step` stage, whose idle hook must run while
+//!   the source waits, get a source thread instead);
 //! - a function stage with as many workers as the stage before it (at
 //!   least 2, and together more threads than the machine has cores) is
 //!   *chained*: it runs on the threads of the stage before, a batch going

@@ -306,3 +306,34 @@ fn running_with_no_input_is_a_clear_error() {
         assert!(matches!(err, RunError::NoInput));
     });
 }
+
+/// A timed chunk right after a lazy source that waits between items: the
+/// partial batch goes out on its timeout while the source waits, not when
+/// the next item comes. (A `Step` stage is fed by a source thread: a
+/// worker waiting inside the source's `next()` would never see its input
+/// quiet. Before, this test ran into its time limit.)
+#[test]
+fn a_timed_chunk_after_a_source_that_waits_flushes_on_its_timeout() {
+    within(LIMIT, || {
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let source = (0..2u32).map(move |i| {
+            if i == 1 {
+                // The second item comes only once the first chunk is out.
+                wait.recv().unwrap();
+            }
+            i
+        });
+        let p = Pipeline::new()
+            .source(source)
+            .then(Stage::step("chunk", |_: &_| {
+                TimedChunk::<u32>::new(5, Duration::from_millis(50)).unwrap()
+            }))
+            .unwrap();
+        let mut out = p.outputs().unwrap();
+        assert_eq!(out.next(), Some(vec![0]));
+        go.send(()).unwrap();
+        assert_eq!(out.next(), Some(vec![1]));
+        assert_eq!(out.next(), None);
+        assert_eq!(out.finish().unwrap().items, 2);
+    });
+}

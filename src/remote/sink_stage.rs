@@ -33,12 +33,10 @@
 //!
 //! # First stage after a stream source
 //!
-//! A first stage pulls a lazy source itself; a [`StreamSource`](super::StreamSource)
-//! waits in its read until entries come, so a sink stage pulling one
-//! directly sees no quiet input and its linger does not apply: its partial
-//! batch goes out when full or at the end. Put a stage between them (any
-//! [`Stage::map`](crate::threaded::Stage::map)), or feed the sink stage
-//! through an [`Input`](crate::threaded::Input).
+//! A [`StreamSource`](super::StreamSource) waits in its read until entries
+//! come. A sink stage is a `Step` stage, so a source thread reads the
+//! source for it (its workers do not pull a lazy source themselves): its
+//! input looks quiet while the stream is, and the linger applies.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -12,7 +12,7 @@ use super::pacing::{Cost, Pacing};
 use super::policy::{OnError, SkipHook};
 use super::pull::SharedSource;
 use super::run::{Job, RunShared};
-use super::stage::{LaunchParts, Stage};
+use super::stage::{Kind, LaunchParts, Stage};
 use super::step::Meta;
 use crate::error::{ConfigError, RunError};
 use crate::stats::StageCell;
@@ -306,9 +306,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                     }),
                 });
             }
-            if settings.ordered && settings.workers > 1 {
+            if (settings.ordered && settings.workers > 1) || settings.kind == Kind::Step {
                 // An ordered stage numbers its batches as they come off its
-                // input edge: a source thread feeds that edge.
+                // input edge, and a `Step` stage's idle hook must run while
+                // its input is quiet (a worker waiting inside the source's
+                // `next()` never sees a quiet input: a timed chunk would
+                // not flush, a sink stage would hold its partial batch): a
+                // source thread feeds that edge.
                 if let Some(job) = source.take().and_then(SharedSource::thread_job) {
                     planner.jobs.push(job);
                 }

@@ -4,8 +4,10 @@
 //! batch, and, worse, every item it allocates (a `String` per line read) is
 //! freed on another thread, which the system allocator makes expensive (a
 //! 5 M-line log job spent 60 % more CPU than a loop on that alone). So when
-//! the first stage can take items in any order (not an ordered stage), its
-//! workers pull the source themselves, one batch at a time under a lock,
+//! the first stage can take items in any order (not an ordered stage) and
+//! has no idle hook to run while its input is quiet (not a
+//! [`Step`](super::Step) stage: a worker waiting inside the source's
+//! `next()` never sees a quiet input), its workers pull the source themselves, one batch at a time under a lock,
 //! whenever their input edge is empty, as rayon's `par_bridge` and
 //! morsel-driven engines do: the item is made, processed and freed on one
 //! thread. Items put through [`Input`](super::Input) handles still arrive on
