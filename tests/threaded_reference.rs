@@ -316,12 +316,11 @@ fn running_with_no_input_is_a_clear_error() {
 fn a_timed_chunk_after_a_source_that_waits_flushes_on_its_timeout() {
     within(LIMIT, || {
         let (go, wait) = std::sync::mpsc::channel::<()>();
-        let source = (0..2u32).map(move |i| {
+        let source = (0..2u32).inspect(move |&i| {
             if i == 1 {
                 // The second item comes only once the first chunk is out.
                 wait.recv().unwrap();
             }
-            i
         });
         let p = Pipeline::new()
             .source(source)
