@@ -148,23 +148,20 @@ impl<T: Serialize> StreamSink<T> {
         let (value, id, token) = item.into_parts();
         self.queue(Some(&id), &value)?;
         self.tokens.push(token);
-        if self.queued >= self.cfg.batch {
-            self.flush_until(stop)?;
-        }
-        Ok(())
+        self.flush_if_full(stop)
     }
 
     /// Adds a value with no origin id (its stream id becomes its id).
     pub fn add(&mut self, value: &T) -> Result<(), RemoteError> {
         self.queue(None, value)?;
-        self.flush_if_full()
+        self.flush_if_full(&|| false)
     }
 
     /// Adds a value with the id `id` (a key that stays the same if the
     /// producer runs again, for sinks downstream to deduplicate on).
     pub fn add_with_id(&mut self, id: impl AsRef<str>, value: &T) -> Result<(), RemoteError> {
         self.queue(Some(id.as_ref()), value)?;
-        self.flush_if_full()
+        self.flush_if_full(&|| false)
     }
 
     fn queue(&mut self, id: Option<&str>, value: &T) -> Result<(), RemoteError> {
@@ -185,9 +182,9 @@ impl<T: Serialize> StreamSink<T> {
         Ok(())
     }
 
-    fn flush_if_full(&mut self) -> Result<(), RemoteError> {
+    fn flush_if_full(&mut self, stop: &dyn Fn() -> bool) -> Result<(), RemoteError> {
         if self.queued >= self.cfg.batch {
-            self.flush()?;
+            self.flush_until(stop)?;
         }
         Ok(())
     }
