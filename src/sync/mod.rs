@@ -26,7 +26,7 @@ pub(crate) use std::thread::yield_now;
 #[cfg(not(loom))]
 pub(crate) mod chan {
     pub(crate) use crossbeam_channel::{
-        bounded, Receiver, RecvError, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError,
+        bounded, unbounded, Receiver, RecvError, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError,
     };
 }
 

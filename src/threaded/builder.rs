@@ -21,9 +21,8 @@ use crate::Debugger;
 /// Items waiting on an edge unless set.
 pub const DEFAULT_CAPACITY: usize = 2048;
 
-/// The largest capacity an edge can have (2^30 items). An edge's slots are
-/// allocated up front, so a larger bound would cost memory before any item
-/// arrives; an edge this large already holds more than memory can.
+/// The largest capacity an edge can have (2^30 items): an edge this large
+/// already holds more than memory can.
 pub const MAX_CAPACITY: usize = 1 << 30;
 
 /// Collects the threads and hooks of a run while the stages are laid out.

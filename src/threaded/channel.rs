@@ -1,5 +1,5 @@
-//! The hops between stages: bounded channels of batches, and the cancel
-//! signal that wakes every blocked sender and receiver.
+//! The hops between stages: channels of batches bounded by a shared item
+//! budget, and the cancel signal that wakes every blocked sender and receiver.
 //!
 //! Shutdown protocol (why it cannot deadlock):
 //! - **End of input** is disconnection. Each worker owns a clone of its
@@ -32,7 +32,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::{bounded, Receiver, Select, Sender, TryRecvError, TrySendError};
+use crate::sync::chan::{bounded, unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 use super::step::Meta;
 use crate::stats::clock;
@@ -87,12 +87,18 @@ impl Cancel {
 }
 
 /// How an edge of `capacity` items is laid out: at most `capacity` items
-/// wait on it (counted by its [`Budget`], however they are batched), in at
-/// most `slots` batches of at most `batch` items each.
+/// wait on it (counted by its [`Budget`], however they are batched), in
+/// batches of at most `batch` items each.
+///
+/// The batches wait in an unbounded channel: the budget is the bound. A
+/// bounded (array) channel would allocate and touch a slot for every batch
+/// that could wait, up front: 32 KiB per edge at the default capacity,
+/// paid by every edge of every pipeline before its first item, and mostly
+/// unused (two batches of half the capacity is the usual most). The
+/// unbounded channel allocates its blocks of 31 messages as they fill.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Layout {
     pub(crate) capacity: usize,
-    pub(crate) slots: usize,
     pub(crate) batch: usize,
 }
 
@@ -104,9 +110,6 @@ const YIELDS: usize = if cfg!(loom) { 1 } else { 8 };
 /// Largest batch handed over in one hop.
 const MAX_BATCH: usize = 4096;
 
-/// Most batches waiting on one edge (its slots are allocated up front).
-const MAX_SLOTS: usize = 1024;
-
 impl Layout {
     /// Up to `capacity` single items, or two batches of half the capacity
     /// (double buffering: one is filled while the other is taken), up to
@@ -115,7 +118,6 @@ impl Layout {
         let capacity = capacity.max(1);
         Layout {
             capacity,
-            slots: capacity.min(MAX_SLOTS),
             batch: (capacity / 2).clamp(1, MAX_BATCH),
         }
     }
@@ -439,7 +441,7 @@ pub(crate) fn edge_weighed<T>(layout: Layout, bytes: Option<(usize, ByteWeigher<
             weigh,
         })
     });
-    let (tx, rx) = bounded(layout.slots);
+    let (tx, rx) = unbounded();
     let (room_tx, room_rx) = bounded(1);
     let budget = Arc::new(Budget {
         queued: AtomicUsize::new(0),
@@ -643,18 +645,15 @@ mod tests {
 
     #[test]
     fn layouts_bound_the_items_waiting_on_an_edge() {
-        let l = |capacity, slots, batch| Layout { capacity, slots, batch };
-        assert_eq!(Layout::for_capacity(1), l(1, 1, 1));
-        assert_eq!(Layout::for_capacity(2), l(2, 2, 1));
-        assert_eq!(Layout::for_capacity(64), l(64, 64, 32));
-        assert_eq!(Layout::for_capacity(2048), l(2048, 1024, 1024));
-        assert_eq!(Layout::for_capacity(100_000), l(100_000, 1024, 4096));
+        let l = |capacity, batch| Layout { capacity, batch };
+        assert_eq!(Layout::for_capacity(1), l(1, 1));
+        assert_eq!(Layout::for_capacity(2), l(2, 1));
+        assert_eq!(Layout::for_capacity(64), l(64, 32));
+        assert_eq!(Layout::for_capacity(2048), l(2048, 1024));
+        assert_eq!(Layout::for_capacity(100_000), l(100_000, 4096));
         for c in 1..5000 {
             let l = Layout::for_capacity(c);
-            assert!(
-                2 * l.batch <= c.max(2) && l.batch >= 1 && l.slots <= c,
-                "capacity {c}: {l:?}"
-            );
+            assert!(2 * l.batch <= c.max(2) && l.batch >= 1, "capacity {c}: {l:?}");
         }
     }
 }
