@@ -589,6 +589,13 @@ fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consu
             .run()
             .unwrap();
         assert_eq!(summary.items, N);
+        // The edge's reading thread ("paipa-edge-" and the stream's name,
+        // cut to 15 bytes) is joined before the run returns.
+        assert_eq!(
+            common::threads_named("paipa-edge-snap"),
+            0,
+            "a probe thread outlived the run"
+        );
         let reported = kept.lock().unwrap().take().expect("a final report");
         assert_eq!(ageless(&reported), ageless(&summary.snapshot));
         let [edge] = &reported.edges[..] else {
@@ -636,6 +643,11 @@ fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consu
                 .sum::<u64>()
             })
             .unwrap();
+        assert_eq!(
+            common::threads_named("paipa-edge-snap"),
+            0,
+            "a probe thread outlived the run"
+        );
         assert_eq!(handle.finish().unwrap().acked, N);
         assert_eq!(sum, N * (N - 1));
         let reported = kept.lock().unwrap().take().expect("a final report");

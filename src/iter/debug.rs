@@ -243,8 +243,11 @@ impl<I> Debugged<I> {
         if self.inner.take().is_some() {
             // The chain is dropped: a stream source's last acks are on
             // their way. The edges' last readings come before the report.
-            edge::refresh(&self.rec.edge_probes(), edge::FINAL_WAIT, true);
+            let probes = self.rec.edge_probes();
+            edge::refresh(&probes, edge::FINAL_WAIT, true);
             self.schedule.finish();
+            // No reports are made any more: the edges' reading threads end.
+            edge::close(&probes);
         }
     }
 }

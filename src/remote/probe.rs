@@ -16,9 +16,17 @@
 //! [`SETTLE_WAIT`]) until the acks the run made are confirmed, so that the
 //! final snapshot shows the group after this process's last acks. Entries
 //! still held then (in the caller's hands) are not waited for.
+//!
+//! The reading thread is joined when the run ends, after its last reading
+//! ([`EdgeProbe::close`]), and when the probe is dropped: no thread of a
+//! run outlives it. The last reading stays readable; a later request (the
+//! probe watched again by a new run) starts a new thread. Joining waits at
+//! most for a reading under way, which its timeouts bound (a connect and a
+//! read of 5 s each; a settle wait in progress is cut short).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
@@ -41,6 +49,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 struct Settle {
     /// Acker messages not yet carried out.
     queued: Arc<AtomicU64>,
+    /// The probe is being closed: a wait in progress ends.
+    closing: AtomicBool,
 }
 
 impl Settle {
@@ -57,7 +67,7 @@ impl Settle {
     /// Waits until settled, for at most `limit`.
     fn wait(&self, limit: Duration) {
         let until = Instant::now() + limit;
-        while !self.settled() && Instant::now() < until {
+        while !self.settled() && !self.closing.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -95,8 +105,23 @@ pub(crate) struct InfoProbe {
     cfg: EdgeConfig,
     settle: Option<Arc<Settle>>,
     shared: Arc<Shared>,
-    /// Wakes the reading thread, started on the first request.
-    wake: Mutex<Option<Sender<()>>>,
+    /// The reading thread, started on the first request.
+    reader: Mutex<Option<Reader>>,
+}
+
+/// A probe's reading thread, and what wakes it.
+struct Reader {
+    wake: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Reader {
+    /// Ends the thread (after the reading it is making, if any) and joins it.
+    fn join(self) {
+        drop(self.wake);
+        // A panic in the thread was a failed reading, shown as such.
+        let _ = self.thread.join();
+    }
 }
 
 impl InfoProbe {
@@ -108,7 +133,8 @@ impl InfoProbe {
     /// The probe of a source whose acks are counted in `queued` until
     /// confirmed.
     pub(crate) fn source(cfg: &EdgeConfig, queued: Arc<AtomicU64>) -> Self {
-        InfoProbe::new("source", cfg, Some(Arc::new(Settle { queued })))
+        let closing = AtomicBool::new(false);
+        InfoProbe::new("source", cfg, Some(Arc::new(Settle { queued, closing })))
     }
 
     /// The probe of an edge end named on a debugger (`Debugger::edge`):
@@ -123,20 +149,33 @@ impl InfoProbe {
             cfg: cfg.clone(),
             settle,
             shared: Arc::default(),
-            wake: Mutex::new(None),
+            reader: Mutex::new(None),
         }
     }
 
     /// Starts the reading thread.
-    fn start(&self) -> std::io::Result<Sender<()>> {
+    fn start(&self) -> std::io::Result<Reader> {
         // One wake-up waiting is enough: a reading takes every request
         // made before it starts.
         let (tx, rx) = bounded(1);
         let (cfg, shared, settle) = (self.cfg.clone(), self.shared.clone(), self.settle.clone());
-        std::thread::Builder::new()
+        if let Some(settle) = &settle {
+            settle.closing.store(false, Ordering::SeqCst);
+        }
+        let thread = std::thread::Builder::new()
             .name(format!("paipa-edge-{}", self.cfg.stream))
             .spawn(move || reader(cfg, shared, settle, rx))?;
-        Ok(tx)
+        Ok(Reader { wake: tx, thread })
+    }
+
+    fn lock_reader(&self) -> MutexGuard<'_, Option<Reader>> {
+        self.reader.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for InfoProbe {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -219,12 +258,12 @@ impl EdgeProbe for InfoProbe {
             state.is_final |= is_final;
             state.asked
         };
-        let mut wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reader = self.lock_reader();
         for _ in 0..2 {
-            let tx = match wake.as_ref() {
-                Some(tx) => tx,
+            let tx = match reader.as_ref() {
+                Some(r) => &r.wake,
                 None => match self.start() {
-                    Ok(tx) => wake.insert(tx),
+                    Ok(r) => &reader.insert(r).wake,
                     Err(e) => {
                         let mut state = self.shared.lock();
                         state.error = Some(format!("cannot start the thread that reads the stream: {e}"));
@@ -238,7 +277,11 @@ impl EdgeProbe for InfoProbe {
                 // answer this request too.
                 Ok(()) | Err(TrySendError::Full(())) => return ticket,
                 // The thread is gone (it panicked): start another.
-                Err(TrySendError::Disconnected(())) => *wake = None,
+                Err(TrySendError::Disconnected(())) => {
+                    if let Some(dead) = reader.take() {
+                        dead.join();
+                    }
+                }
             }
         }
         ticket
@@ -262,6 +305,18 @@ impl EdgeProbe for InfoProbe {
                 .wait_timeout(state, deadline - now)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+    }
+
+    fn close(&self) {
+        if let Some(settle) = &self.settle {
+            settle.closing.store(true, Ordering::SeqCst);
+        }
+        // Taken out of the lock first: a request made while this joins
+        // starts a thread of its own, rather than waiting for the join.
+        let reader = self.lock_reader().take();
+        if let Some(reader) = reader {
+            reader.join();
         }
     }
 }
@@ -304,6 +359,31 @@ mod tests {
             crate::report::edge_lines(&edge),
             [format!("stream s: unknown ({error})")]
         );
+    }
+
+    #[test]
+    fn the_reading_thread_is_joined_on_close_and_on_drop_and_starts_again_on_request() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = EdgeConfig::new(format!("redis://127.0.0.1:{port}/"), "s", "g");
+        let probe = InfoProbe::source(&cfg, Arc::default());
+        let shared = probe.shared.clone();
+        let first = refreshed(&probe);
+        // This test, the probe and its reading thread hold `shared`.
+        assert_eq!(Arc::strong_count(&shared), 3);
+        probe.close();
+        assert_eq!(Arc::strong_count(&shared), 2, "the thread is joined");
+        assert_eq!(probe.read(), first, "the last reading stays");
+        // A request after the close starts the thread again.
+        let again = refreshed(&probe);
+        let error = again.error.expect("a new reading, failed again");
+        assert!(error.contains(&format!("127.0.0.1:{port} unreachable")), "{error}");
+        assert_eq!(Arc::strong_count(&shared), 3);
+        drop(probe);
+        assert_eq!(Arc::strong_count(&shared), 1, "dropping the probe joins the thread");
     }
 
     #[test]

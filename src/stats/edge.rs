@@ -90,6 +90,11 @@ pub(crate) trait EdgeProbe: Send + Sync {
     /// Waits until the reading asked for with `ticket` is done, or
     /// `deadline` has passed.
     fn wait(&self, ticket: u64, deadline: Instant);
+
+    /// Ends and joins whatever thread makes the readings (the run is
+    /// over); the last reading stays readable, and a later request starts
+    /// the thread again.
+    fn close(&self);
 }
 
 /// The probes registered with one stage (or one iterator pipeline).
@@ -121,6 +126,14 @@ impl Edges {
     /// Every edge as last read.
     pub(crate) fn read(&self) -> Vec<EdgeSnapshot> {
         self.probes().iter().map(|p| p.read()).collect()
+    }
+}
+
+/// Closes every probe: the run is over, and after its last reading no
+/// thread of it is left.
+pub(crate) fn close(probes: &[Arc<dyn EdgeProbe>]) {
+    for probe in probes {
+        probe.close();
     }
 }
 

@@ -345,10 +345,13 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         });
         // The edges' last readings, for the final report and the summary
         // (a stream source's last acks go out first).
-        edge::refresh(&edge_probes(&cells), edge::FINAL_WAIT, true);
+        let probes = edge_probes(&cells);
+        edge::refresh(&probes, edge::FINAL_WAIT, true);
         if let Some(s) = schedule.as_mut() {
             s.finish();
         }
+        // No reports are made any more: the edges' reading threads end.
+        edge::close(&probes);
         let final_snap = snap(true);
         let summary = match shared.take_error() {
             Some(err) => Err(err),

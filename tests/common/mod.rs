@@ -33,6 +33,19 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
+/// Threads of this process whose name starts with `prefix` (Linux keeps
+/// the first 15 bytes of a thread's name).
+#[allow(dead_code)]
+pub fn threads_named(prefix: &str) -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim_end().starts_with(prefix))
+        .count()
+}
+
 /// Keeps the injected panics out of the test output (other panics print).
 pub fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
