@@ -459,14 +459,78 @@ fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
         assert_eq!(view.process, "worker-1");
         assert!(view.is_final);
         assert_eq!(view.stage_count("heavy"), Some(N));
-        let edge = &view.edges[0];
+        // The source shows in the snapshot and is named on the publisher:
+        // one row, with its counters and the snapshot's reading (taken
+        // after its last acks).
+        let [edge] = &view.edges[..] else {
+            panic!("one edge: {:?}", view.edges)
+        };
         assert_eq!((edge.role.as_str(), edge.stats.read), ("source", N));
         let info = edge.info.as_ref().unwrap();
         assert_eq!(info.stream, cfg.stream());
-        assert_eq!(info.groups[0].name, "g");
+        assert_eq!(info.length, N + 1, "the entries and the producer's end marker");
+        let g = &info.groups[0];
+        assert_eq!((g.name.as_str(), g.pending, g.lag, g.consumers), ("g", 0, Some(0), 1));
         let text = paipa::remote::table(&views);
         assert!(text.contains(cfg.stream()), "{text}");
         assert!(text.contains("bottleneck: heavy on worker-1"), "{text}");
+    });
+}
+
+#[test]
+fn a_publisher_shows_a_sink_stage_s_stream_without_being_told_of_it() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 500;
+        let cfg = edge(&url, "pubsink-").batch(100).unwrap();
+        let job = unique("job-");
+        let publisher = paipa::remote::Publisher::new(&url, &job, "extract").unwrap();
+        let summary = Pipeline::new()
+            .debug(paipa::Debugger::silent().reporter(publisher))
+            .source(0..N)
+            .then(Stage::map("track", |n: u64| Tracked::new(n.to_string(), n)))
+            .unwrap()
+            .then(StreamSink::stage("send", cfg.clone()))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(summary.items, N);
+        let views = loop {
+            let views = paipa::remote::read_views(&url, &job).unwrap();
+            if views.iter().any(|v| v.is_final) {
+                break views;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let [edge] = &views[0].edges[..] else {
+            panic!("one edge: {:?}", views[0].edges)
+        };
+        assert_eq!(edge.role, "sink");
+        assert_eq!(edge.stats.stream, cfg.stream());
+        let info = edge.info.as_ref().expect("the snapshot's reading");
+        assert_eq!((info.stream.as_str(), info.length), (cfg.stream(), N + 1));
+        let g = &info.groups[0];
+        assert_eq!(
+            (g.name.as_str(), g.pending, g.lag, g.consumers),
+            ("g", 0, Some(N + 1), 0)
+        );
+        // The same figures as the run's own final snapshot.
+        let [shown] = &summary.snapshot.edges[..] else {
+            panic!("one edge: {:?}", summary.snapshot.edges)
+        };
+        assert_eq!((shown.length, shown.groups[0].lag), (Some(N + 1), Some(N + 1)));
+        let text = paipa::remote::table(&views);
+        let row = format!(
+            "{:<24} {:>10} {:<16} {:>10} {:>10} {:>9}",
+            cfg.stream(),
+            N + 1,
+            "g",
+            0,
+            N + 1,
+            0
+        );
+        assert!(text.contains(&row), "{text}");
     });
 }
 

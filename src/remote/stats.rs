@@ -102,6 +102,7 @@ pub struct GroupInfo {
     /// Entries not yet delivered to the group (`None` when the server
     /// cannot tell, such as after a trim of undelivered entries).
     pub lag: Option<u64>,
-    /// The last id delivered to the group.
+    /// The last id delivered to the group (empty in a published view made
+    /// from a snapshot's edges, see [`EdgeRow::info`](super::EdgeRow::info)).
     pub last_delivered: String,
 }

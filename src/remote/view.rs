@@ -6,6 +6,12 @@
 //! Keys: `paipa:view:<job>:<process>`, a JSON [`ProcessView`], refreshed
 //! on every report of the process's debugger and expiring `ttl` after the
 //! last one (so a process that died leaves the table by itself).
+//!
+//! The server's view of each stream comes from the snapshot being
+//! reported ([`Snapshot::edges`], read off the pipeline's threads just
+//! before each report): publishing adds one `SET` per report, and asks the
+//! server about a stream only for an edge named with [`Publisher::edge`]
+//! that the snapshot does not show.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -18,7 +24,7 @@ use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::info::read_info;
 use super::link::{text, Link};
-use super::stats::{Counters, EdgeStats, StreamInfo};
+use super::stats::{Counters, EdgeStats, GroupInfo, StreamInfo};
 use crate::{Reporter, Snapshot};
 
 /// Where one end of an edge reports from: a sink's or a source's counters,
@@ -80,11 +86,37 @@ pub struct StageRow {
 pub struct EdgeRow {
     /// `"sink"` (this process adds to the stream) or `"source"` (reads it).
     pub role: String,
-    /// This end's counters.
+    /// This end's counters (those of an edge named with
+    /// [`Publisher::edge`]; otherwise only `stream` is set).
     pub stats: EdgeStats,
     /// The server's view of the stream when published (`None` if the server
-    /// could not be asked).
+    /// could not be asked). Taken from the snapshot's
+    /// [`edges`](Snapshot::edges), which do not carry a group's
+    /// `last_delivered` id: it is empty here unless the publisher read the
+    /// stream itself.
     pub info: Option<StreamInfo>,
+}
+
+impl EdgeRow {
+    /// The server's view of the stream as the snapshot shows it, if it was
+    /// ever read.
+    fn info_of(edge: &crate::EdgeSnapshot) -> Option<StreamInfo> {
+        Some(StreamInfo {
+            stream: edge.name.clone(),
+            length: edge.length?,
+            groups: edge
+                .groups
+                .iter()
+                .map(|g| GroupInfo {
+                    name: g.name.clone(),
+                    consumers: g.consumers,
+                    pending: g.pending,
+                    lag: g.lag,
+                    last_delivered: String::new(),
+                })
+                .collect(),
+        })
+    }
 }
 
 /// What one process publishes.
@@ -189,7 +221,13 @@ impl Publisher {
         self
     }
 
-    /// Publishes this edge end with the stages.
+    /// Publishes this edge end's counters with the stages. Every edge the
+    /// snapshot shows ([`Snapshot::edges`]: sink stages, sources read by a
+    /// pipeline, edges named on the debugger) is published without this,
+    /// with the server's view of its stream; this adds the end's own
+    /// counters (entries added, read, acked, connection errors), and the
+    /// server's view of an edge the snapshot does not show (read by the
+    /// publisher itself).
     pub fn edge(mut self, edge: EdgeWatch) -> Self {
         self.edges.push(edge);
         self
@@ -197,14 +235,35 @@ impl Publisher {
 
     /// Publishes `snapshot` now.
     pub fn publish(&mut self, snapshot: &Snapshot) -> Result<(), RemoteError> {
-        let mut rows = Vec::new();
-        for e in &self.edges {
-            let info = read_info(&mut self.link, &e.cfg.stream).ok();
-            rows.push(EdgeRow {
-                role: e.role.to_string(),
-                stats: e.counters.snapshot(&e.cfg.stream),
-                info,
-            });
+        let watched = |role: &str, stream: &str| self.edges.iter().find(|w| w.role == role && w.cfg.stream == stream);
+        let mut rows: Vec<EdgeRow> = snapshot
+            .edges
+            .iter()
+            .filter(|e| e.kind == "stream")
+            .map(|e| EdgeRow {
+                role: e.role.clone(),
+                stats: match watched(&e.role, &e.name) {
+                    Some(w) => w.counters.snapshot(&e.name),
+                    None => EdgeStats {
+                        stream: e.name.clone(),
+                        ..EdgeStats::default()
+                    },
+                },
+                info: EdgeRow::info_of(e),
+            })
+            .collect();
+        for w in &self.edges {
+            let shown = snapshot
+                .edges
+                .iter()
+                .any(|e| e.role == w.role && e.name == w.cfg.stream);
+            if !shown {
+                rows.push(EdgeRow {
+                    role: w.role.to_string(),
+                    stats: w.counters.snapshot(&w.cfg.stream),
+                    info: read_info(&mut self.link, &w.cfg.stream).ok(),
+                });
+            }
         }
         let view = ProcessView::new(&self.process, snapshot, rows);
         let json = serde_json::to_string(&view).map_err(|e| RemoteError::Encode {
