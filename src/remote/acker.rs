@@ -69,17 +69,6 @@ impl<'a> Taken<'a> {
     pub(crate) fn one(&mut self) {
         self.1 += 1;
     }
-
-    /// Messages taken earlier (by [`Taken::keep`]) and still on their way.
-    pub(crate) fn resume(queued: &'a AtomicU64, n: u64) -> Self {
-        Taken(queued, n)
-    }
-
-    /// Hands the count on, still counted as queued: the messages' acks
-    /// went out with a read whose reply has not come back yet.
-    pub(crate) fn keep(mut self) -> u64 {
-        std::mem::take(&mut self.1)
-    }
 }
 
 impl Drop for Taken<'_> {

@@ -121,54 +121,6 @@ impl Link {
         }
     }
 
-    /// Sends `pipe` without waiting for its replies, which
-    /// [`Link::recv`] then reads: no other command may go through this
-    /// link in between. No retry: a failure drops the connection (the
-    /// next [`Link::call`] makes a new one) and is counted as a connection
-    /// error.
-    pub(crate) fn send(&mut self, pipe: &redis::Pipeline) -> Result<(), RedisError> {
-        let packed = pipe.get_packed_pipeline();
-        let sent = self.connect().and_then(|c| c.send_packed_command(&packed));
-        if let Err(e) = &sent {
-            self.dropped(e);
-        }
-        sent
-    }
-
-    /// Reads the `n` replies of the pipeline [`Link::send`] sent. A server
-    /// error in any of them, or a connection error, drops the connection
-    /// (its remaining replies are not read) and is returned.
-    pub(crate) fn recv(&mut self, n: usize) -> Result<Vec<Value>, RedisError> {
-        let mut replies = Vec::with_capacity(n);
-        for _ in 0..n {
-            let reply = match self.conn.as_mut() {
-                Some(c) => c.recv_response().and_then(Value::extract_error),
-                None => Err(RedisError::from(std::io::Error::new(
-                    std::io::ErrorKind::NotConnected,
-                    "the connection was dropped before the replies were read",
-                ))),
-            };
-            match reply {
-                Ok(v) => replies.push(v),
-                Err(e) => {
-                    self.dropped(&e);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(replies)
-    }
-
-    /// Forgets the connection after `e`, counting it.
-    fn dropped(&mut self, e: &RedisError) {
-        self.conn = None;
-        self.counters.add(&self.counters.connection_errors, 1);
-        if let Ok(mut last) = self.counters.last_error.lock() {
-            *last = Some(e.to_string());
-        }
-        tracing::warn!(addr = %self.addr, error = %e, "redis connection error on a read sent ahead; reading again");
-    }
-
     /// A reply that did not have the expected shape.
     pub(crate) fn bad_reply(&self, command: &'static str, reply: &Value) -> RemoteError {
         let mut text = format!("{reply:?}");

@@ -14,17 +14,7 @@
 //!    Their delivery counts come from XPENDING; one delivered more than
 //!    `max_deliveries` times goes to the dead-letter stream instead of the
 //!    pipeline.
-//! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`. A
-//!    read that brought a full batch sends the next one at once, before
-//!    its entries are handed out (with the acks waiting then), and the
-//!    next call takes that read's reply: the server serves it while the
-//!    pipeline takes this batch, so a busy stream is read without waiting
-//!    for a round trip per batch. Only a full batch does this, and not
-//!    once the end is in sight (an end marker seen, every producer done),
-//!    a claim is due, or the source is stopped. A read sent ahead whose
-//!    reply is lost with the connection is made again; what the lost one
-//!    delivered stays pending on this consumer and is claimed after
-//!    `claim_idle`, as for a consumer that died.
+//! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
 //! 4. **End**: once `producers` producers have finished (the set
 //!    `<stream>:end` of their names, read *before* a read found nothing
 //!    new, so no entry can still come; a producer's end marker entry, added
@@ -110,22 +100,8 @@ pub struct StreamSource<T> {
     idle: bool,
     /// A producer's end marker came since the end was last looked at.
     marker_seen: bool,
-    /// A read sent ahead, whose reply the next step takes.
-    ahead: Option<Ahead>,
     ended: bool,
     _t: PhantomData<fn() -> T>,
-}
-
-/// A read sent before the last batch was handed out.
-struct Ahead {
-    /// Replies it will get (an XACK's, then the XREADGROUP's).
-    replies: usize,
-    /// The ids it acks, sent again if its reply is lost.
-    acks: Vec<String>,
-    /// Ack messages taken for it, counted as queued until its reply.
-    taken: u64,
-    /// It went out (false: the send failed, read again at once).
-    sent: bool,
 }
 
 impl<T> std::fmt::Debug for StreamSource<T> {
@@ -198,7 +174,6 @@ impl<T: DeserializeOwned> StreamSource<T> {
             end_seen: false,
             idle: true,
             marker_seen: false,
-            ahead: None,
             ended: false,
             _t: PhantomData,
         };
@@ -206,14 +181,6 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 
     fn step(&mut self) -> Result<bool, RemoteError> {
-        if self.ahead.is_some() {
-            // The read sent ahead stands for this step's read: it was sent
-            // with `block`, before the end was in sight (as a read here
-            // would have been), so whatever it brings, the input goes on.
-            self.take_ahead()?;
-            self.idle = self.buffer.is_empty();
-            return Ok(false);
-        }
         if Instant::now() >= self.next_claim {
             // Claim batch after batch while full ones come, up to ten.
             let mut rounds = 0;
@@ -301,33 +268,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// One XREADGROUP for new entries, waiting up to `block` (not at all
     /// without), with the acks waiting in the queue in the same round trip.
     fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
+        let mut acks = Vec::new();
         let queued = self.queued.clone();
         let mut taken = acker::Taken::new(&queued);
-        let acks = self.take_acks(Vec::new(), &mut taken)?;
-        self.read_with(block, acks, taken)
-    }
-
-    /// [`StreamSource::read`] with `acks` (whose messages `taken` counts)
-    /// in the same round trip.
-    fn read_with(
-        &mut self,
-        block: Option<Duration>,
-        acks: Vec<String>,
-        taken: acker::Taken<'_>,
-    ) -> Result<(), RemoteError> {
-        let cfg = &self.cfg;
-        let mut replies: Vec<Value> = self
-            .link
-            .call("XREADGROUP", |c| read_pipe(cfg, &acks, block).query(c))?;
-        self.counters.add(&self.counters.acked, acks.len() as u64);
-        drop(taken);
-        let n = self.admit_reply(replies.pop().unwrap_or(Value::Nil))?;
-        self.send_ahead(block, n)
-    }
-
-    /// Takes the acks waiting in the queue (up to a batch of them, after
-    /// `acks`), counting the messages in `taken`.
-    fn take_acks(&mut self, mut acks: Vec<String>, taken: &mut acker::Taken<'_>) -> Result<Vec<String>, RemoteError> {
         while acks.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
                 Ok(msg) => {
@@ -337,13 +280,29 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 Err(_) => break,
             }
         }
-        Ok(acks)
-    }
-
-    /// Admits the entries of an XREADGROUP reply; returns how many came.
-    fn admit_reply(&mut self, reply: Value) -> Result<usize, RemoteError> {
+        let cfg = &self.cfg;
+        let mut replies: Vec<Value> = self.link.call("XREADGROUP", |c| {
+            let mut p = redis::pipe();
+            if !acks.is_empty() {
+                p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&acks).ignore();
+            }
+            p.cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(&cfg.group)
+                .arg(&cfg.consumer)
+                .arg("COUNT")
+                .arg(cfg.batch);
+            if let Some(block) = block {
+                p.arg("BLOCK").arg(block.as_millis() as u64);
+            }
+            p.arg("STREAMS").arg(&cfg.stream).arg(">");
+            p.query(c)
+        })?;
+        self.counters.add(&self.counters.acked, acks.len() as u64);
+        drop(taken);
+        let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {
-            Value::Nil => return Ok(0),
+            Value::Nil => return Ok(()),
             Value::Array(streams) => streams.first().and_then(|s| match s {
                 Value::Array(parts) => parts.get(1),
                 _ => None,
@@ -359,53 +318,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             n += u64::from(self.admit(e, 1)?);
         }
         self.counters.add(&self.counters.read, n);
-        Ok(entries.len())
-    }
-
-    /// After a read (made with `block`) that brought `n` entries: sends the
-    /// next read now if the stream is busy (a full batch came) and the
-    /// next step would read anyway (see the module doc).
-    fn send_ahead(&mut self, block: Option<Duration>, n: usize) -> Result<(), RemoteError> {
-        let busy = n >= self.cfg.batch && block.is_some();
-        if !busy
-            || self.end_seen
-            || self.marker_seen
-            || self.stop.load(Ordering::Acquire)
-            || Instant::now() >= self.next_claim
-        {
-            return Ok(());
-        }
-        let queued = self.queued.clone();
-        let mut taken = acker::Taken::new(&queued);
-        let acks = self.take_acks(Vec::new(), &mut taken)?;
-        let sent = self.link.send(&read_pipe(&self.cfg, &acks, block)).is_ok();
-        self.ahead = Some(Ahead {
-            replies: 1 + usize::from(!acks.is_empty()),
-            acks,
-            taken: taken.keep(),
-            sent,
-        });
         Ok(())
-    }
-
-    /// Takes the reply of the read sent ahead; if it is lost (the
-    /// connection broke), reads again with the same acks.
-    fn take_ahead(&mut self) -> Result<(), RemoteError> {
-        let Some(ahead) = self.ahead.take() else {
-            return Ok(());
-        };
-        let queued = self.queued.clone();
-        let taken = acker::Taken::resume(&queued, ahead.taken);
-        let block = Some(self.cfg.block);
-        if ahead.sent {
-            if let Ok(mut replies) = self.link.recv(ahead.replies) {
-                self.counters.add(&self.counters.acked, ahead.acks.len() as u64);
-                drop(taken);
-                let n = self.admit_reply(replies.pop().unwrap_or(Value::Nil))?;
-                return self.send_ahead(block, n);
-            }
-        }
-        self.read_with(block, ahead.acks, taken)
     }
 
     /// Claims idle entries; true if a full batch came (more may wait; the
@@ -570,62 +483,12 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 }
 
-impl<T> StreamSource<T> {
-    /// The input ends (or the source is dropped) with a read sent ahead:
-    /// takes its reply, so that its acks are confirmed, and returns it. If
-    /// the reply is lost, its acks go back to the acker's queue (the acker
-    /// thread sends them), and what it delivered stays pending.
-    fn settle_ahead(&mut self) -> Option<Value> {
-        let ahead = self.ahead.take()?;
-        let queued = self.queued.clone();
-        let _taken = acker::Taken::resume(&queued, ahead.taken);
-        let replies = if ahead.sent {
-            self.link.recv(ahead.replies).ok()
-        } else {
-            None
-        };
-        let Some(mut replies) = replies else {
-            if let Some(shared) = &self.shared {
-                for id in ahead.acks {
-                    shared.send(AckMsg::Ack(id));
-                }
-            }
-            return None;
-        };
-        self.counters.add(&self.counters.acked, ahead.acks.len() as u64);
-        replies.pop()
-    }
-}
-
 impl<T> Drop for StreamSource<T> {
     fn drop(&mut self) {
-        // A read sent ahead: its acks are confirmed; what it delivered is
-        // not handed out, and stays pending for a claim.
-        self.settle_ahead();
         // Dropped before its input ended (a pipeline stopped early): the
         // acker thread stops polling and waits for the last acks.
         self.reading.store(false, Ordering::Release);
     }
-}
-
-/// An XREADGROUP of `cfg.batch` new entries, waiting up to `block`, after
-/// an XACK of `acks` (if any) in the same pipeline.
-fn read_pipe(cfg: &EdgeConfig, acks: &[String], block: Option<Duration>) -> redis::Pipeline {
-    let mut p = redis::pipe();
-    if !acks.is_empty() {
-        p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(acks).ignore();
-    }
-    p.cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg(&cfg.group)
-        .arg(&cfg.consumer)
-        .arg("COUNT")
-        .arg(cfg.batch);
-    if let Some(block) = block {
-        p.arg("BLOCK").arg(block.as_millis() as u64);
-    }
-    p.arg("STREAMS").arg(&cfg.stream).arg(">");
-    p
 }
 
 /// Entries one XAUTOCLAIM takes: a read batch, and at least 100 so that a
@@ -648,17 +511,6 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
                 crate::stats::watch_edge(probe);
             }
             if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
-                // What a read sent ahead brought is handed out first, as
-                // the rest of the buffer is.
-                if let Some(reply) = self.settle_ahead() {
-                    if let Err(e) = self.admit_reply(reply) {
-                        self.broken.store(true, Ordering::Release);
-                        if let Ok(mut slot) = self.error.lock() {
-                            slot.get_or_insert(e);
-                        }
-                    }
-                    continue;
-                }
                 self.ended = true;
                 self.shared = None;
                 self.reading.store(false, Ordering::Release);
