@@ -422,6 +422,33 @@ fn two_consumers_holding_partial_chunks_both_end_without_claiming_from_each_othe
     });
 }
 
+/// Runs `0..n` as tracked items through a sink stage on `cfg`, under
+/// `debugger`.
+fn produce_with(debugger: paipa::Debugger, cfg: &EdgeConfig, n: u64) -> paipa::threaded::Summary {
+    Pipeline::new()
+        .debug(debugger)
+        .source(0..n)
+        .then(Stage::map("track", |n: u64| Tracked::new(n.to_string(), n)))
+        .unwrap()
+        .then(StreamSink::stage("send", cfg.clone()))
+        .unwrap()
+        .run()
+        .unwrap()
+}
+
+/// Job `job`'s views once one of them is final: the final report is
+/// published as the run ends, or just after on a slow machine (bounded by
+/// the caller's `within`).
+fn final_views(url: &str, job: &str) -> Vec<paipa::remote::ProcessView> {
+    loop {
+        let views = paipa::remote::read_views(url, job).unwrap();
+        if views.iter().any(|v| v.is_final) {
+            break views;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
     let Some(srv) = server() else { return };
@@ -445,15 +472,7 @@ fn a_published_view_shows_the_stages_the_stream_and_the_bottleneck() {
             .unwrap();
         p.run_with(|out| out.for_each(Tracked::done)).unwrap();
         handle.finish().unwrap();
-        // The final report is published as the run ends (or just after,
-        // on a slow machine): wait for it.
-        let views = loop {
-            let views = paipa::remote::read_views(&url, &job).unwrap();
-            if views.iter().any(|v| v.is_final) {
-                break views;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let views = final_views(&url, &job);
         assert_eq!(views.len(), 1);
         let view = &views[0];
         assert_eq!(view.process, "worker-1");
@@ -486,23 +505,9 @@ fn a_publisher_shows_a_sink_stage_s_stream_without_being_told_of_it() {
         let cfg = edge(&url, "pubsink-").batch(100).unwrap();
         let job = unique("job-");
         let publisher = paipa::remote::Publisher::new(&url, &job, "extract").unwrap();
-        let summary = Pipeline::new()
-            .debug(paipa::Debugger::silent().reporter(publisher))
-            .source(0..N)
-            .then(Stage::map("track", |n: u64| Tracked::new(n.to_string(), n)))
-            .unwrap()
-            .then(StreamSink::stage("send", cfg.clone()))
-            .unwrap()
-            .run()
-            .unwrap();
+        let summary = produce_with(paipa::Debugger::silent().reporter(publisher), &cfg, N);
         assert_eq!(summary.items, N);
-        let views = loop {
-            let views = paipa::remote::read_views(&url, &job).unwrap();
-            if views.iter().any(|v| v.is_final) {
-                break views;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let views = final_views(&url, &job);
         let [edge] = &views[0].edges[..] else {
             panic!("one edge: {:?}", views[0].edges)
         };
@@ -643,15 +648,7 @@ fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consu
         // The producer: N entries, nobody reading yet. The stream then holds
         // them and the producer's end marker, all of them lag for the group.
         let (debugger, kept) = keep_final();
-        let summary = Pipeline::new()
-            .debug(debugger)
-            .source(0..N)
-            .then(Stage::map("track", |n: u64| Tracked::new(n.to_string(), n)))
-            .unwrap()
-            .then(StreamSink::stage("send", cfg.clone()))
-            .unwrap()
-            .run()
-            .unwrap();
+        let summary = produce_with(debugger, &cfg, N);
         assert_eq!(summary.items, N);
         // The edge's reading thread ("paipa-edge-" and the stream's name,
         // cut to 15 bytes) is joined before the run returns.
