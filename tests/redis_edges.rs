@@ -653,7 +653,7 @@ fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consu
         // The edge's reading thread ("paipa-edge-" and the stream's name,
         // cut to 15 bytes) is joined before the run returns.
         assert_eq!(
-            common::threads_named("paipa-edge-snap"),
+            common::threads_named_settle("paipa-edge-snap"),
             0,
             "a probe thread outlived the run"
         );
@@ -705,7 +705,7 @@ fn each_process_s_final_snapshot_shows_its_stream_s_length_pending_lag_and_consu
             })
             .unwrap();
         assert_eq!(
-            common::threads_named("paipa-edge-snap"),
+            common::threads_named_settle("paipa-edge-snap"),
             0,
             "a probe thread outlived the run"
         );

@@ -153,3 +153,26 @@ fn a_zero_bound_by_weight_is_refused() {
         .unwrap_err();
     assert_eq!(err.to_string(), "invalid max_bytes: 0 (stage \"m\" needs at least 1)");
 }
+
+#[test]
+fn meta_entries_take_room_too_so_a_stream_of_them_cannot_grow_an_edge() {
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let mut p = Pipeline::new().capacity(8).unwrap().then(stuck(gate)).unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        input.put(100).unwrap(); // taken by the stuck worker
+                                 // Each meta entry takes one item's room: eight fill the edge.
+        for i in 0..8u32 {
+            input.put_meta(paipa::threaded::Meta::new(i)).unwrap();
+        }
+        match input.put_timeout(1, Duration::from_millis(50)) {
+            Err(PutError::Full(1)) => {}
+            other => panic!("eight meta entries fill an edge of 8: {other:?}"),
+        }
+        drop(open);
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!((s.items, s.metas), (1, 8));
+    });
+}

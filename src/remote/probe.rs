@@ -21,8 +21,9 @@
 //! ([`EdgeProbe::close`]), and when the probe is dropped: no thread of a
 //! run outlives it. The last reading stays readable; a later request (the
 //! probe watched again by a new run) starts a new thread. Joining waits at
-//! most for a reading under way, which its timeouts bound (a connect and a
-//! read of 5 s each; a settle wait in progress is cut short).
+//! most for a reading under way (a wake-up still queued makes none), which
+//! its timeouts bound: a connect of 5 s and each command's reply (PING,
+//! XLEN, XINFO GROUPS) 5 s; a settle wait in progress is cut short.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -85,6 +86,8 @@ struct State {
     reading: Option<(StreamInfo, Instant)>,
     /// The error of the last attempt, if it failed.
     error: Option<String>,
+    /// The probe is closing: a wake-up still queued makes no reading.
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -162,6 +165,7 @@ impl InfoProbe {
         if let Some(settle) = &settle {
             settle.closing.store(false, Ordering::SeqCst);
         }
+        self.shared.lock().closed = false;
         let thread = std::thread::Builder::new()
             .name(format!("paipa-edge-{}", self.cfg.stream))
             .spawn(move || reader(cfg, shared, settle, rx))?;
@@ -185,6 +189,9 @@ fn reader(cfg: EdgeConfig, shared: Arc<Shared>, settle: Option<Arc<Settle>>, wak
     while wake.recv().is_ok() {
         let (ticket, is_final) = {
             let mut state = shared.lock();
+            if state.closed {
+                break;
+            }
             (state.asked, std::mem::take(&mut state.is_final))
         };
         if let (true, Some(settle)) = (is_final, &settle) {
@@ -312,6 +319,7 @@ impl EdgeProbe for InfoProbe {
         if let Some(settle) = &self.settle {
             settle.closing.store(true, Ordering::SeqCst);
         }
+        self.shared.lock().closed = true;
         // Taken out of the lock first: a request made while this joins
         // starts a thread of its own, rather than waiting for the join.
         let reader = self.lock_reader().take();

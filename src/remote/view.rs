@@ -98,9 +98,14 @@ pub struct EdgeRow {
 }
 
 impl EdgeRow {
-    /// The server's view of the stream as the snapshot shows it, if it was
-    /// ever read.
+    /// The server's view of the stream as the snapshot shows it: `None`
+    /// if it was never read, or if the last reading failed or was late
+    /// (the snapshot then shows an older one, marked stale: a published
+    /// view carries no age, so it shows none rather than an old one).
     fn info_of(edge: &crate::EdgeSnapshot) -> Option<StreamInfo> {
+        if edge.is_stale() {
+            return None;
+        }
         Some(StreamInfo {
             stream: edge.name.clone(),
             length: edge.length?,
@@ -253,11 +258,14 @@ impl Publisher {
             })
             .collect();
         for w in &self.edges {
+            // An edge the snapshot shows, read or failing: its row is made
+            // above. One it does not show, or has not read yet: read here.
             let shown = snapshot
                 .edges
                 .iter()
-                .any(|e| e.role == w.role && e.name == w.cfg.stream);
+                .any(|e| e.role == w.role && e.name == w.cfg.stream && (e.length.is_some() || e.is_stale()));
             if !shown {
+                rows.retain(|r| !(r.role == w.role && r.stats.stream == w.cfg.stream));
                 rows.push(EdgeRow {
                     role: w.role.to_string(),
                     stats: w.counters.snapshot(&w.cfg.stream),
@@ -367,7 +375,8 @@ pub fn table(views: &[ProcessView]) -> String {
             );
         }
     }
-    // Each stream once (the freshest view of it), with every group.
+    // Each stream once (the first process's view that has it), with every
+    // group.
     let mut streams: Vec<&StreamInfo> = Vec::new();
     for info in views
         .iter()
@@ -447,6 +456,43 @@ mod tests {
             load,
             throughput: 1.0,
         }
+    }
+
+    #[test]
+    fn a_published_edge_shows_the_server_s_view_only_when_it_is_fresh() {
+        let fresh = crate::EdgeSnapshot {
+            kind: "stream".into(),
+            name: "s".into(),
+            role: "sink".into(),
+            length: Some(7),
+            groups: vec![crate::EdgeGroup {
+                name: "g".into(),
+                pending: 2,
+                lag: Some(3),
+                consumers: 1,
+            }],
+            age: Some(Duration::from_millis(5)),
+            error: None,
+        };
+        let info = EdgeRow::info_of(&fresh).expect("a fresh reading");
+        assert_eq!((info.stream.as_str(), info.length), ("s", 7));
+        let g = &info.groups[0];
+        assert_eq!((g.name.as_str(), g.pending, g.lag, g.consumers), ("g", 2, Some(3), 1));
+        let stale = crate::EdgeSnapshot {
+            error: Some("no reply in time: an older reading is shown".into()),
+            ..fresh.clone()
+        };
+        assert_eq!(
+            EdgeRow::info_of(&stale),
+            None,
+            "an older reading is not published as the view"
+        );
+        let unread = crate::EdgeSnapshot {
+            length: None,
+            age: None,
+            ..fresh
+        };
+        assert_eq!(EdgeRow::info_of(&unread), None);
     }
 
     #[test]

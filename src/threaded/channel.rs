@@ -242,12 +242,20 @@ impl<T> Clone for EdgeRx<T> {
 }
 
 impl<T> Msg<T> {
-    /// Items it carries (a meta entry takes no room).
+    /// Items it carries (none for a meta entry).
     pub(crate) fn items(&self) -> usize {
         match self {
             Msg::Items(b) => b.len(),
             Msg::Meta(_) => 0,
         }
+    }
+
+    /// The room it takes in an edge's budget: its items, and at least one
+    /// (a meta entry, or an empty batch, takes one item's room), so that
+    /// the budget bounds the messages waiting as well as the items: the
+    /// channel under it is unbounded.
+    pub(crate) fn room(&self) -> usize {
+        self.items().max(1)
     }
 }
 
@@ -269,7 +277,7 @@ impl<T> EdgeTx<T> {
         cancel: &Cancel,
         deadline: Option<Instant>,
     ) -> Result<usize, NoRoom> {
-        let n = msg.items();
+        let n = msg.room();
         self.reserve(n, cancel, deadline)?;
         let Some(bytes) = &self.bytes else { return Ok(0) };
         let w = bytes.weight(msg);
@@ -309,7 +317,7 @@ impl<T> EdgeTx<T> {
         if try_reserve() {
             return Ok(());
         }
-        // As for a slot: a receiver that is running gives room back within
+        // A receiver that is running gives room back within
         // a time slice, far cheaper than a sleep and a wake-up.
         for _ in 0..YIELDS {
             crate::sync::yield_now();
@@ -364,17 +372,14 @@ impl<T> EdgeTx<T> {
 impl<T> EdgeRx<T> {
     /// Gives back the room `msg` took, waking a waiting sender.
     fn release(&self, msg: &Msg<T>) {
-        let n = msg.items();
-        if n > 0 {
-            self.budget.queued.fetch_sub(n, Ordering::SeqCst);
-            if let Some(bytes) = &self.bytes {
-                let w = bytes.weight(msg);
-                if w > 0 {
-                    bytes.budget.queued.fetch_sub(w, Ordering::SeqCst);
-                }
+        self.budget.queued.fetch_sub(msg.room(), Ordering::SeqCst);
+        if let Some(bytes) = &self.bytes {
+            let w = bytes.weight(msg);
+            if w > 0 {
+                bytes.budget.queued.fetch_sub(w, Ordering::SeqCst);
             }
-            let _ = self.room.try_send(());
         }
+        let _ = self.room.try_send(());
     }
 
     /// Takes a message if one is ready.
@@ -474,64 +479,22 @@ pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &
         return Err(msg);
     }
     let t0 = clock().raw();
-    let n = msg.items();
+    let n = msg.room();
     let Ok(w) = edge.reserve_msg(&msg, cancel, None) else {
         *blocked += clock().raw().saturating_sub(t0);
         return Err(msg);
     };
-    let result = send_reserved(&edge.tx, msg, cancel, t0, blocked);
+    let result = send_reserved(&edge.tx, msg, t0, blocked);
     if result.is_err() {
         edge.unreserve_msg(n, w);
     }
     result
 }
 
-/// Sends a message whose room is reserved: waits for a slot.
-fn send_reserved<T>(
-    tx: &Sender<Msg<T>>,
-    msg: Msg<T>,
-    cancel: &Cancel,
-    t0: u64,
-    blocked: &mut u64,
-) -> Result<(), Msg<T>> {
-    let mut msg = msg;
-    // Yield a few times before sleeping: on a busy machine the receiver is
-    // often runnable and frees a slot within a time slice, which is far
-    // cheaper than a sleep and a wake-up.
-    for _ in 0..YIELDS {
-        msg = match tx.try_send(msg) {
-            Ok(()) => {
-                *blocked += clock().raw().saturating_sub(t0);
-                return Ok(());
-            }
-            Err(TrySendError::Disconnected(m)) => return Err(m),
-            Err(TrySendError::Full(m)) => m,
-        };
-        crate::sync::yield_now();
-        // A cancel that came while this sender yielded wins.
-        if cancel.is_cancelled() {
-            *blocked += clock().raw().saturating_sub(t0);
-            return Err(msg);
-        }
-    }
-    // Wait until there is room or the run is cancelled, without letting
-    // `Select` send: when both are ready it picks at random, and a message
-    // sent after the cancel would land behind the receiver's final drain.
-    // So the cancel is checked after every wake-up, before each attempt.
-    let result = loop {
-        let mut sel = Select::new();
-        sel.send(tx);
-        sel.recv(&cancel.rx);
-        sel.ready();
-        if cancel.is_cancelled() {
-            break Err(msg);
-        }
-        msg = match tx.try_send(msg) {
-            Ok(()) => break Ok(()),
-            Err(TrySendError::Disconnected(m)) => break Err(m),
-            Err(TrySendError::Full(m)) => m,
-        };
-    };
+/// Sends a message whose room is reserved. The channel under the budget
+/// is unbounded, so it goes in at once (or finds every receiver gone).
+fn send_reserved<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, t0: u64, blocked: &mut u64) -> Result<(), Msg<T>> {
+    let result = tx.try_send(msg).map_err(TrySendError::into_inner);
     *blocked += clock().raw().saturating_sub(t0);
     result
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::{Select, Sender, TrySendError};
+use crate::sync::chan::Sender;
 
 use super::channel::{send, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
@@ -222,47 +222,23 @@ fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Insta
     if cancel.is_cancelled() {
         return Err((msg, false));
     }
-    let n = msg.items();
+    let n = msg.room();
     let w = match edge.reserve_msg(&msg, cancel, Some(deadline)) {
         Ok(w) => w,
         Err(NoRoom::Timeout) => return Err((msg, true)),
         Err(NoRoom::Cancelled | NoRoom::Gone) => return Err((msg, false)),
     };
-    let result = send_reserved_until(edge.inner(), msg, cancel, deadline);
+    let result = send_reserved_until(edge.inner(), msg);
     if result.is_err() {
         edge.unreserve_msg(n, w);
     }
     result
 }
 
-/// Sends a message whose room is reserved, waiting for a slot until
-/// `deadline`.
-fn send_reserved_until<T>(
-    tx: &Sender<Msg<T>>,
-    msg: Msg<T>,
-    cancel: &Cancel,
-    deadline: Instant,
-) -> Result<(), (Msg<T>, bool)> {
-    // As `channel::send`: the cancel is checked before every attempt, and
-    // `Select` only waits (it would pick the send at random when room and
-    // the cancel are both ready).
-    let mut msg = msg;
-    loop {
-        if cancel.is_cancelled() {
-            return Err((msg, false));
-        }
-        msg = match tx.try_send(msg) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Disconnected(m)) => return Err((m, false)),
-            Err(TrySendError::Full(m)) => m,
-        };
-        let mut sel = Select::new();
-        sel.send(tx);
-        sel.recv(cancel.rx());
-        if sel.ready_deadline(deadline).is_err() {
-            return Err((msg, true));
-        }
-    }
+/// Sends a message whose room is reserved. The channel under the budget
+/// is unbounded, so it goes in at once (or finds every receiver gone).
+fn send_reserved_until<T>(tx: &Sender<Msg<T>>, msg: Msg<T>) -> Result<(), (Msg<T>, bool)> {
+    tx.try_send(msg).map_err(|e| (e.into_inner(), false))
 }
 
 /// A live handle on a pipeline's input: cloneable, usable from any thread

@@ -46,6 +46,21 @@ pub fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
+/// Threads named with `prefix` once they have all gone, or after 10 s:
+/// a joined thread leaves `/proc/self/task` a moment after its join
+/// returns.
+#[allow(dead_code)]
+pub fn threads_named_settle(prefix: &str) -> usize {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = threads_named(prefix);
+        if n == 0 || std::time::Instant::now() >= until {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// Keeps the injected panics out of the test output (other panics print).
 pub fn quiet_injected_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
