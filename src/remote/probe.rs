@@ -50,8 +50,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 struct Settle {
     /// Acker messages not yet carried out.
     queued: Arc<AtomicU64>,
-    /// The probe is being closed: a wait in progress ends.
-    closing: AtomicBool,
 }
 
 impl Settle {
@@ -65,10 +63,10 @@ impl Settle {
         self.queued.load(Ordering::SeqCst) == 0
     }
 
-    /// Waits until settled, for at most `limit`.
-    fn wait(&self, limit: Duration) {
+    /// Waits until settled, for at most `limit`, or until `closed`.
+    fn wait(&self, limit: Duration, closed: &AtomicBool) {
         let until = Instant::now() + limit;
-        while !self.settled() && !self.closing.load(Ordering::SeqCst) && Instant::now() < until {
+        while !self.settled() && !closed.load(Ordering::SeqCst) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -86,14 +84,15 @@ struct State {
     reading: Option<(StreamInfo, Instant)>,
     /// The error of the last attempt, if it failed.
     error: Option<String>,
-    /// The probe is closing: a wake-up still queued makes no reading.
-    closed: bool,
 }
 
 #[derive(Default)]
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// The probe is closing: a wake-up still queued makes no reading, and
+    /// a settle wait in progress ends.
+    closed: AtomicBool,
 }
 
 impl Shared {
@@ -136,8 +135,7 @@ impl InfoProbe {
     /// The probe of a source whose acks are counted in `queued` until
     /// confirmed.
     pub(crate) fn source(cfg: &EdgeConfig, queued: Arc<AtomicU64>) -> Self {
-        let closing = AtomicBool::new(false);
-        InfoProbe::new("source", cfg, Some(Arc::new(Settle { queued, closing })))
+        InfoProbe::new("source", cfg, Some(Arc::new(Settle { queued })))
     }
 
     /// The probe of an edge end named on a debugger (`Debugger::edge`):
@@ -162,10 +160,7 @@ impl InfoProbe {
         // made before it starts.
         let (tx, rx) = bounded(1);
         let (cfg, shared, settle) = (self.cfg.clone(), self.shared.clone(), self.settle.clone());
-        if let Some(settle) = &settle {
-            settle.closing.store(false, Ordering::SeqCst);
-        }
-        self.shared.lock().closed = false;
+        self.shared.closed.store(false, Ordering::SeqCst);
         let thread = std::thread::Builder::new()
             .name(format!("paipa-edge-{}", self.cfg.stream))
             .spawn(move || reader(cfg, shared, settle, rx))?;
@@ -188,14 +183,14 @@ fn reader(cfg: EdgeConfig, shared: Arc<Shared>, settle: Option<Arc<Settle>>, wak
     let mut link: Option<Link> = None;
     while wake.recv().is_ok() {
         let (ticket, is_final) = {
-            let mut state = shared.lock();
-            if state.closed {
+            if shared.closed.load(Ordering::SeqCst) {
                 break;
             }
+            let mut state = shared.lock();
             (state.asked, std::mem::take(&mut state.is_final))
         };
         if let (true, Some(settle)) = (is_final, &settle) {
-            settle.wait(SETTLE_WAIT);
+            settle.wait(SETTLE_WAIT, &shared.closed);
         }
         let result = read(&mut link, &cfg);
         let mut state = shared.lock();
@@ -316,10 +311,7 @@ impl EdgeProbe for InfoProbe {
     }
 
     fn close(&self) {
-        if let Some(settle) = &self.settle {
-            settle.closing.store(true, Ordering::SeqCst);
-        }
-        self.shared.lock().closed = true;
+        self.shared.closed.store(true, Ordering::SeqCst);
         // Taken out of the lock first: a request made while this joins
         // starts a thread of its own, rather than waiting for the join.
         let reader = self.lock_reader().take();

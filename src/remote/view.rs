@@ -240,32 +240,35 @@ impl Publisher {
 
     /// Publishes `snapshot` now.
     pub fn publish(&mut self, snapshot: &Snapshot) -> Result<(), RemoteError> {
-        let watched = |role: &str, stream: &str| self.edges.iter().find(|w| w.role == role && w.cfg.stream == stream);
-        let mut rows: Vec<EdgeRow> = snapshot
-            .edges
-            .iter()
-            .filter(|e| e.kind == "stream")
-            .map(|e| EdgeRow {
-                role: e.role.clone(),
-                stats: match watched(&e.role, &e.name) {
-                    Some(w) => w.counters.snapshot(&e.name),
-                    None => EdgeStats {
-                        stream: e.name.clone(),
-                        ..EdgeStats::default()
-                    },
+        let mut rows = Vec::new();
+        for e in snapshot.edges.iter().filter(|e| e.kind == "stream") {
+            let watched = self.edges.iter().find(|w| w.role == e.role && w.cfg.stream == e.name);
+            let info = match (EdgeRow::info_of(e), watched) {
+                // Named on this publisher and not read by the run yet:
+                // read it here.
+                (None, Some(_)) if e.length.is_none() && !e.is_stale() => read_info(&mut self.link, &e.name).ok(),
+                (info, _) => info,
+            };
+            let stats = match watched {
+                Some(w) => w.counters.snapshot(&e.name),
+                None => EdgeStats {
+                    stream: e.name.clone(),
+                    ..EdgeStats::default()
                 },
-                info: EdgeRow::info_of(e),
-            })
-            .collect();
+            };
+            rows.push(EdgeRow {
+                role: e.role.clone(),
+                stats,
+                info,
+            });
+        }
+        // Named here, and not in the snapshot at all: read here.
         for w in &self.edges {
-            // An edge the snapshot shows, read or failing: its row is made
-            // above. One it does not show, or has not read yet: read here.
-            let shown = snapshot
+            if !snapshot
                 .edges
                 .iter()
-                .any(|e| e.role == w.role && e.name == w.cfg.stream && (e.length.is_some() || e.is_stale()));
-            if !shown {
-                rows.retain(|r| !(r.role == w.role && r.stats.stream == w.cfg.stream));
+                .any(|e| e.role == w.role && e.name == w.cfg.stream)
+            {
                 rows.push(EdgeRow {
                     role: w.role.to_string(),
                     stats: w.counters.snapshot(&w.cfg.stream),

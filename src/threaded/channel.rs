@@ -15,11 +15,12 @@
 //!   `Sender` of a zero-capacity signal channel. Every blocking operation is a
 //!   `Select` over its data channel *and* that signal, so every thread blocked
 //!   anywhere wakes at once, discards what it holds (counted), and returns.
-//!   A send checks the cancel flag before every attempt (also between its
-//!   yields, and after every wake-up: it waits with `Select::ready` and
-//!   never lets `Select` pick the send, which it would do at random when
-//!   room and the cancel are both ready), so a send that starts, or wakes,
-//!   after the cancel gives its message back. One that checked the flag
+//!   A send checks the cancel flag as it starts and while it waits for
+//!   room in the edge's budget (between its yields, and after every
+//!   wake-up: the wait selects over the edge's doorbell and the signal);
+//!   once its room is reserved the message goes in at once (the channel
+//!   under the budget is unbounded). So a send that starts after the
+//!   cancel, or is woken by it, gives its message back. One that checked the flag
 //!   just before the cancel may still land after the receiving stage made
 //!   its final drain: it is left on the edge, counted as the edge's
 //!   `queue_depth` in the final report.

@@ -387,10 +387,7 @@ pub(crate) fn source_linger_ticks() -> u64 {
 
 /// Items in a message (0 for a meta entry).
 fn items_in<T>(msg: &Msg<T>) -> u64 {
-    match msg {
-        Msg::Items(b) => b.len() as u64,
-        Msg::Meta(_) => 0,
-    }
+    msg.items() as u64
 }
 
 /// The source thread: sends the items put before the run, then pulls the
