@@ -469,6 +469,28 @@ pub(crate) fn edge_weighed<T>(layout: Layout, bytes: Option<(usize, ByteWeigher<
     )
 }
 
+/// Waits until `signal` disconnects (or sends), unless the run is
+/// cancelled or `deadline` passes.
+pub(crate) fn wait_for_signal(signal: &Receiver<()>, cancel: &Cancel, deadline: Option<Instant>) -> Result<(), NoRoom> {
+    if cancel.is_cancelled() {
+        return Err(NoRoom::Cancelled);
+    }
+    let mut sel = Select::new();
+    let on_signal = sel.recv(signal);
+    sel.recv(cancel.rx());
+    let op = match deadline {
+        None => sel.select(),
+        Some(d) => sel.select_deadline(d).map_err(|_| NoRoom::Timeout)?,
+    };
+    if op.index() == on_signal {
+        let _ = op.recv(signal);
+        Ok(())
+    } else {
+        let _ = op.recv(cancel.rx());
+        Err(NoRoom::Cancelled)
+    }
+}
+
 /// Sends `msg`, waiting for space unless the run is cancelled; time spent
 /// waiting is added to `blocked` (raw ticks). Gives the message back if it
 /// could not be delivered (cancelled, or nobody receives any more).

@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::sync::chan::Sender;
+use crate::sync::chan::{bounded, Receiver, Sender};
 
-use super::channel::{send, Cancel, EdgeTx, Layout, Msg, NoRoom};
+use super::channel::{send, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
 use super::pull::SharedSource;
 use super::step::Meta;
@@ -61,6 +61,9 @@ pub(crate) struct InputShared<T> {
     /// Set once the backlog is gone for good: puts go straight to the edge
     /// without looking at it.
     direct: AtomicBool,
+    /// Disconnects when `direct` is set: a put that must not pass the
+    /// backlog waits on it (see [`InputShared::hold_back`]).
+    drained: (Mutex<Option<Sender<()>>>, Receiver<()>),
 }
 
 /// Puts held back before the run, sent first by the source thread.
@@ -85,29 +88,55 @@ impl<T> InputShared<T> {
                 msgs: Vec::new(),
             }),
             direct: AtomicBool::new(false),
+            drained: {
+                let (tx, rx) = bounded(0);
+                (Mutex::new(Some(tx)), rx)
+            },
         })
     }
 
     /// Before the run nothing reads the input's edge, so a blocking put that
     /// finds no room would wait for ever on a thread that has yet to start
     /// the run: it joins the backlog instead, which the source thread sends
-    /// first when the run starts. Until the backlog is out, every later put
-    /// joins it too, so items keep the order they were put in. Returns the
-    /// message when it is to be sent as usual.
-    fn hold_back(&self, msg: Msg<T>, tx: &EdgeTx<T>, deadline: Option<Instant>) -> Option<Msg<T>> {
+    /// first when the run starts. Items keep the order they were put in, so
+    /// while a backlog exists no put passes it: a blocking put before the
+    /// run joins it (the only wait that could not deadlock), any other put
+    /// (a timed one, or any put once the run has started) waits until the
+    /// source thread has sent the backlog, then waits for room like every
+    /// put. So the backlog holds only what blocking puts handed over before
+    /// the run, and once the run starts memory is bounded by the capacity.
+    ///
+    /// `Ok(Some(msg))`: send it as usual; `Ok(None)`: it was sent or held
+    /// back; `Err`: refused while waiting (the flag says the deadline
+    /// passed).
+    #[allow(clippy::type_complexity)]
+    fn hold_back(
+        &self,
+        msg: Msg<T>,
+        tx: &EdgeTx<T>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Msg<T>>, (Msg<T>, bool)> {
         if self.direct.load(Ordering::SeqCst) {
-            return Some(msg);
+            return Ok(Some(msg));
         }
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
         if self.direct.load(Ordering::SeqCst) || (backlog.started && self.cancel.is_cancelled()) {
             // Sent as usual: refused if the run is cancelled.
-            return Some(msg);
+            return Ok(Some(msg));
         }
-        let msg = if backlog.started || !backlog.msgs.is_empty() {
+        if backlog.started || (deadline.is_some() && !backlog.msgs.is_empty()) {
+            drop(backlog);
+            return match wait_for_signal(&self.drained.1, &self.cancel, deadline) {
+                Ok(()) => Ok(Some(msg)),
+                Err(NoRoom::Timeout) => Err((msg, true)),
+                Err(NoRoom::Cancelled | NoRoom::Gone) => Err((msg, false)),
+            };
+        }
+        let msg = if !backlog.msgs.is_empty() {
             msg
         } else if deadline.is_some() {
             // A timed put may wait: it reports a full pipeline in time.
-            return Some(msg);
+            return Ok(Some(msg));
         } else {
             // Before the run, with nothing held back: send if there is room
             // now, under the lock, so that the run cannot start in between.
@@ -115,17 +144,24 @@ impl<T> InputShared<T> {
             match send_until(tx, msg, &self.cancel, Instant::now()) {
                 Ok(()) => {
                     self.counted(n);
-                    return None;
+                    return Ok(None);
                 }
                 Err((msg, true)) => msg,
-                Err((msg, false)) => return Some(msg),
+                Err((msg, false)) => return Ok(Some(msg)),
             }
         };
         match (backlog.msgs.last_mut(), msg) {
             (Some(Msg::Items(last)), Msg::Items(mut more)) if last.len() < self.layout.batch => last.append(&mut more),
             (_, msg) => backlog.msgs.push(msg),
         }
-        None
+        Ok(None)
+    }
+
+    /// The backlog is gone for good: puts go straight to the edge, and those
+    /// waiting for the backlog go on.
+    fn go_direct(&self) {
+        self.direct.store(true, Ordering::SeqCst);
+        self.drained.0.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
     /// Counts a message sent on the edge.
@@ -143,7 +179,7 @@ impl<T> InputShared<T> {
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
         backlog.started = true;
         if backlog.msgs.is_empty() {
-            self.direct.store(true, Ordering::SeqCst);
+            self.go_direct();
         }
         !backlog.msgs.is_empty()
     }
@@ -154,7 +190,7 @@ impl<T> InputShared<T> {
         let mut backlog = self.backlog.lock().unwrap_or_else(|e| e.into_inner());
         let msgs = std::mem::take(&mut backlog.msgs);
         if msgs.is_empty() {
-            self.direct.store(true, Ordering::SeqCst);
+            self.go_direct();
         }
         msgs
     }
@@ -193,7 +229,7 @@ impl<T> InputShared<T> {
             return Err((msg, false));
         };
         let tx = &tx;
-        let Some(msg) = self.hold_back(msg, tx, deadline) else {
+        let Some(msg) = self.hold_back(msg, tx, deadline)? else {
             return Ok(());
         };
         let n = match &msg {
@@ -439,35 +475,35 @@ pub(crate) fn source_job<T>(
             input.counted(n);
         }
     }
+    // Items put before the run are cut from the front as they are sent, each
+    // piece as large as the first stage's pacing allows at that moment:
+    // linear in the items, however small the first pieces are.
     let mut pending = pending.into_iter();
     while let Some(msg) = pending.next() {
-        let mut pieces: Vec<Msg<T>> = match msg {
-            Msg::Items(mut items) if items.len() > pacing.limit() => {
-                let mut out = Vec::new();
-                while !items.is_empty() {
-                    let rest = items.split_off(pacing.limit().min(items.len()));
-                    out.push(Msg::Items(std::mem::replace(&mut items, rest)));
+        let mut items = match msg {
+            Msg::Items(items) => items.into_iter(),
+            meta => {
+                if let Err(meta) = send(&tx, meta, &cancel, &mut blocked) {
+                    let unsent = items_in(&meta) + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+                    cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+                    return;
                 }
-                out
+                cell.metas.fetch_add(1, Ordering::Relaxed);
+                continue;
             }
-            other => vec![other],
         };
-        pieces.reverse();
-        while let Some(piece) = pieces.pop() {
-            let n = items_in(&piece);
-            if let Err(piece) = send(&tx, piece, &cancel, &mut blocked) {
-                let unsent = items_in(&piece)
-                    + pieces.iter().map(items_in).sum::<u64>()
-                    + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+        while items.len() > 0 {
+            let piece: Vec<T> = items.by_ref().take(pacing.limit()).collect();
+            let n = piece.len() as u64;
+            if let Err(piece) = send(&tx, Msg::Items(piece), &cancel, &mut blocked) {
+                let unsent =
+                    items_in(&piece) + items.len() as u64 + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
                 cell.discarded.fetch_add(unsent, Ordering::Relaxed);
                 cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
                 return;
             }
-            if n == 0 {
-                cell.metas.fetch_add(1, Ordering::Relaxed);
-            } else {
-                cell.count.fetch_add(n, Ordering::Relaxed);
-            }
+            cell.count.fetch_add(n, Ordering::Relaxed);
         }
     }
     // A lazy source nobody pulls: this thread pulls it and sends what it

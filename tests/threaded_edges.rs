@@ -1,0 +1,101 @@
+//! Promises that must hold at the edges of a run: items put before the run,
+//! puts after a held-back lot, waits that must see a cancel. Every test runs
+//! under a time limit far above what it needs, so a hang fails it.
+
+mod common;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::within;
+use paipa::threaded::{Pipeline, PutError, Stage};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A stage stuck on each item until the gate's sender is dropped.
+fn stuck(gate: crossbeam_channel::Receiver<()>) -> Stage<'static, u32, u32> {
+    let gate = Mutex::new(gate);
+    Stage::map("stuck", move |x: u32| {
+        let _ = gate.lock().unwrap().recv();
+        x
+    })
+}
+
+/// Items put before the run are cut into batches in linear time: 10^6 of
+/// them go through in a few seconds even in a debug build (cut with a copy
+/// of the rest at each batch of one, 60,000 took 34 s).
+#[test]
+fn a_million_items_put_before_the_run_go_through_in_linear_time() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new().then(Stage::map("double", |x: u64| x * 2)).unwrap();
+        assert_eq!(p.put_all(0..1_000_000u64), Ok(1_000_000));
+        p.finish();
+        let (sum, summary) = p.run_with(|out| out.sum::<u64>()).unwrap();
+        assert_eq!(sum, 999_999 * 1_000_000);
+        assert_eq!(summary.items, 1_000_000);
+        assert_eq!(summary.snapshot.stages[0].count, 1_000_000);
+    });
+}
+
+/// Once the run has started, a put never passes a held-back lot: it waits
+/// for the lot to be sent, then for room, as any put does. A timed put
+/// reports a full pipeline; nothing joins an unbounded backlog.
+#[test]
+fn puts_after_a_held_back_lot_wait_for_room() {
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let mut p = Pipeline::new().capacity(4).unwrap().then(stuck(gate)).unwrap();
+        let input = p.input();
+        // Before the run: 4 fit the edge, 6 more are held back.
+        for i in 0..10 {
+            input.put(i).unwrap();
+        }
+        let running = p.spawn().unwrap();
+        // The held-back lot cannot be all out: the stage is stuck on one
+        // item and the edge holds 4.
+        for i in 10..13 {
+            match input.put_timeout(i, Duration::from_millis(20)) {
+                Err(PutError::Full(x)) => assert_eq!(x, i),
+                other => panic!("the pipeline is full: {other:?}"),
+            }
+        }
+        match input.put_batch_timeout(vec![20, 21], Duration::from_millis(20)) {
+            Err(PutError::Full(v)) => assert_eq!(v, [20, 21]),
+            other => panic!("the pipeline is full: {other:?}"),
+        }
+        // A blocking put waits until there is room, then lands after the lot.
+        let late = input.clone();
+        let putter = std::thread::spawn(move || late.put(99));
+        drop(open);
+        putter.join().unwrap().unwrap();
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, 11);
+        assert_eq!(s.snapshot.stages[0].count, 11);
+    });
+}
+
+/// A timed put before the run, behind a held-back lot, reports a full
+/// pipeline instead of joining the lot.
+#[test]
+fn a_timed_put_before_the_run_does_not_pass_or_join_a_held_back_lot() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .then(Stage::map("id", |x: u32| x))
+            .unwrap();
+        let input = p.input();
+        for i in 0..5 {
+            input.put(i).unwrap();
+        }
+        match input.put_timeout(5, Duration::from_millis(20)) {
+            Err(PutError::Full(5)) => {}
+            other => panic!("a lot is held back: {other:?}"),
+        }
+        drop(input);
+        let (out, s) = p.run_with(|out| out.collect::<Vec<_>>()).unwrap();
+        assert_eq!(out.len(), 5);
+        assert_eq!(s.items, 5);
+    });
+}
