@@ -99,3 +99,99 @@ fn a_timed_put_before_the_run_does_not_pass_or_join_a_held_back_lot() {
         assert_eq!(s.items, 5);
     });
 }
+
+/// Waits until `f` holds, checking every millisecond.
+fn until(f: impl Fn() -> bool) {
+    while !f() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// An async stage that starts each item's future, counts it, and sleeps an
+/// hour before answering.
+#[cfg(feature = "async")]
+fn napping(name: &str, started: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Stage<'static, u32, u32> {
+    let started = started.clone();
+    Stage::map_async(name, move |x: u32| {
+        let started = started.clone();
+        async move {
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            x
+        }
+    })
+    .in_flight(16)
+}
+
+/// An async stage whose input has ended (its feeder gone) still sees an
+/// abort: its futures are dropped and counted as discarded.
+#[cfg(feature = "async")]
+#[test]
+fn an_abort_reaches_an_async_stage_whose_input_has_ended() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        let started = Arc::new(AtomicUsize::new(0));
+        let running = Pipeline::new()
+            .source(0..10u32)
+            .then(napping("napab", &started))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        until(|| started.load(SeqCst) == 10);
+        // The feeder has passed the end of input on and ended.
+        until(|| common::threads_named("paipa:napab:fe") == 0);
+        let s = running.abort_within(Duration::from_secs(30)).unwrap();
+        let nap = &s.snapshot.stages[1];
+        assert_eq!((nap.name.as_str(), nap.count_in, nap.discarded), ("napab", 10, 10));
+    });
+}
+
+/// A stage that fails after the input of an async stage before it ended
+/// ends the run with its error.
+#[cfg(feature = "async")]
+#[test]
+fn a_failure_after_an_async_stage_s_input_ended_ends_the_run() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        let started = Arc::new(AtomicUsize::new(0));
+        let seen = started.clone();
+        let (fail_tx, fail_rx) = crossbeam_channel::bounded::<()>(0);
+        let fail_rx = Mutex::new(fail_rx);
+        let err = Pipeline::new()
+            .source(std::iter::once(0u32).chain(1..10))
+            .then(
+                Stage::map_async("napfl", move |x: u32| {
+                    let started = seen.clone();
+                    async move {
+                        started.fetch_add(1, SeqCst);
+                        if x != 0 {
+                            tokio::time::sleep(Duration::from_secs(3600)).await;
+                        }
+                        x
+                    }
+                })
+                .in_flight(16),
+            )
+            .unwrap()
+            .then(Stage::try_map("judge", move |x: u32| {
+                // Fails once the async stage's feeder has ended.
+                let _ = fail_rx.lock().unwrap().recv();
+                Err::<u32, _>(format!("no to {x}"))
+            }))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        until(|| started.load(SeqCst) == 10);
+        until(|| common::threads_named("paipa:napfl:fe") == 0);
+        drop(fail_tx);
+        match err.wait() {
+            Err(paipa::RunError::Step { stage, source, .. }) => {
+                assert_eq!(stage, "judge");
+                assert_eq!(source.to_string(), "no to 0");
+            }
+            other => panic!("the judge failed: {other:?}"),
+        }
+    });
+}

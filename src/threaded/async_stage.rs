@@ -20,9 +20,9 @@
 //!   then reaches the stage thread once the source's `next` returns), and
 //!   hands one batch over per request of the stage thread, through an
 //!   unbounded tokio channel that holds at most one batch (plus an end or a
-//!   cancel). The feeder also watches the run's cancel signal and passes it
-//!   on at once, so a cancel reaches the stage thread while every future is
-//!   pending.
+//!   cancel). The stage thread watches the run's cancel itself (see
+//!   `cancel.rs`), so a cancel reaches it while every future is pending,
+//!   also once the feeder has passed the end of input on and ended.
 //!
 //! The futures are polled on the stage thread, so they need not be `Send`
 //! or `'static`: like every step of a scoped run they may borrow from the
@@ -445,6 +445,9 @@ struct Done<Out> {
 enum Event<In, Out> {
     Done(Done<Out>),
     Feed(Option<Feed<In>>),
+    /// The run was cancelled: seen here, not through the feeder, which
+    /// ends once it has passed the end of input on.
+    Cancelled,
 }
 
 /// How often the stage thread reads its CPU time.
@@ -783,6 +786,9 @@ where
                 break;
             }
             let mut next = std::future::poll_fn(|cx| {
+                if cancel.poll_cancelled(cx).is_ready() {
+                    return Poll::Ready(Event::Cancelled);
+                }
                 if let Poll::Ready(Some(done)) = in_flight.poll_next_unpin(cx) {
                     return Poll::Ready(Event::Done(done));
                 }
@@ -833,7 +839,7 @@ where
                 }
                 Event::Feed(Some(Feed::Meta(meta))) => outbox.meta(meta),
                 Event::Feed(Some(Feed::End) | None) => input_open = false,
-                Event::Feed(Some(Feed::Cancelled)) => ok = false,
+                Event::Feed(Some(Feed::Cancelled)) | Event::Cancelled => ok = false,
             }
             ok = ok && !outbox.is_gone() && !cancel.is_cancelled();
         }

@@ -35,56 +35,15 @@ use std::time::{Duration, Instant};
 
 use crate::sync::chan::{bounded, unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
+pub(crate) use super::cancel::Cancel;
 use super::step::Meta;
 use crate::stats::clock;
-use crate::sync::{AtomicBool, AtomicUsize, Mutex};
+use crate::sync::AtomicUsize;
 
 /// What travels on an edge.
 pub(crate) enum Msg<T> {
     Items(Vec<T>),
     Meta(Meta),
-}
-
-/// The run-wide stop signal.
-#[derive(Debug)]
-pub(crate) struct Cancel {
-    flag: AtomicBool,
-    tx: Mutex<Option<Sender<()>>>,
-    rx: Receiver<()>,
-}
-
-impl Cancel {
-    pub(crate) fn new() -> Arc<Self> {
-        let (tx, rx) = bounded(0);
-        Arc::new(Cancel {
-            flag: AtomicBool::new(false),
-            tx: Mutex::new(Some(tx)),
-            rx,
-        })
-    }
-
-    /// Raises the flag and wakes every blocked operation (idempotent).
-    pub(crate) fn cancel(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-    }
-
-    /// The signal's receiving end: it disconnects on cancel.
-    pub(crate) fn rx(&self) -> &Receiver<()> {
-        &self.rx
-    }
-
-    pub(crate) fn is_cancelled(&self) -> bool {
-        self.flag.load(Ordering::Relaxed)
-    }
-
-    /// Sleeps for `d` unless cancelled first; returns false if cancelled.
-    pub(crate) fn sleep(&self, d: Duration) -> bool {
-        !matches!(
-            self.rx.recv_timeout(d),
-            Err(crate::sync::chan::RecvTimeoutError::Disconnected)
-        )
-    }
 }
 
 /// How an edge of `capacity` items is laid out: at most `capacity` items
@@ -565,7 +524,7 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
     let rx = &edge.rx;
     let mut sel = Select::new();
     let data = sel.recv(rx);
-    sel.recv(&cancel.rx);
+    sel.recv(cancel.rx());
     let op = match timeout {
         Some(t) => sel.select_timeout(t).ok(),
         None => Some(sel.select()),
@@ -580,7 +539,7 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
             Err(_) => Recv::End,
         },
         Some(op) => {
-            let _ = op.recv(&cancel.rx);
+            let _ = op.recv(cancel.rx());
             Recv::Cancelled
         }
     };
@@ -603,7 +562,7 @@ pub(crate) fn recv_or_stop<T, S>(edge: &EdgeRx<T>, cancel: &Cancel, stop: &Recei
     let rx = &edge.rx;
     let mut sel = Select::new();
     let data = sel.recv(rx);
-    let cancelled = sel.recv(&cancel.rx);
+    let cancelled = sel.recv(cancel.rx());
     sel.recv(stop);
     let op = sel.select();
     match op.index() {
@@ -615,7 +574,7 @@ pub(crate) fn recv_or_stop<T, S>(edge: &EdgeRx<T>, cancel: &Cancel, stop: &Recei
             Err(_) => Recv::End,
         }),
         i if i == cancelled => {
-            let _ = op.recv(&cancel.rx);
+            let _ = op.recv(cancel.rx());
             Some(Recv::Cancelled)
         }
         _ => {

@@ -21,6 +21,7 @@ mod async_stage;
 #[cfg(all(feature = "async", not(loom)))]
 mod bridge;
 mod builder;
+mod cancel;
 mod chain;
 mod channel;
 mod chunk;
