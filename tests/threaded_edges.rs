@@ -195,3 +195,71 @@ fn a_failure_after_an_async_stage_s_input_ended_ends_the_run() {
         }
     });
 }
+
+/// A stream that yields `n` items, then stays quiet for ever.
+#[cfg(feature = "async")]
+fn quiet_after(n: u32) -> impl futures::Stream<Item = u32> + Send {
+    use futures::StreamExt;
+    futures::stream::iter(0..n).chain(futures::stream::pending())
+}
+
+/// A counting stage: how many items it has seen.
+fn counting(seen: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Stage<'static, u32, u32> {
+    let seen = seen.clone();
+    Stage::map("count", move |x: u32| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        x
+    })
+}
+
+/// A source that goes quiet does not hold back what it gave: the items are
+/// processed while it waits, and a stop, an abort, or dropping the outputs
+/// ends the run (the wait inside `next()` looks at the run).
+#[cfg(feature = "async")]
+#[test]
+fn a_quiet_stream_source_hands_on_what_it_gave_and_every_ending_ends_it() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        for ending in ["stop", "abort", "drop outputs"] {
+            let seen = Arc::new(AtomicUsize::new(0));
+            let p = Pipeline::new()
+                .source_stream(quiet_after(5))
+                .then(counting(&seen))
+                .unwrap();
+            if ending == "drop outputs" {
+                let mut out = p.outputs().unwrap();
+                let first: Vec<u32> = out.by_ref().take(5).collect();
+                assert_eq!(first, [0, 1, 2, 3, 4]);
+                drop(out);
+                continue;
+            }
+            let running = p.spawn().unwrap();
+            // Handed on by the stage while the source waits.
+            until(|| running.stats().snapshot().stages[1].count == 5);
+            assert_eq!(seen.load(SeqCst), 5);
+            let s = match ending {
+                "stop" => running.stop().unwrap(),
+                _ => running.abort().unwrap(),
+            };
+            assert_eq!(s.snapshot.stages[0].count, 5, "{ending}");
+            assert_eq!(s.snapshot.stages[1].count, 5, "{ending}");
+        }
+    });
+}
+
+/// A stream that never yields anything ends with a stop.
+#[cfg(feature = "async")]
+#[test]
+fn a_stream_source_that_never_yields_ends_with_a_stop() {
+    within(LIMIT, || {
+        let running = Pipeline::new()
+            .source_stream(futures::stream::pending::<u32>())
+            .then(Stage::map("id", |x: u32| x))
+            .unwrap()
+            .spawn()
+            .unwrap();
+        let s = running.stop().unwrap();
+        assert_eq!(s.items, 0);
+    });
+}

@@ -53,6 +53,7 @@ use super::probe::InfoProbe;
 use super::sink::END_FIELD;
 use super::stats::Counters;
 use super::tracked::{AckShared, Entry, Tracked};
+use crate::threaded::waiting::{self, Wait};
 
 /// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
 /// to use as a pipeline's source.
@@ -180,7 +181,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
         Ok((source, handle))
     }
 
-    fn step(&mut self) -> Result<bool, RemoteError> {
+    /// One round of claiming, reading and looking for the end; a wait in it
+    /// lasts at most `cap` (the run's bound, see `threaded/waiting.rs`).
+    fn step(&mut self, cap: Option<Duration>) -> Result<bool, RemoteError> {
+        let block = cap.map_or(self.cfg.block, |cap| self.cfg.block.min(cap));
         if Instant::now() >= self.next_claim {
             // Claim batch after batch while full ones come, up to ten.
             let mut rounds = 0;
@@ -198,7 +202,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let end_before = self.end_seen || (look && self.end_reached()?);
         // Once every producer is done, nothing new can come: the read that
         // confirms it need not wait.
-        self.read((!end_before).then_some(self.cfg.block))?;
+        self.read((!end_before).then_some(block))?;
         self.idle = self.buffer.is_empty();
         if !self.buffer.is_empty() || !end_before {
             return Ok(false);
@@ -207,12 +211,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             return Ok(true);
         }
         // Others' entries are pending: wait a little before claiming.
-        std::thread::sleep(
-            self.cfg
-                .block
-                .min(self.cfg.claim_idle / 4)
-                .max(Duration::from_millis(1)),
-        );
+        std::thread::sleep(block.min(self.cfg.claim_idle / 4).max(Duration::from_millis(1)));
         Ok(false)
     }
 
@@ -293,7 +292,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 .arg("COUNT")
                 .arg(cfg.batch);
             if let Some(block) = block {
-                p.arg("BLOCK").arg(block.as_millis() as u64);
+                // BLOCK 0 waits for ever: a wait under a millisecond is one.
+                p.arg("BLOCK").arg((block.as_millis() as u64).max(1));
             }
             p.arg("STREAMS").arg(&cfg.stream).arg(">");
             p.query(c)
@@ -510,13 +510,27 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
                 // this source: its snapshots show the stream from now on.
                 crate::stats::watch_edge(probe);
             }
+            // The run that pulls this source: a stop ends the input, a
+            // puller that holds items past its linger gets them handed on.
+            let cap = match waiting::wait() {
+                Wait::Stop => {
+                    self.stop.store(true, Ordering::Release);
+                    None
+                }
+                Wait::Yield => {
+                    waiting::yield_now();
+                    return None;
+                }
+                Wait::For(d) => Some(d),
+                Wait::Forever => None,
+            };
             if self.ended || self.stop.load(Ordering::Acquire) || self.broken.load(Ordering::Acquire) {
                 self.ended = true;
                 self.shared = None;
                 self.reading.store(false, Ordering::Release);
                 return None;
             }
-            match self.step() {
+            match self.step(cap) {
                 Ok(false) => {}
                 Ok(true) => {
                     self.ended = true;

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::channel::Msg;
 use super::handle::{Outputs, Summary};
 use super::input::{single, Closed, Input, InputShared, PutError};
+use super::waiting::{self, Wait};
 use super::Pipeline;
 use crate::error::RunError;
 use crate::sync::chan::{bounded, Sender};
@@ -313,6 +314,39 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     }
 }
 
+/// How a wait for a stream's next item ended.
+enum Waited<T> {
+    Done(T),
+    Stop,
+    Yield,
+}
+
+/// Polls `fut` on this thread (parked between wake-ups), in slices that
+/// end to look at the run (see `waiting.rs`). The runtime whose context is
+/// entered drives the future's IO and timers on its own threads.
+fn block_on_slices<F: std::future::Future>(fut: F) -> Waited<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(x) = fut.as_mut().poll(&mut cx) {
+            return Waited::Done(x);
+        }
+        match waiting::wait() {
+            Wait::Stop => return Waited::Stop,
+            Wait::Yield => return Waited::Yield,
+            Wait::For(d) => std::thread::park_timeout(d),
+            Wait::Forever => std::thread::park(),
+        }
+    }
+}
+
 /// Where a [`StreamSource`] polls its stream.
 enum On {
     /// Inside the caller's runtime context, waiting with a parked thread.
@@ -334,10 +368,20 @@ impl<S: Stream> Iterator for StreamSource<S> {
     fn next(&mut self) -> Option<S::Item> {
         use futures::StreamExt;
         let stream = self.stream.as_mut()?;
+        // Waits in slices, looking at the run between them (see
+        // `waiting.rs`): a stop ends the input, a linger that passed while
+        // the puller holds items hands them on.
         let next = match &mut self.on {
             On::Caller(handle) => {
                 let _inside = handle.enter();
-                futures::executor::block_on(stream.next())
+                match block_on_slices(stream.next()) {
+                    Waited::Done(x) => x,
+                    Waited::Stop => None,
+                    Waited::Yield => {
+                        waiting::yield_now();
+                        return None;
+                    }
+                }
             }
             On::Own(rt) => {
                 if rt.is_none() {
@@ -346,7 +390,29 @@ impl<S: Stream> Iterator for StreamSource<S> {
                         Err(e) => panic!("cannot start a runtime for the source stream: {e}"),
                     }
                 }
-                rt.as_ref().map(|rt| rt.block_on(stream.next()))?
+                let rt = rt.as_ref()?;
+                let waited = rt.block_on(async {
+                    let mut next = stream.next();
+                    loop {
+                        let slice = match waiting::wait() {
+                            Wait::Stop => return Waited::Stop,
+                            Wait::Yield => return Waited::Yield,
+                            Wait::For(d) => d,
+                            Wait::Forever => return Waited::Done((&mut next).await),
+                        };
+                        if let Ok(x) = tokio::time::timeout(slice, &mut next).await {
+                            return Waited::Done(x);
+                        }
+                    }
+                });
+                match waited {
+                    Waited::Done(x) => x,
+                    Waited::Stop => None,
+                    Waited::Yield => {
+                        waiting::yield_now();
+                        return None;
+                    }
+                }
             }
         };
         if next.is_none() {

@@ -48,7 +48,7 @@ pub enum PutError<T> {
 pub(crate) struct InputShared<T> {
     tx: RwLock<Option<EdgeTx<T>>>,
     /// Set by `close`: the source thread stops pulling its iterator.
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
     handles: AtomicUsize,
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) cell: Arc<StageCell>,
@@ -77,7 +77,7 @@ impl<T> InputShared<T> {
     pub(crate) fn new(tx: EdgeTx<T>, cancel: Arc<Cancel>, cell: Arc<StageCell>, layout: Layout) -> Arc<Self> {
         Arc::new(InputShared {
             tx: RwLock::new(Some(tx)),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             handles: AtomicUsize::new(0),
             cancel,
             cell,
@@ -216,6 +216,11 @@ impl<T> InputShared<T> {
     pub(crate) fn stop(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.close();
+    }
+
+    /// The flag `stop` raises (for a source that waits: see `waiting.rs`).
+    pub(crate) fn closed_flag(&self) -> &Arc<AtomicBool> {
+        &self.closed
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -414,7 +419,7 @@ impl<T> Drop for Input<T> {
 }
 
 /// How long a source batch may wait for more items before it is sent.
-const SOURCE_LINGER: Duration = Duration::from_millis(1);
+pub(crate) const SOURCE_LINGER: Duration = Duration::from_millis(1);
 
 /// [`SOURCE_LINGER`] in raw clock ticks.
 pub(crate) fn source_linger_ticks() -> u64 {

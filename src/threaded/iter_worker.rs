@@ -121,7 +121,8 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             self.mark();
             self.feed();
             let got = match try_recv(&self.cx.rx).or_else(|| {
-                let batch = self.cx.pull(&mut self.clock, &mut spare)?;
+                // Not holding: an empty batch never comes back.
+                let batch = self.cx.pull(&mut self.clock, &mut spare, false)?;
                 Some(Recv::Msg(Msg::Items(batch)))
             }) {
                 Some(got) => got,

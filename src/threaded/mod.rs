@@ -37,6 +37,7 @@ mod pull;
 mod run;
 mod stage;
 mod step;
+pub(crate) mod waiting;
 mod worker;
 
 #[cfg(feature = "http")]

@@ -139,6 +139,11 @@ impl<T> Outbox<T> {
         }
     }
 
+    /// Whether results wait in the buffer, unsent.
+    pub(crate) fn holds(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     /// Sends what is ready (nothing, if nothing is).
     pub(crate) fn flush(&mut self) {
         if self.buf.is_empty() {

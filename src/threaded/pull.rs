@@ -25,11 +25,13 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::channel::EdgeTx;
 use super::input::InputShared;
 use super::pacing::Pacing;
 use super::run::{panic_message, RunShared};
+use super::waiting::Pulling;
 use crate::error::RunError;
 use crate::stats::clock;
 use crate::sync::Mutex;
@@ -88,7 +90,20 @@ impl<'a, T> SharedSource<'a, T> {
 
     /// As [`pull`](Self::pull), into `spare` (an empty buffer whose
     /// allocation is reused: see `Outbox::recycle` for why that matters).
-    pub(crate) fn pull_into(&self, n: usize, spare: Vec<T>) -> Option<(Vec<T>, u64)> {
+    pub(crate) fn pull_into(&self, n: usize, mut spare: Vec<T>) -> Option<(Vec<T>, u64)> {
+        loop {
+            match self.pull_holding(n, spare, false)? {
+                (batch, spent) if !batch.is_empty() => return Some((batch, spent)),
+                (empty, _) => spare = empty,
+            }
+        }
+    }
+
+    /// As [`pull_into`](Self::pull_into); `holding` says the puller holds
+    /// results it has not sent: a source that waits then hands control back
+    /// within the linger (see `waiting.rs`), as an empty batch, so that the
+    /// puller can send them. `None` once the source is done.
+    pub(crate) fn pull_holding(&self, n: usize, spare: Vec<T>, holding: bool) -> Option<(Vec<T>, u64)> {
         let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
         let src = left.as_mut()?;
         if self.shared.cancel.is_cancelled() || self.input.is_closed() {
@@ -102,10 +117,27 @@ impl<'a, T> SharedSource<'a, T> {
         buf.clear();
         buf.reserve(n);
         let mut ended = false;
+        // The run's face to a source that waits (see `waiting.rs`).
+        let pulling = Pulling::enter(&self.shared.cancel, self.input.closed_flag());
+        if holding {
+            pulling.holding_until(Instant::now() + super::input::SOURCE_LINGER);
+        }
+        // The worker that pulls shows as busy on the source's row, so a
+        // source stuck inside `next()` is what a stuck run names.
+        let busy = cell.busy_since.first();
+        if let Some(b) = busy {
+            b.store(t0.max(1), Relaxed);
+        }
         let pulled = catch_unwind(AssertUnwindSafe(|| {
             while buf.len() < n {
                 match src.iter.next() {
-                    Some(x) => buf.push(x),
+                    Some(x) => {
+                        if buf.is_empty() && !holding {
+                            pulling.holding_until(Instant::now() + super::input::SOURCE_LINGER);
+                        }
+                        buf.push(x)
+                    }
+                    None if pulling.take_yielded() => break,
                     None => {
                         ended = true;
                         break;
@@ -117,6 +149,10 @@ impl<'a, T> SharedSource<'a, T> {
                 }
             }
         }));
+        drop(pulling);
+        if let Some(b) = busy {
+            b.store(0, Relaxed);
+        }
         let spent = clock().raw().saturating_sub(t0);
         cell.busy_ticks.fetch_add(spent, Relaxed);
         if let Err(p) = pulled {
@@ -133,7 +169,11 @@ impl<'a, T> SharedSource<'a, T> {
             *left = None;
         }
         if buf.is_empty() {
-            return None;
+            return if ended || left.is_none() {
+                None
+            } else {
+                Some((buf, spent))
+            };
         }
         cell.count.fetch_add(buf.len() as u64, Relaxed);
         Some((buf, spent))

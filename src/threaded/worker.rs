@@ -80,9 +80,11 @@ impl<In> WorkerCtx<'_, In> {
     /// and this worker's starved time: it is waiting for its input, as it
     /// would wait for a source thread.
     /// `spare` is an empty buffer to pull into (its allocation is reused).
-    pub(crate) fn pull(&self, clock: &mut WorkerClock, spare: &mut Vec<In>) -> Option<Vec<In>> {
+    /// `holding`: this worker holds results it has not sent; an empty batch
+    /// then means the source has nothing yet (see [`SharedSource::pull_holding`]).
+    pub(crate) fn pull(&self, clock: &mut WorkerClock, spare: &mut Vec<In>, holding: bool) -> Option<Vec<In>> {
         let source = self.source.as_ref()?;
-        let (batch, spent) = source.pull_into(source.pacing().limit(), std::mem::take(spare))?;
+        let (batch, spent) = source.pull_holding(source.pacing().limit(), std::mem::take(spare), holding)?;
         clock.starved += spent;
         Some(batch)
     }
@@ -261,7 +263,22 @@ pub(crate) fn item_worker<'a, S: Step>(
     while ok {
         // The input edge first (items put through input handles), then
         // the lazy source if this stage pulls it, then wait.
-        let got = match try_recv(&cx.rx).or_else(|| cx.pull(&mut clock, &mut spare).map(|b| Recv::Msg(Msg::Items(b)))) {
+        let holding = outbox.holds() || outbox.has_local();
+        let got = match try_recv(&cx.rx).or_else(|| {
+            cx.pull(&mut clock, &mut spare, holding)
+                .map(|b| Recv::Msg(Msg::Items(b)))
+        }) {
+            Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
+                // The source has nothing yet: send what this worker holds
+                // before it waits on the source again.
+                spare = empty;
+                outbox.flush();
+                feed(&mut outbox, &mut link, &mut clock);
+                if let Some(link) = link.as_mut() {
+                    link.idle();
+                }
+                continue;
+            }
             Some(got) => got,
             None => {
                 // The input ran dry: send what is ready, then wait.

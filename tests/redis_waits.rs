@@ -1,0 +1,114 @@
+//! A pipeline reading a Redis stream that goes quiet: what it was given is
+//! processed while it waits, and every way of ending the run ends it (the
+//! source's blocking read looks at the run between reads).
+#![cfg(feature = "redis")]
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::within;
+use paipa::remote::{EdgeConfig, StreamSink, StreamSource, Tracked};
+use paipa::threaded::{Pipeline, Stage};
+use redis_server::{server, unique};
+
+const LIMIT: Duration = Duration::from_secs(120);
+const N: u64 = 1000;
+
+/// Adds `N` entries and stays alive and quiet (no end marker) until the
+/// returned sender is dropped.
+fn quiet_producer(cfg: EdgeConfig) -> (crossbeam_channel::Sender<()>, std::thread::JoinHandle<()>) {
+    let (hold, held) = crossbeam_channel::bounded::<()>(0);
+    let (added_tx, added_rx) = crossbeam_channel::bounded::<()>(0);
+    let t = std::thread::spawn(move || {
+        let mut sink = StreamSink::<u64>::open(cfg).unwrap();
+        for i in 0..N {
+            sink.add_with_id(i.to_string(), &i).unwrap();
+        }
+        sink.flush().unwrap();
+        drop(added_tx);
+        let _ = held.recv();
+        drop(sink);
+    });
+    let _ = added_rx.recv();
+    (hold, t)
+}
+
+/// The README's shape: a stream source, then a map that marks each entry
+/// done. Returns the run and how many entries the map has finished.
+fn consumer(cfg: EdgeConfig) -> (paipa::threaded::Running, Arc<AtomicU64>) {
+    let (source, _handle) = StreamSource::<u64>::open(cfg).unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = done.clone();
+    let running = Pipeline::new()
+        .source(source)
+        .then(Stage::map("work", move |t: Tracked<u64>| {
+            seen.fetch_add(1, SeqCst);
+            t.done();
+        }))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    (running, done)
+}
+
+#[test]
+fn a_quiet_stream_s_entries_are_processed_and_every_ending_ends_the_run() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        for ending in ["stop", "abort", "drop"] {
+            let cfg = EdgeConfig::new(&url, unique("quiet-"), "g").consumer("c1");
+            let (hold, producer) = quiet_producer(cfg.clone());
+            let (running, done) = consumer(cfg.clone());
+            // All of them, while the producer stays quiet: none is held
+            // back until more arrive.
+            while done.load(SeqCst) < N {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            match ending {
+                "stop" => assert_eq!(running.stop().unwrap().snapshot.stages[1].count_in, N),
+                "abort" => assert_eq!(running.abort().unwrap().snapshot.stages[1].count_in, N),
+                _ => drop(running),
+            }
+            assert_eq!(done.load(SeqCst), N, "{ending}");
+            drop(hold);
+            producer.join().unwrap();
+        }
+    });
+}
+
+/// A stage that fails ends a run whose source waits on a quiet stream.
+#[test]
+fn a_failing_stage_ends_a_run_reading_a_quiet_stream() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = EdgeConfig::new(&url, unique("quiet-fail-"), "g").consumer("c1");
+        let (hold, producer) = quiet_producer(cfg.clone());
+        let (source, _handle) = StreamSource::<u64>::open(cfg).unwrap();
+        let err = Pipeline::new()
+            .source(source)
+            .then(Stage::try_map("picky", |t: Tracked<u64>| {
+                if *t.value() == N - 1 {
+                    Err(format!("no to {}", t.value()))
+                } else {
+                    t.done();
+                    Ok(())
+                }
+            }))
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("stage \"picky\" (worker 0) failed: no to {}", N - 1)
+        );
+        drop(hold);
+        producer.join().unwrap();
+    });
+}
