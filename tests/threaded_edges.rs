@@ -263,3 +263,37 @@ fn a_stream_source_that_never_yields_ends_with_a_stop() {
         assert_eq!(s.items, 0);
     });
 }
+
+/// A timed async put queued behind one that waits for ever is answered by
+/// its deadline, its items given back.
+#[cfg(feature = "async")]
+#[test]
+fn a_timed_async_put_is_answered_by_its_deadline_behind_a_put_that_waits() {
+    use futures::FutureExt;
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let mut p = Pipeline::new().capacity(2).unwrap().then(stuck(gate)).unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The stuck stage holds one item, the edge two.
+            for i in 0..3 {
+                input.put_async(i).await.unwrap();
+            }
+            let mut waiting = Box::pin(input.put_async(3));
+            assert!((&mut waiting).now_or_never().is_none(), "handed to the relay");
+            match input.put_batch_async(vec![4, 5], Duration::from_millis(200)).await {
+                Err(PutError::Full(v)) => assert_eq!(v, [4, 5]),
+                other => panic!("the pipeline stays full: {other:?}"),
+            }
+            drop(open);
+            waiting.await.unwrap();
+        });
+        drop(input);
+        assert_eq!(running.wait().unwrap().items, 4);
+    });
+}

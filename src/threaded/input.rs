@@ -184,6 +184,12 @@ impl<T> InputShared<T> {
         !backlog.msgs.is_empty()
     }
 
+    /// Whether the run has started.
+    #[cfg_attr(not(all(feature = "async", not(loom))), allow(dead_code))]
+    pub(crate) fn started(&self) -> bool {
+        self.direct.load(Ordering::SeqCst) || self.backlog.lock().unwrap_or_else(|e| e.into_inner()).started
+    }
+
     /// The puts held back so far, for the source thread to send; once there
     /// are none left, later puts go straight to the edge.
     fn take_backlog(&self) -> Vec<Msg<T>> {
