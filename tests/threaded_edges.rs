@@ -297,3 +297,55 @@ fn a_timed_async_put_is_answered_by_its_deadline_behind_a_put_that_waits() {
         assert_eq!(running.wait().unwrap().items, 4);
     });
 }
+
+/// An item whose `Clone` panics for the value 2.
+#[derive(Debug)]
+struct Brittle(u32);
+
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        if self.0 == 2 {
+            panic!("injected panic: cannot copy 2");
+        }
+        Brittle(self.0)
+    }
+}
+
+/// A panicking `Clone` (the copy a retrying stage keeps) fails the run as a
+/// panic in the step does: named, and with the books balanced.
+#[test]
+fn a_panicking_clone_in_a_retrying_stage_fails_the_run_with_the_books_balanced() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        let (debugger, kept) = common::keep_final();
+        let mut p = Pipeline::new()
+            .debug(debugger)
+            .then(
+                Stage::try_map("fragile", |b: Brittle| Ok::<_, String>(b.0))
+                    .retry(2, Duration::from_millis(1))
+                    .then_skip(),
+            )
+            .unwrap();
+        p.put_all((0..4).map(Brittle)).unwrap();
+        p.finish();
+        match p.run() {
+            Err(paipa::RunError::Panic { stage, message, .. }) => {
+                assert_eq!(stage, "fragile");
+                assert!(
+                    message.contains("in its item's Clone: injected panic: cannot copy 2"),
+                    "{message}"
+                );
+            }
+            other => panic!("the Clone panicked: {other:?}"),
+        }
+        let s = kept.lock().unwrap().clone().expect("a final report");
+        let st = &s.stages[1];
+        assert_eq!(st.failed, 1);
+        let books = (st.count_in, st.count, st.skipped, st.failed, st.discarded);
+        assert_eq!(
+            st.count_in,
+            st.count + st.skipped + st.failed + st.discarded,
+            "{books:?}"
+        );
+    });
+}

@@ -127,8 +127,17 @@ impl<In> WorkerCtx<'_, In> {
         let mut item = item;
         let mut retry = 0;
         loop {
+            // The copy kept for a retry is user code too (`Clone`): a panic
+            // in it fails the item as a panic in the step would.
             let spare = match self.clone_in {
-                Some(clone) if retry < retries => Some(clone(&item)),
+                Some(clone) if retry < retries => match catch_unwind(AssertUnwindSafe(|| clone(&item))) {
+                    Ok(copy) => Some(copy),
+                    Err(p) => {
+                        self.cell.failed.fetch_add(w, Relaxed);
+                        self.fatal(Failure::Panic(format!("in its item's Clone: {}", panic_message(&*p))));
+                        return false;
+                    }
+                },
                 _ => None,
             };
             let failure = match call(item) {
