@@ -417,5 +417,6 @@ pub use debugger::{Debugger, Stats, DEFAULT_INTERVAL};
 pub use error::{BoxError, ConfigError, RunError};
 pub use report::Reporter;
 pub use stats::{
-    EdgeGroup, EdgeSnapshot, Latency, Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot,
+    EdgeGroup, EdgeSnapshot, Latency, Limit, OpenInputs, Outcome, Snapshot, StageSnapshot, Stall, Verdict,
+    WorkerSnapshot,
 };

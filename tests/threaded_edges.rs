@@ -349,3 +349,44 @@ fn a_panicking_clone_in_a_retrying_stage_fails_the_run_with_the_books_balanced()
         );
     });
 }
+
+/// An input handle kept open (a clone left in some state) keeps the run
+/// going with nothing in it: the table and the hint say what it waits on.
+#[test]
+fn open_input_handles_show_in_the_table_and_the_hint() {
+    within(LIMIT, || {
+        let mut p = Pipeline::new().then(Stage::map("id", |x: u32| x)).unwrap();
+        let input = p.input();
+        let kept = input.clone();
+        let running = p.spawn().unwrap();
+        for i in 0..3 {
+            input.put(i).unwrap();
+        }
+        drop(input);
+        let stats = running.stats();
+        until(|| stats.snapshot().stages[1].count == 3);
+        // Quiet long enough that the few microseconds of work are no
+        // stage's limit: the run is waiting.
+        until(|| {
+            stats
+                .snapshot()
+                .inputs
+                .is_some_and(|i| i.quiet_for >= Duration::from_millis(200))
+        });
+        let snap = stats.snapshot();
+        let inputs = snap.inputs.expect("one handle is open");
+        assert_eq!(inputs.open, 1);
+        let table = paipa::report::format_table(&snap);
+        let line = table.last().unwrap();
+        assert!(line.starts_with("input: 1 open handle, nothing put for "), "{table:?}");
+        let hint = paipa::report::hint(&snap).unwrap();
+        assert!(
+            hint.starts_with("the run waits for its input: 1 open input handle, nothing put for "),
+            "{hint}"
+        );
+        drop(kept);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, 3);
+        assert_eq!(s.snapshot.inputs, None);
+    });
+}

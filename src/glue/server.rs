@@ -878,6 +878,7 @@ impl Server {
                     expected: None,
                     outcome: None,
                     edges: Vec::new(),
+                    inputs: None,
                 },
                 result: Err(RunError::NoInput),
             },

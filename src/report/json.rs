@@ -30,12 +30,15 @@ use crate::stats::{EdgeSnapshot, Outcome, Snapshot};
 ///                 "per_worker": [ { "busy_s": f64, "starved_s": f64, "blocked_s": f64 } ] } ],
 ///   "edges": [ { "kind": str, "name": str, "role": str, "length": u64 | null,
 ///                "groups": [ { "name": str, "pending": u64, "lag": u64 | null, "consumers": u64 } ],
-///                "age_s": f64 | null, "stale": bool, "error": str | null } ] }
+///                "age_s": f64 | null, "stale": bool, "error": str | null } ],
+///   "inputs": null | { "open": u64, "quiet_for_s": f64 } }
 /// ```
 ///
 /// `edges` are the process's edges to others (feature `redis`: see
 /// [`Snapshot::edges`]); `length` and `age_s` are null before the first
 /// reading, `stale` is true (with the `error`) when the last one failed.
+/// `inputs` counts a threaded run's live input handles still open (see
+/// [`Snapshot::inputs`]), null once none is.
 ///
 /// Fields are only ever added, never renamed or removed, within a schema
 /// version. `bottleneck`, `hint` and each stage's `latency` (async stages'
@@ -119,6 +122,7 @@ pub(crate) fn snapshot_json_judged(snapshot: &Snapshot, judged: &Snapshot) -> Va
         "outcome": snapshot.outcome.as_ref().map(outcome_json),
         "stages": stages,
         "edges": snapshot.edges.iter().map(edge_json).collect::<Vec<_>>(),
+        "inputs": snapshot.inputs.map(|i| json!({ "open": i.open, "quiet_for_s": i.quiet_for.as_secs_f64() })),
     })
 }
 

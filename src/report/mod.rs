@@ -52,7 +52,7 @@ pub use self::progress::ProgressReporter;
 pub(crate) use recent::Recent;
 pub(crate) use schedule::Schedule;
 pub use summary::{advice, format_summary, hint, outcome_line};
-pub use table::{edge_lines, format_table};
+pub use table::{edge_lines, format_table, input_line};
 #[cfg(all(feature = "web", not(loom)))]
 pub use web::WebReporter;
 

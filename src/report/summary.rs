@@ -43,6 +43,17 @@ pub fn advice(snapshot: &Snapshot, verdict: &Verdict) -> Option<String> {
             "the run failed{at}: fix that first; the timings cover only the part that ran, so they say nothing about speed"
         ));
     }
+    // A run that waits on open input handles says so: a handle kept by
+    // mistake keeps a run going with nothing in it.
+    if let (Some(inputs), Limit::Unknown | Limit::Waiting) = (&snapshot.inputs, verdict.limit) {
+        return Some(format!(
+            "the run waits for its input: {} open input handle{}, nothing put for {:.1} s (the run ends once \
+             every handle is dropped or finished)",
+            inputs.open,
+            if inputs.open == 1 { "" } else { "s" },
+            inputs.quiet_for.as_secs_f64()
+        ));
+    }
     let name = verdict.stage.as_ref()?;
     let b = snapshot.stage(name)?;
     let load = 100.0 * verdict.load;

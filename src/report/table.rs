@@ -1,6 +1,6 @@
 //! The aligned text table shared by the log reporter and the examples.
 
-use crate::stats::{EdgeSnapshot, Snapshot, StageSnapshot};
+use crate::stats::{EdgeSnapshot, OpenInputs, Snapshot, StageSnapshot};
 
 type Row = (String, Vec<(String, String)>);
 
@@ -55,7 +55,27 @@ pub fn format_table(snapshot: &Snapshot) -> Vec<String> {
         lines.push(line.trim_end().to_string());
     }
     lines.extend(snapshot.edges.iter().flat_map(edge_lines));
+    lines.extend(snapshot.inputs.filter(|_| !snapshot.is_final).map(|i| input_line(&i)));
     lines
+}
+
+/// The line of a run's open input handles in the table, such as
+/// `input: 1 open handle, nothing put for 55.0 s`.
+///
+/// ```
+/// use std::time::Duration;
+/// use paipa::OpenInputs;
+///
+/// let open = OpenInputs { open: 1, quiet_for: Duration::from_secs(55) };
+/// assert_eq!(paipa::report::input_line(&open), "input: 1 open handle, nothing put for 55.0 s");
+/// ```
+pub fn input_line(inputs: &OpenInputs) -> String {
+    format!(
+        "input: {} open handle{}, nothing put for {:.1} s",
+        inputs.open,
+        if inputs.open == 1 { "" } else { "s" },
+        inputs.quiet_for.as_secs_f64()
+    )
 }
 
 /// The lines of one edge in the table: one per consumer group of its

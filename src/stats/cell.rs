@@ -59,6 +59,11 @@ pub(crate) struct StageCell {
     latency: OnceLock<LatencyCells>,
     /// Edges registered by code running in this stage (feature `redis`).
     pub(crate) edges: Edges,
+    /// A threaded run's source row: live `Input` handles now open.
+    pub(crate) open_inputs: AtomicU64,
+    /// A threaded run's source row: raw clock reading of the last put
+    /// through an `Input` handle (0: none yet).
+    pub(crate) last_put: AtomicU64,
 }
 
 /// Whether memory is counted by the allocator (feature `alloc`, installed).

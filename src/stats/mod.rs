@@ -28,7 +28,7 @@ pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE
 pub use edge::{EdgeGroup, EdgeSnapshot};
 pub use latency::Latency;
 pub(crate) use snapshot::CPU_BOUND;
-pub use snapshot::{Limit, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
+pub use snapshot::{Limit, OpenInputs, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
 
 use std::cell::Cell;
 use std::ptr::NonNull;

@@ -320,6 +320,7 @@ impl Recorder {
             expected: None,
             outcome: lock(&self.outcome).clone(),
             edges: cells.iter().flat_map(|c| c.edges.read()).collect(),
+            inputs: None,
         }
     }
 

@@ -34,6 +34,22 @@ pub struct Snapshot {
     /// report and at the end of the run, never on the pipeline's threads.
     /// Empty for a pipeline with none.
     pub edges: Vec<EdgeSnapshot>,
+    /// A threaded run with live [`Input`](crate::threaded::Input) handles
+    /// still open: how many, and how long since the last put. A run fed
+    /// through handles ends only once every handle is dropped or finished,
+    /// so a handle kept by mistake shows here. `None` once none is open.
+    pub inputs: Option<OpenInputs>,
+}
+
+/// The live input handles a running pipeline waits on (see
+/// [`Snapshot::inputs`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenInputs {
+    /// Handles open now.
+    pub open: u64,
+    /// Time since the last put through any handle (or since the run
+    /// started, if none was made).
+    pub quiet_for: Duration,
 }
 
 /// How a run ended, as its final report knows it.

@@ -17,7 +17,7 @@ use crate::error::RunError;
 use crate::report::Schedule;
 use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::heard::{self, Heard};
-use crate::stats::{clock, ticks_to_duration, Outcome, Snapshot, StageCell, Stall};
+use crate::stats::{clock, ticks_to_duration, OpenInputs, Outcome, Snapshot, StageCell, Stall};
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -103,6 +103,18 @@ fn snapshot(
             .filter(|_| is_final)
             .and_then(|o| o.lock().unwrap_or_else(|e| e.into_inner()).clone()),
         edges: cells.iter().flat_map(|(cell, _)| cell.edges.read()).collect(),
+        inputs: cells.first().and_then(|(cell, _)| {
+            let open = cell.open_inputs.load(std::sync::atomic::Ordering::Relaxed);
+            let last = cell.last_put.load(std::sync::atomic::Ordering::Relaxed);
+            (open > 0).then(|| OpenInputs {
+                open,
+                quiet_for: if last == 0 {
+                    started.elapsed()
+                } else {
+                    ticks_to_duration(clock().raw().saturating_sub(last))
+                },
+            })
+        }),
     }
 }
 

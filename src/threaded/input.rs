@@ -166,6 +166,9 @@ impl<T> InputShared<T> {
 
     /// Counts a message sent on the edge.
     fn counted(&self, n: u64) {
+        self.cell
+            .last_put
+            .store(crate::stats::clock().raw().max(1), Ordering::Relaxed);
         if n == 0 {
             self.cell.metas.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -311,6 +314,7 @@ impl<T> fmt::Debug for Input<T> {
 impl<T> Input<T> {
     pub(crate) fn new(shared: Arc<InputShared<T>>) -> Self {
         shared.handles.fetch_add(1, Ordering::SeqCst);
+        shared.cell.open_inputs.fetch_add(1, Ordering::Relaxed);
         Input {
             shared,
             #[cfg(all(feature = "async", not(loom)))]
@@ -418,6 +422,7 @@ impl<T> Clone for Input<T> {
 
 impl<T> Drop for Input<T> {
     fn drop(&mut self) {
+        self.shared.cell.open_inputs.fetch_sub(1, Ordering::Relaxed);
         if self.shared.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.close();
         }
