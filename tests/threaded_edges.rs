@@ -390,3 +390,30 @@ fn open_input_handles_show_in_the_table_and_the_hint() {
         assert_eq!(s.snapshot.inputs, None);
     });
 }
+
+/// A weigher that answers differently each time it is asked (1, then 1000,
+/// then 1...) cannot unbalance an edge's bound by weight: each message is
+/// weighed once, and gives back what it took.
+#[test]
+fn a_weigher_that_changes_its_mind_cannot_unbalance_the_bound_by_weight() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    within(LIMIT, || {
+        let calls = AtomicUsize::new(0);
+        let mut p = Pipeline::new()
+            .then(Stage::map("make", |x: u32| x).max_bytes(1000, move |_: &u32| {
+                if calls.fetch_add(1, SeqCst) % 2 == 0 {
+                    1
+                } else {
+                    1000
+                }
+            }))
+            .unwrap()
+            .then(Stage::map("take", |x: u32| x))
+            .unwrap();
+        p.put_all(0..2000u32).unwrap();
+        p.finish();
+        let (sum, s) = p.run_with(|out| out.map(u64::from).sum::<u64>()).unwrap();
+        assert_eq!(sum, 1999 * 2000 / 2);
+        assert_eq!(s.items, 2000);
+    });
+}

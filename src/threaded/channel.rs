@@ -161,9 +161,18 @@ pub(crate) enum NoRoom {
     Timeout,
 }
 
+/// A message on the channel under an edge, with the bytes it reserved in
+/// the edge's bound by weight: the weigher runs once per message, so what
+/// the receiver gives back is exactly what the sender took, whatever the
+/// weigher would say a second time.
+pub(crate) struct Carried<T> {
+    msg: Msg<T>,
+    bytes: usize,
+}
+
 /// The sending end of an edge.
 pub(crate) struct EdgeTx<T> {
-    tx: Sender<Msg<T>>,
+    tx: Sender<Carried<T>>,
     budget: Arc<Budget>,
     bytes: Option<Arc<ByteBound<T>>>,
     /// Rung by receivers when room comes back; disconnects when every
@@ -173,7 +182,7 @@ pub(crate) struct EdgeTx<T> {
 
 /// The receiving end of an edge.
 pub(crate) struct EdgeRx<T> {
-    rx: Receiver<Msg<T>>,
+    rx: Receiver<Carried<T>>,
     budget: Arc<Budget>,
     bytes: Option<Arc<ByteBound<T>>>,
     room: Sender<()>,
@@ -323,38 +332,38 @@ impl<T> EdgeTx<T> {
         }
     }
 
-    /// The channel under the bound (for `Select`).
-    pub(crate) fn inner(&self) -> &Sender<Msg<T>> {
-        &self.tx
+    /// Sends a message whose room (`bytes` of it by weight) is reserved.
+    /// The channel under the budget is unbounded, so it goes in at once (or
+    /// finds every receiver gone, and the message comes back).
+    pub(crate) fn put_reserved(&self, msg: Msg<T>, bytes: usize) -> Result<(), Msg<T>> {
+        self.tx
+            .try_send(Carried { msg, bytes })
+            .map_err(|e| TrySendError::into_inner(e).msg)
     }
 }
 
 impl<T> EdgeRx<T> {
-    /// Gives back the room `msg` took, waking a waiting sender.
-    fn release(&self, msg: &Msg<T>) {
-        self.budget.queued.fetch_sub(msg.room(), Ordering::SeqCst);
-        if let Some(bytes) = &self.bytes {
-            let w = bytes.weight(msg);
-            if w > 0 {
-                bytes.budget.queued.fetch_sub(w, Ordering::SeqCst);
-            }
+    /// Gives back the room a message took, waking a waiting sender.
+    fn release(&self, c: Carried<T>) -> Msg<T> {
+        self.budget.queued.fetch_sub(c.msg.room(), Ordering::SeqCst);
+        if let (Some(bytes), true) = (&self.bytes, c.bytes > 0) {
+            bytes.budget.queued.fetch_sub(c.bytes, Ordering::SeqCst);
         }
         let _ = self.room.try_send(());
+        c.msg
     }
 
     /// Takes a message if one is ready.
     pub(crate) fn try_recv(&self) -> Result<Msg<T>, TryRecvError> {
-        let msg = self.rx.try_recv()?;
-        self.release(&msg);
-        Ok(msg)
+        let c = self.rx.try_recv()?;
+        Ok(self.release(c))
     }
 
     /// Waits for a message; an error once every sender is gone and the
     /// edge is drained.
     pub(crate) fn recv_blocking(&self) -> Result<Msg<T>, crate::sync::chan::RecvError> {
-        let msg = self.rx.recv()?;
-        self.release(&msg);
-        Ok(msg)
+        let c = self.rx.recv()?;
+        Ok(self.release(c))
     }
 
     /// As [`EdgeRx::recv_blocking`], but gives up when `stop` becomes
@@ -371,11 +380,7 @@ impl<T> EdgeRx<T> {
         sel.recv(stop);
         let op = sel.select();
         if op.index() == data {
-            let msg = op.recv(&self.rx);
-            if let Ok(m) = &msg {
-                self.release(m);
-            }
-            Some(msg)
+            Some(op.recv(&self.rx).map(|c| self.release(c)))
         } else {
             let _ = op.recv(stop);
             None
@@ -466,18 +471,11 @@ pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &
         *blocked += clock().raw().saturating_sub(t0);
         return Err(msg);
     };
-    let result = send_reserved(&edge.tx, msg, t0, blocked);
+    let result = edge.put_reserved(msg, w);
+    *blocked += clock().raw().saturating_sub(t0);
     if result.is_err() {
         edge.unreserve_msg(n, w);
     }
-    result
-}
-
-/// Sends a message whose room is reserved. The channel under the budget
-/// is unbounded, so it goes in at once (or finds every receiver gone).
-fn send_reserved<T>(tx: &Sender<Msg<T>>, msg: Msg<T>, t0: u64, blocked: &mut u64) -> Result<(), Msg<T>> {
-    let result = tx.try_send(msg).map_err(TrySendError::into_inner);
-    *blocked += clock().raw().saturating_sub(t0);
     result
 }
 
@@ -532,10 +530,7 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
     let got = match op {
         None => Recv::Idle,
         Some(op) if op.index() == data => match op.recv(rx) {
-            Ok(m) => {
-                edge.release(&m);
-                Recv::Msg(m)
-            }
+            Ok(c) => Recv::Msg(edge.release(c)),
             Err(_) => Recv::End,
         },
         Some(op) => {
@@ -567,10 +562,7 @@ pub(crate) fn recv_or_stop<T, S>(edge: &EdgeRx<T>, cancel: &Cancel, stop: &Recei
     let op = sel.select();
     match op.index() {
         i if i == data => Some(match op.recv(rx) {
-            Ok(m) => {
-                edge.release(&m);
-                Recv::Msg(m)
-            }
+            Ok(c) => Recv::Msg(edge.release(c)),
             Err(_) => Recv::End,
         }),
         i if i == cancelled => {

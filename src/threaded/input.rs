@@ -278,17 +278,10 @@ fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Insta
         Err(NoRoom::Timeout) => return Err((msg, true)),
         Err(NoRoom::Cancelled | NoRoom::Gone) => return Err((msg, false)),
     };
-    let result = send_reserved_until(edge.inner(), msg);
-    if result.is_err() {
+    edge.put_reserved(msg, w).map_err(|msg| {
         edge.unreserve_msg(n, w);
-    }
-    result
-}
-
-/// Sends a message whose room is reserved. The channel under the budget
-/// is unbounded, so it goes in at once (or finds every receiver gone).
-fn send_reserved_until<T>(tx: &Sender<Msg<T>>, msg: Msg<T>) -> Result<(), (Msg<T>, bool)> {
-    tx.try_send(msg).map_err(|e| (e.into_inner(), false))
+        (msg, false)
+    })
 }
 
 /// A live handle on a pipeline's input: cloneable, usable from any thread
