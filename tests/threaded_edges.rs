@@ -401,7 +401,7 @@ fn a_weigher_that_changes_its_mind_cannot_unbalance_the_bound_by_weight() {
         let calls = AtomicUsize::new(0);
         let mut p = Pipeline::new()
             .then(Stage::map("make", |x: u32| x).max_bytes(1000, move |_: &u32| {
-                if calls.fetch_add(1, SeqCst) % 2 == 0 {
+                if calls.fetch_add(1, SeqCst).is_multiple_of(2) {
                     1
                 } else {
                     1000
