@@ -417,3 +417,47 @@ fn a_weigher_that_changes_its_mind_cannot_unbalance_the_bound_by_weight() {
         assert_eq!(s.items, 2000);
     });
 }
+
+/// A batch as large as the capacity gets in under steady single puts that
+/// keep the edge from emptying: it claims its room, and the single puts
+/// wait for it.
+#[test]
+fn a_batch_as_large_as_the_capacity_gets_in_under_steady_single_puts() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
+    within(LIMIT, || {
+        let mut p = Pipeline::new()
+            .capacity(8)
+            .unwrap()
+            .then(Stage::map("slow", |x: u32| {
+                std::thread::sleep(Duration::from_millis(1));
+                x
+            }))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let putters: Vec<_> = (0..4)
+            .map(|_| {
+                let (input, done) = (input.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !done.load(SeqCst) {
+                        input.put(1).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        // The edge is kept full by the single puts from here on.
+        until(|| running.stats().snapshot().stages[1].count >= 20);
+        let batch = vec![1000u32; 8];
+        input.put_batch_timeout(batch, Duration::from_secs(10)).unwrap();
+        done.store(true, SeqCst);
+        let singles: u64 = putters.into_iter().map(|t| t.join().unwrap()).sum();
+        drop(input);
+        let s = running.wait().unwrap();
+        assert_eq!(s.items, singles + 8);
+    });
+}

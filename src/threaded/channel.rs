@@ -67,6 +67,10 @@ pub(crate) struct Layout {
 /// either way).
 const YIELDS: usize = if cfg!(loom) { 1 } else { 8 };
 
+/// How soon a sender held back by another's claim on an edge's room looks
+/// again (see [`Budget`]).
+const CLAIM_POLL: Duration = Duration::from_millis(5);
+
 /// Largest batch handed over in one hop.
 const MAX_BATCH: usize = 4096;
 
@@ -91,16 +95,40 @@ impl Layout {
 /// interleaving (a sender may wake once for nothing, and checks again). A
 /// batch larger than the whole bound is let through alone (when nothing
 /// else waits), so no batch waits for ever.
+///
+/// A batch of several items that has to wait *claims* its room: while the
+/// claim stands, other senders reserve only what leaves the claimed room
+/// free, so steady single puts cannot keep the edge too full for it for
+/// ever. One claim at a time; the others wait their turn as before.
 #[derive(Debug)]
 struct Budget {
     queued: AtomicUsize,
     capacity: usize,
+    /// Room claimed by a waiting batch (0: none).
+    claimed: AtomicUsize,
 }
 
 impl Budget {
-    fn try_reserve(&self, n: usize) -> bool {
+    fn new(capacity: usize) -> Self {
+        Budget {
+            queued: AtomicUsize::new(0),
+            capacity,
+            claimed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reserves room for `n`; `claimant` says the caller holds the claim.
+    fn try_reserve(&self, n: usize, claimant: bool) -> bool {
+        let claimed = if claimant {
+            0
+        } else {
+            self.claimed.load(Ordering::SeqCst)
+        };
         let mut queued = self.queued.load(Ordering::SeqCst);
         loop {
+            if claimed > 0 && queued + n + claimed > self.capacity {
+                return false;
+            }
             if queued > 0 && queued + n > self.capacity {
                 return false;
             }
@@ -235,7 +263,7 @@ impl<T> EdgeTx<T> {
         if n == 0 {
             return Ok(());
         }
-        self.wait_for_room(cancel, deadline, || self.budget.try_reserve(n))
+        self.wait_for_room(&self.budget, n, cancel, deadline)
     }
 
     /// Reserves room for `msg`: its items, then its bytes if the edge is
@@ -253,7 +281,7 @@ impl<T> EdgeTx<T> {
         if w == 0 {
             return Ok(0);
         }
-        match self.wait_for_room(cancel, deadline, || bytes.budget.try_reserve(w)) {
+        match self.wait_for_room(&bytes.budget, w, cancel, deadline) {
             Ok(()) => Ok(w),
             Err(e) => {
                 self.unreserve(n);
@@ -275,17 +303,46 @@ impl<T> EdgeTx<T> {
         self.bytes.as_ref()
     }
 
-    /// Waits until `try_reserve` succeeds, unless the run is cancelled,
-    /// every receiver is gone, or `deadline` passes.
+    /// Waits until `n` fits in `budget`, unless the run is cancelled, every
+    /// receiver is gone, or `deadline` passes. A batch of several items
+    /// that waits claims its room (see [`Budget`]) until it is done waiting.
     fn wait_for_room(
         &self,
+        budget: &Budget,
+        n: usize,
         cancel: &Cancel,
         deadline: Option<Instant>,
-        try_reserve: impl Fn() -> bool,
     ) -> Result<(), NoRoom> {
-        if try_reserve() {
+        if budget.try_reserve(n, false) {
             return Ok(());
         }
+        let mut claimant = false;
+        let result = self.wait_claiming(budget, n, cancel, deadline, &mut claimant);
+        if claimant {
+            // Senders held back by the claim look again within
+            // `CLAIM_POLL` (the doorbell is the receivers' to ring).
+            budget.claimed.store(0, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn wait_claiming(
+        &self,
+        budget: &Budget,
+        n: usize,
+        cancel: &Cancel,
+        deadline: Option<Instant>,
+        claimant: &mut bool,
+    ) -> Result<(), NoRoom> {
+        let try_reserve = |claimant: &mut bool| {
+            if !*claimant && n > 1 {
+                *claimant = budget
+                    .claimed
+                    .compare_exchange(0, n.min(budget.capacity), Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+            }
+            budget.try_reserve(n, *claimant)
+        };
         // A receiver that is running gives room back within
         // a time slice, far cheaper than a sleep and a wake-up.
         for _ in 0..YIELDS {
@@ -293,12 +350,12 @@ impl<T> EdgeTx<T> {
             if cancel.is_cancelled() {
                 return Err(NoRoom::Cancelled);
             }
-            if try_reserve() {
+            if try_reserve(claimant) {
                 return Ok(());
             }
         }
         loop {
-            if try_reserve() {
+            if try_reserve(claimant) {
                 return Ok(());
             }
             if cancel.is_cancelled() {
@@ -307,11 +364,20 @@ impl<T> EdgeTx<T> {
             let mut sel = Select::new();
             let room = sel.recv(&self.room);
             sel.recv(cancel.rx());
-            let op = match deadline {
+            // While a claim stands, the doorbell's one token may wake a
+            // sender the claim holds back instead of the claimant, and a
+            // claim given up rings nothing: every waiter looks again soon.
+            let poll = (budget.claimed.load(Ordering::SeqCst) > 0).then(|| Instant::now() + CLAIM_POLL);
+            let wake = match (deadline, poll) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
+            };
+            let op = match wake {
                 None => sel.select(),
-                Some(d) => match sel.select_deadline(d) {
+                Some(w) => match sel.select_deadline(w) {
                     Ok(op) => op,
-                    Err(_) => return Err(NoRoom::Timeout),
+                    Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => return Err(NoRoom::Timeout),
+                    Err(_) => continue,
                 },
             };
             if op.index() == room {
@@ -404,19 +470,13 @@ pub(crate) fn edge<T>(layout: Layout) -> (EdgeTx<T>, EdgeRx<T>) {
 pub(crate) fn edge_weighed<T>(layout: Layout, bytes: Option<(usize, ByteWeigher<T>)>) -> (EdgeTx<T>, EdgeRx<T>) {
     let bytes = bytes.map(|(limit, weigh)| {
         Arc::new(ByteBound {
-            budget: Budget {
-                queued: AtomicUsize::new(0),
-                capacity: limit,
-            },
+            budget: Budget::new(limit),
             weigh,
         })
     });
     let (tx, rx) = unbounded();
     let (room_tx, room_rx) = bounded(1);
-    let budget = Arc::new(Budget {
-        queued: AtomicUsize::new(0),
-        capacity: layout.capacity,
-    });
+    let budget = Arc::new(Budget::new(layout.capacity));
     (
         EdgeTx {
             tx,
