@@ -71,6 +71,11 @@ const YIELDS: usize = if cfg!(loom) { 1 } else { 8 };
 /// again (see [`Budget`]).
 const CLAIM_POLL: Duration = Duration::from_millis(5);
 
+/// How long a batch waits for room before it claims it: a hop between
+/// stages that keep up never waits this long, so only a batch that could
+/// starve pays for a claim.
+const CLAIM_AFTER: Duration = Duration::from_millis(10);
+
 /// Largest batch handed over in one hop.
 const MAX_BATCH: usize = 4096;
 
@@ -96,8 +101,8 @@ impl Layout {
 /// batch larger than the whole bound is let through alone (when nothing
 /// else waits), so no batch waits for ever.
 ///
-/// A batch of several items that has to wait *claims* its room: while the
-/// claim stands, other senders reserve only what leaves the claimed room
+/// A batch of several items that has waited `CLAIM_AFTER` *claims* its
+/// room: while the claim stands, other senders reserve only what leaves the claimed room
 /// free, so steady single puts cannot keep the edge too full for it for
 /// ever. One claim at a time; the others wait their turn as before.
 #[derive(Debug)]
@@ -305,7 +310,8 @@ impl<T> EdgeTx<T> {
 
     /// Waits until `n` fits in `budget`, unless the run is cancelled, every
     /// receiver is gone, or `deadline` passes. A batch of several items
-    /// that waits claims its room (see [`Budget`]) until it is done waiting.
+    /// that has waited a while claims its room (see [`Budget`]) until it is
+    /// done waiting.
     fn wait_for_room(
         &self,
         budget: &Budget,
@@ -334,8 +340,9 @@ impl<T> EdgeTx<T> {
         deadline: Option<Instant>,
         claimant: &mut bool,
     ) -> Result<(), NoRoom> {
+        let since = Instant::now();
         let try_reserve = |claimant: &mut bool| {
-            if !*claimant && n > 1 {
+            if !*claimant && n > 1 && since.elapsed() >= CLAIM_AFTER {
                 *claimant = budget
                     .claimed
                     .compare_exchange(0, n.min(budget.capacity), Ordering::SeqCst, Ordering::SeqCst)
