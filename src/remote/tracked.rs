@@ -356,31 +356,40 @@ impl<T> Tracked<T> {
     /// entries, and its id is the first id plus `+<count-1>`.
     pub fn merge(items: impl IntoIterator<Item = Tracked<T>>) -> Tracked<Vec<T>> {
         let mut values = Vec::new();
-        let mut entries: Vec<Arc<Entry>> = Vec::new();
+        // The items' tokens stay whole until the output's exists: if
+        // `items` panics midway, the values taken so far are lost, and
+        // these tokens, dropped by the unwinding, leave their entries
+        // pending (never acked for work that was not done).
+        let mut tokens: Vec<Token> = Vec::new();
         let mut first: Option<Arc<str>> = None;
-        for mut item in items {
+        for item in items {
             first.get_or_insert_with(|| item.id.clone());
-            match item.token.lineage.take() {
-                Some(Lineage::One(e)) => entries.push(e),
-                Some(Lineage::Many(es)) => entries.extend(es.iter().cloned()),
-                None => {}
-            }
             values.push(item.value);
+            tokens.push(item.token);
         }
         let id: Arc<str> = match (&first, values.len()) {
             (Some(f), n) if n > 1 => format!("{f}+{}", n - 1).into(),
             (Some(f), _) => f.clone(),
             (None, _) => "".into(),
         };
+        let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            if let Some(l) = &token.lineage {
+                l.for_each(|e| entries.push(e.clone()));
+            }
+        }
         let lineage = match entries.len() {
             0 => None,
             1 => entries.pop().map(Lineage::One),
             _ => Some(Lineage::Many(entries.into())),
         };
+        let merged = Token { lineage };
+        // The output holds every entry now: the parts are finished.
+        tokens.into_iter().for_each(Token::done);
         Tracked {
             value: values,
             id,
-            token: Token { lineage },
+            token: merged,
         }
     }
 
@@ -479,6 +488,23 @@ mod tests {
             }
             _ => panic!("expected a failure"),
         }
+    }
+
+    #[test]
+    fn a_merge_that_panics_midway_acks_none_of_the_entries_it_took() {
+        let (shared, rx) = source();
+        let items = (0..3).map(|i| {
+            if i == 2 {
+                panic!("injected");
+            }
+            item(&shared, &format!("{i}-0"), i)
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tracked::merge(items)));
+        assert!(r.is_err());
+        // The two merged values are lost with the unwinding: their entries
+        // stay pending, nothing is acked.
+        assert_eq!(acked(&rx), Vec::<String>::new());
+        assert_eq!(shared.in_flight.load(Ordering::Relaxed), 0);
     }
 
     #[test]
