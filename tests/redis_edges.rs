@@ -902,3 +902,42 @@ fn an_abort_ends_a_sink_stage_waiting_for_room_in_a_full_stream() {
         assert_eq!(xlen(&mut c, &stream), 5);
     });
 }
+
+/// Entries with an error record in `<stream>:errors`.
+fn error_records(c: &mut redis::Connection, cfg: &EdgeConfig) -> u64 {
+    redis::cmd("HLEN").arg(cfg.errors_key()).query(c).unwrap()
+}
+
+#[test]
+fn an_entry_that_fails_once_and_then_succeeds_leaves_no_error_record() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 10;
+        let cfg = edge(&url, "errors-")
+            .max_deliveries(3)
+            .unwrap()
+            .claim_idle(Duration::from_millis(200))
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let mut deliveries = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        for t in source {
+            let v = *t.value();
+            deliveries.entry(v).or_default().push(t.deliveries());
+            // 0..5 fail on their first delivery and succeed on the second.
+            if v < 5 && t.deliveries() == 1 {
+                t.fail(format!("{v} not yet"));
+            } else {
+                t.done();
+            }
+        }
+        let stats = handle.finish().unwrap();
+        let want: std::collections::BTreeMap<u64, Vec<u64>> =
+            (0..N).map(|v| (v, if v < 5 { vec![1, 2] } else { vec![1] })).collect();
+        assert_eq!(deliveries, want);
+        assert_eq!((stats.acked, stats.failed, stats.dead), (N, 5, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+        assert_eq!(error_records(&mut srv.conn(), &cfg), 0, "error records left behind");
+    });
+}

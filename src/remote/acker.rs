@@ -34,8 +34,9 @@ const LINGER: Duration = Duration::from_millis(2);
 
 /// What the acker is told.
 pub(crate) enum AckMsg {
-    /// Finished: XACK.
-    Ack(String),
+    /// Finished: XACK. An entry delivered before may have an error
+    /// recorded from then: the record goes with the ack.
+    Ack { stream_id: String, redelivered: bool },
     /// Failed here: record the error and leave it pending, or dead-letter
     /// it if this was its last delivery.
     Fail {
@@ -53,6 +54,45 @@ pub(crate) enum AckMsg {
         error: String,
         data: Option<Vec<u8>>,
     },
+}
+
+/// What one ack round sends in one round trip.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// Finished entries: one XACK.
+    acks: Vec<String>,
+    /// Finished entries delivered before: one HDEL of their error records
+    /// (an entry's record lives until the entry is acked or dead-lettered,
+    /// so the hash holds only entries still pending).
+    cleared: Vec<String>,
+}
+
+impl Round {
+    pub(crate) fn len(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// Whether the round has anything for the server.
+    pub(crate) fn sends(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
+    /// Adds the round's commands to `p` (nothing for an empty round).
+    pub(crate) fn commands(&self, p: &mut redis::Pipeline, cfg: &EdgeConfig) {
+        if !self.acks.is_empty() {
+            p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&self.acks).ignore();
+        }
+        if !self.cleared.is_empty() {
+            p.cmd("HDEL").arg(cfg.errors_key()).arg(&self.cleared).ignore();
+        }
+    }
+
+    /// The server confirmed the round: its acks are counted.
+    pub(crate) fn confirmed(&mut self, counters: &Counters) {
+        counters.add(&counters.acked, self.acks.len() as u64);
+        self.acks.clear();
+        self.cleared.clear();
+    }
 }
 
 /// Messages taken from the ack queue and not yet carried out: taken off
@@ -101,7 +141,7 @@ fn run_rounds(
     source_reading: Arc<AtomicBool>,
     queued: &AtomicU64,
 ) -> Result<(), RemoteError> {
-    let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
+    let mut round = Round::default();
     loop {
         // Messages taken from the queue this round: no longer queued once
         // their XACK (or their failure's command) is confirmed, or failed.
@@ -110,11 +150,11 @@ fn run_rounds(
             // The source sends most acks itself, with its reads; this
             // thread takes what waits while the source blocks or works.
             std::thread::sleep(POLL);
-            while acks.len() < ACK_BATCH {
+            while round.len() < ACK_BATCH {
                 match rx.try_recv() {
                     Ok(msg) => {
                         taken.one();
-                        handle(&mut link, &cfg, &counters, msg, &mut acks)?;
+                        handle(&mut link, &cfg, &counters, msg, &mut round)?;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
@@ -133,32 +173,40 @@ fn run_rounds(
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken.one();
-                handle(&mut link, &cfg, &counters, msg, &mut acks)?;
-                if acks.len() < ACK_BATCH {
+                handle(&mut link, &cfg, &counters, msg, &mut round)?;
+                if round.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
                 }
             }
         }
-        if !acks.is_empty() {
-            ack(&mut link, &cfg, &acks)?;
-            counters.add(&counters.acked, acks.len() as u64);
-            acks.clear();
+        if round.sends() {
+            link.call("XACK", |c| {
+                let mut p = redis::pipe();
+                round.commands(&mut p, &cfg);
+                p.query::<()>(c)
+            })?;
+            round.confirmed(&counters);
         }
         drop(taken);
     }
     Ok(())
 }
 
-/// Collects an ack into `acks`, or carries out a failure now.
+/// Collects an ack into `round`, or carries out a failure now.
 pub(crate) fn handle(
     link: &mut Link,
     cfg: &EdgeConfig,
     counters: &Counters,
     msg: AckMsg,
-    acks: &mut Vec<String>,
+    round: &mut Round,
 ) -> Result<(), RemoteError> {
     match msg {
-        AckMsg::Ack(id) => acks.push(id),
+        AckMsg::Ack { stream_id, redelivered } => {
+            if redelivered {
+                round.cleared.push(stream_id.clone());
+            }
+            round.acks.push(stream_id);
+        }
         AckMsg::Fail {
             stream_id,
             origin,
@@ -186,17 +234,6 @@ pub(crate) fn handle(
             data,
         } => dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?,
     }
-    Ok(())
-}
-
-fn ack(link: &mut Link, cfg: &EdgeConfig, ids: &[String]) -> Result<(), RemoteError> {
-    link.call("XACK", |c| {
-        redis::cmd("XACK")
-            .arg(&cfg.stream)
-            .arg(&cfg.group)
-            .arg(ids)
-            .query::<Value>(c)
-    })?;
     Ok(())
 }
 

@@ -268,14 +268,14 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// One XREADGROUP for new entries, waiting up to `block` (not at all
     /// without), with the acks waiting in the queue in the same round trip.
     fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
-        let mut acks = Vec::new();
+        let mut round = acker::Round::default();
         let queued = self.queued.clone();
         let mut taken = acker::Taken::new(&queued);
-        while acks.len() < acker::ACK_BATCH {
+        while round.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
                 Ok(msg) => {
                     taken.one();
-                    acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?;
+                    acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut round)?;
                 }
                 Err(_) => break,
             }
@@ -283,9 +283,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let cfg = &self.cfg;
         let mut replies: Vec<Value> = self.link.call("XREADGROUP", |c| {
             let mut p = redis::pipe();
-            if !acks.is_empty() {
-                p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&acks).ignore();
-            }
+            round.commands(&mut p, cfg);
             p.cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&cfg.group)
@@ -298,7 +296,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             p.arg("STREAMS").arg(&cfg.stream).arg(">");
             p.query(c)
         })?;
-        self.counters.add(&self.counters.acked, acks.len() as u64);
+        round.confirmed(&self.counters);
         drop(taken);
         let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {

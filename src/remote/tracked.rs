@@ -100,7 +100,10 @@ impl Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         let msg = match *self.state.get_mut() {
-            OK => AckMsg::Ack(std::mem::take(&mut self.stream_id)),
+            OK => AckMsg::Ack {
+                stream_id: std::mem::take(&mut self.stream_id),
+                redelivered: self.deliveries > 1,
+            },
             FAILED => AckMsg::Fail {
                 stream_id: std::mem::take(&mut self.stream_id),
                 origin: self.origin.clone(),
@@ -430,7 +433,7 @@ mod tests {
     fn acked(rx: &Receiver<AckMsg>) -> Vec<String> {
         rx.try_iter()
             .map(|m| match m {
-                AckMsg::Ack(id) => id,
+                AckMsg::Ack { stream_id, .. } => stream_id,
                 AckMsg::Fail { stream_id, .. } => format!("fail {stream_id}"),
                 AckMsg::Dead { stream_id, .. } => format!("dead {stream_id}"),
             })
