@@ -903,9 +903,40 @@ fn an_abort_ends_a_sink_stage_waiting_for_room_in_a_full_stream() {
     });
 }
 
+/// The fields of every entry of the edge's dead-letter stream.
+fn dead_letters(c: &mut redis::Connection, cfg: &EdgeConfig) -> Vec<Vec<(String, String)>> {
+    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(cfg.dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .unwrap();
+    dead.iter()
+        .map(|e| match e {
+            redis::Value::Array(parts) => redis::from_redis_value::<Vec<(String, String)>>(parts[1].clone()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 /// Entries with an error record in `<stream>:errors`.
 fn error_records(c: &mut redis::Connection, cfg: &EdgeConfig) -> u64 {
     redis::cmd("HLEN").arg(cfg.errors_key()).query(c).unwrap()
+}
+
+/// Entries pending in the group for at least `idle`.
+fn pending_idle(c: &mut redis::Connection, cfg: &EdgeConfig, idle: Duration) -> usize {
+    let rows: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(cfg.stream())
+        .arg(cfg.group())
+        .arg("IDLE")
+        .arg(idle.as_millis() as u64)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query(c)
+        .unwrap();
+    rows.len()
 }
 
 #[test]
@@ -939,5 +970,46 @@ fn an_entry_that_fails_once_and_then_succeeds_leaves_no_error_record() {
         assert_eq!((stats.acked, stats.failed, stats.dead), (N, 5, 0));
         assert_eq!(pending(&url, &cfg), 0);
         assert_eq!(error_records(&mut srv.conn(), &cfg), 0, "error records left behind");
+    });
+}
+
+#[test]
+fn a_consumer_never_claims_back_the_entries_it_still_holds() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 6;
+        let claim_idle = Duration::from_millis(200);
+        let cfg = edge(&url, "self-claim-")
+            .max_deliveries(2)
+            .unwrap()
+            .claim_idle(claim_idle)
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (mut source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        // The consumer holds every entry (as a pipeline's queues would)...
+        let held: Vec<Tracked<u64>> = (0..N).map(|_| source.next().unwrap()).collect();
+        // ...until the server shows them idle for twice the claim time.
+        let mut c = srv.conn();
+        while pending_idle(&mut c, &cfg, 2 * claim_idle) < N as usize {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Reading on must not bring them back: the input ends.
+        let again: Vec<Tracked<u64>> = source.by_ref().collect();
+        let again_ids: Vec<String> = again.iter().map(|t| t.id().to_string()).collect();
+        let mut ids: Vec<String> = held.iter().map(|t| t.id().to_string()).collect();
+        ids.sort();
+        held.into_iter().chain(again).for_each(Tracked::done);
+        drop(source);
+        let stats = handle.finish().unwrap();
+        assert_eq!(again_ids, Vec::<String>::new(), "claimed back what it held");
+        assert_eq!(ids, (0..N).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            (stats.read, stats.claimed, stats.acked, stats.dead),
+            (N, 0, N, 0),
+            "{stats:?}"
+        );
+        assert_eq!(pending(&url, &cfg), 0);
+        assert_eq!(dead_letters(&mut c, &cfg).len(), 0);
     });
 }

@@ -22,6 +22,7 @@ use redis::Value;
 
 use super::config::EdgeConfig;
 use super::error::RemoteError;
+use super::held::Held;
 use super::link::Link;
 use super::stats::Counters;
 
@@ -54,9 +55,13 @@ pub(crate) enum AckMsg {
         error: String,
         data: Option<Vec<u8>>,
     },
+    /// Dropped unfinished: left pending as it is, to be claimed; only no
+    /// longer held (nothing is sent).
+    Abandoned(String),
 }
 
-/// What one ack round sends in one round trip.
+/// What one ack round sends in one round trip, and what it releases once
+/// the server has confirmed it.
 #[derive(Debug, Default)]
 pub(crate) struct Round {
     /// Finished entries: one XACK.
@@ -65,6 +70,8 @@ pub(crate) struct Round {
     /// (an entry's record lives until the entry is acked or dead-lettered,
     /// so the hash holds only entries still pending).
     cleared: Vec<String>,
+    /// Entries this consumer no longer holds once the round is confirmed.
+    released: Vec<String>,
 }
 
 impl Round {
@@ -72,7 +79,8 @@ impl Round {
         self.acks.len()
     }
 
-    /// Whether the round has anything for the server.
+    /// Whether the round has anything for the server (a round of
+    /// releases only is confirmed at once).
     pub(crate) fn sends(&self) -> bool {
         !self.acks.is_empty()
     }
@@ -87,11 +95,15 @@ impl Round {
         }
     }
 
-    /// The server confirmed the round: its acks are counted.
-    pub(crate) fn confirmed(&mut self, counters: &Counters) {
+    /// The server confirmed the round: its acks are counted, and what it
+    /// carried is no longer held.
+    pub(crate) fn confirmed(&mut self, counters: &Counters, held: &Held) {
         counters.add(&counters.acked, self.acks.len() as u64);
+        held.release(&self.acks);
+        held.release(&self.released);
         self.acks.clear();
         self.cleared.clear();
+        self.released.clear();
     }
 }
 
@@ -124,8 +136,9 @@ pub(crate) fn run(
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
     queued: Arc<AtomicU64>,
+    held: Arc<Held>,
 ) -> Result<(), RemoteError> {
-    let result = run_rounds(link, cfg, &rx, counters, source_reading, &queued);
+    let result = run_rounds(link, cfg, &rx, counters, source_reading, &queued, &held);
     // Whatever is still queued will never be carried out once this thread
     // ends (on an error): not counted as on its way any more.
     let left = rx.try_iter().count() as u64;
@@ -140,6 +153,7 @@ fn run_rounds(
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
     queued: &AtomicU64,
+    held: &Held,
 ) -> Result<(), RemoteError> {
     let mut round = Round::default();
     loop {
@@ -154,7 +168,7 @@ fn run_rounds(
                 match rx.try_recv() {
                     Ok(msg) => {
                         taken.one();
-                        handle(&mut link, &cfg, &counters, msg, &mut round)?;
+                        handle(&mut link, &cfg, &counters, held, msg, &mut round)?;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
@@ -173,7 +187,7 @@ fn run_rounds(
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken.one();
-                handle(&mut link, &cfg, &counters, msg, &mut round)?;
+                handle(&mut link, &cfg, &counters, held, msg, &mut round)?;
                 if round.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
                 }
@@ -185,18 +199,20 @@ fn run_rounds(
                 round.commands(&mut p, &cfg);
                 p.query::<()>(c)
             })?;
-            round.confirmed(&counters);
         }
+        round.confirmed(&counters, held);
         drop(taken);
     }
     Ok(())
 }
 
-/// Collects an ack into `round`, or carries out a failure now.
+/// Collects an ack (or a release) into `round`, or carries out a failure
+/// now.
 pub(crate) fn handle(
     link: &mut Link,
     cfg: &EdgeConfig,
     counters: &Counters,
+    held: &Held,
     msg: AckMsg,
     round: &mut Round,
 ) -> Result<(), RemoteError> {
@@ -207,6 +223,7 @@ pub(crate) fn handle(
             }
             round.acks.push(stream_id);
         }
+        AckMsg::Abandoned(stream_id) => round.released.push(stream_id),
         AckMsg::Fail {
             stream_id,
             origin,
@@ -215,6 +232,7 @@ pub(crate) fn handle(
         } => {
             if deliveries >= u64::from(cfg.max_deliveries) {
                 dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, None)?;
+                held.release(std::slice::from_ref(&stream_id));
             } else {
                 counters.add(&counters.failed, 1);
                 link.call("HSET", |c| {
@@ -224,6 +242,8 @@ pub(crate) fn handle(
                         .arg(&error)
                         .query::<Value>(c)
                 })?;
+                // Failed and recorded: it may be claimed again.
+                held.release(std::slice::from_ref(&stream_id));
             }
         }
         AckMsg::Dead {
@@ -232,7 +252,10 @@ pub(crate) fn handle(
             deliveries,
             error,
             data,
-        } => dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?,
+        } => {
+            dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?;
+            held.release(std::slice::from_ref(&stream_id));
+        }
     }
     Ok(())
 }

@@ -116,10 +116,7 @@ impl Drop for Entry {
                     .flatten()
                     .unwrap_or_else(|| "failed".into()),
             },
-            _ => {
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
+            _ => AckMsg::Abandoned(std::mem::take(&mut self.stream_id)),
         };
         // Queued before it stops being in flight: a reader that sees
         // neither held nor queued entries knows every ack went out. A
@@ -432,10 +429,12 @@ mod tests {
 
     fn acked(rx: &Receiver<AckMsg>) -> Vec<String> {
         rx.try_iter()
-            .map(|m| match m {
-                AckMsg::Ack { stream_id, .. } => stream_id,
-                AckMsg::Fail { stream_id, .. } => format!("fail {stream_id}"),
-                AckMsg::Dead { stream_id, .. } => format!("dead {stream_id}"),
+            .filter_map(|m| match m {
+                AckMsg::Ack { stream_id, .. } => Some(stream_id),
+                AckMsg::Fail { stream_id, .. } => Some(format!("fail {stream_id}")),
+                AckMsg::Dead { stream_id, .. } => Some(format!("dead {stream_id}")),
+                // Sends nothing to the server.
+                AckMsg::Abandoned(_) => None,
             })
             .collect()
     }
