@@ -919,6 +919,14 @@ fn dead_letters(c: &mut redis::Connection, cfg: &EdgeConfig) -> Vec<Vec<(String,
         .collect()
 }
 
+fn field<'f>(fields: &'f [(String, String)], name: &str) -> &'f str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no field {name} in {fields:?}"))
+}
+
 /// Entries with an error record in `<stream>:errors`.
 fn error_records(c: &mut redis::Connection, cfg: &EdgeConfig) -> u64 {
     redis::cmd("HLEN").arg(cfg.errors_key()).query(c).unwrap()
@@ -1011,5 +1019,170 @@ fn a_consumer_never_claims_back_the_entries_it_still_holds() {
         );
         assert_eq!(pending(&url, &cfg), 0);
         assert_eq!(dead_letters(&mut c, &cfg).len(), 0);
+    });
+}
+
+/// How a step of the consumer's pipeline turns down the poison entry.
+#[derive(Clone, Copy, Debug)]
+enum TurnDown {
+    /// `Stage::try_map` returns `Err` (the stage skips it).
+    TryMapErr,
+    /// The step fails the item's token.
+    TokenFail,
+}
+
+/// The consumer pipeline of the poison tests: its step turns down entry 13
+/// (recording each delivery in `attempts`), and counts how often every
+/// other value reaches the end into `counts`. Returns the run's result.
+fn poison_pipeline(
+    cfg: &EdgeConfig,
+    how: TurnDown,
+    skip: bool,
+    attempts: &Arc<Mutex<Vec<u64>>>,
+    counts: &mut std::collections::HashMap<u64, u32>,
+) -> (Result<(), paipa::RunError>, paipa::remote::EdgeStats) {
+    let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+    let seen = attempts.clone();
+    let p = Pipeline::new().source(source);
+    let p = match how {
+        TurnDown::TryMapErr => {
+            let check = Stage::try_map("check", move |t: Tracked<u64>| {
+                if *t.value() == 13 {
+                    seen.lock().unwrap().push(t.deliveries());
+                    return Err("13 is unlucky");
+                }
+                Ok(t)
+            });
+            // A tracked item is not `Clone`: skip or fail, never retry.
+            let check = if skip { check.skip_errors() } else { check };
+            p.then(check).unwrap()
+        }
+        TurnDown::TokenFail => p
+            .then(Stage::iter(
+                "check",
+                move |it: paipa::threaded::InputIter<'_, Tracked<u64>>| {
+                    let seen = seen.clone();
+                    it.filter_map(move |t| {
+                        if *t.value() == 13 {
+                            seen.lock().unwrap().push(t.deliveries());
+                            t.fail("13 is unlucky");
+                            return None;
+                        }
+                        Some(t)
+                    })
+                },
+            ))
+            .unwrap(),
+    };
+    let result = p.run_with(|out| {
+        for t in out {
+            *counts.entry(*t.value()).or_default() += 1;
+            t.done();
+        }
+    });
+    (result.map(|_| ()), handle.finish().unwrap())
+}
+
+/// The one dead letter of the edge, as (id, deliveries, error, data).
+fn the_dead_letter(c: &mut redis::Connection, cfg: &EdgeConfig) -> (String, String, String, String) {
+    let dead = dead_letters(c, cfg);
+    let [fields] = &dead[..] else {
+        panic!("one dead letter: {dead:?}")
+    };
+    let get = |k| field(fields, k).to_string();
+    (get("id"), get("deliveries"), get("error"), get("data"))
+}
+
+/// A consumer pipeline whose step turns down entry 13 every time: the
+/// entry is delivered exactly `max_deliveries` times, then dead-lettered
+/// with the step's error; every other entry is processed exactly once.
+///
+/// A delivery whose failure comes after its run's input ended (the source
+/// ends while the poison still waits in its puller's hands) is made again
+/// by the next run of the consumer, so the consumer runs until the dead
+/// letter is there: at most `max_deliveries` runs.
+fn a_pipeline_dead_letters_the_poison(srv: &redis_server::Server, how: TurnDown) {
+    const N: u64 = 1000;
+    let url = srv.url.clone();
+    let cfg = edge(&url, "pipe-poison-")
+        .batch(10)
+        .unwrap()
+        .max_deliveries(3)
+        .unwrap()
+        .claim_idle(Duration::from_millis(300))
+        .unwrap();
+    produce(cfg.clone(), N).join().unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let mut counts = std::collections::HashMap::<u64, u32>::new();
+    let (mut runs, mut failed, mut dead) = (0, 0, 0);
+    let mut c = srv.conn();
+    while dead_letters(&mut c, &cfg).is_empty() {
+        runs += 1;
+        assert!(runs <= 3, "{how:?}: not dead-lettered after 3 runs: {attempts:?}");
+        let (result, stats) = poison_pipeline(&cfg, how, true, &attempts, &mut counts);
+        result.unwrap();
+        (failed, dead) = (failed + stats.failed, dead + stats.dead);
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(twice.len(), 0, "{how:?}: processed more than once: {twice:?}");
+    assert_eq!(counts.len() as u64, N - 1, "{how:?}");
+    assert_eq!(*attempts.lock().unwrap(), [1, 2, 3], "{how:?}");
+    assert_eq!((dead, failed), (1, 2), "{how:?}");
+    assert_eq!(pending(&url, &cfg), 0, "{how:?}");
+    assert_eq!(
+        the_dead_letter(&mut c, &cfg),
+        ("13".into(), "3".into(), "13 is unlucky".into(), "13".into()),
+        "{how:?}"
+    );
+    assert_eq!(error_records(&mut c, &cfg), 0, "{how:?}");
+}
+
+#[test]
+fn a_pipeline_consumer_dead_letters_a_poison_entry_after_exactly_max_deliveries() {
+    let Some(srv) = server() else { return };
+    within(LIMIT, move || {
+        a_pipeline_dead_letters_the_poison(&srv, TurnDown::TokenFail);
+        a_pipeline_dead_letters_the_poison(&srv, TurnDown::TryMapErr);
+    });
+}
+
+/// A `try_map` step's own error reaches the dead letter of the entry whose
+/// item it turned down, under a skip policy (the run goes on) and under
+/// the default one (the run fails with that error): on its last allowed
+/// delivery the entry goes to the dead-letter stream at once.
+#[test]
+fn a_try_map_error_reaches_the_dead_letter_under_each_policy() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 100;
+        for skip in [true, false] {
+            let cfg = edge(&url, "try-map-dead-")
+                .batch(10)
+                .unwrap()
+                .max_deliveries(1)
+                .unwrap()
+                .claim_idle(Duration::from_millis(300))
+                .unwrap();
+            produce(cfg.clone(), N).join().unwrap();
+            let attempts = Arc::new(Mutex::new(Vec::new()));
+            let mut counts = std::collections::HashMap::new();
+            let (result, stats) = poison_pipeline(&cfg, TurnDown::TryMapErr, skip, &attempts, &mut counts);
+            if skip {
+                result.unwrap();
+                assert_eq!(counts.len() as u64, N - 1);
+                assert_eq!(pending(&url, &cfg), 0);
+            } else {
+                let err = result.unwrap_err();
+                assert!(err.to_string().contains("13 is unlucky"), "{err}");
+            }
+            assert_eq!(*attempts.lock().unwrap(), [1], "skip {skip}");
+            assert_eq!((stats.dead, stats.failed), (1, 0), "skip {skip}: {stats:?}");
+            assert_eq!(
+                the_dead_letter(&mut srv.conn(), &cfg),
+                ("13".into(), "1".into(), "13 is unlucky".into(), "13".into()),
+                "skip {skip}"
+            );
+        }
     });
 }

@@ -13,13 +13,17 @@
 //! through [`Tracked::done`] (or [`Token::done`]): the sink consumed the
 //! item, or the next stream confirmed it.
 //!
-//! A reference dropped any other way (a queue discarded in an abort, a step
-//! that panicked, an item a step forgot) marks its entries *abandoned*: they
-//! are not acked and stay pending in the group, to be claimed by a consumer
-//! after the edge's idle time. So an aborted run never acks what it did not
-//! finish, and a forgotten item shows as a redelivery, never as a loss.
+//! A reference dropped any other way (a queue discarded in an abort, an item
+//! a step forgot) marks its entries *abandoned*: they are not acked and stay
+//! pending in the group, to be claimed by a consumer after the edge's idle
+//! time. So an aborted run never acks what it did not finish, and a
+//! forgotten item shows as a redelivery, never as a loss.
 //! [`Tracked::fail`] marks them *failed*: left pending with the error
-//! recorded, or sent to the dead-letter stream on their last delivery.
+//! recorded, or sent to the dead-letter stream on their last delivery. A
+//! reference dropped inside a step call of a threaded stage that then fails
+//! (a [`Stage::try_map`](crate::threaded::Stage::try_map) returning `Err`,
+//! a panic) is failed with the step's error, as `fail` would (see
+//! `threaded/fate.rs`).
 //!
 //! Acks are queued (one channel send per entry) and sent in batches: one
 //! XACK with every id waiting, in the same round trip as the source's next
@@ -215,7 +219,14 @@ impl Token {
 impl Drop for Token {
     fn drop(&mut self) {
         if let Some(l) = self.lineage.take() {
-            l.for_each(|e| e.mark(ABANDONED, None));
+            // Dropped inside a step call (a `try_map` returning `Err`, a
+            // panic): the call's error, if it fails, fails the entries as
+            // `fail` would; otherwise (and outside any call) they are
+            // abandoned.
+            crate::threaded::fate::defer(move |error| match error {
+                Some(error) => l.for_each(|e| e.mark(FAILED, Some(error))),
+                None => l.for_each(|e| e.mark(ABANDONED, None)),
+            });
         }
     }
 }

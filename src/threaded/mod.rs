@@ -24,6 +24,7 @@ mod builder;
 mod chain;
 mod channel;
 mod chunk;
+pub(crate) mod fate;
 mod fold;
 mod handle;
 mod input;
