@@ -1186,3 +1186,74 @@ fn a_try_map_error_reaches_the_dead_letter_under_each_policy() {
         }
     });
 }
+
+/// An entry its consumer fails after the consumer's input ended cannot be
+/// delivered to it again: it stays pending with its error, and the next
+/// consumer to read the stream delivers it (here for the last time, so it
+/// goes to the dead-letter stream).
+#[test]
+fn an_entry_failed_after_its_consumer_s_input_ended_goes_to_the_next_consumer() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "late-fail-")
+            .max_deliveries(2)
+            .unwrap()
+            .claim_idle(Duration::from_millis(200))
+            .unwrap();
+        produce(cfg.clone(), 3).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        // Held in the caller's hands until the input has ended.
+        let items: Vec<Tracked<u64>> = source.collect();
+        assert_eq!(items.len(), 3);
+        for t in items {
+            if *t.value() == 1 {
+                t.fail("1 failed late");
+            } else {
+                t.done();
+            }
+        }
+        let first = handle.finish().unwrap();
+        assert_eq!((first.acked, first.failed, first.dead), (2, 1, 0));
+        assert_eq!(pending(&url, &cfg), 1);
+        let mut c = srv.conn();
+        let recorded: Option<String> = redis::cmd("HGET")
+            .arg(cfg.errors_key())
+            .arg({
+                let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(cfg.stream())
+                    .arg(cfg.group())
+                    .arg("-")
+                    .arg("+")
+                    .arg(10)
+                    .query(&mut c)
+                    .unwrap();
+                rows[0].0.clone()
+            })
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(recorded.as_deref(), Some("1 failed late"));
+
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone().consumer("c2")).unwrap();
+        let mut seen = Vec::new();
+        for t in source {
+            seen.push((*t.value(), t.deliveries()));
+            t.fail("1 failed again");
+        }
+        let second = handle.finish().unwrap();
+        assert_eq!(seen, [(1, 2)]);
+        assert_eq!((second.claimed, second.dead, second.failed), (1, 1, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+        let dead = dead_letters(&mut c, &cfg);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                field(&dead[0], "id"),
+                field(&dead[0], "deliveries"),
+                field(&dead[0], "error")
+            ),
+            ("1", "2", "1 failed again")
+        );
+        assert_eq!(error_records(&mut c, &cfg), 0);
+    });
+}

@@ -9,7 +9,8 @@
 //! sends one XACK for them all.
 //!
 //! It ends when its queue closes: when the source and every entry it
-//! delivered are gone. What is queued then is still sent. If the server
+//! delivered are gone. What is queued then is still sent, and the consumer
+//! leaves `<stream>:draining` (see `source.rs`). If the server
 //! stays unreachable past the deadline it stops with the error; entries
 //! not acked by then stay pending for other consumers (never lost).
 
@@ -138,7 +139,21 @@ pub(crate) fn run(
     queued: Arc<AtomicU64>,
     held: Arc<Held>,
 ) -> Result<(), RemoteError> {
-    let result = run_rounds(link, cfg, &rx, counters, source_reading, &queued, &held);
+    let mut link = link;
+    let result = run_rounds(&mut link, &cfg, &rx, counters, source_reading, &queued, &held);
+    if result.is_ok() {
+        // The source and every entry it delivered are gone: this consumer
+        // no longer drains. What it left pending (failed or dropped after
+        // its input ended) is for the others to claim, and their input
+        // does not end before they have. A mark left behind only makes the
+        // others leave those entries to a later run: not worth failing a
+        // run that did its work.
+        let key = cfg.draining_key();
+        let me = &cfg.consumer;
+        if let Err(e) = link.call("SREM", |c| redis::cmd("SREM").arg(&key).arg(me).query::<Value>(c)) {
+            tracing::warn!(stream = %cfg.stream, consumer = %me, error = %e, "could not clear the draining mark");
+        }
+    }
     // Whatever is still queued will never be carried out once this thread
     // ends (on an error): not counted as on its way any more.
     let left = rx.try_iter().count() as u64;
@@ -147,8 +162,8 @@ pub(crate) fn run(
 }
 
 fn run_rounds(
-    mut link: Link,
-    cfg: EdgeConfig,
+    link: &mut Link,
+    cfg: &EdgeConfig,
     rx: &Receiver<AckMsg>,
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
@@ -168,7 +183,7 @@ fn run_rounds(
                 match rx.try_recv() {
                     Ok(msg) => {
                         taken.one();
-                        handle(&mut link, &cfg, &counters, held, msg, &mut round)?;
+                        handle(link, cfg, &counters, held, msg, &mut round)?;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
@@ -187,7 +202,7 @@ fn run_rounds(
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken.one();
-                handle(&mut link, &cfg, &counters, held, msg, &mut round)?;
+                handle(link, cfg, &counters, held, msg, &mut round)?;
                 if round.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
                 }
@@ -196,7 +211,7 @@ fn run_rounds(
         if round.sends() {
             link.call("XACK", |c| {
                 let mut p = redis::pipe();
-                round.commands(&mut p, &cfg);
+                round.commands(&mut p, cfg);
                 p.query::<()>(c)
             })?;
         }

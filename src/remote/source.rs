@@ -33,6 +33,14 @@
 //!    others ended leaves its entries pending for the next run (never
 //!    lost).
 //!
+//!    What the consumer still holds when its input ends (its input may end
+//!    with items in its pipeline) can fail after the end, when no delivery
+//!    to it can come any more: such an entry stays pending with its error
+//!    recorded. Once the source and all its items are gone, the consumer
+//!    leaves `<stream>:draining`, so a consumer still running claims that
+//!    entry, and otherwise the next run to read the stream does (counting
+//!    the delivery: `max_deliveries` holds across runs).
+//!
 //! An entry that does not decode goes to the dead-letter stream with the
 //! decoder's error. A server error past the reconnect deadline ends the
 //! input; [`SourceHandle::finish`] returns it.
