@@ -346,11 +346,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// entries too, those still waiting in its pipeline's queues among
     /// them, and count a delivery for each: each would be processed twice,
     /// and dead-lettered once over `max_deliveries` though it succeeded.
-    /// So the idle entries are listed first
-    /// (XPENDING with IDLE: owner and delivery count, nothing changed),
-    /// the held ones left out, and the rest claimed by id with XCLAIM,
-    /// whose own idle check leaves an entry another consumer took in
-    /// between. XCLAIM counts one more delivery.
+    /// So the idle entries are listed first (XPENDING with IDLE: delivery
+    /// counts, nothing changed), the held ones left out, and the rest
+    /// claimed by id with XCLAIM, whose own idle check leaves an entry
+    /// another consumer took in between. XCLAIM counts one more delivery.
     fn claim(&mut self) -> Result<bool, RemoteError> {
         let cfg = &self.cfg;
         let count = claim_count(cfg.batch);
