@@ -902,3 +902,358 @@ fn an_abort_ends_a_sink_stage_waiting_for_room_in_a_full_stream() {
         assert_eq!(xlen(&mut c, &stream), 5);
     });
 }
+
+/// The fields of every entry of the edge's dead-letter stream.
+fn dead_letters(c: &mut redis::Connection, cfg: &EdgeConfig) -> Vec<Vec<(String, String)>> {
+    let dead: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg(cfg.dead_letter_stream())
+        .arg("-")
+        .arg("+")
+        .query(c)
+        .unwrap();
+    dead.iter()
+        .map(|e| match e {
+            redis::Value::Array(parts) => redis::from_redis_value::<Vec<(String, String)>>(parts[1].clone()).unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn field<'f>(fields: &'f [(String, String)], name: &str) -> &'f str {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no field {name} in {fields:?}"))
+}
+
+/// Entries with an error record in `<stream>:errors`.
+fn error_records(c: &mut redis::Connection, cfg: &EdgeConfig) -> u64 {
+    redis::cmd("HLEN").arg(cfg.errors_key()).query(c).unwrap()
+}
+
+/// Entries pending in the group for at least `idle`.
+fn pending_idle(c: &mut redis::Connection, cfg: &EdgeConfig, idle: Duration) -> usize {
+    let rows: Vec<redis::Value> = redis::cmd("XPENDING")
+        .arg(cfg.stream())
+        .arg(cfg.group())
+        .arg("IDLE")
+        .arg(idle.as_millis() as u64)
+        .arg("-")
+        .arg("+")
+        .arg(1000)
+        .query(c)
+        .unwrap();
+    rows.len()
+}
+
+#[test]
+fn an_entry_that_fails_once_and_then_succeeds_leaves_no_error_record() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 10;
+        let cfg = edge(&url, "errors-")
+            .max_deliveries(3)
+            .unwrap()
+            .claim_idle(Duration::from_millis(200))
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let mut deliveries = std::collections::BTreeMap::<u64, Vec<u64>>::new();
+        for t in source {
+            let v = *t.value();
+            deliveries.entry(v).or_default().push(t.deliveries());
+            // 0..5 fail on their first delivery and succeed on the second.
+            if v < 5 && t.deliveries() == 1 {
+                t.fail(format!("{v} not yet"));
+            } else {
+                t.done();
+            }
+        }
+        let stats = handle.finish().unwrap();
+        let want: std::collections::BTreeMap<u64, Vec<u64>> =
+            (0..N).map(|v| (v, if v < 5 { vec![1, 2] } else { vec![1] })).collect();
+        assert_eq!(deliveries, want);
+        assert_eq!((stats.acked, stats.failed, stats.dead), (N, 5, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+        assert_eq!(error_records(&mut srv.conn(), &cfg), 0, "error records left behind");
+    });
+}
+
+#[test]
+fn a_consumer_never_claims_back_the_entries_it_still_holds() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 6;
+        let claim_idle = Duration::from_millis(200);
+        let cfg = edge(&url, "self-claim-")
+            .max_deliveries(2)
+            .unwrap()
+            .claim_idle(claim_idle)
+            .unwrap();
+        produce(cfg.clone(), N).join().unwrap();
+        let (mut source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        // The consumer holds every entry (as a pipeline's queues would)...
+        let held: Vec<Tracked<u64>> = (0..N).map(|_| source.next().unwrap()).collect();
+        // ...until the server shows them idle for twice the claim time.
+        let mut c = srv.conn();
+        while pending_idle(&mut c, &cfg, 2 * claim_idle) < N as usize {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Reading on must not bring them back: the input ends.
+        let again: Vec<Tracked<u64>> = source.by_ref().collect();
+        let again_ids: Vec<String> = again.iter().map(|t| t.id().to_string()).collect();
+        let mut ids: Vec<String> = held.iter().map(|t| t.id().to_string()).collect();
+        ids.sort();
+        held.into_iter().chain(again).for_each(Tracked::done);
+        drop(source);
+        let stats = handle.finish().unwrap();
+        assert_eq!(again_ids, Vec::<String>::new(), "claimed back what it held");
+        assert_eq!(ids, (0..N).map(|n| n.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            (stats.read, stats.claimed, stats.acked, stats.dead),
+            (N, 0, N, 0),
+            "{stats:?}"
+        );
+        assert_eq!(pending(&url, &cfg), 0);
+        assert_eq!(dead_letters(&mut c, &cfg).len(), 0);
+    });
+}
+
+/// How a step of the consumer's pipeline turns down the poison entry.
+#[derive(Clone, Copy, Debug)]
+enum TurnDown {
+    /// `Stage::try_map` returns `Err` (the stage skips it).
+    TryMapErr,
+    /// The step fails the item's token.
+    TokenFail,
+}
+
+/// The consumer pipeline of the poison tests: its step turns down entry 13
+/// (recording each delivery in `attempts`), and counts how often every
+/// other value reaches the end into `counts`. Returns the run's result.
+fn poison_pipeline(
+    cfg: &EdgeConfig,
+    how: TurnDown,
+    skip: bool,
+    attempts: &Arc<Mutex<Vec<u64>>>,
+    counts: &mut std::collections::HashMap<u64, u32>,
+) -> (Result<(), paipa::RunError>, paipa::remote::EdgeStats) {
+    let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+    let seen = attempts.clone();
+    let p = Pipeline::new().source(source);
+    let p = match how {
+        TurnDown::TryMapErr => {
+            let check = Stage::try_map("check", move |t: Tracked<u64>| {
+                if *t.value() == 13 {
+                    seen.lock().unwrap().push(t.deliveries());
+                    return Err("13 is unlucky");
+                }
+                Ok(t)
+            });
+            // A tracked item is not `Clone`: skip or fail, never retry.
+            let check = if skip { check.skip_errors() } else { check };
+            p.then(check).unwrap()
+        }
+        TurnDown::TokenFail => p
+            .then(Stage::iter(
+                "check",
+                move |it: paipa::threaded::InputIter<'_, Tracked<u64>>| {
+                    let seen = seen.clone();
+                    it.filter_map(move |t| {
+                        if *t.value() == 13 {
+                            seen.lock().unwrap().push(t.deliveries());
+                            t.fail("13 is unlucky");
+                            return None;
+                        }
+                        Some(t)
+                    })
+                },
+            ))
+            .unwrap(),
+    };
+    let result = p.run_with(|out| {
+        for t in out {
+            *counts.entry(*t.value()).or_default() += 1;
+            t.done();
+        }
+    });
+    (result.map(|_| ()), handle.finish().unwrap())
+}
+
+/// The one dead letter of the edge, as (id, deliveries, error, data).
+fn the_dead_letter(c: &mut redis::Connection, cfg: &EdgeConfig) -> (String, String, String, String) {
+    let dead = dead_letters(c, cfg);
+    let [fields] = &dead[..] else {
+        panic!("one dead letter: {dead:?}")
+    };
+    let get = |k| field(fields, k).to_string();
+    (get("id"), get("deliveries"), get("error"), get("data"))
+}
+
+/// A consumer pipeline whose step turns down entry 13 every time: the
+/// entry is delivered exactly `max_deliveries` times, then dead-lettered
+/// with the step's error; every other entry is processed exactly once.
+///
+/// A delivery whose failure comes after its run's input ended (the source
+/// ends while the poison still waits in its puller's hands) is made again
+/// by the next run of the consumer, so the consumer runs until the dead
+/// letter is there: at most `max_deliveries` runs.
+fn a_pipeline_dead_letters_the_poison(srv: &redis_server::Server, how: TurnDown) {
+    const N: u64 = 1000;
+    let url = srv.url.clone();
+    let cfg = edge(&url, "pipe-poison-")
+        .batch(10)
+        .unwrap()
+        .max_deliveries(3)
+        .unwrap()
+        .claim_idle(Duration::from_millis(300))
+        .unwrap();
+    produce(cfg.clone(), N).join().unwrap();
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let mut counts = std::collections::HashMap::<u64, u32>::new();
+    let (mut runs, mut failed, mut dead) = (0, 0, 0);
+    let mut c = srv.conn();
+    while dead_letters(&mut c, &cfg).is_empty() {
+        runs += 1;
+        assert!(runs <= 3, "{how:?}: not dead-lettered after 3 runs: {attempts:?}");
+        let (result, stats) = poison_pipeline(&cfg, how, true, &attempts, &mut counts);
+        result.unwrap();
+        (failed, dead) = (failed + stats.failed, dead + stats.dead);
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(twice.len(), 0, "{how:?}: processed more than once: {twice:?}");
+    assert_eq!(counts.len() as u64, N - 1, "{how:?}");
+    assert_eq!(*attempts.lock().unwrap(), [1, 2, 3], "{how:?}");
+    assert_eq!((dead, failed), (1, 2), "{how:?}");
+    assert_eq!(pending(&url, &cfg), 0, "{how:?}");
+    assert_eq!(
+        the_dead_letter(&mut c, &cfg),
+        ("13".into(), "3".into(), "13 is unlucky".into(), "13".into()),
+        "{how:?}"
+    );
+    assert_eq!(error_records(&mut c, &cfg), 0, "{how:?}");
+}
+
+#[test]
+fn a_pipeline_consumer_dead_letters_a_poison_entry_after_exactly_max_deliveries() {
+    let Some(srv) = server() else { return };
+    within(LIMIT, move || {
+        a_pipeline_dead_letters_the_poison(&srv, TurnDown::TokenFail);
+        a_pipeline_dead_letters_the_poison(&srv, TurnDown::TryMapErr);
+    });
+}
+
+/// A `try_map` step's own error reaches the dead letter of the entry whose
+/// item it turned down, under a skip policy (the run goes on) and under
+/// the default one (the run fails with that error): on its last allowed
+/// delivery the entry goes to the dead-letter stream at once.
+#[test]
+fn a_try_map_error_reaches_the_dead_letter_under_each_policy() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        const N: u64 = 100;
+        for skip in [true, false] {
+            let cfg = edge(&url, "try-map-dead-")
+                .batch(10)
+                .unwrap()
+                .max_deliveries(1)
+                .unwrap()
+                .claim_idle(Duration::from_millis(300))
+                .unwrap();
+            produce(cfg.clone(), N).join().unwrap();
+            let attempts = Arc::new(Mutex::new(Vec::new()));
+            let mut counts = std::collections::HashMap::new();
+            let (result, stats) = poison_pipeline(&cfg, TurnDown::TryMapErr, skip, &attempts, &mut counts);
+            if skip {
+                result.unwrap();
+                assert_eq!(counts.len() as u64, N - 1);
+                assert_eq!(pending(&url, &cfg), 0);
+            } else {
+                let err = result.unwrap_err();
+                assert!(err.to_string().contains("13 is unlucky"), "{err}");
+            }
+            assert_eq!(*attempts.lock().unwrap(), [1], "skip {skip}");
+            assert_eq!((stats.dead, stats.failed), (1, 0), "skip {skip}: {stats:?}");
+            assert_eq!(
+                the_dead_letter(&mut srv.conn(), &cfg),
+                ("13".into(), "1".into(), "13 is unlucky".into(), "13".into()),
+                "skip {skip}"
+            );
+        }
+    });
+}
+
+/// An entry its consumer fails after the consumer's input ended cannot be
+/// delivered to it again: it stays pending with its error, and the next
+/// consumer to read the stream delivers it (here for the last time, so it
+/// goes to the dead-letter stream).
+#[test]
+fn an_entry_failed_after_its_consumer_s_input_ended_goes_to_the_next_consumer() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let cfg = edge(&url, "late-fail-")
+            .max_deliveries(2)
+            .unwrap()
+            .claim_idle(Duration::from_millis(200))
+            .unwrap();
+        produce(cfg.clone(), 3).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        // Held in the caller's hands until the input has ended.
+        let items: Vec<Tracked<u64>> = source.collect();
+        assert_eq!(items.len(), 3);
+        for t in items {
+            if *t.value() == 1 {
+                t.fail("1 failed late");
+            } else {
+                t.done();
+            }
+        }
+        let first = handle.finish().unwrap();
+        assert_eq!((first.acked, first.failed, first.dead), (2, 1, 0));
+        assert_eq!(pending(&url, &cfg), 1);
+        let mut c = srv.conn();
+        let recorded: Option<String> = redis::cmd("HGET")
+            .arg(cfg.errors_key())
+            .arg({
+                let rows: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                    .arg(cfg.stream())
+                    .arg(cfg.group())
+                    .arg("-")
+                    .arg("+")
+                    .arg(10)
+                    .query(&mut c)
+                    .unwrap();
+                rows[0].0.clone()
+            })
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(recorded.as_deref(), Some("1 failed late"));
+
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone().consumer("c2")).unwrap();
+        let mut seen = Vec::new();
+        for t in source {
+            seen.push((*t.value(), t.deliveries()));
+            t.fail("1 failed again");
+        }
+        let second = handle.finish().unwrap();
+        assert_eq!(seen, [(1, 2)]);
+        assert_eq!((second.claimed, second.dead, second.failed), (1, 1, 0));
+        assert_eq!(pending(&url, &cfg), 0);
+        let dead = dead_letters(&mut c, &cfg);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                field(&dead[0], "id"),
+                field(&dead[0], "deliveries"),
+                field(&dead[0], "error")
+            ),
+            ("1", "2", "1 failed again")
+        );
+        assert_eq!(error_records(&mut c, &cfg), 0);
+    });
+}

@@ -9,7 +9,8 @@
 //! sends one XACK for them all.
 //!
 //! It ends when its queue closes: when the source and every entry it
-//! delivered are gone. What is queued then is still sent. If the server
+//! delivered are gone. What is queued then is still sent, and the consumer
+//! leaves `<stream>:draining` (see `source.rs`). If the server
 //! stays unreachable past the deadline it stops with the error; entries
 //! not acked by then stay pending for other consumers (never lost).
 
@@ -22,6 +23,7 @@ use redis::Value;
 
 use super::config::EdgeConfig;
 use super::error::RemoteError;
+use super::held::Held;
 use super::link::Link;
 use super::stats::Counters;
 
@@ -34,8 +36,9 @@ const LINGER: Duration = Duration::from_millis(2);
 
 /// What the acker is told.
 pub(crate) enum AckMsg {
-    /// Finished: XACK.
-    Ack(String),
+    /// Finished: XACK. An entry delivered before may have an error
+    /// recorded from then: the record goes with the ack.
+    Ack { stream_id: String, redelivered: bool },
     /// Failed here: record the error and leave it pending, or dead-letter
     /// it if this was its last delivery.
     Fail {
@@ -53,6 +56,56 @@ pub(crate) enum AckMsg {
         error: String,
         data: Option<Vec<u8>>,
     },
+    /// Dropped unfinished: left pending as it is, to be claimed; only no
+    /// longer held (nothing is sent).
+    Abandoned(String),
+}
+
+/// What one ack round sends in one round trip, and what it releases once
+/// the server has confirmed it.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// Finished entries: one XACK.
+    acks: Vec<String>,
+    /// Finished entries delivered before: one HDEL of their error records
+    /// (an entry's record lives until the entry is acked or dead-lettered,
+    /// so the hash holds only entries still pending).
+    cleared: Vec<String>,
+    /// Entries this consumer no longer holds once the round is confirmed.
+    released: Vec<String>,
+}
+
+impl Round {
+    pub(crate) fn len(&self) -> usize {
+        self.acks.len()
+    }
+
+    /// Whether the round has anything for the server (a round of
+    /// releases only is confirmed at once).
+    pub(crate) fn sends(&self) -> bool {
+        !self.acks.is_empty()
+    }
+
+    /// Adds the round's commands to `p` (nothing for an empty round).
+    pub(crate) fn commands(&self, p: &mut redis::Pipeline, cfg: &EdgeConfig) {
+        if !self.acks.is_empty() {
+            p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&self.acks).ignore();
+        }
+        if !self.cleared.is_empty() {
+            p.cmd("HDEL").arg(cfg.errors_key()).arg(&self.cleared).ignore();
+        }
+    }
+
+    /// The server confirmed the round: its acks are counted, and what it
+    /// carried is no longer held.
+    pub(crate) fn confirmed(&mut self, counters: &Counters, held: &Held) {
+        counters.add(&counters.acked, self.acks.len() as u64);
+        held.release(&self.acks);
+        held.release(&self.released);
+        self.acks.clear();
+        self.cleared.clear();
+        self.released.clear();
+    }
 }
 
 /// Messages taken from the ack queue and not yet carried out: taken off
@@ -84,8 +137,23 @@ pub(crate) fn run(
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
     queued: Arc<AtomicU64>,
+    held: Arc<Held>,
 ) -> Result<(), RemoteError> {
-    let result = run_rounds(link, cfg, &rx, counters, source_reading, &queued);
+    let mut link = link;
+    let result = run_rounds(&mut link, &cfg, &rx, counters, source_reading, &queued, &held);
+    if result.is_ok() {
+        // The source and every entry it delivered are gone: this consumer
+        // no longer drains. What it left pending (failed or dropped after
+        // its input ended) is for the others to claim, and their input
+        // does not end before they have. A mark left behind only makes the
+        // others leave those entries to a later run: not worth failing a
+        // run that did its work.
+        let key = cfg.draining_key();
+        let me = &cfg.consumer;
+        if let Err(e) = link.call("SREM", |c| redis::cmd("SREM").arg(&key).arg(me).query::<Value>(c)) {
+            tracing::warn!(stream = %cfg.stream, consumer = %me, error = %e, "could not clear the draining mark");
+        }
+    }
     // Whatever is still queued will never be carried out once this thread
     // ends (on an error): not counted as on its way any more.
     let left = rx.try_iter().count() as u64;
@@ -94,14 +162,15 @@ pub(crate) fn run(
 }
 
 fn run_rounds(
-    mut link: Link,
-    cfg: EdgeConfig,
+    link: &mut Link,
+    cfg: &EdgeConfig,
     rx: &Receiver<AckMsg>,
     counters: Arc<Counters>,
     source_reading: Arc<AtomicBool>,
     queued: &AtomicU64,
+    held: &Held,
 ) -> Result<(), RemoteError> {
-    let mut acks: Vec<String> = Vec::with_capacity(ACK_BATCH);
+    let mut round = Round::default();
     loop {
         // Messages taken from the queue this round: no longer queued once
         // their XACK (or their failure's command) is confirmed, or failed.
@@ -110,11 +179,11 @@ fn run_rounds(
             // The source sends most acks itself, with its reads; this
             // thread takes what waits while the source blocks or works.
             std::thread::sleep(POLL);
-            while acks.len() < ACK_BATCH {
+            while round.len() < ACK_BATCH {
                 match rx.try_recv() {
                     Ok(msg) => {
                         taken.one();
-                        handle(&mut link, &cfg, &counters, msg, &mut acks)?;
+                        handle(link, cfg, &counters, held, msg, &mut round)?;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
@@ -133,32 +202,43 @@ fn run_rounds(
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken.one();
-                handle(&mut link, &cfg, &counters, msg, &mut acks)?;
-                if acks.len() < ACK_BATCH {
+                handle(link, cfg, &counters, held, msg, &mut round)?;
+                if round.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
                 }
             }
         }
-        if !acks.is_empty() {
-            ack(&mut link, &cfg, &acks)?;
-            counters.add(&counters.acked, acks.len() as u64);
-            acks.clear();
+        if round.sends() {
+            link.call("XACK", |c| {
+                let mut p = redis::pipe();
+                round.commands(&mut p, cfg);
+                p.query::<()>(c)
+            })?;
         }
+        round.confirmed(&counters, held);
         drop(taken);
     }
     Ok(())
 }
 
-/// Collects an ack into `acks`, or carries out a failure now.
+/// Collects an ack (or a release) into `round`, or carries out a failure
+/// now.
 pub(crate) fn handle(
     link: &mut Link,
     cfg: &EdgeConfig,
     counters: &Counters,
+    held: &Held,
     msg: AckMsg,
-    acks: &mut Vec<String>,
+    round: &mut Round,
 ) -> Result<(), RemoteError> {
     match msg {
-        AckMsg::Ack(id) => acks.push(id),
+        AckMsg::Ack { stream_id, redelivered } => {
+            if redelivered {
+                round.cleared.push(stream_id.clone());
+            }
+            round.acks.push(stream_id);
+        }
+        AckMsg::Abandoned(stream_id) => round.released.push(stream_id),
         AckMsg::Fail {
             stream_id,
             origin,
@@ -167,6 +247,7 @@ pub(crate) fn handle(
         } => {
             if deliveries >= u64::from(cfg.max_deliveries) {
                 dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, None)?;
+                held.release(std::slice::from_ref(&stream_id));
             } else {
                 counters.add(&counters.failed, 1);
                 link.call("HSET", |c| {
@@ -176,6 +257,8 @@ pub(crate) fn handle(
                         .arg(&error)
                         .query::<Value>(c)
                 })?;
+                // Failed and recorded: it may be claimed again.
+                held.release(std::slice::from_ref(&stream_id));
             }
         }
         AckMsg::Dead {
@@ -184,19 +267,11 @@ pub(crate) fn handle(
             deliveries,
             error,
             data,
-        } => dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?,
+        } => {
+            dead_letter(link, cfg, counters, &stream_id, &origin, deliveries, &error, data)?;
+            held.release(std::slice::from_ref(&stream_id));
+        }
     }
-    Ok(())
-}
-
-fn ack(link: &mut Link, cfg: &EdgeConfig, ids: &[String]) -> Result<(), RemoteError> {
-    link.call("XACK", |c| {
-        redis::cmd("XACK")
-            .arg(&cfg.stream)
-            .arg(&cfg.group)
-            .arg(ids)
-            .query::<Value>(c)
-    })?;
     Ok(())
 }
 

@@ -125,7 +125,8 @@ impl EdgeConfig {
     }
 
     /// Entries pending on a consumer for longer than this are claimed by the
-    /// others (XAUTOCLAIM): a consumer that died leaves them there. Keep it
+    /// others (XCLAIM): a consumer that died leaves them there. A consumer
+    /// never claims back what it still holds, but the others do: keep it
     /// well above the time one entry takes to be finished, or live
     /// consumers' entries are claimed and processed twice (30 s unless set;
     /// at least 1 ms).

@@ -69,6 +69,7 @@ mod codec;
 mod config;
 mod error;
 mod handle;
+mod held;
 mod info;
 mod link;
 mod probe;

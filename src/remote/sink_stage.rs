@@ -30,6 +30,9 @@
 //! When the server does not take a batch, the item being processed is
 //! counted by the stage's policy and the rest of the batch is dropped
 //! unsent (never sent later with the next batch), counted as discarded.
+//! Their entries upstream stay pending: failed with the server's error
+//! when the batch was sent by an item's call (see `threaded/fate.rs`),
+//! abandoned when it was sent on a quiet input or before a meta entry.
 //!
 //! # First stage after a stream source
 //!

@@ -9,11 +9,13 @@
 //!    say), the buffer is handed out and the input ends; nothing more is
 //!    read. What the pipeline holds then is finished and acked as usual;
 //!    what it cannot finish stays pending for the other consumers.
-//! 2. **Claim**: every quarter of `claim_idle`, XAUTOCLAIM takes entries pending
-//!    on any consumer (this one included) for longer than `claim_idle`.
-//!    Their delivery counts come from XPENDING; one delivered more than
-//!    `max_deliveries` times goes to the dead-letter stream instead of the
-//!    pipeline.
+//! 2. **Claim**: every quarter of `claim_idle`, XPENDING lists the entries
+//!    pending for longer than `claim_idle`, and XCLAIM takes those this
+//!    consumer does not hold (see `held.rs`): a dead consumer's, and its
+//!    own that were failed or dropped unfinished; never one still waiting
+//!    in its own pipeline. Their delivery counts come from XPENDING; one
+//!    delivered more than `max_deliveries` times goes to the dead-letter
+//!    stream instead of the pipeline.
 //! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
 //! 4. **End**: once `producers` producers have finished (the set
 //!    `<stream>:end` of their names, read *before* a read found nothing
@@ -30,6 +32,14 @@
 //!    its own end of input flushes). A consumer that dies *after* the
 //!    others ended leaves its entries pending for the next run (never
 //!    lost).
+//!
+//!    What the consumer still holds when its input ends (its input may end
+//!    with items in its pipeline) can fail after the end, when no delivery
+//!    to it can come any more: such an entry stays pending with its error
+//!    recorded. Once the source and all its items are gone, the consumer
+//!    leaves `<stream>:draining`, so a consumer still running claims that
+//!    entry, and otherwise the next run to read the stream does (counting
+//!    the delivery: `max_deliveries` holds across runs).
 //!
 //! An entry that does not decode goes to the dead-letter stream with the
 //! decoder's error. A server error past the reconnect deadline ends the
@@ -48,6 +58,7 @@ use super::acker::{self, AckMsg};
 use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::handle::SourceHandle;
+use super::held::Held;
 use super::link::{ensure_group, int, text, Link};
 use super::probe::InfoProbe;
 use super::sink::END_FIELD;
@@ -90,11 +101,15 @@ pub struct StreamSource<T> {
     /// True until the input ends: the acker thread only polls meanwhile.
     reading: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    /// What this consumer holds: never claimed back (see `held.rs`).
+    held: Arc<Held>,
     stop: Arc<AtomicBool>,
     broken: Arc<AtomicBool>,
     error: Arc<Mutex<Option<RemoteError>>>,
     buffer: VecDeque<Tracked<T>>,
     next_claim: Instant,
+    /// Where the next scan of idle entries starts: `-`, or `(` and the
+    /// last id seen.
     claim_cursor: String,
     end_seen: bool,
     /// The last read found nothing new.
@@ -127,6 +142,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let ack_link = Link::open(&cfg.url, cfg.reconnect_deadline, read_timeout, counters.clone())?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let reading = Arc::new(AtomicBool::new(true));
+        let held = Arc::new(Held::default());
         let shared = Arc::new(AckShared {
             tx,
             in_flight: Default::default(),
@@ -134,10 +150,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
         });
         let acker = {
             let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
-            let queued = shared.queued.clone();
+            let (queued, held) = (shared.queued.clone(), held.clone());
             std::thread::Builder::new()
                 .name(format!("paipa-acker-{}", cfg.stream))
-                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued, held))
                 .map_err(|e| RemoteError::Acker {
                     stream: cfg.stream.clone(),
                     what: format!("could not start: {e}"),
@@ -166,12 +182,13 @@ impl<T: DeserializeOwned> StreamSource<T> {
             acks: rx,
             reading,
             counters,
+            held,
             stop,
             broken: Arc::new(AtomicBool::new(false)),
             error,
             buffer: VecDeque::new(),
             next_claim: Instant::now(),
-            claim_cursor: "0-0".into(),
+            claim_cursor: "-".into(),
             end_seen: false,
             idle: true,
             marker_seen: false,
@@ -267,14 +284,14 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// One XREADGROUP for new entries, waiting up to `block` (not at all
     /// without), with the acks waiting in the queue in the same round trip.
     fn read(&mut self, block: Option<Duration>) -> Result<(), RemoteError> {
-        let mut acks = Vec::new();
+        let mut round = acker::Round::default();
         let queued = self.queued.clone();
         let mut taken = acker::Taken::new(&queued);
-        while acks.len() < acker::ACK_BATCH {
+        while round.len() < acker::ACK_BATCH {
             match self.acks.try_recv() {
                 Ok(msg) => {
                     taken.one();
-                    acker::handle(&mut self.link, &self.cfg, &self.counters, msg, &mut acks)?;
+                    acker::handle(&mut self.link, &self.cfg, &self.counters, &self.held, msg, &mut round)?;
                 }
                 Err(_) => break,
             }
@@ -282,9 +299,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
         let cfg = &self.cfg;
         let mut replies: Vec<Value> = self.link.call("XREADGROUP", |c| {
             let mut p = redis::pipe();
-            if !acks.is_empty() {
-                p.cmd("XACK").arg(&cfg.stream).arg(&cfg.group).arg(&acks).ignore();
-            }
+            round.commands(&mut p, cfg);
             p.cmd("XREADGROUP")
                 .arg("GROUP")
                 .arg(&cfg.group)
@@ -298,7 +313,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             p.arg("STREAMS").arg(&cfg.stream).arg(">");
             p.query(c)
         })?;
-        self.counters.add(&self.counters.acked, acks.len() as u64);
+        round.confirmed(&self.counters, &self.held);
         drop(taken);
         let reply = replies.pop().unwrap_or(Value::Nil);
         let entries = match &reply {
@@ -321,73 +336,90 @@ impl<T: DeserializeOwned> StreamSource<T> {
         Ok(())
     }
 
-    /// Claims idle entries; true if a full batch came (more may wait; the
-    /// scan goes on from its cursor next time).
+    /// Claims the entries pending for longer than `claim_idle` that this
+    /// consumer does not hold: a dead (or stopped) consumer's, and its own
+    /// that were failed or dropped unfinished. True if the scan found a
+    /// full page of idle entries (more may wait; it goes on from its
+    /// cursor next time).
+    ///
+    /// Never a self-claim: XAUTOCLAIM would take this consumer's own idle
+    /// entries too, those still waiting in its pipeline's queues among
+    /// them, and count a delivery for each: each would be processed twice,
+    /// and dead-lettered once over `max_deliveries` though it succeeded.
+    /// So the idle entries are listed first (XPENDING with IDLE: delivery
+    /// counts, nothing changed), the held ones left out, and the rest
+    /// claimed by id with XCLAIM, whose own idle check leaves an entry
+    /// another consumer took in between. XCLAIM counts one more delivery.
     fn claim(&mut self) -> Result<bool, RemoteError> {
         let cfg = &self.cfg;
+        let count = claim_count(cfg.batch);
+        let idle = cfg.claim_idle.as_millis() as u64;
         let cursor = &self.claim_cursor;
-        let reply: Value = self.link.call("XAUTOCLAIM", |c| {
-            redis::cmd("XAUTOCLAIM")
+        let reply: Value = self.link.call("XPENDING", |c| {
+            redis::cmd("XPENDING")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg("IDLE")
+                .arg(idle)
+                .arg(cursor)
+                .arg("+")
+                .arg(count)
+                .query(c)
+        })?;
+        let Value::Array(rows) = &reply else {
+            return Err(self.link.bad_reply("XPENDING", &reply));
+        };
+        let mut idle_rows: Vec<(String, u64)> = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Value::Array(f) = row else {
+                return Err(self.link.bad_reply("XPENDING", &reply));
+            };
+            let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) else {
+                return Err(self.link.bad_reply("XPENDING", &reply));
+            };
+            idle_rows.push((id, n as u64));
+        }
+        let full = idle_rows.len() >= count;
+        self.claim_cursor = match idle_rows.last() {
+            Some((id, _)) if full => format!("({id}"),
+            _ => "-".into(),
+        };
+        let rows = self.held.not_held(idle_rows, |(id, _)| id);
+        if rows.is_empty() {
+            return Ok(full);
+        }
+        let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+        let reply: Value = self.link.call("XCLAIM", |c| {
+            redis::cmd("XCLAIM")
                 .arg(&cfg.stream)
                 .arg(&cfg.group)
                 .arg(&cfg.consumer)
-                .arg(cfg.claim_idle.as_millis() as u64)
-                .arg(cursor)
-                .arg("COUNT")
-                .arg(claim_count(cfg.batch))
+                .arg(idle)
+                .arg(&ids)
                 .query(c)
         })?;
-        let Value::Array(parts) = &reply else {
-            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
+        let Value::Array(entries) = &reply else {
+            return Err(self.link.bad_reply("XCLAIM", &reply));
         };
-        let (Some(next), Some(Value::Array(entries))) = (parts.first().and_then(text), parts.get(1)) else {
-            return Err(self.link.bad_reply("XAUTOCLAIM", &reply));
-        };
-        self.claim_cursor = next;
-        let entries: Vec<&Value> = entries.iter().filter(|e| !matches!(e, Value::Nil)).collect();
-        if entries.is_empty() {
-            return Ok(false);
-        }
-        let ids: Vec<String> = entries
-            .iter()
-            .filter_map(|e| match e {
+        let deliveries: std::collections::HashMap<&str, u64> =
+            rows.iter().map(|(id, n)| (id.as_str(), n + 1)).collect();
+        let mut n = 0;
+        // An entry deleted from the stream (trimmed) comes back as nil, or
+        // not at all.
+        for e in entries.iter().filter(|e| !matches!(e, Value::Nil)) {
+            let id = match e {
                 Value::Array(p) => p.first().and_then(text),
                 _ => None,
-            })
-            .collect();
-        let counts = self.delivery_counts(&ids)?;
-        let mut n = 0;
-        for (e, id) in entries.iter().zip(&ids) {
-            n += u64::from(self.admit(e, counts.get(id).copied().unwrap_or(1))?);
+            };
+            let count = id.as_deref().and_then(|id| deliveries.get(id)).copied().unwrap_or(1);
+            n += u64::from(self.admit(e, count)?);
         }
         self.counters.add(&self.counters.claimed, n);
         self.counters.add(&self.counters.read, n);
-        tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
-        Ok(entries.len() >= claim_count(self.cfg.batch))
-    }
-
-    fn delivery_counts(&mut self, ids: &[String]) -> Result<std::collections::HashMap<String, u64>, RemoteError> {
-        let (stream, group) = (&self.cfg.stream, &self.cfg.group);
-        let replies: Vec<Value> = self.link.call("XPENDING", |c| {
-            let mut p = redis::pipe();
-            for id in ids {
-                p.cmd("XPENDING").arg(stream).arg(group).arg(id).arg(id).arg(1);
-            }
-            p.query(c)
-        })?;
-        let mut counts = std::collections::HashMap::new();
-        for r in &replies {
-            if let Value::Array(rows) = r {
-                for row in rows {
-                    if let Value::Array(f) = row {
-                        if let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) {
-                            counts.insert(id, n as u64);
-                        }
-                    }
-                }
-            }
+        if n > 0 {
+            tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
         }
-        Ok(counts)
+        Ok(full)
     }
 
     /// Turns one entry of a reply into an item (or a dead letter); false
@@ -426,6 +458,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
             self.marker_seen = true;
             return Ok(false);
         }
+        // Held from now until the server knows what became of it.
+        self.held.hold(&stream_id);
         let origin = origin.unwrap_or_else(|| stream_id.as_str().into());
         let dead = |error: String, data: Option<&[u8]>| AckMsg::Dead {
             stream_id: stream_id.clone(),
@@ -491,7 +525,7 @@ impl<T> Drop for StreamSource<T> {
     }
 }
 
-/// Entries one XAUTOCLAIM takes: a read batch, and at least 100 so that a
+/// Idle entries one claim round looks at: a read batch, and at least 100 so that a
 /// dead consumer's entries come back in few round trips.
 fn claim_count(batch: usize) -> usize {
     batch.max(100)

@@ -62,7 +62,8 @@ pub struct EdgeStats {
     pub trimmed: u64,
     /// Entries this source read (new ones and claimed ones).
     pub read: u64,
-    /// Entries this source claimed from other consumers (XAUTOCLAIM).
+    /// Entries this source claimed (XCLAIM): from other consumers, and its
+    /// own that were failed or dropped unfinished.
     pub claimed: u64,
     /// Entries this source acked (XACK confirmed).
     pub acked: u64,

@@ -13,13 +13,17 @@
 //! through [`Tracked::done`] (or [`Token::done`]): the sink consumed the
 //! item, or the next stream confirmed it.
 //!
-//! A reference dropped any other way (a queue discarded in an abort, a step
-//! that panicked, an item a step forgot) marks its entries *abandoned*: they
-//! are not acked and stay pending in the group, to be claimed by a consumer
-//! after the edge's idle time. So an aborted run never acks what it did not
-//! finish, and a forgotten item shows as a redelivery, never as a loss.
+//! A reference dropped any other way (a queue discarded in an abort, an item
+//! a step forgot) marks its entries *abandoned*: they are not acked and stay
+//! pending in the group, to be claimed by a consumer after the edge's idle
+//! time. So an aborted run never acks what it did not finish, and a
+//! forgotten item shows as a redelivery, never as a loss.
 //! [`Tracked::fail`] marks them *failed*: left pending with the error
-//! recorded, or sent to the dead-letter stream on their last delivery.
+//! recorded, or sent to the dead-letter stream on their last delivery. A
+//! reference dropped inside a step call of a threaded stage that then fails
+//! (a [`Stage::try_map`](crate::threaded::Stage::try_map) returning `Err`,
+//! a panic) is failed with the step's error, as `fail` would (see
+//! `threaded/fate.rs`).
 //!
 //! Acks are queued (one channel send per entry) and sent in batches: one
 //! XACK with every id waiting, in the same round trip as the source's next
@@ -100,7 +104,10 @@ impl Entry {
 impl Drop for Entry {
     fn drop(&mut self) {
         let msg = match *self.state.get_mut() {
-            OK => AckMsg::Ack(std::mem::take(&mut self.stream_id)),
+            OK => AckMsg::Ack {
+                stream_id: std::mem::take(&mut self.stream_id),
+                redelivered: self.deliveries > 1,
+            },
             FAILED => AckMsg::Fail {
                 stream_id: std::mem::take(&mut self.stream_id),
                 origin: self.origin.clone(),
@@ -113,10 +120,7 @@ impl Drop for Entry {
                     .flatten()
                     .unwrap_or_else(|| "failed".into()),
             },
-            _ => {
-                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                return;
-            }
+            _ => AckMsg::Abandoned(std::mem::take(&mut self.stream_id)),
         };
         // Queued before it stops being in flight: a reader that sees
         // neither held nor queued entries knows every ack went out. A
@@ -215,7 +219,14 @@ impl Token {
 impl Drop for Token {
     fn drop(&mut self) {
         if let Some(l) = self.lineage.take() {
-            l.for_each(|e| e.mark(ABANDONED, None));
+            // Dropped inside a step call (a `try_map` returning `Err`, a
+            // panic): the call's error, if it fails, fails the entries as
+            // `fail` would; otherwise (and outside any call) they are
+            // abandoned.
+            crate::threaded::fate::defer(move |error| match error {
+                Some(error) => l.for_each(|e| e.mark(FAILED, Some(error))),
+                None => l.for_each(|e| e.mark(ABANDONED, None)),
+            });
         }
     }
 }
@@ -356,31 +367,40 @@ impl<T> Tracked<T> {
     /// entries, and its id is the first id plus `+<count-1>`.
     pub fn merge(items: impl IntoIterator<Item = Tracked<T>>) -> Tracked<Vec<T>> {
         let mut values = Vec::new();
-        let mut entries: Vec<Arc<Entry>> = Vec::new();
+        // The items' tokens stay whole until the output's exists: if
+        // `items` panics midway, the values taken so far are lost, and
+        // these tokens, dropped by the unwinding, leave their entries
+        // pending (never acked for work that was not done).
+        let mut tokens: Vec<Token> = Vec::new();
         let mut first: Option<Arc<str>> = None;
-        for mut item in items {
+        for item in items {
             first.get_or_insert_with(|| item.id.clone());
-            match item.token.lineage.take() {
-                Some(Lineage::One(e)) => entries.push(e),
-                Some(Lineage::Many(es)) => entries.extend(es.iter().cloned()),
-                None => {}
-            }
             values.push(item.value);
+            tokens.push(item.token);
         }
         let id: Arc<str> = match (&first, values.len()) {
             (Some(f), n) if n > 1 => format!("{f}+{}", n - 1).into(),
             (Some(f), _) => f.clone(),
             (None, _) => "".into(),
         };
+        let mut entries: Vec<Arc<Entry>> = Vec::with_capacity(tokens.len());
+        for token in &tokens {
+            if let Some(l) = &token.lineage {
+                l.for_each(|e| entries.push(e.clone()));
+            }
+        }
         let lineage = match entries.len() {
             0 => None,
             1 => entries.pop().map(Lineage::One),
             _ => Some(Lineage::Many(entries.into())),
         };
+        let merged = Token { lineage };
+        // The output holds every entry now: the parts are finished.
+        tokens.into_iter().for_each(Token::done);
         Tracked {
             value: values,
             id,
-            token: Token { lineage },
+            token: merged,
         }
     }
 
@@ -420,10 +440,12 @@ mod tests {
 
     fn acked(rx: &Receiver<AckMsg>) -> Vec<String> {
         rx.try_iter()
-            .map(|m| match m {
-                AckMsg::Ack(id) => id,
-                AckMsg::Fail { stream_id, .. } => format!("fail {stream_id}"),
-                AckMsg::Dead { stream_id, .. } => format!("dead {stream_id}"),
+            .filter_map(|m| match m {
+                AckMsg::Ack { stream_id, .. } => Some(stream_id),
+                AckMsg::Fail { stream_id, .. } => Some(format!("fail {stream_id}")),
+                AckMsg::Dead { stream_id, .. } => Some(format!("dead {stream_id}")),
+                // Sends nothing to the server.
+                AckMsg::Abandoned(_) => None,
             })
             .collect()
     }
@@ -479,6 +501,23 @@ mod tests {
             }
             _ => panic!("expected a failure"),
         }
+    }
+
+    #[test]
+    fn a_merge_that_panics_midway_acks_none_of_the_entries_it_took() {
+        let (shared, rx) = source();
+        let items = (0..3).map(|i| {
+            if i == 2 {
+                panic!("injected");
+            }
+            item(&shared, &format!("{i}-0"), i)
+        });
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Tracked::merge(items)));
+        assert!(r.is_err());
+        // The two merged values are lost with the unwinding: their entries
+        // stay pending, nothing is acked.
+        assert_eq!(acked(&rx), Vec::<String>::new());
+        assert_eq!(shared.in_flight.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod cancel;
 mod chain;
 mod channel;
 mod chunk;
+pub(crate) mod fate;
 mod fold;
 mod handle;
 mod input;

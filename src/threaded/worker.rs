@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::chain::{feed, link_for, Links};
 use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
+use super::fate;
 use super::outbox::{weight, Outbox, Weigher, WorkerClock};
 use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
@@ -22,6 +23,16 @@ use crate::sync::AtomicUsize;
 pub(crate) enum Failure {
     Error(BoxError),
     Panic(String),
+}
+
+impl Failure {
+    /// The error's text (for a panic, `panicked: ` and its message).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Failure::Error(e) => e.to_string(),
+            Failure::Panic(m) => format!("panicked: {m}"),
+        }
+    }
 }
 
 /// Calls user code, turning a panic into a `Failure`.
@@ -156,10 +167,7 @@ impl<In> WorkerCtx<'_, In> {
                 }
                 None if self.policy.skips_at_last() => {
                     self.cell.skipped.fetch_add(w, Relaxed);
-                    return self.tell_skip(|| match failure {
-                        Failure::Error(e) => e.to_string(),
-                        Failure::Panic(m) => format!("panicked: {m}"),
-                    });
+                    return self.tell_skip(|| failure.describe());
                 }
                 None => {
                     self.cell.failed.fetch_add(w, Relaxed);
@@ -194,8 +202,15 @@ impl<In> WorkerCtx<'_, In> {
     /// worker must stop. With the default policy (fail, no retries) the whole
     /// batch runs under one panic guard: the per-item cost is the call itself.
     /// The batch is left empty, its allocation kept for the next one.
+    ///
+    /// What a call drops of its item learns the call's outcome (see
+    /// `fate.rs`).
     pub(crate) fn process_batch(&self, batch: &mut Vec<In>, mut call: impl FnMut(In) -> Result<(), BoxError>) -> bool {
         let mut items = batch.drain(..);
+        // Declared after `items`, so dropped before it: the rest of a batch
+        // discarded after a failure is dropped outside the scope, given no
+        // error.
+        let _fate = fate::Batch::open();
         if self.policy == OnError::Fail {
             let mut current = 1;
             let cancel = &self.shared.cancel;
@@ -206,6 +221,7 @@ impl<In> WorkerCtx<'_, In> {
                     let Some(item) = items.next() else { break };
                     current = self.weight_of(&item);
                     call(item)?;
+                    fate::succeeded();
                 }
                 Ok(())
             });
@@ -216,6 +232,7 @@ impl<In> WorkerCtx<'_, In> {
                     false
                 }
                 Err(f) => {
+                    fate::failed(|| f.describe());
                     self.cell.failed.fetch_add(current, Relaxed);
                     self.discard(items.as_slice());
                     self.fatal(f);
@@ -228,7 +245,15 @@ impl<In> WorkerCtx<'_, In> {
             let Some(item) = items.next() else {
                 return true;
             };
-            if !self.attempt(item, |item| guarded(|| call(item))) {
+            let call = |item| {
+                let result = guarded(|| call(item));
+                match &result {
+                    Ok(()) => fate::succeeded(),
+                    Err(f) => fate::failed(|| f.describe()),
+                }
+                result
+            };
+            if !self.attempt(item, call) {
                 break;
             }
         }
