@@ -461,3 +461,49 @@ fn a_batch_as_large_as_the_capacity_gets_in_under_steady_single_puts() {
         assert_eq!(s.items, singles + 8);
     });
 }
+
+/// An async put cancelled while it waits for room (an HTTP request cut off
+/// by shutdown) never lands unseen: either it is dropped unput, or, if it
+/// landed in the very moment it was cancelled, the source's row counts it.
+#[cfg(feature = "async")]
+#[test]
+fn a_cancelled_async_put_never_lands_uncounted() {
+    use futures::FutureExt;
+    within(LIMIT, || {
+        let (open, gate) = crossbeam_channel::bounded::<()>(0);
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let mut p = Pipeline::new()
+            .capacity(2)
+            .unwrap()
+            .then(stuck(gate))
+            .unwrap()
+            .then(Stage::map("record", move |x: u32| record.lock().unwrap().push(x)))
+            .unwrap();
+        let input = p.input();
+        let running = p.spawn().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..3 {
+                input.put_async(i).await.unwrap();
+            }
+            let mut waiting = Box::pin(input.put_async(99));
+            assert!((&mut waiting).now_or_never().is_none(), "handed to the relay");
+            drop(waiting);
+        });
+        drop(open);
+        drop(input);
+        let s = running.wait().unwrap();
+        let landed_after_cancel = s.snapshot.stages[0].counter("puts_landed_after_cancel");
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort_unstable();
+        if landed_after_cancel == 0 {
+            assert_eq!(seen, [0, 1, 2]);
+        } else {
+            assert_eq!((landed_after_cancel, seen), (1, vec![0, 1, 2, 99]));
+        }
+    });
+}

@@ -453,6 +453,10 @@ struct Request<T> {
     reply: oneshot::Sender<Result<(), (Msg<T>, bool)>>,
 }
 
+/// The source row's counter of async puts that landed in the pipeline
+/// after their caller had cancelled them (see the relay).
+pub(crate) const UNANSWERED: &str = "puts_landed_after_cancel";
+
 /// How long the relay waits for room for one put before it looks at the
 /// puts queued behind it, answering those whose deadline has passed.
 const RELAY_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
@@ -500,11 +504,20 @@ fn relay<T>(shared: &InputShared<T>, rx: &mut mpsc::UnboundedReceiver<Request<T>
             Some(d) => Some(d.min(slice_end)),
         };
         match shared.deliver(msg, until) {
+            // Tried again next round, unless the put is cancelled by then
+            // (its future dropped: an HTTP request cut off by shutdown):
+            // then it never lands.
             Err((msg, true)) if deadline.is_none_or(|d| Instant::now() < d) => {
                 queue.push_front(Request { msg, deadline, reply });
             }
             result => {
-                let _ = reply.send(result);
+                let landed = result.is_ok();
+                if reply.send(result).is_err() && landed {
+                    // Cancelled during the very slice in which it landed:
+                    // in the pipeline, but its caller never heard so. The
+                    // source's row counts such puts.
+                    crate::stats::CounterTarget::add_counter(&*shared.cell, UNANSWERED, 1);
+                }
             }
         }
     }
