@@ -507,3 +507,27 @@ fn a_cancelled_async_put_never_lands_uncounted() {
         }
     });
 }
+
+/// Two workers pull a stream that goes quiet: the one that holds results
+/// does not wait behind the one waiting on the stream; it sends them first,
+/// so the consumer gets every item the stream gave. (Repeated: which
+/// worker holds what varies from run to run.)
+#[cfg(feature = "async")]
+#[test]
+fn a_worker_holding_results_sends_them_instead_of_waiting_behind_another_puller() {
+    within(LIMIT, || {
+        for _ in 0..50 {
+            let p = Pipeline::new()
+                .then(Stage::map("first", |x: u32| x).workers(2))
+                .unwrap()
+                .then(Stage::map("second", |x: u32| x))
+                .unwrap()
+                .source_stream(quiet_after(7));
+            let mut out = p.outputs().unwrap();
+            let mut got: Vec<u32> = out.by_ref().take(7).collect();
+            got.sort_unstable();
+            assert_eq!(got, [0, 1, 2, 3, 4, 5, 6]);
+            assert_eq!(out.finish().unwrap().items, 7);
+        }
+    });
+}

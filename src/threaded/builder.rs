@@ -122,7 +122,11 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
     /// An empty pipeline: what goes in comes out, until stages are added.
     pub fn new() -> Self {
         let cancel = Cancel::new();
-        let cell = Arc::new(StageCell::new("source"));
+        // One busy slot: a source stuck inside `next()` is named by a stuck
+        // run and the watchdog (see `pull.rs`).
+        let mut cell = StageCell::new("source");
+        cell.busy_since = vec![std::sync::atomic::AtomicU64::new(0)];
+        let cell = Arc::new(cell);
         let layout = Layout::for_capacity(DEFAULT_CAPACITY);
         let (tx, rx) = edge(layout);
         let input = InputShared::new(tx, cancel.clone(), cell, layout);

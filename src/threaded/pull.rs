@@ -104,7 +104,21 @@ impl<'a, T> SharedSource<'a, T> {
     /// within the linger (see `waiting.rs`), as an empty batch, so that the
     /// puller can send them. `None` once the source is done.
     pub(crate) fn pull_holding(&self, n: usize, spare: Vec<T>, holding: bool) -> Option<(Vec<T>, u64)> {
-        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        // A puller that holds results does not wait for another puller
+        // (which may wait on the source for ever): it sends them first.
+        let mut left = if holding {
+            match self.left.try_lock() {
+                Ok(left) => left,
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let mut nothing = spare;
+                    nothing.clear();
+                    return Some((nothing, 0));
+                }
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            }
+        } else {
+            self.left.lock().unwrap_or_else(|e| e.into_inner())
+        };
         let src = left.as_mut()?;
         if self.shared.cancel.is_cancelled() || self.input.is_closed() {
             *left = None;
@@ -118,7 +132,7 @@ impl<'a, T> SharedSource<'a, T> {
         buf.reserve(n);
         let mut ended = false;
         // The run's face to a source that waits (see `waiting.rs`).
-        let pulling = Pulling::enter(&self.shared.cancel, self.input.closed_flag());
+        let pulling = Pulling::enter(cell, &self.shared.cancel, self.input.closed_flag());
         if holding {
             pulling.holding_until(Instant::now() + super::input::SOURCE_LINGER);
         }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cancel::Cancel;
+use crate::stats::StageCell;
 use crate::sync::AtomicBool;
 
 /// The longest a source that waits goes without looking at the run.
@@ -45,6 +46,9 @@ pub(crate) enum Wait {
 }
 
 struct Scope {
+    /// The source's row: a source that asks how to wait is waiting, not
+    /// stuck, so its busy mark is cleared (see `pull.rs`).
+    cell: Arc<StageCell>,
     cancel: Arc<Cancel>,
     closed: Arc<AtomicBool>,
     /// When the puller's linger ends (it holds items), if it does.
@@ -63,8 +67,9 @@ pub(crate) struct Pulling {
 }
 
 impl Pulling {
-    pub(crate) fn enter(cancel: &Arc<Cancel>, closed: &Arc<AtomicBool>) -> Self {
+    pub(crate) fn enter(cell: &Arc<StageCell>, cancel: &Arc<Cancel>, closed: &Arc<AtomicBool>) -> Self {
         let scope = Scope {
+            cell: cell.clone(),
             cancel: cancel.clone(),
             closed: closed.clone(),
             hand_on_by: None,
@@ -105,6 +110,9 @@ pub(crate) fn wait() -> Wait {
         let Some(s) = s.as_ref() else { return Wait::Forever };
         if s.cancel.is_cancelled() || s.closed.load(Ordering::SeqCst) {
             return Wait::Stop;
+        }
+        if let Some(b) = s.cell.busy_since.first() {
+            b.store(0, Ordering::Relaxed);
         }
         match s.hand_on_by {
             None => Wait::For(SLICE),
