@@ -4,6 +4,11 @@
 //! - `cargo run --release --example bench_threaded`: speed tables.
 //! - `cargo run --release --example bench_threaded -- rss N`: N items of
 //!   1 KiB through 3 stages; prints the process's peak RSS.
+//! - `... -- putall N`: N items put before the run against the same items
+//!   as a lazy source and a plain loop (median of 5).
+//! - `... -- backlog N`: a lot held back before the run (capacity 4), then
+//!   N puts of 4 KiB from a handle while a stage takes 20 us an item;
+//!   prints how long the puts took and the peak RSS.
 
 #[path = "../benches/workloads/threaded.rs"]
 mod workload;
@@ -182,9 +187,83 @@ fn rss(n: u64) {
     );
 }
 
+fn put_all_before(n: u64) {
+    println!("## {n} u64 items through one stage (x * 2), summed, median of 5");
+    println!("| variant | total | ns/item |");
+    println!("|---|---:|---:|");
+    let expect = (0..n).map(|x| x * 2).sum::<u64>();
+    let stage = || Stage::map("double", |x: u64| x * 2);
+    type Variant = Box<dyn Fn() -> u64>;
+    let rows: Vec<(&str, Variant)> = vec![
+        ("plain loop", Box::new(move || (0..n).map(|x| std::hint::black_box(x) * 2).sum())),
+        (
+            "paipa, lazy source",
+            Box::new(move || {
+                let p = Pipeline::new().source(0..n).then(stage()).unwrap();
+                p.run_with(|out| out.sum::<u64>()).unwrap().0
+            }),
+        ),
+        (
+            "paipa, put_all before the run",
+            Box::new(move || {
+                let mut p = Pipeline::new().then(stage()).unwrap();
+                p.put_all(0..n).unwrap();
+                p.finish();
+                p.run_with(|out| out.sum::<u64>()).unwrap().0
+            }),
+        ),
+    ];
+    for (name, f) in rows {
+        let d = median(5, &*f, expect);
+        println!(
+            "| {name} | {:.1} ms | {:.2} |",
+            d.as_secs_f64() * 1e3,
+            d.as_nanos() as f64 / n as f64
+        );
+    }
+}
+
+fn backlog(n: u64) {
+    let t = Instant::now();
+    let mut p = Pipeline::new()
+        .capacity(4)
+        .unwrap()
+        .then(Stage::map("slow", |v: Vec<u8>| {
+            let until = Instant::now() + Duration::from_micros(20);
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            v.len() as u64
+        }))
+        .unwrap();
+    let input = p.input();
+    // Before the run: 4 fit the edge, 16 are held back.
+    for _ in 0..20 {
+        input.put(vec![1u8; 4096]).unwrap();
+    }
+    let running = p.spawn().unwrap();
+    let puts = Instant::now();
+    for _ in 0..n {
+        input.put(vec![1u8; 4096]).unwrap();
+    }
+    let put_time = puts.elapsed();
+    drop(input);
+    let s = running.wait().unwrap();
+    assert_eq!(s.items, n + 20);
+    let peak = paipa::stats::peak_resident_bytes().unwrap_or(0);
+    println!(
+        "{n} puts of 4 KiB after a held-back lot (capacity 4, 20 us an item): puts took {:.0} ms, run {:.0} ms, peak RSS {:.1} MiB",
+        put_time.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3,
+        peak as f64 / (1024.0 * 1024.0)
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
+        Some("putall") => put_all_before(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000)),
+        Some("backlog") => backlog(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(50_000)),
         Some("rss") => rss(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1_000_000)),
         Some("trivial") => trivial(),
         Some("cpu") => cpu_bound(),

@@ -60,6 +60,7 @@ impl Cancel {
     /// Ready once the run is cancelled; until then the task is woken by the
     /// cancel. The waker is registered before the flag is read again, under
     /// the lock `cancel` takes, so a cancel in between is never missed.
+    #[cfg_attr(not(all(feature = "async", not(loom))), allow(dead_code))]
     pub(crate) fn poll_cancelled(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.flag.load(Ordering::SeqCst) {
             return Poll::Ready(());

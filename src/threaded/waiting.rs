@@ -20,6 +20,9 @@
 //! A user's own iterator that blocks inside `next()` cannot be interrupted
 //! this way: see `Running::abort_within` for what a run does then.
 
+// The sources that wait come with the `async` and `redis` features.
+#![cfg_attr(not(any(feature = "async", feature = "redis")), allow(dead_code))]
+
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
