@@ -72,8 +72,10 @@
 //! runnable thread), ends its input early.
 //!
 //! An entry that does not decode goes to the dead-letter stream with the
-//! decoder's error. A server error past the reconnect deadline ends the
-//! input; [`SourceHandle::finish`] returns it.
+//! decoder's error. A server error past the reconnect deadline, or a
+//! failure of the acker thread (see `acker.rs`), ends the input at once:
+//! what was read and not handed out stays pending (its acks might never
+//! be sent); [`SourceHandle::finish`] returns the error.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -184,19 +186,25 @@ impl<T: DeserializeOwned> StreamSource<T> {
             in_flight: Default::default(),
             queued: Default::default(),
         });
+        let broken = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
         let acker = {
             let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
             let (queued, held) = (shared.queued.clone(), held.clone());
+            let fault = acker::Fault {
+                stream: cfg.stream.clone(),
+                broken: broken.clone(),
+                error: error.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("paipa-acker-{}", cfg.stream))
-                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued, held))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued, held, fault))
                 .map_err(|e| RemoteError::Acker {
                     stream: cfg.stream.clone(),
                     what: format!("could not start: {e}"),
                 })?
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let error = Arc::new(Mutex::new(None));
         let handle = SourceHandle {
             cfg: cfg.clone(),
             stream: cfg.stream.clone(),
@@ -220,7 +228,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             counters,
             held,
             stop,
-            broken: Arc::new(AtomicBool::new(false)),
+            broken,
             error,
             buffer: VecDeque::new(),
             next_claim: Instant::now(),
@@ -616,8 +624,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 
     fn send(&self, msg: AckMsg) {
-        // A closed queue means the acker stopped on an error: the entry
-        // stays pending.
+        // The queue is open while the source holds its sender; whoever
+        // reads it (the source's next read, the acker) carries it out. If
+        // nobody does (the acker failed, see `acker.rs`), the entry stays
+        // pending.
         let _ = self.ack_shared().send(msg);
     }
 
@@ -655,6 +665,13 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
 
     fn next(&mut self) -> Option<Tracked<T>> {
         loop {
+            // Broken (its own error, or its acker's): the acks of what it
+            // would hand out may never be sent, and an entry processed
+            // without its ack is processed again elsewhere. What it has
+            // read stays pending instead (dropped unfinished: abandoned).
+            if self.broken.load(Ordering::Acquire) {
+                self.buffer.clear();
+            }
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item);
             }
