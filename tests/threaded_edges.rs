@@ -268,6 +268,27 @@ fn an_iterator_stage_hands_on_its_results_while_the_source_waits() {
     });
 }
 
+/// Two workers pulling a source gone quiet: the one that holds results
+/// sends them while the other waits inside the source's `next()`, instead
+/// of waiting for the pull lock as long as the source waits (repeated: the
+/// worker that pulls last differs from run to run).
+#[cfg(feature = "async")]
+#[test]
+fn a_worker_holding_results_sends_them_while_another_waits_in_the_source() {
+    within(LIMIT, || {
+        for _ in 0..20 {
+            let p = Pipeline::new()
+                .source_stream(quiet_after(5))
+                .then(Stage::map("pass", |x: u32| x + 1).workers(2))
+                .unwrap();
+            let mut out = p.outputs().unwrap();
+            let mut first: Vec<u32> = out.by_ref().take(5).collect();
+            first.sort_unstable();
+            assert_eq!(first, [1, 2, 3, 4, 5]);
+        }
+    });
+}
+
 /// A stream that never yields anything ends with a stop.
 #[cfg(feature = "async")]
 #[test]

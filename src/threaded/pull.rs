@@ -103,8 +103,26 @@ impl<'a, T> SharedSource<'a, T> {
     /// results it has not sent: a source that waits then hands control back
     /// within the linger (see `waiting.rs`), as an empty batch, so that the
     /// puller can send them. `None` once the source is done.
+    ///
+    /// A puller that holds results does not wait for another worker's pull
+    /// to end: a source waiting inside `next()` sees only its own puller's
+    /// linger, so the results would wait as long as the source does (for
+    /// ever, while a stream stays quiet). It gets "nothing yet" at once
+    /// instead, sends them, and then waits its turn holding nothing.
     pub(crate) fn pull_holding(&self, n: usize, spare: Vec<T>, holding: bool) -> Option<(Vec<T>, u64)> {
-        let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+        let mut left = if holding {
+            match self.left.try_lock() {
+                Ok(left) => left,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    let mut empty = spare;
+                    empty.clear();
+                    return Some((empty, 0));
+                }
+            }
+        } else {
+            self.left.lock().unwrap_or_else(|e| e.into_inner())
+        };
         let src = left.as_mut()?;
         if self.shared.cancel.is_cancelled() || self.input.is_closed() {
             *left = None;
