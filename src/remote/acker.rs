@@ -10,12 +10,23 @@
 //!
 //! It ends when its queue closes: when the source and every entry it
 //! delivered are gone. What is queued then is still sent, and the consumer
-//! leaves `<stream>:draining` (see `source.rs`). If the server
-//! stays unreachable past the deadline it stops with the error; entries
-//! not acked by then stay pending for other consumers (never lost).
+//! leaves `<stream>:draining` (see `source.rs`).
+//!
+//! On an error (the server unreachable past the deadline, a command
+//! refused) or a panic, it reports the error to the source at once
+//! ([`Fault`]): the source ends its input at its next call without handing
+//! out what it has read, so no entry is processed whose ack might never be
+//! sent, and [`SourceHandle::finish`](super::SourceHandle::finish) returns
+//! the error. After a refused command the server is still there: the
+//! acker goes on sending the acks of what is finished (those gathered
+//! before the error included), and only those, until its queue closes or
+//! a command fails, so nothing finished is redelivered for want of its
+//! ack. Entries failed or dropped from then on, and everything once the
+//! server is unreachable, stay pending for other consumers or the next
+//! run (never lost).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
@@ -130,6 +141,42 @@ impl Drop for Taken<'_> {
     }
 }
 
+/// Where the acker's failure goes: the source's `broken` flag (it ends its
+/// input at its next call) and its error slot (what `finish` returns; the
+/// first error wins).
+pub(crate) struct Fault {
+    pub(crate) stream: String,
+    pub(crate) broken: Arc<AtomicBool>,
+    pub(crate) error: Arc<Mutex<Option<RemoteError>>>,
+}
+
+impl Fault {
+    /// Broken first, then the error: whoever sees the error (through the
+    /// slot's lock) also sees the source broken.
+    pub(crate) fn report(&self, e: RemoteError) {
+        tracing::error!(stream = %self.stream, error = %e, "stream source's acker failed");
+        self.broken.store(true, Ordering::Release);
+        if let Ok(mut slot) = self.error.lock() {
+            slot.get_or_insert(e);
+        }
+    }
+}
+
+impl Drop for Fault {
+    /// A panic of the acker thread ends the source's input as an error
+    /// does (held by the thread, so it runs while unwinding).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report(RemoteError::Acker {
+                stream: self.stream.clone(),
+                what: "panicked".into(),
+            });
+        }
+    }
+}
+
+/// The acker thread's body: every failure goes to `fault`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     link: Link,
     cfg: EdgeConfig,
@@ -138,9 +185,20 @@ pub(crate) fn run(
     source_reading: Arc<AtomicBool>,
     queued: Arc<AtomicU64>,
     held: Arc<Held>,
-) -> Result<(), RemoteError> {
+    fault: Fault,
+) {
     let mut link = link;
-    let result = run_rounds(&mut link, &cfg, &rx, counters, source_reading, &queued, &held);
+    let mut round = Round::default();
+    let result = run_rounds(
+        &mut link,
+        &cfg,
+        &rx,
+        &counters,
+        source_reading,
+        &queued,
+        &held,
+        &mut round,
+    );
     if result.is_ok() {
         // The source and every entry it delivered are gone: this consumer
         // no longer drains. What it left pending (failed or dropped after
@@ -154,23 +212,81 @@ pub(crate) fn run(
             tracing::warn!(stream = %cfg.stream, consumer = %me, error = %e, "could not clear the draining mark");
         }
     }
+    if let Err(e) = result {
+        // Unreachable past the deadline: another command would only wait
+        // as long again. Refused: the acks may still go through.
+        let reachable = !matches!(e, RemoteError::Unreachable { .. });
+        fault.report(e);
+        if reachable {
+            acks_only(&mut link, &cfg, &rx, &counters, &queued, &held, &mut round);
+        }
+    }
     // Whatever is still queued will never be carried out once this thread
     // ends (on an error): not counted as on its way any more.
     let left = rx.try_iter().count() as u64;
     queued.fetch_sub(left, Ordering::SeqCst);
-    result
 }
 
+/// After a refused command: sends the acks of `round` and then of what is
+/// queued until the queue closes, nothing else (a failed or dropped entry
+/// stays pending as it is); stops at the first command that fails.
+fn acks_only(
+    link: &mut Link,
+    cfg: &EdgeConfig,
+    rx: &Receiver<AckMsg>,
+    counters: &Counters,
+    queued: &AtomicU64,
+    held: &Held,
+    round: &mut Round,
+) {
+    loop {
+        if round.sends() {
+            let sent = link.call("XACK", |c| {
+                let mut p = redis::pipe();
+                round.commands(&mut p, cfg);
+                p.query::<()>(c)
+            });
+            if let Err(e) = sent {
+                tracing::warn!(stream = %cfg.stream, error = %e, "acks left pending after the acker failed");
+                return;
+            }
+        }
+        round.confirmed(counters, held);
+        let Ok(first) = rx.recv() else { return };
+        let mut taken = Taken::new(queued);
+        let until = Instant::now() + LINGER;
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            taken.one();
+            match msg {
+                AckMsg::Ack { stream_id, redelivered } => {
+                    if redelivered {
+                        round.cleared.push(stream_id.clone());
+                    }
+                    round.acks.push(stream_id);
+                }
+                AckMsg::Abandoned(stream_id) | AckMsg::Fail { stream_id, .. } | AckMsg::Dead { stream_id, .. } => {
+                    round.released.push(stream_id)
+                }
+            }
+            if round.len() < ACK_BATCH {
+                next = rx.recv_deadline(until).ok();
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_rounds(
     link: &mut Link,
     cfg: &EdgeConfig,
     rx: &Receiver<AckMsg>,
-    counters: Arc<Counters>,
+    counters: &Counters,
     source_reading: Arc<AtomicBool>,
     queued: &AtomicU64,
     held: &Held,
+    round: &mut Round,
 ) -> Result<(), RemoteError> {
-    let mut round = Round::default();
     loop {
         // Messages taken from the queue this round: no longer queued once
         // their XACK (or their failure's command) is confirmed, or failed.
@@ -183,7 +299,7 @@ fn run_rounds(
                 match rx.try_recv() {
                     Ok(msg) => {
                         taken.one();
-                        handle(link, cfg, &counters, held, msg, &mut round)?;
+                        handle(link, cfg, counters, held, msg, round)?;
                     }
                     Err(TryRecvError::Empty) => break,
                     // Everything is gone (the reading flag is cleared on
@@ -202,7 +318,7 @@ fn run_rounds(
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 taken.one();
-                handle(link, cfg, &counters, held, msg, &mut round)?;
+                handle(link, cfg, counters, held, msg, round)?;
                 if round.len() < ACK_BATCH {
                     next = rx.recv_deadline(until).ok();
                 }
@@ -215,7 +331,7 @@ fn run_rounds(
                 p.query::<()>(c)
             })?;
         }
-        round.confirmed(&counters, held);
+        round.confirmed(counters, held);
         drop(taken);
     }
     Ok(())

@@ -20,7 +20,7 @@ pub struct SourceHandle {
     pub(super) counters: Arc<Counters>,
     pub(super) in_flight: Arc<AtomicU64>,
     pub(super) error: Arc<Mutex<Option<RemoteError>>>,
-    pub(super) acker: Option<JoinHandle<Result<(), RemoteError>>>,
+    pub(super) acker: Option<JoinHandle<()>>,
 }
 
 impl SourceHandle {
@@ -39,6 +39,13 @@ impl SourceHandle {
     /// Entries delivered to this process and not yet finished or dropped.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The error that ended the source's input, or ends it at its next
+    /// call (its own, or its acker's), as text; `None` while there is
+    /// none. [`finish`](Self::finish) returns it.
+    pub fn failure(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.as_ref().map(ToString::to_string))
     }
 
     /// This end's counters, for a [`Publisher`](super::Publisher).
@@ -61,19 +68,18 @@ impl SourceHandle {
     /// any item of the source is alive, or the source itself until its
     /// input has ended.
     pub fn finish(mut self) -> Result<EdgeStats, RemoteError> {
-        let acked = match self.acker.take() {
-            Some(h) => h.join().unwrap_or_else(|_| {
-                Err(RemoteError::Acker {
-                    stream: self.stream.clone(),
-                    what: "panicked".into(),
-                })
-            }),
-            None => Ok(()),
-        };
+        // The acker reports its own failure (a panic too) in the error
+        // slot, before its thread ends.
+        let joined = self.acker.take().map_or(Ok(()), |h| h.join());
         if let Some(e) = self.error.lock().ok().and_then(|mut e| e.take()) {
             return Err(e);
         }
-        acked?;
+        if joined.is_err() {
+            return Err(RemoteError::Acker {
+                stream: self.stream.clone(),
+                what: "panicked".into(),
+            });
+        }
         Ok(self.stats())
     }
 }

@@ -24,8 +24,9 @@
 //!    once), the consumer adds itself to the set
 //!    `<stream>:draining` (it will read nothing new) and its input ends
 //!    when nothing of its own is pending beyond what it holds (entries it
-//!    failed wait for their redelivery) and every other consumer with
-//!    pending entries is draining too. A consumer that is not draining
+//!    failed wait for their redelivery), every other consumer with
+//!    pending entries is draining too, and nothing it delivered can still
+//!    fail while it could be delivered again (see *Holding on* below). A consumer that is not draining
 //!    (it died, or was stopped) leaves its entries to be claimed, so the
 //!    others keep claiming until none are left. Two draining consumers
 //!    never wait for each other (each may hold a partial chunk that only
@@ -41,9 +42,40 @@
 //!    entry, and otherwise the next run to read the stream does (counting
 //!    the delivery: `max_deliveries` holds across runs).
 //!
+//! # Holding on
+//!
+//! Once nothing new can come, the input does not end while entries this
+//! consumer delivered are still held (see `held.rs`: not yet acked,
+//! failed or dropped as far as the server knows): each may still fail,
+//! and a failure after the end could only be redelivered by another
+//! consumer or the next run. Meanwhile the source waits in short naps
+//! (within the run's slices, see `threaded/waiting.rs`: a stop ends the
+//! input, a puller that holds items gets them handed on), and takes back
+//! at once, with XCLAIM and a min-idle of 0, its own entries that failed
+//! or were dropped: they are pending and no longer held, so this is never
+//! a self-claim of an entry still in its pipeline, and the claim counts
+//! the delivery as any other. So within one run, a poison entry is
+//! delivered `max_deliveries` times and dead-lettered with the step's
+//! error.
+//!
+//! Some entries cannot be finished before the end of input: a partial
+//! chunk, a fold, anything that waits for the end. Their set of held
+//! entries stands still; once it has not changed for a second, the input
+//! ends with them held, and one that fails after that is left to the next
+//! run or another consumer as above (never lost, the delivery counted).
+//! The bound does not grow with `claim_idle` (which may be an hour): it is
+//! what every run of such a pipeline pays at its end. A pipeline of maps
+//! and filters changes the set every time an entry is finished, each
+//! within a step call of its delivery (a puller hands on what it holds
+//! after 1 ms), so only a step call slower than a second, or a stall of
+//! the whole process that long (far beyond what a loaded machine does to a
+//! runnable thread), ends its input early.
+//!
 //! An entry that does not decode goes to the dead-letter stream with the
-//! decoder's error. A server error past the reconnect deadline ends the
-//! input; [`SourceHandle::finish`] returns it.
+//! decoder's error. A server error past the reconnect deadline, or a
+//! failure of the acker thread (see `acker.rs`), ends the input at once:
+//! what was read and not handed out stays pending (its acks might never
+//! be sent); [`SourceHandle::finish`] returns the error.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -116,6 +148,12 @@ pub struct StreamSource<T> {
     idle: bool,
     /// A producer's end marker came since the end was last looked at.
     marker_seen: bool,
+    /// The held set's change count when this consumer's own pending
+    /// entries were last looked over for failed ones (see `take_back`).
+    own_scanned: Option<u64>,
+    /// The held set's change count, and since when it has not changed,
+    /// while the input could end but for what is held.
+    standing: Option<(u64, Instant)>,
     ended: bool,
     _t: PhantomData<fn() -> T>,
 }
@@ -148,19 +186,25 @@ impl<T: DeserializeOwned> StreamSource<T> {
             in_flight: Default::default(),
             queued: Default::default(),
         });
+        let broken = Arc::new(AtomicBool::new(false));
+        let error = Arc::new(Mutex::new(None));
         let acker = {
             let (acker_cfg, counters, rx, reading) = (cfg.clone(), counters.clone(), rx.clone(), reading.clone());
             let (queued, held) = (shared.queued.clone(), held.clone());
+            let fault = acker::Fault {
+                stream: cfg.stream.clone(),
+                broken: broken.clone(),
+                error: error.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("paipa-acker-{}", cfg.stream))
-                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued, held))
+                .spawn(move || acker::run(ack_link, acker_cfg, rx, counters, reading, queued, held, fault))
                 .map_err(|e| RemoteError::Acker {
                     stream: cfg.stream.clone(),
                     what: format!("could not start: {e}"),
                 })?
         };
         let stop = Arc::new(AtomicBool::new(false));
-        let error = Arc::new(Mutex::new(None));
         let handle = SourceHandle {
             cfg: cfg.clone(),
             stream: cfg.stream.clone(),
@@ -184,7 +228,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             counters,
             held,
             stop,
-            broken: Arc::new(AtomicBool::new(false)),
+            broken,
             error,
             buffer: VecDeque::new(),
             next_claim: Instant::now(),
@@ -192,6 +236,8 @@ impl<T: DeserializeOwned> StreamSource<T> {
             end_seen: false,
             idle: true,
             marker_seen: false,
+            own_scanned: None,
+            standing: None,
             ended: false,
             _t: PhantomData,
         };
@@ -224,12 +270,88 @@ impl<T: DeserializeOwned> StreamSource<T> {
         if !self.buffer.is_empty() || !end_before {
             return Ok(false);
         }
-        if self.settled()? {
+        // Nothing new can come: what this consumer failed comes back to it
+        // at once (see *Holding on*).
+        if self.take_back()? {
+            return Ok(false);
+        }
+        let held = self.held.state().0;
+        if self.settled()? && self.let_go() {
             return Ok(true);
         }
-        // Others' entries are pending: wait a little before claiming.
-        std::thread::sleep(block.min(self.cfg.claim_idle / 4).max(Duration::from_millis(1)));
+        // Its own entries still held: look again soon (a failure is seen
+        // within a nap). Others' entries pending: wait a little before
+        // claiming.
+        let nap = if held > 0 { HOLDING_NAP } else { self.cfg.claim_idle / 4 };
+        std::thread::sleep(block.min(nap).max(Duration::from_millis(1)));
         Ok(false)
+    }
+
+    /// Whether the input may end with what this consumer holds: nothing,
+    /// or a set that has not changed for [`STANDING`] (entries parked
+    /// until the end of input; see *Holding on*).
+    fn let_go(&mut self) -> bool {
+        let (held, changes) = self.held.state();
+        if held == 0 {
+            return true;
+        }
+        match self.standing {
+            Some((seen, since)) if seen == changes => since.elapsed() >= STANDING,
+            _ => {
+                self.standing = Some((changes, Instant::now()));
+                false
+            }
+        }
+    }
+
+    /// Once nothing new can come: takes back this consumer's own pending
+    /// entries that it no longer holds (failed, or dropped unfinished),
+    /// without waiting for them to be idle. True if any came back.
+    ///
+    /// An entry leaves the held set only once the server has its outcome
+    /// (see `held.rs`), so one pending and not held is not in this
+    /// consumer's pipeline: taking it is no self-claim. One acked between
+    /// the listing and the claim is no longer pending, and XCLAIM skips
+    /// it. The list is read again only after the held set changed (a
+    /// failure releases the entry), the change count taken before it.
+    fn take_back(&mut self) -> Result<bool, RemoteError> {
+        let changes = self.held.state().1;
+        if self.own_scanned == Some(changes) {
+            return Ok(false);
+        }
+        let cfg = &self.cfg;
+        let reply: Value = self.link.call("XPENDING", |c| {
+            redis::cmd("XPENDING")
+                .arg(&cfg.stream)
+                .arg(&cfg.group)
+                .arg("-")
+                .arg("+")
+                .arg(claim_count(cfg.batch))
+                .arg(&cfg.consumer)
+                .query(c)
+        })?;
+        let rows = self.pending_rows(&reply)?;
+        self.own_scanned = Some(changes);
+        let rows = self.held.not_held(rows, |(id, _)| id);
+        Ok(self.take(rows, 0)? > 0)
+    }
+
+    /// `(id, deliveries)` of each row of an extended XPENDING reply.
+    fn pending_rows(&self, reply: &Value) -> Result<Vec<(String, u64)>, RemoteError> {
+        let Value::Array(rows) = reply else {
+            return Err(self.link.bad_reply("XPENDING", reply));
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let Value::Array(f) = row else {
+                return Err(self.link.bad_reply("XPENDING", reply));
+            };
+            let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) else {
+                return Err(self.link.bad_reply("XPENDING", reply));
+            };
+            out.push((id, n as u64));
+        }
+        Ok(out)
     }
 
     /// Nothing new will come: says so (this consumer is draining), and
@@ -366,35 +488,32 @@ impl<T: DeserializeOwned> StreamSource<T> {
                 .arg(count)
                 .query(c)
         })?;
-        let Value::Array(rows) = &reply else {
-            return Err(self.link.bad_reply("XPENDING", &reply));
-        };
-        let mut idle_rows: Vec<(String, u64)> = Vec::with_capacity(rows.len());
-        for row in rows {
-            let Value::Array(f) = row else {
-                return Err(self.link.bad_reply("XPENDING", &reply));
-            };
-            let (Some(id), Some(n)) = (f.first().and_then(text), f.get(3).and_then(int)) else {
-                return Err(self.link.bad_reply("XPENDING", &reply));
-            };
-            idle_rows.push((id, n as u64));
-        }
+        let idle_rows = self.pending_rows(&reply)?;
         let full = idle_rows.len() >= count;
         self.claim_cursor = match idle_rows.last() {
             Some((id, _)) if full => format!("({id}"),
             _ => "-".into(),
         };
         let rows = self.held.not_held(idle_rows, |(id, _)| id);
+        self.take(rows, idle)?;
+        Ok(full)
+    }
+
+    /// Claims the listed `(id, deliveries)` entries for this consumer with
+    /// XCLAIM (those idle for at least `min_idle` ms), which counts one
+    /// more delivery each; returns how many came (items or dead letters).
+    fn take(&mut self, rows: Vec<(String, u64)>, min_idle: u64) -> Result<u64, RemoteError> {
         if rows.is_empty() {
-            return Ok(full);
+            return Ok(0);
         }
+        let cfg = &self.cfg;
         let ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
         let reply: Value = self.link.call("XCLAIM", |c| {
             redis::cmd("XCLAIM")
                 .arg(&cfg.stream)
                 .arg(&cfg.group)
                 .arg(&cfg.consumer)
-                .arg(idle)
+                .arg(min_idle)
                 .arg(&ids)
                 .query(c)
         })?;
@@ -417,9 +536,9 @@ impl<T: DeserializeOwned> StreamSource<T> {
         self.counters.add(&self.counters.claimed, n);
         self.counters.add(&self.counters.read, n);
         if n > 0 {
-            tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed idle entries");
+            tracing::info!(stream = %self.cfg.stream, consumer = %self.cfg.consumer, claimed = n, "claimed pending entries");
         }
-        Ok(full)
+        Ok(n)
     }
 
     /// Turns one entry of a reply into an item (or a dead letter); false
@@ -505,8 +624,10 @@ impl<T: DeserializeOwned> StreamSource<T> {
     }
 
     fn send(&self, msg: AckMsg) {
-        // A closed queue means the acker stopped on an error: the entry
-        // stays pending.
+        // The queue is open while the source holds its sender; whoever
+        // reads it (the source's next read, the acker) carries it out. If
+        // nobody does (the acker failed, see `acker.rs`), the entry stays
+        // pending.
         let _ = self.ack_shared().send(msg);
     }
 
@@ -525,6 +646,14 @@ impl<T> Drop for StreamSource<T> {
     }
 }
 
+/// How long a source whose input could end but for the entries it holds
+/// sleeps between two looks: a failure is taken back within it.
+const HOLDING_NAP: Duration = Duration::from_millis(5);
+
+/// How long the held set must stand still before the input ends with
+/// entries held (see *Holding on* for why a second).
+const STANDING: Duration = Duration::from_secs(1);
+
 /// Idle entries one claim round looks at: a read batch, and at least 100 so that a
 /// dead consumer's entries come back in few round trips.
 fn claim_count(batch: usize) -> usize {
@@ -536,6 +665,13 @@ impl<T: DeserializeOwned> Iterator for StreamSource<T> {
 
     fn next(&mut self) -> Option<Tracked<T>> {
         loop {
+            // Broken (its own error, or its acker's): the acks of what it
+            // would hand out may never be sent, and an entry processed
+            // without its ack is processed again elsewhere. What it has
+            // read stays pending instead (dropped unfinished: abandoned).
+            if self.broken.load(Ordering::Acquire) {
+                self.buffer.clear();
+            }
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item);
             }

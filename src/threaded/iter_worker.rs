@@ -120,11 +120,28 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             }
             self.mark();
             self.feed();
+            // Results kept in the outbox: a source that waits inside
+            // `next()` hands control back within the linger (an empty
+            // batch), so that they are sent instead of waiting with it.
+            let holding = {
+                let ob = self.outbox.borrow();
+                ob.holds() || ob.has_local()
+            };
             let got = match try_recv(&self.cx.rx).or_else(|| {
-                // Not holding: an empty batch never comes back.
-                let batch = self.cx.pull(&mut self.clock, &mut spare, false)?;
+                let batch = self.cx.pull(&mut self.clock, &mut spare, holding)?;
                 Some(Recv::Msg(Msg::Items(batch)))
             }) {
+                Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
+                    // The source has nothing yet: send what is held, then
+                    // pull again.
+                    spare = empty;
+                    self.outbox.borrow_mut().flush();
+                    self.feed();
+                    if let Some(link) = self.link.as_mut() {
+                        link.idle();
+                    }
+                    continue;
+                }
                 Some(got) => got,
                 None => {
                     self.outbox.borrow_mut().flush();

@@ -120,9 +120,19 @@ impl Server {
     /// Stops the server (SHUTDOWN: the AOF is flushed) and starts it again
     /// on the same port and directory.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the server (SHUTDOWN: the AOF is flushed).
+    pub fn stop(&mut self) {
         let mut child = self.child.take().expect("our own server");
         let _ = redis::cmd("SHUTDOWN").query::<redis::Value>(&mut self.conn());
         child.wait().unwrap();
+    }
+
+    /// Starts a stopped server again on the same port and directory.
+    pub fn start_again(&mut self) {
         self.start().unwrap();
     }
 }
