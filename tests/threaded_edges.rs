@@ -248,28 +248,6 @@ fn a_quiet_stream_source_hands_on_what_it_gave_and_every_ending_ends_it() {
     });
 }
 
-/// An iterator stage that pulls a source gone quiet sends the results it
-/// keeps instead of waiting with the source: the first five reach the
-/// output while the stream still waits for ever.
-#[cfg(feature = "async")]
-#[test]
-fn an_iterator_stage_hands_on_its_results_while_the_source_waits() {
-    within(LIMIT, || {
-        let p = Pipeline::new()
-            .source_stream(quiet_after(5))
-            .then(Stage::iter("pass", |it: paipa::threaded::InputIter<'_, u32>| {
-                it.map(|x| x + 1)
-            }))
-            .unwrap();
-        let mut out = p.outputs().unwrap();
-        let mut first: Vec<u32> = out.by_ref().take(5).collect();
-        first.sort_unstable();
-        assert_eq!(first, [1, 2, 3, 4, 5]);
-    });
-}
-    });
-}
-
 /// A stream that never yields anything ends with a stop.
 #[cfg(feature = "async")]
 #[test]
@@ -551,5 +529,25 @@ fn a_worker_holding_results_sends_them_instead_of_waiting_behind_another_puller(
             assert_eq!(got, [0, 1, 2, 3, 4, 5, 6]);
             assert_eq!(out.finish().unwrap().items, 7);
         }
+    });
+}
+
+/// An iterator stage that pulls a source gone quiet sends the results it
+/// keeps instead of waiting with the source: the first five reach the
+/// output while the stream still waits for ever.
+#[cfg(feature = "async")]
+#[test]
+fn an_iterator_stage_hands_on_its_results_while_the_source_waits() {
+    within(LIMIT, || {
+        let p = Pipeline::new()
+            .source_stream(quiet_after(5))
+            .then(Stage::iter("pass", |it: paipa::threaded::InputIter<'_, u32>| {
+                it.map(|x| x + 1)
+            }))
+            .unwrap();
+        let mut out = p.outputs().unwrap();
+        let mut first: Vec<u32> = out.by_ref().take(5).collect();
+        first.sort_unstable();
+        assert_eq!(first, [1, 2, 3, 4, 5]);
     });
 }
