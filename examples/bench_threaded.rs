@@ -195,7 +195,10 @@ fn put_all_before(n: u64) {
     let stage = || Stage::map("double", |x: u64| x * 2);
     type Variant = Box<dyn Fn() -> u64>;
     let rows: Vec<(&str, Variant)> = vec![
-        ("plain loop", Box::new(move || (0..n).map(|x| std::hint::black_box(x) * 2).sum())),
+        (
+            "plain loop",
+            Box::new(move || (0..n).map(|x| std::hint::black_box(x) * 2).sum()),
+        ),
         (
             "paipa, lazy source",
             Box::new(move || {

@@ -248,17 +248,27 @@ fn a_quiet_stream_source_hands_on_what_it_gave_and_every_ending_ends_it() {
     });
 }
 
-/// A stream that never yields anything ends with a stop.
+/// A stream that never yields anything ends with a stop, once the source
+/// is waiting on it.
 #[cfg(feature = "async")]
 #[test]
 fn a_stream_source_that_never_yields_ends_with_a_stop() {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::Arc;
     within(LIMIT, || {
+        let polled = Arc::new(AtomicBool::new(false));
+        let seen = polled.clone();
+        let never = futures::stream::poll_fn(move |_| {
+            seen.store(true, SeqCst);
+            std::task::Poll::<Option<u32>>::Pending
+        });
         let running = Pipeline::new()
-            .source_stream(futures::stream::pending::<u32>())
+            .source_stream(never)
             .then(Stage::map("id", |x: u32| x))
             .unwrap()
             .spawn()
             .unwrap();
+        until(|| polled.load(SeqCst));
         let s = running.stop().unwrap();
         assert_eq!(s.items, 0);
     });
@@ -492,6 +502,9 @@ fn a_cancelled_async_put_never_lands_uncounted() {
             }
             let mut waiting = Box::pin(input.put_async(99));
             assert!((&mut waiting).now_or_never().is_none(), "handed to the relay");
+            // Lets the relay start trying the put (the case this guards);
+            // the assertions below hold whenever the cancel comes.
+            std::thread::sleep(Duration::from_millis(50));
             drop(waiting);
         });
         drop(open);
