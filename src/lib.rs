@@ -322,10 +322,16 @@
 //! A step returns a `Result`; panics are caught and treated as errors. Each
 //! stage has a policy ([`threaded::OnError`]): fail (default), skip and
 //! count, or retry with backoff and then fail or skip. A failure records the
-//! stage, the worker and the error, stops every stage at once (a cancel
-//! signal that every blocking channel operation also watches), joins every
+//! stage, the worker and the error, stops every stage at once, joins every
 //! thread, and [`run`](threaded::Pipeline::run) returns it as a
-//! [`RunError`]. Nothing is dropped uncounted: on a stage that emits one
+//! [`RunError`]. Every wait of a run observes its cancel, by one rule kept
+//! in one place (`threaded/cancel.rs`): a blocking wait selects over the
+//! cancel signal, a task on a runtime polls it. A source that waits inside
+//! `next()` (a Redis stream, a `Stream`) asks the run between slices of at
+//! most 50 ms whether to stop, or to hand on what its puller holds
+//! (`threaded/waiting.rs`); a user's own iterator that blocks cannot be
+//! asked, and `stop_within` / `abort_within` then name it by their
+//! deadline. Nothing is dropped uncounted: on a stage that emits one
 //! item per input, `count_in = count + skipped + failed + discarded`.
 //!
 //! End of input is channel disconnection, not a sentinel: when every sender
