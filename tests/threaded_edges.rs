@@ -100,6 +100,15 @@ fn a_timed_put_before_the_run_does_not_pass_or_join_a_held_back_lot() {
     });
 }
 
+/// A current-thread runtime with IO and timers.
+#[cfg(feature = "async")]
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// Waits until `f` holds, checking every millisecond.
 fn until(f: impl Fn() -> bool) {
     while !f() {
@@ -285,10 +294,7 @@ fn a_timed_async_put_is_answered_by_its_deadline_behind_a_put_that_waits() {
         let mut p = Pipeline::new().capacity(2).unwrap().then(stuck(gate)).unwrap();
         let input = p.input();
         let running = p.spawn().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             // The stuck stage holds one item, the edge two.
             for i in 0..3 {
@@ -492,10 +498,7 @@ fn a_cancelled_async_put_never_lands_uncounted() {
             .unwrap();
         let input = p.input();
         let running = p.spawn().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         rt.block_on(async {
             for i in 0..3 {
                 input.put_async(i).await.unwrap();

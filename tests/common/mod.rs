@@ -206,3 +206,15 @@ pub fn burn_cpu(cpu: Duration, seed: u64) -> u64 {
     }
     acc
 }
+
+/// The books of every stage after the source, `count_in = count + skipped
+/// + failed + discarded`: `None` if they balance, else the first stage
+/// that does not, with its row.
+pub fn unbalanced(snapshot: &paipa::Snapshot) -> Option<String> {
+    snapshot
+        .stages
+        .iter()
+        .skip(1)
+        .find(|s| s.count_in != s.count + s.skipped + s.failed + s.discarded)
+        .map(|s| format!("books of stage {}: {s:?}", s.name))
+}
