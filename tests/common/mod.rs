@@ -207,9 +207,9 @@ pub fn burn_cpu(cpu: Duration, seed: u64) -> u64 {
     acc
 }
 
-/// The books of every stage after the source, `count_in = count + skipped
-/// + failed + discarded`: `None` if they balance, else the first stage
-/// that does not, with its row.
+/// Checks the books of every stage after the source (`count_in` equals
+/// `count + skipped + failed + discarded`): `None` if they balance, else
+/// the first stage that does not, with its row.
 pub fn unbalanced(snapshot: &paipa::Snapshot) -> Option<String> {
     snapshot
         .stages
