@@ -82,32 +82,41 @@ fn a_quiet_stream_s_entries_are_processed_and_every_ending_ends_the_run() {
     });
 }
 
-/// A stage that fails ends a run whose source waits on a quiet stream.
+/// A stage that fails ends a run whose source waits on a quiet stream,
+/// within a slice of the source's wait: 20 s is far above that (a source
+/// that did not look at the run took 30 s here, until a reconnect).
 #[test]
 fn a_failing_stage_ends_a_run_reading_a_quiet_stream() {
     let Some(srv) = server() else { return };
     let url = srv.url.clone();
-    within(LIMIT, move || {
+    within(Duration::from_secs(20), move || {
         let cfg = EdgeConfig::new(&url, unique("quiet-fail-"), "g").consumer("c1");
         let (hold, producer) = quiet_producer(cfg.clone());
         let (source, _handle) = StreamSource::<u64>::open(cfg).unwrap();
         let err = Pipeline::new()
             .source(source)
-            .then(Stage::try_map("picky", |t: Tracked<u64>| {
-                if *t.value() == N - 1 {
-                    Err(format!("no to {}", t.value()))
-                } else {
-                    t.done();
-                    Ok(())
-                }
-            }))
+            // Two workers: when one fails, the other waits on the stream.
+            .then(
+                Stage::try_map("picky", |t: Tracked<u64>| {
+                    if *t.value() == N - 1 {
+                        Err(format!("no to {}", t.value()))
+                    } else {
+                        t.done();
+                        Ok(())
+                    }
+                })
+                .workers(2),
+            )
             .unwrap()
             .run()
             .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("stage \"picky\" (worker 0) failed: no to {}", N - 1)
-        );
+        match err {
+            paipa::RunError::Step { stage, source, .. } => {
+                assert_eq!(stage, "picky");
+                assert_eq!(source.to_string(), format!("no to {}", N - 1));
+            }
+            other => panic!("the picky stage failed: {other}"),
+        }
         drop(hold);
         producer.join().unwrap();
     });
