@@ -22,8 +22,9 @@ pub(crate) struct Cancel {
     flag: AtomicBool,
     tx: Mutex<Option<Sender<()>>>,
     rx: Receiver<()>,
-    /// Tasks to wake on cancel (one per async stage that waits).
-    wakers: Mutex<Vec<Waker>>,
+    /// Tasks to wake on cancel (one per async stage that waits). A plain
+    /// lock, outside the loom models: no modelled thread polls a task.
+    wakers: std::sync::Mutex<Vec<Waker>>,
 }
 
 impl Cancel {
@@ -33,7 +34,7 @@ impl Cancel {
             flag: AtomicBool::new(false),
             tx: Mutex::new(Some(tx)),
             rx,
-            wakers: Mutex::new(Vec::new()),
+            wakers: std::sync::Mutex::new(Vec::new()),
         })
     }
 

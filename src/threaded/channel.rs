@@ -109,8 +109,9 @@ impl Layout {
 struct Budget {
     queued: AtomicUsize,
     capacity: usize,
-    /// Room claimed by a waiting batch (0: none).
-    claimed: AtomicUsize,
+    /// Room claimed by a waiting batch (0: none). Outside the loom models:
+    /// a claim needs a wait of `CLAIM_AFTER`, which no model makes.
+    claimed: std::sync::atomic::AtomicUsize,
 }
 
 impl Budget {
@@ -118,7 +119,7 @@ impl Budget {
         Budget {
             queued: AtomicUsize::new(0),
             capacity,
-            claimed: AtomicUsize::new(0),
+            claimed: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
