@@ -29,13 +29,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use redis::Value;
 
 use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::held::Held;
-use super::link::Link;
+use super::link::{text, Link};
 use super::stats::Counters;
 
 /// Ids acked in one XACK at most.
@@ -287,7 +287,13 @@ fn run_rounds(
     held: &Held,
     round: &mut Round,
 ) -> Result<(), RemoteError> {
+    let every = (cfg.claim_idle / 4).max(Duration::from_millis(1));
+    let mut next_refresh = Instant::now() + every;
     loop {
+        if Instant::now() >= next_refresh {
+            refresh(link, cfg, held)?;
+            next_refresh = Instant::now() + every;
+        }
         // Messages taken from the queue this round: no longer queued once
         // their XACK (or their failure's command) is confirmed, or failed.
         let mut taken = Taken::new(queued);
@@ -311,7 +317,11 @@ fn run_rounds(
                 }
             }
         } else {
-            let Ok(first) = rx.recv() else { break };
+            let first = match rx.recv_deadline(next_refresh) {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             // Gather for up to LINGER after the first: one XACK for many
             // ids costs the server far less than many XACKs of a few.
             let until = Instant::now() + LINGER;
@@ -334,6 +344,63 @@ fn run_rounds(
         round.confirmed(counters, held);
         drop(taken);
     }
+    Ok(())
+}
+
+/// Most entries one refresh touches.
+const REFRESH_MAX: usize = 10_000;
+
+/// Keeps the entries this consumer holds from looking idle to the other
+/// consumers' claims, however long its pipeline keeps them: every quarter
+/// of `claim_idle`, its own pending entries idle for half of it that it
+/// still holds are claimed again by itself with `JUSTID`, which resets
+/// their idle time and counts no delivery. The claim's own min-idle (half
+/// of `claim_idle`) skips an entry another consumer has just claimed (its
+/// idle time starts again), so a refresh never takes an entry back. So a
+/// live consumer's entries are claimed by another only if this thread
+/// cannot run for half of `claim_idle`.
+fn refresh(link: &mut Link, cfg: &EdgeConfig, held: &Held) -> Result<(), RemoteError> {
+    let (n, _) = held.state();
+    if n == 0 {
+        return Ok(());
+    }
+    let half = (cfg.claim_idle / 2).as_millis() as u64;
+    let reply: Value = link.call("XPENDING", |c| {
+        redis::cmd("XPENDING")
+            .arg(&cfg.stream)
+            .arg(&cfg.group)
+            .arg("IDLE")
+            .arg(half)
+            .arg("-")
+            .arg("+")
+            .arg(n.min(REFRESH_MAX))
+            .arg(&cfg.consumer)
+            .query(c)
+    })?;
+    let Value::Array(rows) = &reply else {
+        return Err(link.bad_reply("XPENDING", &reply));
+    };
+    let ids: Vec<String> = rows
+        .iter()
+        .filter_map(|row| match row {
+            Value::Array(f) => f.first().and_then(text),
+            _ => None,
+        })
+        .collect();
+    let ids = held.only_held(ids);
+    if ids.is_empty() {
+        return Ok(());
+    }
+    link.call("XCLAIM", |c| {
+        redis::cmd("XCLAIM")
+            .arg(&cfg.stream)
+            .arg(&cfg.group)
+            .arg(&cfg.consumer)
+            .arg(half)
+            .arg(&ids)
+            .arg("JUSTID")
+            .query::<Value>(c)
+    })?;
     Ok(())
 }
 

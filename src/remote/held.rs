@@ -59,6 +59,12 @@ impl Held {
         (ids.set.len(), ids.changes)
     }
 
+    /// The ids this consumer holds, of `ids`.
+    pub(crate) fn only_held(&self, ids: Vec<String>) -> Vec<String> {
+        let held = self.ids();
+        ids.into_iter().filter(|id| held.set.contains(id)).collect()
+    }
+
     /// The rows whose entry this consumer does not hold.
     pub(crate) fn not_held<R>(&self, rows: Vec<R>, id: impl Fn(&R) -> &str) -> Vec<R> {
         let ids = self.ids();

@@ -13,7 +13,9 @@
 //!    pending for longer than `claim_idle`, and XCLAIM takes those this
 //!    consumer does not hold (see `held.rs`): a dead consumer's, and its
 //!    own that were failed or dropped unfinished; never one still waiting
-//!    in its own pipeline. Their delivery counts come from XPENDING; one
+//!    in its own pipeline. A live consumer's held entries never look idle
+//!    that long to the others: its acker refreshes them (see `acker.rs`,
+//!    `refresh`). Their delivery counts come from XPENDING; one
 //!    delivered more than `max_deliveries` times goes to the dead-letter
 //!    stream instead of the pipeline.
 //! 3. **Read**: XREADGROUP `>` with `COUNT batch` and `BLOCK block`.
