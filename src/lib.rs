@@ -405,11 +405,13 @@
 
 mod debugger;
 mod error;
-#[cfg(feature = "http")]
+#[cfg(all(feature = "http", not(loom)))]
 pub mod glue;
 pub mod iter;
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(any(feature = "http", feature = "web"), not(loom)))]
+mod net;
 #[cfg(all(feature = "redis", not(loom)))]
 pub mod remote;
 pub mod report;

@@ -64,6 +64,14 @@
 //! signal, or [`Server::shutdown_now`], closes them at once); then
 //! [`Server::wait`] closes the pipeline's input and drains it.
 
+mod body;
+mod config;
+mod decode;
+mod meter;
+mod routes;
 mod server;
+mod skips;
+mod state;
 
-pub use server::{serve, serve_pipeline, Drained, Server, ServerConfig};
+pub use config::ServerConfig;
+pub use server::{serve, serve_pipeline, Drained, Server};

@@ -54,7 +54,7 @@ pub(crate) use schedule::Schedule;
 pub use summary::{advice, format_summary, hint, outcome_line};
 pub use table::{edge_lines, format_table, input_line};
 #[cfg(all(feature = "web", not(loom)))]
-pub use web::WebReporter;
+pub use web::{WebConfig, WebReporter};
 
 use crate::stats::Snapshot;
 

@@ -11,6 +11,10 @@ use crate::stats::Snapshot;
 /// How far back a live view looks when it judges a run.
 pub(crate) const RECENT: Duration = Duration::from_secs(10);
 
+/// The least time between two snapshots the history keeps: the base a
+/// run is judged on is then at most this much older than [`RECENT`].
+const KEEP_EVERY: Duration = Duration::from_millis(250);
+
 /// The snapshots of one run seen in the last [`RECENT`] or so.
 #[derive(Debug, Default)]
 pub(crate) struct Recent {
@@ -41,7 +45,11 @@ impl Recent {
         }
         let base = self.history.front().filter(|b| cut.is_some_and(|cut| b.elapsed <= cut));
         let judged = base.map_or_else(|| snap.clone(), |b| snap.since(b));
-        self.history.push_back(snap.clone());
+        // At most one snapshot kept per [`KEEP_EVERY`]: however often a
+        // view asks, the history holds a few dozen snapshots.
+        if self.history.back().is_none_or(|b| snap.elapsed >= b.elapsed + KEEP_EVERY) {
+            self.history.push_back(snap.clone());
+        }
         judged
     }
 }

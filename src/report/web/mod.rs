@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::fmt;
-use std::future::IntoFuture;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,17 +14,82 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::header;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::{Stream, StreamExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use super::json::snapshot_json_judged;
 use super::{Recent, Reporter};
+use crate::net::answer;
+use crate::net::hosts::Hosts;
+use crate::net::limits::{check_count, check_hosts, check_wait, raise, Limits, FORCED, SERVING};
+use crate::net::listener::{self, Site};
 use crate::stats::Snapshot;
+
+/// The limits of a [`WebReporter`]'s server ([`WebReporter::bind_with`]).
+#[derive(Clone, Debug)]
+pub struct WebConfig {
+    /// Most connections open at once; when all are open, the one that has
+    /// served nobody the longest is closed to make room for a new one, and
+    /// when every one is answering, the new one gets `503`. 1 to 65,536;
+    /// 256 unless set.
+    pub max_connections: usize,
+    /// Most pages following the events at once (more get `503`). At most
+    /// half of `max_connections`; 32 unless set.
+    pub max_viewers: usize,
+    /// How long a request's head may take to arrive (`408` after it).
+    /// 1 ms to 365 days; 10 s unless set.
+    pub header_timeout: Duration,
+    /// How long a connection may stay silent with no request handled
+    /// before it is closed. 1 ms to 365 days; 5 s unless set.
+    pub idle_timeout: Duration,
+    /// Host names the page answers to besides IP addresses and
+    /// `localhost` (`"*"`: every name). Empty unless set.
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            max_connections: 256,
+            max_viewers: 32,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(5),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl WebConfig {
+    /// Checks every setting; the error names the field and its bounds.
+    ///
+    /// ```
+    /// let config = paipa::report::WebConfig { max_viewers: 200, ..Default::default() };
+    /// let err = config.validate().unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid max_viewers: 200 (must be between 0 and 128)");
+    /// ```
+    pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
+        check_count("max_connections", self.max_connections, 1, 65_536)?;
+        check_count("max_viewers", self.max_viewers, 0, self.max_connections / 2)?;
+        check_wait("header_timeout", self.header_timeout, Duration::from_millis(1))?;
+        check_wait("idle_timeout", self.idle_timeout, Duration::from_millis(1))?;
+        check_hosts("allowed_hosts", &self.allowed_hosts)
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            shutdown_grace: Duration::ZERO,
+            retry_after_secs: 1,
+        }
+    }
+}
 
 const HTML: &str = include_str!("index.html");
 const CSS: &str = include_str!("dashboard.css");
@@ -35,27 +99,6 @@ const JS: &str = include_str!("dashboard.js");
 pub(crate) fn page() -> &'static str {
     static PAGE: OnceLock<String> = OnceLock::new();
     PAGE.get_or_init(|| HTML.replace("/*STYLE*/", CSS).replace("/*SCRIPT*/", JS))
-}
-
-/// True unless the request names an `Origin` that is not the host it was
-/// sent to (a page of another site reading the stats through the visitor's
-/// browser). Requests without `Origin` (same-origin navigation, curl) pass.
-pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let (Ok(origin), Some(host)) = (origin.to_str(), headers.get(header::HOST).and_then(|h| h.to_str().ok())) else {
-        return false;
-    };
-    origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
-}
-
-/// The answer to a request from another origin.
-pub(crate) fn forbidden() -> Response {
-    (StatusCode::FORBIDDEN, "requests from other origins are refused\n").into_response()
 }
 
 /// The page as a response.
@@ -103,15 +146,19 @@ type Latest = watch::Receiver<Option<Arc<str>>>;
 struct Shared {
     latest: Latest,
     viewers: Arc<AtomicUsize>,
+    max_viewers: usize,
 }
 
 /// One open event stream, counted in `viewers` while it lives.
-struct Viewer(Arc<AtomicUsize>);
+pub(crate) struct Viewer(Arc<AtomicUsize>);
 
 impl Viewer {
-    fn new(viewers: &Arc<AtomicUsize>) -> Self {
-        viewers.fetch_add(1, Ordering::SeqCst);
-        Viewer(viewers.clone())
+    /// A new viewer, unless `max` are open already.
+    pub(crate) fn admit(viewers: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        viewers
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .ok()?;
+        Some(Viewer(viewers.clone()))
     }
 }
 
@@ -138,26 +185,19 @@ fn follow(rx: Latest, viewer: Viewer) -> impl Stream<Item = Arc<str>> {
     })
 }
 
-async fn index(headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
-        return forbidden();
-    }
+async fn index() -> Response {
     page_response()
 }
 
-async fn snapshot(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
-        return forbidden();
-    }
+async fn snapshot(State(shared): State<Shared>) -> Response {
     let text = shared.latest.borrow().clone();
     json_response(text.as_deref().unwrap_or("null"))
 }
 
-async fn events(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    if !same_origin(&headers) {
-        return forbidden();
-    }
-    let viewer = Viewer::new(&shared.viewers);
+async fn events(State(shared): State<Shared>) -> Response {
+    let Some(viewer) = Viewer::admit(&shared.viewers, shared.max_viewers) else {
+        return answer::unavailable(format!("{} pages are open already (max_viewers)", shared.max_viewers), 1);
+    };
     events_response(follow(shared.latest, viewer), Duration::from_secs(10))
 }
 
@@ -184,10 +224,20 @@ async fn events(State(shared): State<Shared>, headers: HeaderMap) -> Response {
 /// - `GET /events`: `text/event-stream`, one `data:` line per snapshot (the
 ///   same JSON), starting with the latest one.
 ///
-/// Read-only: nothing on these routes changes the pipeline. A request that
-/// carries an `Origin` header other than the server's own host is refused
-/// with `403`, and no CORS header is ever set, so other sites cannot read
-/// the stats from a visitor's browser.
+/// Read-only: nothing on these routes changes the pipeline. A request
+/// must name the server by an IP address, `localhost` or one of
+/// [`WebConfig::allowed_hosts`] (`421` otherwise: a page that rebinds its
+/// own name to this address is refused), and one that carries an `Origin`
+/// other than its own host is refused with `403`; no CORS header is ever
+/// set. So other sites cannot read the stats from a visitor's browser.
+/// Every error answer is JSON, `{"accepted": 0, "error": "..."}`.
+///
+/// No client can make the page unreachable: connections are bounded and
+/// timed as the ingestion server's are ([`WebConfig`]): when all are open,
+/// the one that has served nobody the longest is closed to make room; a
+/// head must arrive within `header_timeout`, a silent connection is closed
+/// after `idle_timeout`, and at most `max_viewers` pages follow the events
+/// at once.
 ///
 /// [`bind`](Self::bind) starts the server at once, on a thread of its own
 /// with a single-threaded tokio runtime; the page shows "waiting for the
@@ -224,7 +274,7 @@ struct Inner {
     viewers: Arc<AtomicUsize>,
     /// The run's last seconds: the verdict is judged on them.
     recent: Mutex<Recent>,
-    stop: Option<oneshot::Sender<()>>,
+    stop: watch::Sender<u8>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -237,10 +287,20 @@ impl fmt::Debug for WebReporter {
 }
 
 impl WebReporter {
-    /// Binds `addr` and starts serving the page. Use `"127.0.0.1:0"` for a
-    /// free port on loopback (then [`addr`](Self::addr) says which);
-    /// binding another interface serves the stats to whoever can reach it.
+    /// Binds `addr` and starts serving the page with the default
+    /// [`WebConfig`]. Use `"127.0.0.1:0"` for a free port on loopback
+    /// (then [`addr`](Self::addr) says which); binding another interface
+    /// serves the stats to whoever can reach it.
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
+        Self::bind_with(addr, WebConfig::default())
+    }
+
+    /// As [`bind`](Self::bind), with `config`'s limits; settings out of
+    /// their bounds ([`WebConfig::validate`]) are an `InvalidInput` error.
+    pub fn bind_with(addr: impl ToSocketAddrs, config: WebConfig) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let listener = std::net::TcpListener::bind(addr)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -253,20 +313,20 @@ impl WebReporter {
             .with_state(Shared {
                 latest: rx,
                 viewers: viewers.clone(),
+                max_viewers: config.max_viewers,
             });
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let (stop, stopped) = oneshot::channel::<()>();
+        let (stop, stopped) = watch::channel(SERVING);
+        let site = Site {
+            app,
+            hosts: Hosts::new(&config.allowed_hosts),
+        };
+        let limits = config.limits();
         let thread = std::thread::Builder::new().name("paipa-web".into()).spawn(move || {
             rt.block_on(async move {
-                let listener = match tokio::net::TcpListener::from_std(listener) {
-                    Ok(listener) => listener,
-                    Err(e) => return tracing::error!(target: "paipa::web", "cannot serve: {e}"),
-                };
-                tokio::select! {
-                    served = axum::serve(listener, app).into_future() => if let Err(e) = served {
-                        tracing::error!(target: "paipa::web", "the web reporter stopped serving: {e}");
-                    },
-                    _ = stopped => {}
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => listener::serve(listener, site, limits, stopped, Arc::default()).await,
+                    Err(e) => tracing::error!(target: "paipa::web", "cannot serve: {e}"),
                 }
             });
             // Dropping the runtime closes every connection still open.
@@ -277,7 +337,7 @@ impl WebReporter {
                 latest,
                 viewers,
                 recent: Mutex::default(),
-                stop: Some(stop),
+                stop,
                 thread: Some(thread),
             }),
         })
@@ -321,9 +381,7 @@ impl Reporter for WebReporter {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        raise(&self.stop, FORCED);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -333,34 +391,6 @@ impl Drop for Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.insert(k, v.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn only_the_servers_own_origin_passes() {
-        let host = (header::HOST, "127.0.0.1:8080");
-        assert!(same_origin(&headers(std::slice::from_ref(&host))));
-        assert!(same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "http://127.0.0.1:8080")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "http://evil.example")
-        ])));
-        assert!(!same_origin(&headers(&[
-            host.clone(),
-            (header::ORIGIN, "http://127.0.0.1:9090")
-        ])));
-        assert!(!same_origin(&headers(&[host, (header::ORIGIN, "null")])));
-        assert!(!same_origin(&headers(&[(header::ORIGIN, "http://127.0.0.1:8080")])));
-    }
 
     #[test]
     fn the_page_is_self_contained() {

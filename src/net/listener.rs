@@ -1,0 +1,218 @@
+//! Accepting connections: at most `max_connections` open, an idle one
+//! closed to make room for a newcomer, the rest answered `503`; every
+//! request checked for its host and origin and answered in one shape;
+//! and shutdown in levels.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::Request;
+use axum::Router;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+use super::activity::{Activity, Handling, Tracked};
+use super::answer;
+use super::connection::{self, last_words};
+use super::hosts::Hosts;
+use super::limits::{reached, Limits, FORCED, STOPPING};
+
+/// What a server serves: its routes and the names it answers to.
+#[derive(Clone)]
+pub(crate) struct Site {
+    pub(crate) app: Router,
+    pub(crate) hosts: Hosts,
+}
+
+/// The connections open, for choosing one to close when the limit is
+/// reached.
+#[derive(Default)]
+struct Open(Mutex<Vec<Weak<Activity>>>);
+
+impl Open {
+    fn add(&self, activity: &Arc<Activity>) {
+        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        list.retain(|a| a.strong_count() > 0);
+        list.push(Arc::downgrade(activity));
+    }
+
+    /// Asks the connection that serves nobody the longest to close: one
+    /// that sent nothing since its last answer first, then one with a
+    /// half-sent head. False if every connection is handling a request.
+    fn make_room(&self) -> bool {
+        let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let victim = list
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|a| !a.busy() && !a.closing())
+            .max_by_key(|a| (!a.head_started(), a.idle_for()));
+        victim.map(|a| a.close()).is_some()
+    }
+}
+
+/// Accepts connections on `listener` and serves `site` on them until
+/// shutdown reaches [`STOPPING`], then closes them: idle ones and half-sent
+/// heads at once, busy ones once their answer is sent, every one left at
+/// the grace deadline (or at once at [`FORCED`]). `refused` counts the
+/// connections answered `503` for want of room.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    site: Site,
+    limits: Limits,
+    mut stop: watch::Receiver<u8>,
+    refused: Arc<AtomicU64>,
+) {
+    let limits = Arc::new(limits);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Connections waiting for room or being refused (each for at most
+    // 2 s): past as many again, a connection is closed without an answer.
+    let waiting = Arc::new(Semaphore::new(limits.max_connections));
+    let open = Arc::new(Open::default());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let http = Arc::new(http);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = reached(&mut stop, STOPPING) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off a
+                        // little rather than spin.
+                        tracing::warn!(target: "paipa::net", "accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let serving = Serving { site: site.clone(), limits: limits.clone(), http: http.clone(), open: open.clone(), stop: stop.clone() };
+                if let Ok(permit) = permits.clone().try_acquire_owned() {
+                    connections.spawn(serving.run(stream, permit));
+                    continue;
+                }
+                let Ok(wait) = waiting.clone().try_acquire_owned() else { continue };
+                if open.make_room() {
+                    let (permits, refused) = (permits.clone(), refused.clone());
+                    connections.spawn(async move {
+                        let room = tokio::time::timeout(connection::LAST_WORDS, permits.acquire_owned()).await;
+                        drop(wait);
+                        match room {
+                            Ok(Ok(permit)) => serving.run(stream, permit).await,
+                            _ => refuse(stream, &serving.limits, &refused).await,
+                        }
+                    });
+                } else {
+                    let (limits, refused) = (limits.clone(), refused.clone());
+                    connections.spawn(async move {
+                        refuse(stream, &limits, &refused).await;
+                        drop(wait);
+                    });
+                }
+            }
+        }
+    }
+    drop(listener);
+    let deadline = tokio::time::Instant::now() + limits.shutdown_grace;
+    loop {
+        tokio::select! {
+            next = connections.join_next() => if next.is_none() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+            () = reached(&mut stop, FORCED) => break,
+        }
+    }
+    if !connections.is_empty() {
+        tracing::warn!(
+            target: "paipa::net",
+            "closing {} connections still open at the shutdown deadline",
+            connections.len()
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// Answers a connection there is no room for with a `503` without reading
+/// its request, and closes it.
+async fn refuse(stream: TcpStream, limits: &Limits, refused: &AtomicU64) {
+    refused.fetch_add(1, Ordering::Relaxed);
+    let answer = answer::raw(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "too many connections",
+        Some(limits.retry_after_secs),
+    );
+    last_words(stream, &answer).await;
+}
+
+/// What serving one connection needs.
+struct Serving {
+    site: Site,
+    limits: Arc<Limits>,
+    http: Arc<hyper::server::conn::http1::Builder>,
+    open: Arc<Open>,
+    stop: watch::Receiver<u8>,
+}
+
+impl Serving {
+    async fn run(self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+        let activity = Arc::new(Activity::new());
+        self.open.add(&activity);
+        let io = Arc::new(Mutex::new(stream));
+        let tracked = Tracked {
+            io: io.clone(),
+            activity: activity.clone(),
+        };
+        let (app, hosts, on) = (TowerToHyperService::new(self.site.app), self.site.hosts, activity.clone());
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let handling = Handling::start(&on);
+            let checked = hosts.check(request.headers());
+            let response = checked.map(|()| hyper::service::Service::call(&app, request));
+            async move {
+                let response = match response {
+                    Ok(response) => match response.await {
+                        Ok(response) => answer::one_shape(response),
+                        Err(never) => match never {},
+                    },
+                    Err((status, why)) => answer::error(status, why),
+                };
+                Ok::<_, Infallible>(response.map(|body| Answering { body, _handling: handling }))
+            }
+        });
+        let conn = self.http.serve_connection(TokioIo::new(tracked), service);
+        connection::serve(conn, io, activity, self.limits, self.stop).await;
+        drop(permit);
+    }
+}
+
+/// An answer's body, which keeps its request counted as handled until it
+/// is sent whole (or dropped).
+struct Answering {
+    body: Body,
+    _handling: Handling,
+}
+
+impl hyper::body::Body for Answering {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        hyper::body::Body::is_end_stream(&self.body)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        hyper::body::Body::size_hint(&self.body)
+    }
+}
