@@ -92,7 +92,7 @@ fn sigterm_with_a_slow_loris_exits_by_the_deadline_and_a_second_signal_forces() 
         let acked = ack_some(addr, 1000);
         let mut slow = stalled(
             addr,
-            b"POST /ingest HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
+            b"POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[1,",
         );
         std::thread::sleep(Duration::from_millis(200));
         sigterm();

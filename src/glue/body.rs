@@ -59,7 +59,10 @@ pub(crate) async fn receive(
                 return Err(NotReceived::TooLarge);
             }
             let n = u32::try_from(data.len()).map_err(|_| NotReceived::TooLarge)?;
-            let share = shared.clone().try_acquire_many_owned(n).map_err(|_| NotReceived::Busy)?;
+            let share = shared
+                .clone()
+                .try_acquire_many_owned(n)
+                .map_err(|_| NotReceived::Busy)?;
             match &mut received._share {
                 Some(held) => held.merge(share),
                 none => *none = Some(share),

@@ -82,9 +82,10 @@ pub struct ServerConfig {
     /// 1 to 4096; 16 unless set.
     pub max_ingests: usize,
     /// Most open event streams of the live page (`/dashboard/events`,
-    /// feature `web`): past it, `503`. At most half of `max_connections`,
-    /// so that viewers of the page never take the connections `/ingest`
-    /// and `/health` need; 0 turns the streams off. 32 unless set.
+    /// feature `web`): past it, `503`. Never more than half of
+    /// `max_connections` whatever this says, so that viewers of the page
+    /// never take the connections `/ingest` and `/health` need; 0 turns
+    /// the streams off. At most 65,536; 32 unless set.
     pub max_viewers: usize,
     /// Host names the server answers to besides IP addresses and
     /// `localhost` (with or without a port; `"*"` answers to every name).
@@ -207,7 +208,7 @@ impl ServerConfig {
         check_count("max_entries", self.max_entries, 1, 1 << 24)?;
         check_count("max_connections", self.max_connections, 1, 65_536)?;
         check_count("max_ingests", self.max_ingests, 1, 4096)?;
-        check_count("max_viewers", self.max_viewers, 0, self.max_connections / 2)?;
+        check_count("max_viewers", self.max_viewers, 0, 65_536)?;
         check_count("recent_errors", self.recent_errors, 0, 10_000)?;
         if self.retry_after_secs > 86_400 {
             return Err(ConfigError::new(
@@ -237,6 +238,12 @@ impl ServerConfig {
             shutdown_grace: self.shutdown_grace,
             retry_after_secs: self.retry_after_secs,
         }
+    }
+
+    /// Most open event streams of the live page.
+    #[cfg_attr(not(feature = "web"), allow(dead_code))]
+    pub(crate) fn viewers(&self) -> usize {
+        self.max_viewers.min(self.max_connections / 2)
     }
 
     /// Bytes a request's entries may take once decoded.

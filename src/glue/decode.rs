@@ -8,7 +8,8 @@ use std::marker::PhantomData;
 
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer as _, SeqAccess, Visitor};
 
-use super::meter::{Metered, Meter, OVER_BUDGET};
+use super::meter::{Meter, Metered, OVER_BUDGET};
+use crate::net::answer::quoted_display;
 
 /// Why a body was refused.
 #[derive(Debug)]
@@ -50,7 +51,12 @@ pub(crate) fn decode<T: DeserializeOwned>(
             let mut de = serde_json::Deserializer::from_slice(line);
             let entry = meter
                 .charge(slot)
-                .and_then(|()| T::deserialize(Metered { de: &mut de, meter: &meter }))
+                .and_then(|()| {
+                    T::deserialize(Metered {
+                        de: &mut de,
+                        meter: &meter,
+                    })
+                })
                 .and_then(|entry| de.end().map(|()| entry))
                 .map_err(|e| refusal(e, line, &format!("line {}", i + 1), budget))?;
             entries.push(entry);
@@ -67,15 +73,23 @@ pub(crate) fn decode<T: DeserializeOwned>(
             at: &at,
             entry: PhantomData,
         };
-        return match de.deserialize_seq(entries).and_then(|entries| de.end().map(|()| entries)) {
+        return match de
+            .deserialize_seq(entries)
+            .and_then(|entries| de.end().map(|()| entries))
+        {
             Ok(entries) => Ok(entries),
-            Err(e) if e.to_string().starts_with(TOO_MANY) => Err(Refusal::TooMany(max_entries)),
+            Err(e) if quoted_display(&e).starts_with(TOO_MANY) => Err(Refusal::TooMany(max_entries)),
             Err(e) => Err(refusal(e, body, &format!("entry {}", at.get()), budget)),
         };
     }
     meter
         .charge(slot)
-        .and_then(|()| T::deserialize(Metered { de: &mut de, meter: &meter }))
+        .and_then(|()| {
+            T::deserialize(Metered {
+                de: &mut de,
+                meter: &meter,
+            })
+        })
         .and_then(|entry| de.end().map(|()| vec![entry]))
         .map_err(|e| refusal(e, body, "entry", budget))
 }
@@ -83,19 +97,26 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// What a failed decoding of `text` (the whole body, or one line) says:
 /// a syntax error anywhere in `text` first, then the entry's own error.
 fn refusal(e: serde_json::Error, text: &[u8], entry: &str, budget: usize) -> Refusal {
-    if e.to_string().starts_with(OVER_BUDGET) {
+    // An error may quote the value it refuses, whole: it is cut here, never
+    // copied whole.
+    let why = quoted_display(&e);
+    if why.starts_with(OVER_BUDGET) {
         return Refusal::TooLarge(budget);
     }
-    let line = if entry.starts_with("line") { format!("{entry}: ") } else { String::new() };
+    let line = if entry.starts_with("line") {
+        format!("{entry}: ")
+    } else {
+        String::new()
+    };
     if e.is_syntax() || e.is_eof() {
-        return Refusal::Invalid(format!("{line}invalid JSON: {e}"));
+        return Refusal::Invalid(format!("{line}invalid JSON: {why}"));
     }
     // A type mismatch: is the text valid JSON at all? (Reading it as
     // `IgnoredAny` builds nothing.)
     if let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(text) {
-        return Refusal::Invalid(format!("{line}invalid JSON: {syntax}"));
+        return Refusal::Invalid(format!("{line}invalid JSON: {}", quoted_display(&syntax)));
     }
-    Refusal::Invalid(format!("{entry}: {e}"))
+    Refusal::Invalid(format!("{entry}: {why}"))
 }
 
 /// Reads a JSON array of at most `max` entries of type `T`, failing at the
@@ -166,12 +187,27 @@ mod tests {
 
     #[test]
     fn refusals_say_where_and_why() {
-        assert_eq!(invalid::<u64>(false, "[1, \"x\"]"), "entry 1: invalid type: string \"x\", expected u64 at line 1 column 7");
-        assert_eq!(invalid::<u64>(false, "[1, {]"), "invalid JSON: key must be a string at line 1 column 6");
+        assert_eq!(
+            invalid::<u64>(false, "[1, \"x\"]"),
+            "entry 1: invalid type: string \"x\", expected u64 at line 1 column 7"
+        );
+        assert_eq!(
+            invalid::<u64>(false, "[1, {]"),
+            "invalid JSON: key must be a string at line 1 column 6"
+        );
         // A type mismatch before a syntax error: the syntax error is named.
-        assert_eq!(invalid::<u64>(false, "[{\"a\": 1], 2"), "invalid JSON: expected `,` or `}` at line 1 column 9");
-        assert_eq!(invalid::<u64>(true, "1\n{\"a\":"), "line 2: invalid JSON: EOF while parsing a value at line 1 column 5");
-        assert!(matches!(decode::<u64>(false, b"[1,2,3]", 2, 1 << 20), Err(Refusal::TooMany(2))));
+        assert_eq!(
+            invalid::<u64>(false, "[{\"a\": 1], 2"),
+            "invalid JSON: expected `,` or `}` at line 1 column 9"
+        );
+        assert_eq!(
+            invalid::<u64>(true, "1\n{\"a\":"),
+            "line 2: invalid JSON: EOF while parsing a value at line 1 column 5"
+        );
+        assert!(matches!(
+            decode::<u64>(false, b"[1,2,3]", 2, 1 << 20),
+            Err(Refusal::TooMany(2))
+        ));
         let zeros = format!("[[{}]]", vec!["0"; 10_000].join(","));
         assert!(matches!(
             decode::<serde_json::Value>(false, zeros.as_bytes(), 10, 100_000),

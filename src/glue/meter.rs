@@ -33,7 +33,9 @@ pub(crate) struct Meter {
 
 impl Meter {
     pub(crate) fn new(budget: usize) -> Self {
-        Meter { left: Cell::new(budget) }
+        Meter {
+            left: Cell::new(budget),
+        }
     }
 
     /// Takes `bytes` from the budget, or fails once it is spent.
@@ -286,7 +288,10 @@ impl<'de, V: Visitor<'de>> Visitor<'de> for Visit<'_, V> {
     }
 
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<V::Value, A::Error> {
-        self.visitor.visit_enum(Enum { data, meter: self.meter })
+        self.visitor.visit_enum(Enum {
+            data,
+            meter: self.meter,
+        })
     }
 }
 
@@ -302,7 +307,10 @@ impl<'de, A: SeqAccess<'de>> SeqAccess<'de> for Seq<'_, A> {
     type Error = A::Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
-        let element = self.seq.next_element_seed(Seed { seed, meter: self.meter })?;
+        let element = self.seq.next_element_seed(Seed {
+            seed,
+            meter: self.meter,
+        })?;
         if element.is_some() {
             self.meter.charge(self.slot)?;
         }
@@ -318,7 +326,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
     type Error = A::Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, A::Error> {
-        let key = self.map.next_key_seed(Seed { seed, meter: self.meter })?;
+        let key = self.map.next_key_seed(Seed {
+            seed,
+            meter: self.meter,
+        })?;
         if key.is_some() {
             self.meter.charge(self.slot)?;
         }
@@ -326,7 +337,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Map<'_, A> {
     }
 
     fn next_value_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<T::Value, A::Error> {
-        self.map.next_value_seed(Seed { seed, meter: self.meter })
+        self.map.next_value_seed(Seed {
+            seed,
+            meter: self.meter,
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -339,8 +353,17 @@ impl<'de, 'm, A: EnumAccess<'de>> EnumAccess<'de> for Enum<'m, A> {
     type Variant = Enum<'m, A::Variant>;
 
     fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, Self::Variant), A::Error> {
-        let (value, data) = self.data.variant_seed(Seed { seed, meter: self.meter })?;
-        Ok((value, Enum { data, meter: self.meter }))
+        let (value, data) = self.data.variant_seed(Seed {
+            seed,
+            meter: self.meter,
+        })?;
+        Ok((
+            value,
+            Enum {
+                data,
+                meter: self.meter,
+            },
+        ))
     }
 }
 
@@ -352,7 +375,10 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Enum<'_, A> {
     }
 
     fn newtype_variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<S::Value, A::Error> {
-        self.data.newtype_variant_seed(Seed { seed, meter: self.meter })
+        self.data.newtype_variant_seed(Seed {
+            seed,
+            meter: self.meter,
+        })
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
@@ -364,7 +390,11 @@ impl<'de, A: VariantAccess<'de>> VariantAccess<'de> for Enum<'_, A> {
         self.data.tuple_variant(len, visit)
     }
 
-    fn struct_variant<V: Visitor<'de>>(self, fields: &'static [&'static str], visitor: V) -> Result<V::Value, A::Error> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, A::Error> {
         let visit = Visit {
             visitor,
             meter: self.meter,
@@ -381,7 +411,11 @@ mod tests {
     fn decode<T: de::DeserializeOwned>(text: &str, budget: usize) -> Result<(T, usize), String> {
         let meter = Meter::new(budget);
         let mut de = serde_json::Deserializer::from_str(text);
-        let value = T::deserialize(Metered { de: &mut de, meter: &meter }).map_err(|e| e.to_string())?;
+        let value = T::deserialize(Metered {
+            de: &mut de,
+            meter: &meter,
+        })
+        .map_err(|e| e.to_string())?;
         Ok((value, budget - meter.left.get()))
     }
 
@@ -401,7 +435,13 @@ mod tests {
             region: String,
         }
         let (order, cost) = decode::<Order>(r#"{"id": 7, "region": "eu"}"#, 10_000).unwrap();
-        assert_eq!(order, Order { id: 7, region: "eu".into() });
+        assert_eq!(
+            order,
+            Order {
+                id: 7,
+                region: "eu".into()
+            }
+        );
         // The field names are read as strings; the region holds 2 bytes.
         assert_eq!(cost, "id".len() + "region".len() + 2);
     }

@@ -69,7 +69,15 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match receive(body, declared, config.max_body_bytes, config.body_timeout, &shared.bodies).await {
+    let body = match receive(
+        body,
+        declared,
+        config.max_body_bytes,
+        config.body_timeout,
+        &shared.bodies,
+    )
+    .await
+    {
         Ok(body) => body,
         Err(NotReceived::TooLarge) => {
             return answer::error(
@@ -145,7 +153,8 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
     };
     let unavailable = |body: serde_json::Value| {
         let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, body);
-        r.headers_mut().insert(header::RETRY_AFTER, config.retry_after_secs.into());
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, config.retry_after_secs.into());
         r
     };
     match outcome {
@@ -155,9 +164,9 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
             format!("{n} entries are more than the pipeline's capacity: send fewer per request"),
         ),
         Outcome::Full(n) => unavailable(serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline is full" })),
-        Outcome::Closed(n) => unavailable(
-            serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline no longer takes input" }),
-        ),
+        Outcome::Closed(n) => {
+            unavailable(serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline no longer takes input" }))
+        }
     }
 }
 
@@ -246,9 +255,10 @@ pub(crate) mod dashboard {
     /// an open page is never an idle connection), until shutdown starts or
     /// the pipeline is gone; at most `max_viewers` at once.
     pub(crate) async fn events<T: Send + 'static>(State(shared): State<Arc<Shared<T>>>) -> Response {
-        let Some(viewer) = web::Viewer::admit(&shared.viewers, shared.config.max_viewers) else {
+        let max = shared.config.viewers();
+        let Some(viewer) = web::Viewer::admit(&shared.viewers, max) else {
             return answer::unavailable(
-                format!("{} pages are open already (max_viewers)", shared.config.max_viewers),
+                format!("{max} pages are open already (max_viewers)"),
                 shared.config.retry_after_secs,
             );
         };

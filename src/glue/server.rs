@@ -385,4 +385,3 @@ impl Drop for Server {
         (self.close_input)();
     }
 }
-

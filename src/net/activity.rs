@@ -119,7 +119,9 @@ impl Drop for Handling {
 /// type (`answer::one_shape`). So a head with no content type and nothing
 /// after it is hyper's.
 pub(crate) fn canned_status(bytes: &[u8]) -> Option<u16> {
-    let rest = bytes.strip_prefix(b"HTTP/1.1 ").or_else(|| bytes.strip_prefix(b"HTTP/1.0 "))?;
+    let rest = bytes
+        .strip_prefix(b"HTTP/1.1 ")
+        .or_else(|| bytes.strip_prefix(b"HTTP/1.0 "))?;
     let status = std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok()?;
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     if end + 4 != bytes.len() {
@@ -195,12 +197,21 @@ mod tests {
 
     #[test]
     fn only_a_bare_head_with_no_content_type_is_hypers_own() {
-        assert_eq!(canned_status(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n"), Some(400));
-        assert_eq!(canned_status(b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n"), Some(431));
+        assert_eq!(
+            canned_status(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\ndate: x\r\n\r\n"),
+            Some(400)
+        );
+        assert_eq!(
+            canned_status(b"HTTP/1.0 431 Request Header Fields Too Large\r\n\r\n"),
+            Some(431)
+        );
         let ours = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n";
         assert_eq!(canned_status(ours), None);
         assert_eq!(canned_status(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"), None);
-        assert_eq!(canned_status(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}"), None);
+        assert_eq!(
+            canned_status(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n{}"),
+            None
+        );
         assert_eq!(canned_status(b"{\"accepted\":1}"), None);
     }
 }

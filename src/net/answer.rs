@@ -28,6 +28,41 @@ pub(crate) fn cut(text: &str, limit: usize) -> String {
     format!("{}… ({} bytes in all)", &text[..end], text.len())
 }
 
+/// What `d` displays, cut at [`QUOTE_LIMIT`] bytes as [`quoted`] cuts: the
+/// text past the limit is never formatted, however long `d`'s text is.
+pub(crate) fn quoted_display(d: &dyn std::fmt::Display) -> String {
+    /// Takes text until it holds more than the limit, then refuses more
+    /// (which ends the formatting).
+    struct Upto(String);
+    impl std::fmt::Write for Upto {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let room = (QUOTE_LIMIT + 4).saturating_sub(self.0.len());
+            let mut end = room.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.0.push_str(&s[..end]);
+            if end < s.len() {
+                Err(std::fmt::Error)
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let mut text = Upto(String::new());
+    let whole = std::fmt::write(&mut text, format_args!("{d}")).is_ok();
+    if whole {
+        return quoted(&text.0);
+    }
+    let mut end = QUOTE_LIMIT;
+    while !text.0.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.0.truncate(end);
+    text.0.push('…');
+    text.0
+}
+
 /// The body of an error answer.
 pub(crate) fn error_body(error: &str) -> String {
     serde_json::json!({ "accepted": 0, "error": quoted(error) }).to_string()
@@ -107,9 +142,10 @@ pub(crate) fn one_shape(response: Response<Body>) -> Response<Body> {
     }
     let mut response = response;
     if !response.headers().contains_key(header::CONTENT_TYPE) {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
     }
     response
 }
@@ -124,6 +160,13 @@ mod tests {
         let long = "é".repeat(200);
         let cut = quoted(&long);
         assert_eq!(cut, format!("{}… (400 bytes in all)", "é".repeat(128)));
+    }
+
+    #[test]
+    fn a_long_display_is_cut_without_being_formatted_whole() {
+        let long = "x".repeat(10 * QUOTE_LIMIT);
+        assert_eq!(quoted_display(&long), format!("{}…", "x".repeat(QUOTE_LIMIT)));
+        assert_eq!(quoted_display(&"short"), "short");
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub(crate) async fn serve<C: GracefulConnection>(
             break None;
         }
         // Check again when the idle time could have run out.
-        let check = limits.idle_timeout.saturating_sub(idle_for).max(Duration::from_millis(1));
+        let check = limits
+            .idle_timeout
+            .saturating_sub(idle_for)
+            .max(Duration::from_millis(1));
         tokio::select! {
             ended = conn.as_mut() => break Some(ended),
             () = reached(&mut stop, STOPPING), if !stopping => {}
@@ -87,7 +90,10 @@ pub(crate) async fn serve<C: GracefulConnection>(
             // A head that stopped arriving: answered as one too slow.
             drop(conn);
             let Some(stream) = take(io) else { return };
-            let text = format!("the request's head stopped arriving for {:?} (idle_timeout)", limits.idle_timeout);
+            let text = format!(
+                "the request's head stopped arriving for {:?} (idle_timeout)",
+                limits.idle_timeout
+            );
             return last_words(stream, &answer::raw(StatusCode::REQUEST_TIMEOUT, &text, None)).await;
         }
         None => {

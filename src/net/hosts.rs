@@ -74,7 +74,10 @@ impl Hosts {
         if same {
             Ok(())
         } else {
-            Err((StatusCode::FORBIDDEN, "requests from other origins are refused".to_string()))
+            Err((
+                StatusCode::FORBIDDEN,
+                "requests from other origins are refused".to_string(),
+            ))
         }
     }
 }
@@ -106,10 +109,24 @@ mod tests {
     #[test]
     fn addresses_and_localhost_pass_and_other_names_only_when_allowed() {
         let hosts = Hosts::new(&["Ingest.Internal:8080".to_string()]);
-        for ok in ["127.0.0.1:8080", "10.1.2.3", "[::1]:80", "::1", "localhost:3000", "LOCALHOST", "ingest.internal:1"] {
+        for ok in [
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]:80",
+            "::1",
+            "localhost:3000",
+            "LOCALHOST",
+            "ingest.internal:1",
+        ] {
             assert!(hosts.allows(ok), "{ok}");
         }
-        for refused in ["rebind.evil.example:8080", "evil.localhost", "127.0.0.1.evil.example", "", ":80"] {
+        for refused in [
+            "rebind.evil.example:8080",
+            "evil.localhost",
+            "127.0.0.1.evil.example",
+            "",
+            ":80",
+        ] {
             assert!(!hosts.allows(refused), "{refused}");
         }
         assert!(Hosts::new(&["*".to_string()]).allows("anything.example"));
@@ -124,7 +141,12 @@ mod tests {
             hosts.check(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8080")])),
             Ok(())
         );
-        for origin in ["http://evil.example", "null", "http://127.0.0.1:9999", "ftp://127.0.0.1:8080"] {
+        for origin in [
+            "http://evil.example",
+            "null",
+            "http://127.0.0.1:9999",
+            "ftp://127.0.0.1:8080",
+        ] {
             let refused = hosts.check(&headers(&[host.clone(), (header::ORIGIN, origin)]));
             assert_eq!(refused.unwrap_err().0, StatusCode::FORBIDDEN, "{origin}");
         }
@@ -141,6 +163,9 @@ mod tests {
                     .to_string()
             )
         );
-        assert_eq!(hosts.check(&HeaderMap::new()).unwrap_err().0, StatusCode::MISDIRECTED_REQUEST);
+        assert_eq!(
+            hosts.check(&HeaderMap::new()).unwrap_err().0,
+            StatusCode::MISDIRECTED_REQUEST
+        );
     }
 }

@@ -51,7 +51,12 @@ pub(crate) const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Checks a count setting: `Err` naming the field and the bounds unless
 /// `min <= value <= max`.
-pub(crate) fn check_count(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), crate::error::ConfigError> {
+pub(crate) fn check_count(
+    field: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), crate::error::ConfigError> {
     if value < min || value > max {
         return Err(crate::error::ConfigError::new(
             field,

@@ -171,7 +171,11 @@ impl Serving {
             io: io.clone(),
             activity: activity.clone(),
         };
-        let (app, hosts, on) = (TowerToHyperService::new(self.site.app), self.site.hosts, activity.clone());
+        let (app, hosts, on) = (
+            TowerToHyperService::new(self.site.app),
+            self.site.hosts,
+            activity.clone(),
+        );
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let handling = Handling::start(&on);
             let checked = hosts.check(request.headers());
@@ -184,7 +188,10 @@ impl Serving {
                     },
                     Err((status, why)) => answer::error(status, why),
                 };
-                Ok::<_, Infallible>(response.map(|body| Answering { body, _handling: handling }))
+                Ok::<_, Infallible>(response.map(|body| Answering {
+                    body,
+                    _handling: handling,
+                }))
             }
         });
         let conn = self.http.serve_connection(TokioIo::new(tracked), service);

@@ -47,7 +47,11 @@ impl Recent {
         let judged = base.map_or_else(|| snap.clone(), |b| snap.since(b));
         // At most one snapshot kept per [`KEEP_EVERY`]: however often a
         // view asks, the history holds a few dozen snapshots.
-        if self.history.back().is_none_or(|b| snap.elapsed >= b.elapsed + KEEP_EVERY) {
+        if self
+            .history
+            .back()
+            .is_none_or(|b| snap.elapsed >= b.elapsed + KEEP_EVERY)
+        {
             self.history.push_back(snap.clone());
         }
         judged

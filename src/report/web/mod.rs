@@ -38,8 +38,9 @@ pub struct WebConfig {
     /// when every one is answering, the new one gets `503`. 1 to 65,536;
     /// 256 unless set.
     pub max_connections: usize,
-    /// Most pages following the events at once (more get `503`). At most
-    /// half of `max_connections`; 32 unless set.
+    /// Most pages following the events at once (more get `503`). Never
+    /// more than half of `max_connections` whatever this says; at most
+    /// 65,536; 32 unless set.
     pub max_viewers: usize,
     /// How long a request's head may take to arrive (`408` after it).
     /// 1 ms to 365 days; 10 s unless set.
@@ -68,13 +69,13 @@ impl WebConfig {
     /// Checks every setting; the error names the field and its bounds.
     ///
     /// ```
-    /// let config = paipa::report::WebConfig { max_viewers: 200, ..Default::default() };
+    /// let config = paipa::report::WebConfig { max_connections: 0, ..Default::default() };
     /// let err = config.validate().unwrap_err();
-    /// assert_eq!(err.to_string(), "invalid max_viewers: 200 (must be between 0 and 128)");
+    /// assert_eq!(err.to_string(), "invalid max_connections: 0 (must be between 1 and 65536)");
     /// ```
     pub fn validate(&self) -> Result<(), crate::error::ConfigError> {
         check_count("max_connections", self.max_connections, 1, 65_536)?;
-        check_count("max_viewers", self.max_viewers, 0, self.max_connections / 2)?;
+        check_count("max_viewers", self.max_viewers, 0, 65_536)?;
         check_wait("header_timeout", self.header_timeout, Duration::from_millis(1))?;
         check_wait("idle_timeout", self.idle_timeout, Duration::from_millis(1))?;
         check_hosts("allowed_hosts", &self.allowed_hosts)
@@ -196,7 +197,10 @@ async fn snapshot(State(shared): State<Shared>) -> Response {
 
 async fn events(State(shared): State<Shared>) -> Response {
     let Some(viewer) = Viewer::admit(&shared.viewers, shared.max_viewers) else {
-        return answer::unavailable(format!("{} pages are open already (max_viewers)", shared.max_viewers), 1);
+        return answer::unavailable(
+            format!("{} pages are open already (max_viewers)", shared.max_viewers),
+            1,
+        );
     };
     events_response(follow(shared.latest, viewer), Duration::from_secs(10))
 }
@@ -313,7 +317,7 @@ impl WebReporter {
             .with_state(Shared {
                 latest: rx,
                 viewers: viewers.clone(),
-                max_viewers: config.max_viewers,
+                max_viewers: config.max_viewers.min(config.max_connections / 2),
             });
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let (stop, stopped) = watch::channel(SERVING);
