@@ -9,7 +9,7 @@
 //! Point the products example at it with `--url http://127.0.0.1:8080/ingest`.
 //!
 //! Run: `cargo run --release --features http --example ingest_server -- [port]`
-//! then `curl -d '[1,2,3]' http://127.0.0.1:8080/ingest`.
+//! then `curl --json '[1,2,3]' http://127.0.0.1:8080/ingest` (or `-H 'Content-Type: application/json' -d ...`: a form's content type is refused).
 
 use paipa::glue::{serve_pipeline, ServerConfig};
 use paipa::threaded::{Pipeline, Stage};
