@@ -29,6 +29,11 @@ pub(crate) struct Activity {
     canned: AtomicU16,
     /// Asked to close (to make room for a new connection, or at shutdown).
     closing: AtomicBool,
+    /// A request was handed to a route on this connection.
+    served: AtomicBool,
+    /// Where the connection's place goes once it has closed, when it was
+    /// asked to close to make room for a newcomer.
+    pub(crate) handoff: Mutex<Option<tokio::sync::oneshot::Sender<tokio::sync::OwnedSemaphorePermit>>>,
     /// Wakes the connection's task when `handling` drops to zero or it is
     /// asked to close.
     pub(crate) changed: Notify,
@@ -43,6 +48,8 @@ impl Activity {
             head_started: AtomicBool::new(false),
             canned: AtomicU16::new(0),
             closing: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            handoff: Mutex::new(None),
             changed: Notify::new(),
         }
     }
@@ -87,6 +94,11 @@ impl Activity {
     pub(crate) fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
+
+    /// Whether a request was ever handed to a route on this connection.
+    pub(crate) fn served(&self) -> bool {
+        self.served.load(Ordering::SeqCst)
+    }
 }
 
 /// A request being handled on a connection, until its answer is sent whole
@@ -96,6 +108,7 @@ pub(crate) struct Handling(Arc<Activity>);
 impl Handling {
     pub(crate) fn start(activity: &Arc<Activity>) -> Self {
         activity.handling.fetch_add(1, Ordering::SeqCst);
+        activity.served.store(true, Ordering::SeqCst);
         activity.head_started.store(false, Ordering::SeqCst);
         Handling(activity.clone())
     }

@@ -96,8 +96,14 @@ pub(crate) async fn serve<C: GracefulConnection>(
             );
             return last_words(stream, &answer::raw(StatusCode::REQUEST_TIMEOUT, &text, None)).await;
         }
+        None if !activity.served() => {
+            // Opened and never used: nothing to send (hyper would wait for
+            // a head even when asked to finish).
+            return;
+        }
         None => {
-            // Idle: hyper closes it at once, after sending what it holds.
+            // Idle after an answer: hyper closes it at once, after sending
+            // what it still holds of that answer.
             conn.as_mut().shut_down_gracefully();
             match tokio::time::timeout(LAST_WORDS, conn.as_mut()).await {
                 Ok(ended) => ended,

@@ -17,7 +17,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::activity::{Activity, Handling, Tracked};
@@ -38,6 +38,10 @@ pub(crate) struct Site {
 #[derive(Default)]
 struct Open(Mutex<Vec<Weak<Activity>>>);
 
+/// A place given up by a connection closed to make room, for the
+/// newcomer it was closed for.
+type Handoff = oneshot::Receiver<OwnedSemaphorePermit>;
+
 impl Open {
     fn add(&self, activity: &Arc<Activity>) {
         let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -47,15 +51,19 @@ impl Open {
 
     /// Asks the connection that serves nobody the longest to close: one
     /// that sent nothing since its last answer first, then one with a
-    /// half-sent head. False if every connection is handling a request.
-    fn make_room(&self) -> bool {
+    /// half-sent head. Its place is handed to the caller when it has
+    /// closed. `None` if every connection is handling a request.
+    fn make_room(&self) -> Option<Handoff> {
         let list = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let victim = list
             .iter()
             .filter_map(Weak::upgrade)
             .filter(|a| !a.busy() && !a.closing())
-            .max_by_key(|a| (!a.head_started(), a.idle_for()));
-        victim.map(|a| a.close()).is_some()
+            .max_by_key(|a| (!a.head_started(), a.idle_for()))?;
+        let (give, take) = oneshot::channel();
+        *victim.handoff.lock().unwrap_or_else(|e| e.into_inner()) = Some(give);
+        victim.close();
+        Some(take)
     }
 }
 
@@ -102,10 +110,10 @@ pub(crate) async fn serve(
                     continue;
                 }
                 let Ok(wait) = waiting.clone().try_acquire_owned() else { continue };
-                if open.make_room() {
-                    let (permits, refused) = (permits.clone(), refused.clone());
+                if let Some(handoff) = open.make_room() {
+                    let refused = refused.clone();
                     connections.spawn(async move {
-                        let room = tokio::time::timeout(connection::LAST_WORDS, permits.acquire_owned()).await;
+                        let room = tokio::time::timeout(connection::LAST_WORDS, handoff).await;
                         drop(wait);
                         match room {
                             Ok(Ok(permit)) => serving.run(stream, permit).await,
@@ -195,8 +203,13 @@ impl Serving {
             }
         });
         let conn = self.http.serve_connection(TokioIo::new(tracked), service);
-        connection::serve(conn, io, activity, self.limits, self.stop).await;
-        drop(permit);
+        connection::serve(conn, io, activity.clone(), self.limits, self.stop).await;
+        // Closed to make room: the place goes to the newcomer (or back to
+        // every one if it gave up waiting).
+        let handoff = activity.handoff.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(give) = handoff {
+            let _ = give.send(permit);
+        }
     }
 }
 
