@@ -95,4 +95,25 @@ mod tests {
         // A new run starts over.
         assert_eq!(recent.judge(&at(1, 0, 900)).elapsed, Duration::from_secs(1));
     }
+
+    #[test]
+    fn however_often_a_view_asks_the_history_stays_a_few_dozen_snapshots() {
+        let mut recent = Recent::default();
+        // A view asked 100 times a second for 60 s.
+        for ms in (0..60_000u64).step_by(10) {
+            let mut snap = at(0, ms, 0);
+            snap.elapsed = Duration::from_millis(ms);
+            let judged = recent.judge(&snap);
+            if ms >= 11_000 {
+                // Judged on the last 10 s, give or take one kept interval.
+                assert!(
+                    judged.elapsed >= RECENT && judged.elapsed <= RECENT + KEEP_EVERY,
+                    "{:?}",
+                    judged.elapsed
+                );
+            }
+        }
+        let most = (RECENT.as_millis() / KEEP_EVERY.as_millis()) as usize + 2;
+        assert!(recent.history.len() <= most, "{} snapshots kept", recent.history.len());
+    }
 }
