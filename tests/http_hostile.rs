@@ -279,3 +279,57 @@ fn a_half_sent_head_is_closed_at_once_on_shutdown() {
         assert!(closed, "the connection is closed");
     });
 }
+
+#[test]
+fn viewers_of_the_page_never_take_the_connections_ingest_and_health_need() {
+    within(Duration::from_secs(60), || {
+        // 8 connections: at most 4 (half) follow the page's events.
+        let (server, seen) = start(ServerConfig {
+            max_connections: 8,
+            max_viewers: 100,
+            ..ServerConfig::default()
+        });
+        let addr = server.addr();
+        let events = request("GET", "/dashboard/events", &[("Host", "127.0.0.1")], "");
+        let mut open = Vec::new();
+        let mut refused = Vec::new();
+        for _ in 0..8 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(&events).unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            match &head {
+                b"HTTP/1.1 200" => open.push(s),
+                b"HTTP/1.1 503" => refused.push(s),
+                other => panic!("{}", String::from_utf8_lossy(other)),
+            }
+        }
+        assert_eq!((open.len(), refused.len()), (4, 4));
+        let mut rest = Vec::new();
+        let _ = refused[0].read_to_end(&mut rest);
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.ends_with(r#"{"accepted":0,"error":"4 pages are open already (max_viewers)"}"#),
+            "{rest}"
+        );
+        drop(refused);
+        for id in 0..20u64 {
+            let body = format!("[{id}]");
+            let raw = request(
+                "POST",
+                "/ingest",
+                &[("Host", "127.0.0.1"), ("Content-Type", "application/json")],
+                &body,
+            );
+            let (status, _, reply) = exchange(addr, &raw);
+            assert_eq!((status, reply.as_str()), (200, r#"{"accepted":1}"#));
+            let (status, _, _) = exchange(addr, &request("GET", "/health", &[("Host", "127.0.0.1")], ""));
+            assert_eq!(status, 200);
+        }
+        drop(open);
+        server.shutdown();
+        assert_eq!(server.wait().unwrap().items, 20);
+        assert_eq!(seen.lock().unwrap().len(), 20);
+    });
+}
