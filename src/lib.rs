@@ -19,7 +19,14 @@
 //!   pipeline's live input over HTTP, with backpressure (503 + Retry-After),
 //!   all-or-nothing requests, a bad entry skipped and listed in `/stats`
 //!   rather than failing the run for every client, and a graceful, draining
-//!   stop on SIGTERM.
+//!   stop on SIGTERM. It and the live page stand on one connection layer
+//!   (`src/net/`) that holds what no route may be left to do alone: a
+//!   bounded number of connections (an idle one closed to make room), head,
+//!   body and idle timeouts, the host names and origins a request may come
+//!   with (no DNS rebinding, no posts from other sites), and one JSON shape
+//!   for every error, hyper's own included. Entries are decoded straight
+//!   into their type under a memory budget, so no body costs more than
+//!   about three times the body limit.
 //! - **Adapters**: an iterator step runs as a threaded stage
 //!   ([`threaded::Stage::iter`]; a boxed one, named, with `Stage::from`), an
 //!   iterator pipeline is a threaded source
