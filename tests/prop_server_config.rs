@@ -127,3 +127,49 @@ proptest! {
         }
     }
 }
+
+#[cfg(feature = "web")]
+fn web_config() -> impl Strategy<Value = paipa::report::WebConfig> {
+    (
+        count(),
+        count(),
+        wait(),
+        wait(),
+        prop_oneof![4 => Just(vec![]), 1 => Just(vec!["bad host/x".to_string()])],
+    )
+        .prop_map(
+            |(max_connections, max_viewers, header_timeout, idle_timeout, allowed_hosts)| paipa::report::WebConfig {
+                max_connections,
+                max_viewers,
+                header_timeout,
+                idle_timeout,
+                allowed_hosts,
+            },
+        )
+}
+
+#[cfg(feature = "web")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_web_config_is_refused_naming_a_field_or_serves(config in web_config()) {
+        use paipa::report::WebReporter;
+        let fields = ["max_connections", "max_viewers", "header_timeout", "idle_timeout", "allowed_hosts"];
+        match config.validate() {
+            Err(e) => {
+                prop_assert!(fields.contains(&e.field()), "{e}");
+                let refused = WebReporter::bind_with("127.0.0.1:0", config.clone()).unwrap_err();
+                prop_assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+                prop_assert_eq!(refused.to_string(), e.to_string());
+            }
+            Ok(()) => {
+                let web = WebReporter::bind_with("127.0.0.1:0", config.clone()).unwrap();
+                if config.header_timeout >= Duration::from_millis(100) && config.idle_timeout >= Duration::from_millis(100) {
+                    let (status, _, reply) = http(web.addr(), "GET", "/snapshot", "text/plain", b"").unwrap();
+                    prop_assert_eq!((status, reply.as_str()), (200, "null"));
+                }
+            }
+        }
+    }
+}
