@@ -89,7 +89,8 @@ pub struct ServerConfig {
     pub max_viewers: usize,
     /// Host names the server answers to besides IP addresses and
     /// `localhost` (with or without a port; `"*"` answers to every name).
-    /// A request naming another host gets `421`, and one from another
+    /// A request naming another host (or none: an HTTP/1.0 client that
+    /// sends no `Host`) gets `421`, and one from another
     /// origin (an `Origin` other than its own `Host`) gets `403`: so a
     /// page that rebinds its own name to this server's address, or posts
     /// from another site, is refused. Empty unless set.
