@@ -214,10 +214,15 @@ pub trait StepFactory: Send + Sync {
     /// Makes the step for one worker.
     fn create(&self, worker: &WorkerInfo) -> Self::Step;
 
-    /// Called once, before the stage's first worker starts.
+    /// Called once, before the stage's first worker starts. A panic in it
+    /// fails the run as [`RunError::Panic`](crate::RunError::Panic) of the
+    /// stage (worker 0, the message `in its before_stage hook: ...`), and
+    /// no worker starts.
     fn before_stage(&self) {}
 
-    /// Called once, after the stage's last worker has ended.
+    /// Called once, after the stage's last worker has ended. A panic in it
+    /// fails the run as [`RunError::Panic`](crate::RunError::Panic) of the
+    /// stage (worker 0, the message `in its after_stage hook: ...`).
     fn after_stage(&self) {}
 }
 
