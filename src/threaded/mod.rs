@@ -68,4 +68,4 @@ pub use input::{Closed, Input, PutError};
 pub use iter_worker::InputIter;
 pub use policy::{AfterRetries, OnError, Skipped};
 pub use stage::{Stage, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
-pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo};
+pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo, MIN_IDLE_TIMEOUT};

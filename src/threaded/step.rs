@@ -84,6 +84,15 @@ impl fmt::Debug for Meta {
     }
 }
 
+/// The shortest wait of an idle worker between two [`Step::on_idle`]
+/// calls: a shorter [`Step::idle_timeout`] counts as this.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The wait between two `on_idle` calls for a step's `idle_timeout`.
+pub(crate) fn idle_wait(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.map(|t| t.max(MIN_IDLE_TIMEOUT))
+}
+
 /// Who a worker is: its stage and its index among the stage's workers.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -176,6 +185,11 @@ pub trait Step: Send {
 
     /// How often `on_idle` is called while the input stays empty (never
     /// again after the first call, if `None`).
+    ///
+    /// A timeout under [`MIN_IDLE_TIMEOUT`] (1 ms), zero included, counts
+    /// as 1 ms: an idle worker waits at least that long between two calls,
+    /// so it never spins a core. A timeout too long to land on the clock
+    /// (`Duration::MAX`) is `None`: no call after the first.
     fn idle_timeout(&self) -> Option<Duration> {
         None
     }

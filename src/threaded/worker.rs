@@ -14,7 +14,7 @@ use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
 use super::run::{panic_message, RunShared};
-use super::step::{Output, Step, WorkerInfo};
+use super::step::{idle_wait, Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
 use crate::stats::{AllocScope, StageCell, TargetGuard};
 use crate::sync::AtomicUsize;
@@ -287,7 +287,7 @@ pub(crate) fn item_worker<'a, S: Step>(
     // The last batch's buffer, emptied: the next pull fills it.
     let mut spare = Vec::new();
     let mut ok = match guarded(|| {
-        idle = step.idle_timeout();
+        idle = idle_wait(step.idle_timeout());
         step.on_start(&cx.info)
     }) {
         Ok(()) => true,
