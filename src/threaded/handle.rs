@@ -18,6 +18,7 @@ use crate::report::Schedule;
 use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::heard::{self, Heard};
 use crate::stats::{clock, ticks_to_duration, OpenInputs, Outcome, Snapshot, StageCell, Stall};
+use crate::sync::deadline::deadline;
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -551,7 +552,8 @@ impl Running {
     /// on its batch the longest. The run's threads are then **detached**:
     /// they go on in the background (the input stays closed), and end by
     /// themselves once the stuck step returns; nothing joins them, and the
-    /// process may exit while they run.
+    /// process may exit while they run. A deadline too long to land on the
+    /// clock (`Duration::MAX`) never comes: this is then [`Running::stop`].
     pub fn stop_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
         (self.close_input)();
         self.join_within(deadline)
@@ -559,7 +561,9 @@ impl Running {
 
     /// [`Running::abort`], but gives up after `deadline` as
     /// [`Running::stop_within`] does (a step that never returns cannot see
-    /// the cancel): [`RunError::Stuck`], the threads detached.
+    /// the cancel): [`RunError::Stuck`], the threads detached. A deadline
+    /// too long to land on the clock (`Duration::MAX`) never comes: this
+    /// is then [`Running::abort`].
     pub fn abort_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
         self.shared.cancel.cancel();
         (self.close_input)();
@@ -567,9 +571,12 @@ impl Running {
     }
 
     /// Joins if the run thread ends within `limit`; else detaches it and
-    /// names the longest-busy worker.
+    /// names the longest-busy worker. A limit too long to be a deadline on
+    /// the clock waits for ever, as [`Running::join`] does.
     fn join_within(&mut self, limit: Duration) -> Result<Summary, RunError> {
-        let end = Instant::now() + limit;
+        let Some(end) = deadline(limit) else {
+            return self.join();
+        };
         let mut pause = Duration::from_micros(100);
         while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
             let now = Instant::now();
