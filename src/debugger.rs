@@ -101,7 +101,8 @@ impl Debugger {
         self
     }
 
-    /// Reports every `interval` while running; `Duration::ZERO` turns
+    /// Reports every `interval` while running; `Duration::ZERO`, or an
+    /// interval too long to land on the clock (`Duration::MAX`), turns
     /// periodic reports off and keeps only the final one.
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval;

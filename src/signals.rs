@@ -17,6 +17,15 @@
 //!    outside while your code drains it) has the signal's default effect:
 //!    the process ends, as it would without paipa.
 //!
+//! What waits on your code: after the first signal, the drain runs your
+//! steps, and a step that never returns holds it until the second signal.
+//! After the second, a threaded run has
+//! [`SIGNAL_GRACE`](crate::threaded::SIGNAL_GRACE) (10 s) to end; a step
+//! that holds it longer cannot see the abort, and its thread cannot be left
+//! behind (a scoped run's steps may borrow from the caller), so a warning
+//! names the stage and worker busy the longest and the process ends with
+//! the signal's default effect, as a third signal would end it.
+//!
 //! Signals are watched by one thread for the whole process, started by the
 //! first run that opts in. A signal that arrives while no run listens has
 //! its default effect, as before the first opt-in. Programs that handle
@@ -106,6 +115,20 @@ fn deliver(signal: i32) {
         // Ends the process (SIGINT and SIGTERM terminate by default).
         let _ = signal_hook::low_level::emulate_default_handler(signal);
     }
+}
+
+/// Ends the process for a threaded run that has not ended within its
+/// grace after the signal that aborted it (a step that does not return
+/// holds it, and a scoped run's threads cannot be left behind): `why` is
+/// logged as a warning, then the last signal the run heard has its
+/// default effect, as one signal more would have.
+pub(crate) fn give_up(heard: Option<&SignalCount>, why: &str) -> ! {
+    let signal = heard.map_or(SIGTERM, |h| h.0.last.load(Ordering::SeqCst));
+    tracing::warn!(target: "paipa", "{}: {why}; the process ends", name(signal));
+    // Ends the process (SIGINT and SIGTERM terminate by default); should
+    // the default handler not be restorable, the exit status says the same.
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    std::process::exit(128 + signal)
 }
 
 /// The name of a signal paipa listens for.

@@ -365,6 +365,68 @@ fn bad_settings_are_refused_with_the_field_named() {
 }
 
 #[test]
+fn claim_idle_past_a_year_is_refused_and_a_year_works() {
+    let year = Duration::from_secs(365 * 24 * 3600);
+    let e = EdgeConfig::new("redis://x/", "s", "g");
+    let err = e.clone().claim_idle(Duration::from_secs(u64::MAX / 8)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid claim_idle: 2305843009213693951s (must be from 1ms to 365 days)"
+    );
+    assert_eq!(err.field(), "claim_idle");
+    assert_eq!(e.clone().claim_idle(Duration::MAX).unwrap_err().field(), "claim_idle");
+    assert_eq!(
+        e.claim_idle(year + Duration::from_nanos(1)).unwrap_err().field(),
+        "claim_idle"
+    );
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        // At the bound, the server takes the idle time (in milliseconds)
+        // in every command: all 100 entries are read, processed and acked.
+        let cfg = edge(&url, "claim-year-").claim_idle(year).unwrap();
+        produce(cfg.clone(), 100).join().unwrap();
+        let (source, handle) = StreamSource::<u64>::open(cfg.clone()).unwrap();
+        let summary = Pipeline::new()
+            .source(source)
+            .then(Stage::map("done", |t: Tracked<u64>| t.done()))
+            .unwrap()
+            .run()
+            .unwrap();
+        assert_eq!(summary.items, 100);
+        let stats = handle.finish().unwrap();
+        assert_eq!((stats.read, stats.acked), (100, 100));
+        assert_eq!(pending(&url, &cfg), 0);
+    });
+}
+
+#[test]
+fn a_view_ttl_past_a_year_is_refused() {
+    let Some(srv) = server() else { return };
+    let url = srv.url.clone();
+    within(LIMIT, move || {
+        let publisher = || paipa::remote::Publisher::new(&url, &unique("ttl-"), "p").unwrap();
+        let err = publisher()
+            .ttl(Duration::from_secs(u64::MAX / 8))
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid ttl: 2305843009213693951s (must be from 1s to 365 days)"
+        );
+        assert_eq!(
+            publisher()
+                .ttl(Duration::from_millis(999))
+                .map(|_| ())
+                .unwrap_err()
+                .field(),
+            "ttl"
+        );
+        assert!(publisher().ttl(Duration::from_secs(365 * 24 * 3600)).is_ok());
+    });
+}
+
+#[test]
 fn an_unreachable_server_fails_after_the_deadline_naming_the_address() {
     within(LIMIT, || {
         let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -334,3 +334,110 @@ fn a_program_interrupted_from_outside_writes_its_whole_output_and_its_final_repo
         let _ = std::fs::remove_dir_all(&dir);
     });
 }
+
+/// The child half of the test below: a run whose step never returns,
+/// interrupted twice from outside. It says when the step is stuck and
+/// when each signal has been acted on.
+fn stuck_until_killed() {
+    // Never outlive the parent test (see `write_until_interrupted`).
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(3);
+    });
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let (_never, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Mutex::new(gate);
+    let running = Pipeline::new()
+        .then(Stage::map("stuck", move |x: u64| {
+            println!("stuck");
+            let _ = gate.lock().unwrap().recv();
+            x
+        }))
+        .unwrap()
+        .source(0u64..)
+        .stop_on_signals()
+        .spawn()
+        .unwrap();
+    std::thread::spawn(|| {
+        let mut told = 0;
+        loop {
+            let now = paipa::signals::delivered();
+            if now > told {
+                told = now;
+                println!("delivered {now}");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let result = running.wait();
+    println!("returned {result:?}");
+}
+
+#[test]
+fn a_run_stuck_in_a_step_after_the_second_signal_ends_the_process_naming_the_stage() {
+    use std::os::unix::process::ExitStatusExt;
+    if std::env::var_os("PAIPA_SIGNALS_STUCK_CHILD").is_some() {
+        return stuck_until_killed();
+    }
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    within(Duration::from_secs(60), || {
+        use std::io::BufRead;
+        let mut child = Reap(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "a_run_stuck_in_a_step_after_the_second_signal_ends_the_process_naming_the_stage",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("PAIPA_SIGNALS_STUCK_CHILD", "1")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut err = child.0.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut err, &mut text).unwrap();
+            text
+        });
+        let mut stdout = std::io::BufReader::new(child.0.stdout.take().unwrap());
+        // (The harness prints the test's name on the same line as the
+        // child's first line.)
+        let mut wait_for = |what: &str| {
+            let mut line = String::new();
+            while !line.trim_end().ends_with(what) {
+                line.clear();
+                assert!(
+                    stdout.read_line(&mut line).unwrap() > 0,
+                    "the child ended before {what:?}"
+                );
+            }
+        };
+        wait_for("stuck");
+        let pid = child.0.id() as i32;
+        // SAFETY: kill has no memory preconditions; the pid is our child's.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        wait_for("delivered 1");
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+        wait_for("delivered 2");
+        let second = Instant::now();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let status = child.0.wait().unwrap();
+        let took = second.elapsed();
+        let stderr = stderr.join().unwrap();
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}\n{rest}\n{stderr}");
+        assert!(!rest.contains("returned"), "{rest}");
+        assert!(
+            stderr.contains(r#"stage "stuck" (worker 0) has been busy for"#),
+            "{stderr}"
+        );
+    });
+}

@@ -384,6 +384,67 @@ fn a_panicking_lazy_source_fails_the_run_and_counts_what_it_pulled() {
     });
 }
 
+/// A factory whose `before_stage` or `after_stage` hook panics.
+struct PanickingHook {
+    in_before: bool,
+}
+
+impl paipa::threaded::StepFactory for PanickingHook {
+    type Step = Pass;
+    fn create(&self, _worker: &paipa::threaded::WorkerInfo) -> Pass {
+        Pass
+    }
+    fn before_stage(&self) {
+        if self.in_before {
+            panic!("injected panic in before_stage");
+        }
+    }
+    fn after_stage(&self) {
+        if !self.in_before {
+            panic!("injected panic in after_stage");
+        }
+    }
+}
+
+struct Pass;
+
+impl paipa::threaded::Step for Pass {
+    type In = u64;
+    type Out = u64;
+    fn process(&mut self, item: u64, out: &mut paipa::threaded::Output<'_, u64>) -> Result<(), paipa::BoxError> {
+        out.emit(item);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_panicking_stage_hook_fails_the_run_naming_the_stage_and_the_hook() {
+    common::quiet_injected_panics();
+    within(LIMIT, || {
+        for (in_before, hook) in [(true, "before_stage"), (false, "after_stage")] {
+            let (debugger, last) = keep_last();
+            let result = Pipeline::new()
+                .debug(debugger)
+                .source(0..1000u64)
+                .then(Stage::step("hooked", PanickingHook { in_before }).workers(2))
+                .unwrap()
+                .run();
+            let err = result.expect_err(hook);
+            assert_eq!(
+                err.to_string(),
+                format!("stage \"hooked\" (worker 0) panicked: in its {hook} hook: injected panic in {hook}")
+            );
+            assert!(matches!(err, RunError::Panic { .. }), "{err:?}");
+            let snap = final_books(&last);
+            assert!(
+                matches!(&snap.outcome, Some(paipa::Outcome::Failed { stage: Some(s), .. }) if s == "hooked"),
+                "{:?}",
+                snap.outcome
+            );
+        }
+    });
+}
+
 // 6. After a cancel, a worker does not go on through its batch.
 
 #[test]

@@ -161,6 +161,56 @@ fn every_worker_calls_on_idle_when_it_finds_its_input_empty() {
     });
 }
 
+/// Asks for `on_idle` as often as possible, and counts the calls.
+struct EagerIdle(Arc<AtomicUsize>);
+
+impl Step for EagerIdle {
+    type In = u64;
+    type Out = u64;
+    fn process(&mut self, item: u64, out: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        out.emit(item);
+        Ok(())
+    }
+    fn on_idle(&mut self, _out: &mut Output<'_, u64>) -> Result<(), BoxError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn idle_timeout(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+#[test]
+fn a_zero_idle_timeout_calls_on_idle_at_most_once_a_millisecond() {
+    within(LIMIT, || {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let mut p = Pipeline::new()
+            .then(Stage::step_with("eager", move || EagerIdle(counted.clone())))
+            .unwrap();
+        let input = p.input();
+        let started = std::time::Instant::now();
+        let running = p.spawn().unwrap();
+        // One item through: the worker has found its input empty (one
+        // call) before it is held idle.
+        input.put(1).unwrap();
+        while calls.load(Ordering::SeqCst) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let seen = calls.load(Ordering::SeqCst);
+        let elapsed = started.elapsed();
+        drop(input);
+        assert_eq!(running.wait().unwrap().items, 1);
+        // Each wait of an idle worker lasts at least the 1 ms floor: at
+        // most one call a millisecond (and one when the item's input ran
+        // dry). Ten times that still refuses a spin, which makes thousands
+        // of calls a millisecond.
+        let bound = 10 * (elapsed.as_millis() as usize + 2);
+        assert!(seen <= bound, "{seen} on_idle calls in {elapsed:?}");
+    });
+}
+
 #[test]
 fn live_input_handles_from_other_threads_end_the_run_when_dropped() {
     within(LIMIT, || {

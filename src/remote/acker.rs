@@ -37,6 +37,7 @@ use super::error::RemoteError;
 use super::held::Held;
 use super::link::{text, Link};
 use super::stats::Counters;
+use crate::sync::deadline::deadline;
 
 /// Ids acked in one XACK at most.
 pub(crate) const ACK_BATCH: usize = 4096;
@@ -288,11 +289,13 @@ fn run_rounds(
     round: &mut Round,
 ) -> Result<(), RemoteError> {
     let every = (cfg.claim_idle / 4).max(Duration::from_millis(1));
-    let mut next_refresh = Instant::now() + every;
+    // `None`: never (`claim_idle` is at most a year, so it always lands
+    // on the clock).
+    let mut next_refresh = deadline(every);
     loop {
-        if Instant::now() >= next_refresh {
+        if next_refresh.is_some_and(|at| Instant::now() >= at) {
             refresh(link, cfg, held)?;
-            next_refresh = Instant::now() + every;
+            next_refresh = deadline(every);
         }
         // Messages taken from the queue this round: no longer queued once
         // their XACK (or their failure's command) is confirmed, or failed.
@@ -317,7 +320,10 @@ fn run_rounds(
                 }
             }
         } else {
-            let first = match rx.recv_deadline(next_refresh) {
+            let first = match next_refresh.map_or_else(
+                || rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                |at| rx.recv_deadline(at),
+            ) {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,

@@ -14,6 +14,11 @@ pub const DEFAULT_BATCH: usize = 1000;
 pub const DEFAULT_MAX_LEN: usize = 100_000;
 /// How long an entry stays pending on a consumer before others claim it.
 pub const DEFAULT_CLAIM_IDLE: Duration = Duration::from_secs(30);
+/// The longest `claim_idle` allowed: 365 days. Redis takes it in
+/// milliseconds as a signed 64-bit integer (a longer one is refused by the
+/// server in every claim, and the consumer reads nothing); a year is far
+/// past any real use and far inside that.
+pub const MAX_CLAIM_IDLE: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Deliveries of one entry before it goes to the dead-letter stream.
 pub const DEFAULT_MAX_DELIVERIES: u32 = 5;
 /// How long a client keeps reconnecting before the run fails.
@@ -129,13 +134,23 @@ impl EdgeConfig {
     /// never claims back what it still holds, but the others do: keep it
     /// well above the time one entry takes to be finished, or live
     /// consumers' entries are claimed and processed twice (30 s unless set;
-    /// at least 1 ms).
+    /// from 1 ms to [`MAX_CLAIM_IDLE`], 365 days).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use paipa::remote::EdgeConfig;
+    ///
+    /// let err = EdgeConfig::new("redis://127.0.0.1:6379/", "s", "g")
+    ///     .claim_idle(Duration::from_secs(400 * 24 * 3600))
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid claim_idle: 34560000s (must be from 1ms to 365 days)");
+    /// ```
     pub fn claim_idle(mut self, idle: Duration) -> Result<Self, ConfigError> {
-        if idle < Duration::from_millis(1) {
+        if idle < Duration::from_millis(1) || idle > MAX_CLAIM_IDLE {
             return Err(ConfigError::new(
                 "claim_idle",
                 format!("{idle:?}"),
-                "must be at least 1ms",
+                "must be from 1ms to 365 days",
             ));
         }
         self.claim_idle = idle;
@@ -155,7 +170,8 @@ impl EdgeConfig {
     /// How long a client retries (reconnecting with exponential backoff)
     /// before the run fails with
     /// [`RemoteError::Unreachable`](super::RemoteError::Unreachable)
-    /// (30 s unless set).
+    /// (30 s unless set). Any duration is taken: `Duration::MAX` retries
+    /// for ever.
     pub fn reconnect_deadline(mut self, deadline: Duration) -> Self {
         self.reconnect_deadline = deadline;
         self

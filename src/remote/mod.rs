@@ -83,7 +83,7 @@ mod view;
 pub use codec::Codec;
 pub use config::{
     EdgeConfig, DEFAULT_BATCH, DEFAULT_BLOCK, DEFAULT_CLAIM_IDLE, DEFAULT_LINGER, DEFAULT_MAX_DELIVERIES,
-    DEFAULT_MAX_LEN, DEFAULT_RECONNECT_DEADLINE, MAX_LINGER,
+    DEFAULT_MAX_LEN, DEFAULT_RECONNECT_DEADLINE, MAX_CLAIM_IDLE, MAX_LINGER,
 };
 pub use error::RemoteError;
 pub use handle::SourceHandle;

@@ -98,6 +98,7 @@ use super::probe::InfoProbe;
 use super::sink::END_FIELD;
 use super::stats::Counters;
 use super::tracked::{AckShared, Entry, Tracked};
+use crate::sync::deadline::deadline;
 use crate::threaded::waiting::{self, Wait};
 
 /// Reads a stream in a consumer group; an iterator of [`Tracked`] items,
@@ -141,7 +142,9 @@ pub struct StreamSource<T> {
     broken: Arc<AtomicBool>,
     error: Arc<Mutex<Option<RemoteError>>>,
     buffer: VecDeque<Tracked<T>>,
-    next_claim: Instant,
+    /// When to look for idle entries next (`None`: never; `claim_idle`
+    /// is at most a year, so it always lands on the clock).
+    next_claim: Option<Instant>,
     /// Where the next scan of idle entries starts: `-`, or `(` and the
     /// last id seen.
     claim_cursor: String,
@@ -233,7 +236,7 @@ impl<T: DeserializeOwned> StreamSource<T> {
             broken,
             error,
             buffer: VecDeque::new(),
-            next_claim: Instant::now(),
+            next_claim: Some(Instant::now()),
             claim_cursor: "-".into(),
             end_seen: false,
             idle: true,
@@ -250,13 +253,13 @@ impl<T: DeserializeOwned> StreamSource<T> {
     /// lasts at most `cap` (the run's bound, see `threaded/waiting.rs`).
     fn step(&mut self, cap: Option<Duration>) -> Result<bool, RemoteError> {
         let block = cap.map_or(self.cfg.block, |cap| self.cfg.block.min(cap));
-        if Instant::now() >= self.next_claim {
+        if self.next_claim.is_some_and(|at| Instant::now() >= at) {
             // Claim batch after batch while full ones come, up to ten.
             let mut rounds = 0;
             while self.claim()? && rounds < 10 {
                 rounds += 1;
             }
-            self.next_claim = Instant::now() + self.cfg.claim_idle / 4;
+            self.next_claim = deadline(self.cfg.claim_idle / 4);
             if !self.buffer.is_empty() {
                 return Ok(false);
             }

@@ -25,7 +25,10 @@ use super::error::RemoteError;
 use super::info::read_info;
 use super::link::{text, Link};
 use super::stats::{Counters, EdgeStats, GroupInfo, StreamInfo};
-use crate::{Reporter, Snapshot};
+use crate::{ConfigError, Reporter, Snapshot};
+
+/// The longest view TTL allowed (see [`Publisher::ttl`]).
+const MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Where one end of an edge reports from: a sink's or a source's counters,
 /// with the edge's settings. From [`StreamSink::watch`](super::StreamSink::watch)
@@ -181,7 +184,7 @@ impl ProcessView {
 /// let edge = EdgeConfig::new("redis://127.0.0.1:6379/", "products", "loaders");
 /// let (source, handle) = StreamSource::<u64>::open(edge)?;
 /// let publisher = Publisher::new("redis://127.0.0.1:6379/", "products", "load-1")?
-///     .ttl(Duration::from_secs(30))
+///     .ttl(Duration::from_secs(30))?
 ///     .edge(handle.watch());
 /// let debugger = Debugger::new().reporter(publisher);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -220,10 +223,19 @@ impl Publisher {
         })
     }
 
-    /// How long a view outlives its process's last report (at least 1 s).
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.max(Duration::from_secs(1));
-        self
+    /// How long a view outlives its process's last report, in whole
+    /// seconds (Redis `EX`): from 1 s to 365 days (a longer one the server
+    /// refuses, and no view would be published).
+    pub fn ttl(mut self, ttl: Duration) -> Result<Self, ConfigError> {
+        if ttl < Duration::from_secs(1) || ttl > MAX_TTL {
+            return Err(ConfigError::new(
+                "ttl",
+                format!("{ttl:?}"),
+                "must be from 1s to 365 days",
+            ));
+        }
+        self.ttl = ttl;
+        Ok(self)
     }
 
     /// Publishes this edge end's counters with the stages. Every edge the
@@ -281,7 +293,7 @@ impl Publisher {
             stream: self.key.clone(),
             message: e.to_string(),
         })?;
-        let (key, ttl) = (&self.key, self.ttl.as_secs().max(1));
+        let (key, ttl) = (&self.key, self.ttl.as_secs());
         self.link.call("SET", |c| {
             redis::cmd("SET")
                 .arg(key)

@@ -25,6 +25,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use super::Reporter;
 use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::Snapshot;
+use crate::sync::deadline::{after, deadline};
 
 type Reporters = Arc<Mutex<Vec<Box<dyn Reporter>>>>;
 type SnapshotFn = Arc<dyn Fn(bool) -> Snapshot + Send + Sync>;
@@ -80,9 +81,10 @@ fn deliver(reporters: &Reporters, snap: &Snapshot) {
 }
 
 impl Schedule {
-    /// Starts reporting every `interval` (never, if it is zero or there are
-    /// no reporters), and watching for stalls every `watchdog / 2` if set;
-    /// `edges` are refreshed before each periodic report.
+    /// Starts reporting every `interval` (never, if it is zero, too long to
+    /// land on the clock, or there are no reporters), and watching for
+    /// stalls every `watchdog / 2` if set; `edges` are refreshed before
+    /// each periodic report.
     pub(crate) fn start(
         reporters: Vec<Box<dyn Reporter>>,
         interval: Duration,
@@ -91,7 +93,9 @@ impl Schedule {
         edges: EdgesFn,
     ) -> Self {
         let reporters: Reporters = Arc::new(Mutex::new(reporters));
-        let periodic = !interval.is_zero() && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
+        let periodic = !interval.is_zero()
+            && deadline(interval).is_some()
+            && !reporters.lock().map(|r| r.is_empty()).unwrap_or(true);
         let tick = match (periodic, watchdog) {
             (true, Some(w)) => Some(interval.min(w / 2)),
             (true, None) => Some(interval),
@@ -111,13 +115,15 @@ impl Schedule {
                     .name("paipa-report".into())
                     .spawn(move || {
                         let _subscriber = tracing::dispatcher::set_default(&dispatch);
-                        let mut next_report = Instant::now() + interval;
+                        // `None`: an interval too long to land on the
+                        // clock, whose report never comes round.
+                        let mut next_report = deadline(interval);
                         loop {
                             match rx.recv_timeout(tick.max(Duration::from_millis(1))) {
                                 Err(RecvTimeoutError::Timeout) => {}
                                 _ => return,
                             }
-                            let due = periodic && Instant::now() >= next_report;
+                            let due = periodic && next_report.is_some_and(|at| Instant::now() >= at);
                             if due {
                                 edge::refresh(&edges(), edge::REPORT_WAIT, false);
                             }
@@ -126,7 +132,7 @@ impl Schedule {
                                 watch(&reporters, &snap);
                             }
                             if due {
-                                next_report += interval;
+                                next_report = next_report.and_then(|at| after(at, interval));
                                 deliver(&reporters, &snap);
                             }
                         }

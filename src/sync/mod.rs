@@ -34,3 +34,5 @@ pub(crate) mod chan {
 #[cfg(loom)]
 #[path = "loom_chan.rs"]
 pub(crate) mod chan;
+
+pub(crate) mod deadline;

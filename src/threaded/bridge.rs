@@ -589,8 +589,10 @@ impl<T: Send + 'static> Input<T> {
     /// one that must wait is handed to this handle's relay thread, which
     /// takes the waiting puts of all tasks in turn; a put whose deadline
     /// passes while others are in front of it gets one try at room and is
-    /// answered then (within 10 ms of its deadline). The ingestion
-    /// server puts each request's entries this way.
+    /// answered then (within 10 ms of its deadline); a timeout too long
+    /// to be a deadline on the clock (`Duration::MAX`) waits for ever, as
+    /// [`Input::put_async`] does. The ingestion server puts each request's
+    /// entries this way.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -619,8 +621,10 @@ impl<T: Send + 'static> Input<T> {
         if items.len() > self.shared.layout.capacity {
             return Err(PutError::TooLarge(items));
         }
-        let deadline = Instant::now() + timeout;
-        match self.deliver_async(Msg::Items(items), Some(deadline)).await {
+        match self
+            .deliver_async(Msg::Items(items), crate::sync::deadline::deadline(timeout))
+            .await
+        {
             Ok(()) => Ok(()),
             Err((Msg::Items(v), true)) => Err(PutError::Full(v)),
             Err((Msg::Items(v), false)) => Err(PutError::Closed(v)),

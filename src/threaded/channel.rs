@@ -566,8 +566,9 @@ pub(crate) fn try_recv<T>(rx: &EdgeRx<T>) -> Option<Recv<T>> {
     }
 }
 
-/// Waits for a message (up to `timeout`, if given) unless the run is
-/// cancelled; time spent waiting is added to `starved` (raw ticks).
+/// Waits for a message (up to `timeout`, if given: one too long to land on
+/// the clock waits for ever) unless the run is cancelled; time spent
+/// waiting is added to `starved` (raw ticks).
 pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duration>, starved: &mut u64) -> Recv<T> {
     if cancel.is_cancelled() {
         return Recv::Cancelled;
@@ -591,9 +592,9 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
     let mut sel = Select::new();
     let data = sel.recv(rx);
     sel.recv(cancel.rx());
-    let op = match timeout {
-        Some(t) => sel.select_timeout(t).ok(),
-        None => Some(sel.select()),
+    let op = match timeout.map(crate::sync::deadline::deadline) {
+        Some(Some(at)) => sel.select_deadline(at).ok(),
+        Some(None) | None => Some(sel.select()),
     };
     let got = match op {
         None => Recv::Idle,

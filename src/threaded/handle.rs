@@ -18,6 +18,7 @@ use crate::report::Schedule;
 use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::heard::{self, Heard};
 use crate::stats::{clock, ticks_to_duration, OpenInputs, Outcome, Snapshot, StageCell, Stall};
+use crate::sync::deadline::deadline;
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -316,18 +317,12 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             if let Some(bell) = signals.as_ref().and_then(crate::signals::Listener::doorbell) {
                 let (shared, heard) = (&shared, &heard);
                 let close_input = &close_input;
-                let watcher =
-                    std::thread::Builder::new()
-                        .name("paipa:interrupt".into())
-                        .spawn_scoped(scope, move || {
-                            // Ends when the run does (the listener is dropped).
-                            while bell.recv().is_ok() {
-                                if heard::count(heard) >= 2 {
-                                    shared.cancel.cancel();
-                                }
-                                close_input();
-                            }
-                        });
+                let cells = &cells;
+                let watcher = std::thread::Builder::new()
+                    .name("paipa:interrupt".into())
+                    .spawn_scoped(scope, move || {
+                        watch_signals(&bell, heard, shared, cells, &**close_input)
+                    });
                 if let Err(e) = watcher {
                     tracing::warn!(target: "paipa", "cannot watch for signals: {e}");
                 }
@@ -459,6 +454,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
         self.rx_out = Some(rx_keep);
         let stats = self.stats();
         let row = self.consumer_row();
+        let cells: Cells = Arc::new(self.cells.clone());
         let (consumer, stopped) = Consumer::new();
         let (close_input, weigh) = (self.close_input.clone(), self.weigh_out.clone());
         let c = consumer.clone();
@@ -477,7 +473,11 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
             .map_err(RunError::Spawn)?;
         Ok(Outputs::new(
             rx,
-            Some((thread, stats)),
+            Some(Background {
+                thread: Some(thread),
+                stats,
+                cells,
+            }),
             consumer,
             stopped,
             weigh,
@@ -488,11 +488,153 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
 
 type RunThread = JoinHandle<Result<Summary, RunError>>;
 
+/// How long dropping a [`Running`] (or a background [`Outputs`]) waits for
+/// its run to end. A run still going then, held by a step that does not
+/// return, is left running, detached, and a warning (target `paipa`)
+/// names the stage and worker busy the longest, as
+/// [`Running::stop_within`] reports it: a drop never waits for ever on
+/// user code.
+pub const DROP_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a run that opted into signals
+/// ([`Pipeline::stop_on_signals`](super::Pipeline::stop_on_signals)) has
+/// to end once the second signal aborted it. A run still going then, held
+/// by a step that does not return, cannot be detached (a scoped run's
+/// steps may borrow from its caller): a warning (target `paipa`) names the
+/// stage and worker busy the longest, and the process ends with the
+/// signal's default effect, as a third signal would end it.
+#[cfg(all(feature = "signals", not(loom)))]
+pub const SIGNAL_GRACE: Duration = Duration::from_secs(10);
+
+/// Acts on each signal a listening run hears (the first closes the input,
+/// the second also cancels the run) until the run ends and its listener
+/// is dropped. Once the second signal aborted the run, it has
+/// [`SIGNAL_GRACE`] to end; a step that holds it longer ends the process
+/// (see `signals::give_up`), naming the worker busy the longest.
+#[cfg(all(feature = "signals", not(loom)))]
+fn watch_signals(
+    bell: &crossbeam_channel::Receiver<()>,
+    heard: &Heard,
+    shared: &RunShared,
+    cells: &Cells,
+    close_input: &(dyn Fn() + Send + Sync),
+) {
+    use crossbeam_channel::RecvTimeoutError;
+    let mut grace_ends = None;
+    loop {
+        let rang = match grace_ends {
+            None => bell.recv().is_ok(),
+            Some(end) => match bell.recv_deadline(end) {
+                Ok(()) => true,
+                Err(RecvTimeoutError::Disconnected) => false,
+                Err(RecvTimeoutError::Timeout) => {
+                    let held = longest_busy(cells).map_or_else(
+                        || "no step is running".to_string(),
+                        |(stage, worker, busy)| format!("stage {stage:?} (worker {worker}) has been busy for {busy:?}"),
+                    );
+                    crate::signals::give_up(
+                        heard.as_ref(),
+                        &format!("the run did not end within {SIGNAL_GRACE:?} of the signal that aborted it: {held}"),
+                    )
+                }
+            },
+        };
+        if !rang {
+            return;
+        }
+        if heard::count(heard) >= 2 {
+            shared.cancel.cancel();
+            grace_ends.get_or_insert_with(|| Instant::now() + SIGNAL_GRACE);
+        }
+        close_input();
+    }
+}
+
+/// Joins the run thread, a panic of its own as the run's error.
+fn join_run(thread: RunThread) -> Result<Summary, RunError> {
+    thread.join().unwrap_or_else(|p| {
+        Err(RunError::Panic {
+            stage: "pipeline".into(),
+            worker: 0,
+            message: super::run::panic_message(&*p),
+        })
+    })
+}
+
+/// Joins the run thread if it ends within `limit`; else leaves it running,
+/// detached (taken out of `thread`), and names the longest-busy worker. A
+/// limit too long to be a deadline on the clock waits for ever, as
+/// [`join_run`] does.
+fn join_run_within(thread: &mut Option<RunThread>, cells: &Cells, limit: Duration) -> Result<Summary, RunError> {
+    let Some(end) = deadline(limit) else {
+        return join_run(thread.take().expect("joined once"));
+    };
+    let mut pause = Duration::from_micros(100);
+    while thread.as_ref().is_some_and(|t| !t.is_finished()) {
+        let now = Instant::now();
+        if now >= end {
+            thread.take(); // detached
+            return Err(stuck(cells, limit));
+        }
+        std::thread::sleep(pause.min(end - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+    join_run(thread.take().expect("joined once"))
+}
+
+/// The worker that has been on its current batch the longest: its stage,
+/// its index and how long.
+fn longest_busy(cells: &Cells) -> Option<(String, usize, Duration)> {
+    let now = clock().raw();
+    cells
+        .iter()
+        .flat_map(|(cell, _)| {
+            cell.busy_since.iter().enumerate().filter_map(move |(worker, since)| {
+                let since = since.load(Ordering::Relaxed);
+                (since != 0).then(|| (since, cell.name(), worker))
+            })
+        })
+        .min_by_key(|(since, _, _)| *since)
+        .map(|(since, stage, worker)| (stage, worker, ticks_to_duration(now.saturating_sub(since))))
+}
+
+/// The error of a run that did not end within `waited`, naming the worker
+/// busy the longest.
+fn stuck(cells: &Cells, waited: Duration) -> RunError {
+    let (stage, worker, busy_for) = longest_busy(cells).unwrap_or(("pipeline".into(), 0, Duration::ZERO));
+    RunError::Stuck {
+        stage,
+        worker,
+        busy_for,
+        waited,
+    }
+}
+
+/// What a dropped handle does with its run: joins it within
+/// [`DROP_GRACE`], else leaves it detached with a warning.
+fn join_on_drop(thread: &mut Option<RunThread>, cells: &Cells) {
+    match join_run_within(thread, cells, DROP_GRACE) {
+        Ok(_) => {}
+        Err(e @ RunError::Stuck { .. }) => tracing::warn!(target: "paipa", "pipeline dropped: {e}"),
+        Err(e) => tracing::error!(target: "paipa", "pipeline stopped on drop with an error: {e}"),
+    }
+}
+
 /// A pipeline running in the background.
 ///
 /// Dropping it stops the run the way [`Running::stop`] does (input closed,
-/// everything drained and joined); [`Running::detach`] lets the process exit
-/// without waiting instead, losing what is in flight.
+/// everything drained and joined), but waits at most [`DROP_GRACE`]: a run
+/// held longer by a step that does not return is left running, detached,
+/// with a warning naming the stage. [`Running::detach`] lets the process
+/// exit without waiting instead, losing what is in flight.
+///
+/// **Which calls wait on your code for ever**: [`Running::stop`],
+/// [`Running::wait`] and [`Running::abort`] join every thread of the run,
+/// so a step that never returns (blocked on I/O with no timeout, or
+/// retried for ever) keeps them waiting for ever; a cancel reaches a step
+/// only between items, or through [`Output::is_stopping`](super::Output::is_stopping).
+/// [`Running::stop_within`] and [`Running::abort_within`] give up at their
+/// deadline, and a drop after [`DROP_GRACE`].
 pub struct Running {
     thread: Option<RunThread>,
     shared: Arc<RunShared>,
@@ -526,12 +668,18 @@ impl Running {
     /// Closes the input (every [`Input`](super::Input) handle is refused
     /// from now on), lets everything put so far drain through, joins every
     /// thread, and returns the result.
+    ///
+    /// Waits for ever on a step that never returns: use
+    /// [`Running::stop_within`] to bound the wait.
     pub fn stop(mut self) -> Result<Summary, RunError> {
         (self.close_input)();
         self.join()
     }
 
     /// Waits for the run to end by itself (its input ended).
+    ///
+    /// Waits for ever on an input that never ends or a step that never
+    /// returns.
     pub fn wait(mut self) -> Result<Summary, RunError> {
         self.join()
     }
@@ -539,6 +687,10 @@ impl Running {
     /// Stops at once: in-flight items are discarded (and counted), every
     /// thread is joined. Returns the summary, or the run's error if one
     /// happened first.
+    ///
+    /// Waits for ever on a step that never returns (the cancel reaches a
+    /// step only between items): use [`Running::abort_within`] to bound
+    /// the wait.
     pub fn abort(mut self) -> Result<Summary, RunError> {
         self.shared.cancel.cancel();
         (self.close_input)();
@@ -551,65 +703,22 @@ impl Running {
     /// on its batch the longest. The run's threads are then **detached**:
     /// they go on in the background (the input stays closed), and end by
     /// themselves once the stuck step returns; nothing joins them, and the
-    /// process may exit while they run.
+    /// process may exit while they run. A deadline too long to land on the
+    /// clock (`Duration::MAX`) never comes: this is then [`Running::stop`].
     pub fn stop_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
         (self.close_input)();
-        self.join_within(deadline)
+        join_run_within(&mut self.thread, &self.cells, deadline)
     }
 
     /// [`Running::abort`], but gives up after `deadline` as
     /// [`Running::stop_within`] does (a step that never returns cannot see
-    /// the cancel): [`RunError::Stuck`], the threads detached.
+    /// the cancel): [`RunError::Stuck`], the threads detached. A deadline
+    /// too long to land on the clock (`Duration::MAX`) never comes: this
+    /// is then [`Running::abort`].
     pub fn abort_within(mut self, deadline: Duration) -> Result<Summary, RunError> {
         self.shared.cancel.cancel();
         (self.close_input)();
-        self.join_within(deadline)
-    }
-
-    /// Joins if the run thread ends within `limit`; else detaches it and
-    /// names the longest-busy worker.
-    fn join_within(&mut self, limit: Duration) -> Result<Summary, RunError> {
-        let end = Instant::now() + limit;
-        let mut pause = Duration::from_micros(100);
-        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
-            let now = Instant::now();
-            if now >= end {
-                self.thread.take(); // detached
-                return Err(self.stuck(limit));
-            }
-            std::thread::sleep(pause.min(end - now));
-            pause = (pause * 2).min(Duration::from_millis(10));
-        }
-        self.join()
-    }
-
-    /// The worker that has been on its current batch the longest.
-    fn stuck(&self, waited: Duration) -> RunError {
-        let now = clock().raw();
-        let oldest = self
-            .cells
-            .iter()
-            .flat_map(|(cell, _)| {
-                cell.busy_since.iter().enumerate().filter_map(move |(worker, since)| {
-                    let since = since.load(Ordering::Relaxed);
-                    (since != 0).then(|| (since, cell.name(), worker))
-                })
-            })
-            .min_by_key(|(since, _, _)| *since);
-        match oldest {
-            Some((since, stage, worker)) => RunError::Stuck {
-                stage,
-                worker,
-                busy_for: ticks_to_duration(now.saturating_sub(since)),
-                waited,
-            },
-            None => RunError::Stuck {
-                stage: "pipeline".into(),
-                worker: 0,
-                busy_for: Duration::ZERO,
-                waited,
-            },
-        }
+        join_run_within(&mut self.thread, &self.cells, deadline)
     }
 
     /// Lets the run go on unjoined: the process may exit without waiting
@@ -619,26 +728,27 @@ impl Running {
     }
 
     fn join(&mut self) -> Result<Summary, RunError> {
-        let thread = self.thread.take().expect("joined once");
-        thread.join().unwrap_or_else(|p| {
-            Err(RunError::Panic {
-                stage: "pipeline".into(),
-                worker: 0,
-                message: super::run::panic_message(&*p),
-            })
-        })
+        join_run(self.thread.take().expect("joined once"))
     }
 }
 
 impl Drop for Running {
+    /// Stops the run as [`Running::stop_within`] with [`DROP_GRACE`] does,
+    /// and logs what it could not join.
     fn drop(&mut self) {
         if self.thread.is_some() {
             (self.close_input)();
-            if let Err(e) = self.join() {
-                tracing::error!(target: "paipa", "pipeline stopped on drop with an error: {e}");
-            }
+            join_on_drop(&mut self.thread, &self.cells);
         }
     }
+}
+
+/// The run behind a background [`Outputs`].
+struct Background {
+    thread: Option<RunThread>,
+    stats: Stats,
+    /// Every stage's cell, to name a worker stuck in a step.
+    cells: Cells,
 }
 
 /// The outputs of the last stage, as an iterator. Dropping it before the end
@@ -658,7 +768,7 @@ pub struct Outputs<T> {
     current: std::vec::IntoIter<T>,
     ended: bool,
     metas: u64,
-    background: Option<(RunThread, Stats)>,
+    background: Option<Background>,
     /// Measures the consumer in its own row.
     clock: ConsumerClock,
     /// Set by a bridge that reads these outputs on its own thread (see
@@ -694,7 +804,7 @@ impl<T> fmt::Debug for Outputs<T> {
 impl<T> Outputs<T> {
     fn new(
         rx: EdgeRx<T>,
-        background: Option<(RunThread, Stats)>,
+        background: Option<Background>,
         consumer: Arc<Consumer>,
         stopped: Sender<()>,
         weigh: Option<Weigher<T>>,
@@ -761,21 +871,18 @@ impl<T> Outputs<T> {
     /// Live stats of a background run (`None` for a scoped run, whose
     /// summary comes from `run_with`).
     pub fn stats(&self) -> Option<Stats> {
-        self.background.as_ref().map(|(_, s)| s.clone())
+        self.background.as_ref().map(|b| b.stats.clone())
     }
 
     /// Stops reading (if not at the end), joins a background run and
     /// returns its result.
+    ///
+    /// Waits for ever on a step that never returns (dropping the outputs
+    /// instead waits at most [`DROP_GRACE`]).
     pub fn finish(mut self) -> Result<Summary, RunError> {
         self.release();
         match self.background.take() {
-            Some((thread, _)) => thread.join().unwrap_or_else(|p| {
-                Err(RunError::Panic {
-                    stage: "pipeline".into(),
-                    worker: 0,
-                    message: super::run::panic_message(&*p),
-                })
-            }),
+            Some(mut b) => join_run(b.thread.take().expect("joined once")),
             None => Err(RunError::Config(crate::error::ConfigError::new(
                 "outputs",
                 "scoped",
@@ -848,12 +955,12 @@ impl<T> Iterator for Outputs<T> {
 }
 
 impl<T> Drop for Outputs<T> {
+    /// Stops reading; a background run is joined within [`DROP_GRACE`],
+    /// as a dropped [`Running`] is.
     fn drop(&mut self) {
         self.release();
-        if let Some((thread, _)) = self.background.take() {
-            if let Ok(Err(e)) = thread.join() {
-                tracing::error!(target: "paipa", "pipeline failed: {e}");
-            }
+        if let Some(mut b) = self.background.take() {
+            join_on_drop(&mut b.thread, &b.cells);
         }
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::chan::{bounded, Receiver, Sender};
+use crate::sync::deadline::deadline;
 
 use super::channel::{send, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use super::pacing::{Cost, Pacing};
@@ -322,12 +323,11 @@ impl<T> Input<T> {
             .map_err(|(m, _)| Closed(single(m)))
     }
 
-    /// Puts one item, waiting at most `timeout` for space.
+    /// Puts one item, waiting at most `timeout` for space. A timeout too
+    /// long to be a deadline on the clock (`Duration::MAX`) waits for ever,
+    /// as [`Input::put`] does.
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        match self
-            .shared
-            .deliver(Msg::Items(vec![item]), Some(Instant::now() + timeout))
-        {
+        match self.shared.deliver(Msg::Items(vec![item]), deadline(timeout)) {
             Ok(()) => Ok(()),
             Err((m, true)) => Err(PutError::Full(single(m))),
             Err((m, false)) => Err(PutError::Closed(single(m))),
@@ -340,6 +340,8 @@ impl<T> Input<T> {
     /// every item is given back. A batch larger than the capacity could
     /// never fit and is refused at once ([`PutError::TooLarge`]); pieces of
     /// [`Input::batch_size`] items leave room for another piece to wait.
+    /// A timeout too long to be a deadline on the clock (`Duration::MAX`)
+    /// waits for ever, as [`Input::put`] does.
     pub fn put_batch_timeout(&self, items: Vec<T>, timeout: Duration) -> Result<(), PutError<Vec<T>>> {
         if items.is_empty() {
             return Ok(());
@@ -347,7 +349,7 @@ impl<T> Input<T> {
         if items.len() > self.shared.layout.capacity {
             return Err(PutError::TooLarge(items));
         }
-        match self.shared.deliver(Msg::Items(items), Some(Instant::now() + timeout)) {
+        match self.shared.deliver(Msg::Items(items), deadline(timeout)) {
             Ok(()) => Ok(()),
             Err((Msg::Items(v), true)) => Err(PutError::Full(v)),
             Err((Msg::Items(v), false)) => Err(PutError::Closed(v)),

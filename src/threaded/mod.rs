@@ -15,6 +15,24 @@
 //!   [`Pipeline::outputs`] (background, outputs as an iterator).
 //!
 //! See `channel.rs` for the shutdown protocol and why it cannot deadlock.
+//!
+//! # What waits on your code for ever
+//!
+//! A run ends when every step has returned: a cancel (an error, an abort,
+//! a second signal) reaches a step only between items, or when the step
+//! asks [`Output::is_stopping`]. So a step that never returns (blocked on
+//! I/O with no timeout, retried for ever) holds every call that joins the
+//! run: [`Pipeline::run`] and [`Pipeline::run_with`], [`Running::stop`],
+//! [`Running::wait`] and [`Running::abort`], [`Outputs::finish`], and the
+//! drain after a first signal. These wait at most a bound instead:
+//! [`Running::stop_within`] and [`Running::abort_within`] (their deadline:
+//! the run is then left running, detached), dropping a [`Running`] or a
+//! background [`Outputs`] ([`DROP_GRACE`], 10 s: detached, with a warning
+//! naming the stage), and a run aborted by a second signal (`SIGNAL_GRACE`,
+//! 10 s: the process ends, with a warning naming the stage; see
+//! [`crate::signals`]). A duration too long to land on the clock
+//! (`Duration::MAX`) given to a call that waits means "for ever": that
+//! call then waits as its untimed form does.
 
 #[cfg(all(feature = "async", not(loom)))]
 mod async_stage;
@@ -63,9 +81,11 @@ pub use async_stage::{TimedOut, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT};
 #[cfg(all(feature = "async", not(loom)))]
 pub use bridge::{OutputStream, STREAM_BUFFER};
 pub use chunk::TimedChunk;
-pub use handle::{Outputs, Running, Summary};
+#[cfg(all(feature = "signals", not(loom)))]
+pub use handle::SIGNAL_GRACE;
+pub use handle::{Outputs, Running, Summary, DROP_GRACE};
 pub use input::{Closed, Input, PutError};
 pub use iter_worker::InputIter;
 pub use policy::{AfterRetries, OnError, Skipped};
 pub use stage::{Stage, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
-pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo};
+pub use step::{Meta, MetaTypeError, Output, Step, StepFactory, WorkerInfo, MIN_IDLE_TIMEOUT};

@@ -50,6 +50,21 @@ impl RunShared {
     }
 }
 
+/// Runs `f`, the stage-wide hook `hook` (`before_stage`, `after_stage`)
+/// of `stage`, under the panic guard every user callback runs under: a
+/// panic fails the run as [`RunError::Panic`] of that stage, its message
+/// naming the hook (`in its after_stage hook: ...`). Worker 0 stands for
+/// the stage: a stage-wide hook belongs to no one worker.
+pub(crate) fn stage_hook(shared: &RunShared, stage: &str, hook: &str, f: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(f)) {
+        shared.fail(RunError::Panic {
+            stage: stage.to_string(),
+            worker: 0,
+            message: format!("in its {hook} hook: {}", panic_message(&*p)),
+        });
+    }
+}
+
 /// The text of a caught panic.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -67,8 +82,10 @@ pub(crate) struct Job<'a> {
     pub(crate) run: Box<dyn FnOnce() + Send + 'a>,
 }
 
-/// Starts every job of the plan in `scope`, calls `consume` on this thread,
-/// then joins every thread. A job that cannot start fails the run.
+/// Runs the stages' `before_stage` hooks (each under its panic guard, see
+/// [`stage_hook`]), starts every job of the plan in `scope`, calls
+/// `consume` on this thread, then joins every thread. A job that cannot
+/// start fails the run.
 pub(crate) fn execute<'scope, 'env: 'scope, R>(
     scope: &'scope std::thread::Scope<'scope, 'env>,
     plan_before: Vec<Box<dyn FnOnce() + Send + 'env>>,
@@ -77,13 +94,7 @@ pub(crate) fn execute<'scope, 'env: 'scope, R>(
     consume: impl FnOnce() -> R,
 ) -> R {
     for hook in plan_before {
-        if let Err(p) = catch_unwind(AssertUnwindSafe(hook)) {
-            shared.fail(RunError::Panic {
-                stage: "before_stage hook".into(),
-                worker: 0,
-                message: panic_message(&*p),
-            });
-        }
+        hook();
     }
     let mut handles = Vec::with_capacity(jobs.len());
     // A run that failed before any thread started (a `before_stage` hook),

@@ -15,7 +15,7 @@ use super::outbox::{Outbox, Weigher};
 use super::pacing::{Cost, Pacing};
 use super::policy::{AfterRetries, OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
-use super::run::{panic_message, Job, RunShared};
+use super::run::{panic_message, stage_hook, Job, RunShared};
 use super::step::{Output, Step, StepFactory, WorkerInfo};
 use super::worker::{item_worker, StageEnd, WorkerCtx};
 use crate::error::{BoxError, ConfigError};
@@ -53,6 +53,8 @@ type Launcher<'a, In, Out> =
 
 /// What a launcher produces: worker threads, and a hook to run before them.
 pub(crate) struct StagePlan<'a> {
+    /// The stage's `before_stage` hook, under its panic guard
+    /// ([`stage_hook`]).
     pub(crate) before: Option<Box<dyn FnOnce() + Send + 'a>>,
     pub(crate) jobs: Vec<Job<'a>>,
 }
@@ -442,9 +444,10 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
             Kind::Step,
             Box::new(move |s, p| {
                 let after = {
-                    let factory = factory.clone();
-                    Arc::new(move || factory.after_stage())
+                    let (factory, shared, stage) = (factory.clone(), p.shared.clone(), s.name.clone());
+                    Arc::new(move || stage_hook(&shared, &stage, "after_stage", || factory.after_stage()))
                 };
+                let shared = p.shared.clone();
                 let links = p.links.clone();
                 let jobs = workers(s, p, after)
                     .into_iter()
@@ -459,8 +462,9 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     })
                     .collect();
                 let before = {
-                    let factory = factory.clone();
-                    Box::new(move || factory.before_stage()) as Box<dyn FnOnce() + Send + 'a>
+                    let (factory, stage) = (factory.clone(), s.name.clone());
+                    Box::new(move || stage_hook(&shared, &stage, "before_stage", || factory.before_stage()))
+                        as Box<dyn FnOnce() + Send + 'a>
                 };
                 StagePlan {
                     before: Some(before),

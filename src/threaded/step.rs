@@ -84,6 +84,15 @@ impl fmt::Debug for Meta {
     }
 }
 
+/// The shortest wait of an idle worker between two [`Step::on_idle`]
+/// calls: a shorter [`Step::idle_timeout`] counts as this.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// The wait between two `on_idle` calls for a step's `idle_timeout`.
+pub(crate) fn idle_wait(timeout: Option<Duration>) -> Option<Duration> {
+    timeout.map(|t| t.max(MIN_IDLE_TIMEOUT))
+}
+
 /// Who a worker is: its stage and its index among the stage's workers.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
@@ -176,6 +185,11 @@ pub trait Step: Send {
 
     /// How often `on_idle` is called while the input stays empty (never
     /// again after the first call, if `None`).
+    ///
+    /// A timeout under [`MIN_IDLE_TIMEOUT`] (1 ms), zero included, counts
+    /// as 1 ms: an idle worker waits at least that long between two calls,
+    /// so it never spins a core. A timeout too long to land on the clock
+    /// (`Duration::MAX`) is `None`: no call after the first.
     fn idle_timeout(&self) -> Option<Duration> {
         None
     }
@@ -214,10 +228,15 @@ pub trait StepFactory: Send + Sync {
     /// Makes the step for one worker.
     fn create(&self, worker: &WorkerInfo) -> Self::Step;
 
-    /// Called once, before the stage's first worker starts.
+    /// Called once, before the stage's first worker starts. A panic in it
+    /// fails the run as [`RunError::Panic`](crate::RunError::Panic) of the
+    /// stage (worker 0, the message `in its before_stage hook: ...`), and
+    /// no worker starts.
     fn before_stage(&self) {}
 
-    /// Called once, after the stage's last worker has ended.
+    /// Called once, after the stage's last worker has ended. A panic in it
+    /// fails the run as [`RunError::Panic`](crate::RunError::Panic) of the
+    /// stage (worker 0, the message `in its after_stage hook: ...`).
     fn after_stage(&self) {}
 }
 

@@ -14,7 +14,7 @@ use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
 use super::run::{panic_message, RunShared};
-use super::step::{Output, Step, WorkerInfo};
+use super::step::{idle_wait, Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
 use crate::stats::{AllocScope, StageCell, TargetGuard};
 use crate::sync::AtomicUsize;
@@ -45,10 +45,12 @@ pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, BoxError>) -> Result<R, F
 }
 
 /// Runs the stage's "after" hook when the last worker ends (also if a
-/// worker unwinds). The latch counts down with `AcqRel`, as `Arc`'s drop
-/// does: each worker's release publishes everything it did (its
-/// `on_shutdown` included), and the last one acquires all of it before the
-/// hook runs (`loom_tests::state::the_stage_end_hook_runs_once_after_every_worker`
+/// worker unwinds); the hook comes under its panic guard (see
+/// `run::stage_hook`), so a panic in it fails the run. The latch counts
+/// down with `AcqRel`, as `Arc`'s drop does: each worker's release
+/// publishes everything it did (its `on_shutdown` included), and the last
+/// one acquires all of it before the hook runs
+/// (`loom_tests::state::the_stage_end_hook_runs_once_after_every_worker`
 /// models it with plain, unsynchronised per-worker state).
 pub(crate) struct StageEnd<'a> {
     pub(crate) remaining: Arc<AtomicUsize>,
@@ -58,7 +60,7 @@ pub(crate) struct StageEnd<'a> {
 impl Drop for StageEnd<'_> {
     fn drop(&mut self) {
         if self.remaining.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
-            let _ = catch_unwind(AssertUnwindSafe(|| (self.after)()));
+            (self.after)();
         }
     }
 }
@@ -285,7 +287,7 @@ pub(crate) fn item_worker<'a, S: Step>(
     // The last batch's buffer, emptied: the next pull fills it.
     let mut spare = Vec::new();
     let mut ok = match guarded(|| {
-        idle = step.idle_timeout();
+        idle = idle_wait(step.idle_timeout());
         step.on_start(&cx.info)
     }) {
         Ok(()) => true,
