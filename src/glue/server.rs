@@ -94,6 +94,7 @@ where
     config
         .validate()
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    listener::deepen_backlog(&listener);
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let running = Arc::new(Mutex::new(Some(running)));

@@ -67,6 +67,27 @@ impl Open {
     }
 }
 
+/// Connections the kernel completes and queues for a listener before it
+/// accepts them. The system's usual 128 lets a flood of idle connections
+/// fill the queue between two accepts, and a client whose handshake finds
+/// it full waits a second or more to try again.
+const BACKLOG: i32 = 1024;
+
+/// Deepens `listener`'s queue of completed connections to [`BACKLOG`]
+/// (Unix; a listening socket takes a new backlog by being listened on
+/// again). A failure leaves the queue as it was.
+pub(crate) fn deepen_backlog(listener: &std::net::TcpListener) {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `listen` on a file descriptor the listener owns and keeps
+        // open for the whole call; it changes no memory of ours.
+        let _ = unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) };
+    }
+    #[cfg(not(unix))]
+    let _ = listener;
+}
+
 /// Accepts connections on `listener` and serves `site` on them until
 /// shutdown reaches [`STOPPING`], then closes them: idle ones and half-sent
 /// heads at once, busy ones once their answer is sent, every one left at
@@ -81,8 +102,8 @@ pub(crate) async fn serve(
 ) {
     let limits = Arc::new(limits);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    // Connections waiting for room or being refused (each for at most
-    // 2 s): past as many again, a connection is closed without an answer.
+    // Connections being refused (each for at most 2 s): past as many
+    // again, a connection is closed without an answer.
     let waiting = Arc::new(Semaphore::new(limits.max_connections));
     let open = Arc::new(Open::default());
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -109,24 +130,25 @@ pub(crate) async fn serve(
                     connections.spawn(serving.run(stream, permit));
                     continue;
                 }
-                let Ok(wait) = waiting.clone().try_acquire_owned() else { continue };
                 if let Some(handoff) = open.make_room() {
-                    let refused = refused.clone();
-                    connections.spawn(async move {
-                        let room = tokio::time::timeout(connection::LAST_WORDS, handoff).await;
-                        drop(wait);
-                        match room {
-                            Ok(Ok(permit)) => serving.run(stream, permit).await,
-                            _ => refuse(stream, &serving.limits, &refused).await,
-                        }
-                    });
-                } else {
-                    let (limits, refused) = (limits.clone(), refused.clone());
-                    connections.spawn(async move {
-                        refuse(stream, &limits, &refused).await;
-                        drop(wait);
-                    });
+                    // Waited for here, not in a task of its own: accepting
+                    // more before the room is made would hold a file per
+                    // newcomer, and a flood of them would run the process
+                    // out of files. The kernel queues the next ones.
+                    if let Ok(Ok(permit)) = tokio::time::timeout(connection::LAST_WORDS, handoff).await {
+                        connections.spawn(serving.run(stream, permit));
+                        continue;
+                    }
                 }
+                // Every connection is handling a request (or none made
+                // room in time): a 503, unless as many are being refused
+                // already (then closed without an answer).
+                let Ok(wait) = waiting.clone().try_acquire_owned() else { continue };
+                let (limits, refused) = (limits.clone(), refused.clone());
+                connections.spawn(async move {
+                    refuse(stream, &limits, &refused).await;
+                    drop(wait);
+                });
             }
         }
     }
