@@ -16,7 +16,7 @@ type StepFn<'a, T> = Arc<dyn Fn(BoxIter<'a, T>) -> BoxIter<'a, T> + Send + Sync 
 ///
 /// The step is a plain `Fn + Send + Sync`, shared (cloning is cheap), so one
 /// boxed step plugs into either kind of pipeline: an iterator pipeline
-/// ([`combine`], [`Pipeline::steps`](super::Pipeline::steps)) or, as a
+/// ([`combine`](crate::iter::combine), [`Pipeline::steps`](crate::iter::Pipeline::steps)) or, as a
 /// threaded [`Stage`](crate::threaded::Stage) of its name
 /// (`Stage::from(step)`), a threaded pipeline.
 ///
@@ -190,14 +190,4 @@ impl<'a, T, S: Into<StepList<'a, T>>> From<Vec<S>> for StepList<'a, T> {
     fn from(list: Vec<S>) -> Self {
         StepList::List(list.into_iter().map(Into::into).collect())
     }
-}
-
-/// Combines a source and a run-time list of steps into a pipeline: the
-/// reference's `combine_pipeline`.
-pub fn combine<'a, S>(source: S, steps: impl Into<StepList<'a, S::Item>>) -> super::Pipeline<BoxIter<'a, S::Item>>
-where
-    S: IntoIterator,
-    S::IntoIter: 'a,
-{
-    super::Pipeline::new(source).steps(steps)
 }

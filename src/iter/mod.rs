@@ -19,9 +19,9 @@ mod probe;
 mod recipe;
 pub(crate) mod steps;
 
-pub use boxed::{boxed, combine, BoxIter, BoxedStep, StepList};
+pub use boxed::{boxed, BoxIter, BoxedStep, StepList};
 pub use debug::{DebugPipeline, Debugged};
-pub use pipeline::Pipeline;
+pub use pipeline::{combine, Pipeline};
 pub use probe::{One, Probe, Weigh};
 pub use recipe::Recipe;
 pub use steps::{chunk, consume, consume_n, flatten, identity, Chunks, MAX_CHUNK};

@@ -134,3 +134,13 @@ impl<I: Iterator> IntoIterator for Pipeline<I> {
         self.iter
     }
 }
+
+/// Combines a source and a run-time list of steps into a pipeline: the
+/// reference's `combine_pipeline`.
+pub fn combine<'a, S>(source: S, steps: impl Into<StepList<'a, S::Item>>) -> Pipeline<BoxIter<'a, S::Item>>
+where
+    S: IntoIterator,
+    S::IntoIter: 'a,
+{
+    Pipeline::new(source).steps(steps)
+}

@@ -20,14 +20,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
-use super::StageCell;
+use super::alloc_counts::AllocCounts;
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     /// The stage running on this thread (null outside a pipeline). Const
     /// initialised and without a destructor, so the allocator may read it.
-    static CURRENT: Cell<*const StageCell> = const { Cell::new(std::ptr::null()) };
+    static CURRENT: Cell<*const AllocCounts> = const { Cell::new(std::ptr::null()) };
 }
 
 /// Records that a [`CountingAlloc`] allocates: a load first, and a store
@@ -48,7 +48,7 @@ pub(crate) fn installed() -> bool {
 /// Makes `cell` the stage charged for this thread's allocations; returns the
 /// previous one, to restore.
 #[inline(always)]
-pub(crate) fn set_current(cell: *const StageCell) -> *const StageCell {
+pub(crate) fn set_current(cell: *const AllocCounts) -> *const AllocCounts {
     CURRENT.with(|c| c.replace(cell))
 }
 
@@ -63,9 +63,9 @@ fn account(delta: i64) {
             // before that pipeline's stage returns control (see `set_current`
             // callers), so the pointer is live here.
             let cell = unsafe { &*cell };
-            let now = cell.alloc_net.fetch_add(delta, Relaxed) + delta;
+            let now = cell.net.fetch_add(delta, Relaxed) + delta;
             if delta > 0 {
-                cell.alloc_peak.fetch_max(now, Relaxed);
+                cell.peak.fetch_max(now, Relaxed);
             }
         }
     });

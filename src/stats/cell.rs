@@ -8,6 +8,7 @@ use std::sync::{Mutex, OnceLock};
 
 use std::time::Duration;
 
+use super::alloc_counts::AllocCounts;
 use super::edge::{EdgeProbe, Edges};
 use super::latency::LatencyCells;
 use super::{ticks_to_duration, CounterTarget, StageSnapshot, WorkerSnapshot};
@@ -38,11 +39,9 @@ pub(crate) struct StageCell {
     pub(crate) user_cpu_ns: AtomicU64,
     pub(crate) sys_cpu_ns: AtomicU64,
     pub(crate) mem_growth: AtomicI64,
-    /// Bytes allocated minus bytes freed while this stage ran (feature
-    /// `alloc`, with `CountingAlloc` installed).
-    pub(crate) alloc_net: AtomicI64,
-    /// Highest `alloc_net` seen.
-    pub(crate) alloc_peak: AtomicI64,
+    /// Bytes allocated minus bytes freed while this stage ran, and their
+    /// peak (feature `alloc`, with `CountingAlloc` installed).
+    pub(crate) alloc: AllocCounts,
     pub(crate) counters: Mutex<Vec<(&'static str, u64)>>,
     /// Per worker: raw clock reading when its current batch entered the
     /// stage, 0 while it waits. Read by the watchdog.
@@ -82,7 +81,7 @@ fn alloc_counted() -> bool {
 /// `alloc`); restores the previous stage when dropped.
 pub(crate) struct AllocScope {
     #[cfg(feature = "alloc")]
-    previous: *const StageCell,
+    previous: *const AllocCounts,
 }
 
 impl AllocScope {
@@ -92,7 +91,7 @@ impl AllocScope {
     pub(crate) unsafe fn enter(_cell: &StageCell) -> Self {
         AllocScope {
             #[cfg(feature = "alloc")]
-            previous: super::alloc::set_current(_cell),
+            previous: super::alloc::set_current(&_cell.alloc),
         }
     }
 }
@@ -183,12 +182,12 @@ impl StageCell {
             in_flight_limit: self.in_flight_limit.load(Relaxed),
             latency: self.latency.get().map(LatencyCells::read).unwrap_or_default(),
             mem_growth: if alloc_counted() {
-                self.alloc_net.load(Relaxed)
+                self.alloc.net.load(Relaxed)
             } else {
                 self.mem_growth.load(Relaxed)
             },
             mem_peak: if alloc_counted() {
-                self.alloc_peak.load(Relaxed)
+                self.alloc.peak.load(Relaxed)
             } else {
                 self.mem_growth.load(Relaxed).max(0)
             },

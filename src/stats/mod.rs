@@ -12,6 +12,7 @@
 
 #[cfg(feature = "alloc")]
 pub(crate) mod alloc;
+mod alloc_counts;
 mod cell;
 mod clock;
 pub(crate) mod edge;

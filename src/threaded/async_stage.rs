@@ -69,13 +69,13 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::mpsc;
 
 use super::channel::{recv_or_stop, try_recv, EdgeRx, Msg, Recv};
+use super::meta::Meta;
 use super::outbox::{weight, Outbox, Weigher};
 use super::pacing::Cost;
 use super::policy::{OnError, SkipHook, Skipped};
 use super::pull::SharedSource;
 use super::run::{panic_message, Job, RunShared};
 use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
-use super::step::Meta;
 use super::worker::Failure;
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration, AllocScope, StageCell, TargetGuard};

@@ -26,8 +26,9 @@
 use std::sync::Arc;
 
 use super::channel::Msg;
+use super::meta::Meta;
 use super::outbox::{Outbox, WorkerClock};
-use super::step::{Meta, Output, Step};
+use super::step::{Output, Step};
 use super::worker::{guarded, WorkerCtx};
 use crate::stats::{clock, thread_cpu_time, AllocScope, TargetGuard};
 use crate::sync::Mutex;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use crate::sync::chan::{bounded, unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
 pub(crate) use super::cancel::Cancel;
-use super::step::Meta;
+use super::meta::Meta;
 use crate::stats::clock;
 use crate::sync::AtomicUsize;
 

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::step::{Meta, Output, Step, WorkerInfo};
+use super::meta::Meta;
+use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, ConfigError};
 use crate::iter::steps::{check_chunk_size, CHUNK_RESERVE};
 

@@ -11,9 +11,9 @@ use crate::sync::chan::{bounded, Receiver, Sender};
 use crate::sync::deadline::deadline;
 
 use super::channel::{send, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom};
+use super::meta::Meta;
 use super::pacing::{Cost, Pacing};
 use super::pull::SharedSource;
-use super::step::Meta;
 use crate::stats::StageCell;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, RwLock};
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::channel::{send, ByteBound, EdgeTx, Msg};
+use super::meta::Meta;
 use super::pacing::Pacing;
 use super::run::RunShared;
-use super::step::Meta;
 use crate::stats::{clock, duration_to_ticks, thread_cpu_time, StageCell};
 
 /// How much an item counts for on an edge (a batch can count as its length).
