@@ -19,6 +19,7 @@ pub(crate) mod edge;
 pub(crate) mod heard;
 mod latency;
 pub(crate) mod recorder;
+mod scope;
 mod snapshot;
 
 #[cfg(feature = "alloc")]
@@ -28,6 +29,7 @@ pub(crate) use clock::{clock, duration_to_ticks, ticks_to_duration};
 pub use clock::{peak_resident_bytes, resident_bytes, thread_cpu_time, CPU_SAMPLE_EVERY};
 pub use edge::{EdgeGroup, EdgeSnapshot};
 pub use latency::Latency;
+pub(crate) use scope::StageScope;
 pub(crate) use snapshot::CPU_BOUND;
 pub use snapshot::{Limit, OpenInputs, Outcome, Snapshot, StageSnapshot, Stall, Verdict, WorkerSnapshot};
 

@@ -78,7 +78,7 @@ use super::run::{panic_message, Job, RunShared};
 use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
 use super::worker::Failure;
 use crate::error::{BoxError, ConfigError, RunError};
-use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration, AllocScope, StageCell, TargetGuard};
+use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration, StageCell, StageScope};
 use crate::sync::chan::{bounded, Receiver, Sender};
 
 /// Futures an async stage keeps in flight unless set with
@@ -577,13 +577,9 @@ where
     /// The stage thread.
     fn run(self, outbox: Outbox<Out>, want: Sender<()>, feed: mpsc::UnboundedReceiver<Feed<In>>) {
         let cell = self.cell.clone();
-        // SAFETY: `cell` outlives both guards: all three live until this
-        // function returns or unwinds, and the guards are declared after
-        // it. The futures are polled on this thread, so their counters and
+        // The futures are polled on this thread, so their counters and
         // allocations are this stage's.
-        let _counters = unsafe { TargetGuard::install(&*cell) };
-        // SAFETY: as above.
-        let _mem = unsafe { AllocScope::enter(&cell) };
+        let _scope = StageScope::enter(cell.clone());
         let (mut outbox, want, mut feed) = (outbox, want, feed);
         // Unconstrained: this one task is the scheduler of all the stage's
         // futures, and it gives the thread back whenever none is ready. With

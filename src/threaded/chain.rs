@@ -30,7 +30,7 @@ use super::meta::Meta;
 use super::outbox::{Outbox, WorkerClock};
 use super::step::{Output, Step};
 use super::worker::{guarded, WorkerCtx};
-use crate::stats::{clock, thread_cpu_time, AllocScope, TargetGuard};
+use crate::stats::{clock, thread_cpu_time, StageScope};
 use crate::sync::Mutex;
 
 /// A chained stage's worker, as the worker that feeds it sees it.
@@ -177,10 +177,7 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
 
     fn batch(&mut self, batch: &mut Vec<S::In>) -> bool {
         let cell = self.cx.cell.clone();
-        // SAFETY: `cell` outlives both guards (declared before them).
-        let _counters = unsafe { TargetGuard::install(&*cell) };
-        // SAFETY: as above.
-        let _mem = unsafe { AllocScope::enter(&cell) };
+        let _scope = StageScope::enter(cell.clone());
         self.cx.take(batch);
         if self.stopped || self.cx.shared.cancel.is_cancelled() {
             self.cx.discard(batch);
@@ -233,10 +230,7 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
     fn finish(self: Box<Self>) {
         let mut this = *self;
         let cell = this.cx.cell.clone();
-        // SAFETY: `cell` outlives both guards (declared before them).
-        let _counters = unsafe { TargetGuard::install(&*cell) };
-        // SAFETY: as above.
-        let _mem = unsafe { AllocScope::enter(&cell) };
+        let _scope = StageScope::enter(cell.clone());
         this.clock.resume();
         if !this.stopped && !this.cx.shared.cancel.is_cancelled() && !this.outbox.is_gone() {
             // The feeding worker ended without a stop: this worker's input

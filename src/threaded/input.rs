@@ -14,7 +14,7 @@ use super::channel::{send, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom}
 use super::meta::Meta;
 use super::pacing::{Cost, Pacing};
 use super::pull::SharedSource;
-use crate::stats::StageCell;
+use crate::stats::{StageCell, StageScope};
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, RwLock};
 
 /// The pipeline no longer takes input: it was stopped, or it failed. The
@@ -452,11 +452,9 @@ pub(crate) fn source_job<T>(
 ) {
     let pacing = input.pacing();
     let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
-    // SAFETY: `cell` outlives the scope (declared before it).
-    let _mem = unsafe { crate::stats::AllocScope::enter(&cell) };
-    // The lazy source's own counters and edges (a stream source's) go to
-    // the source's row. SAFETY: as above.
-    let _counters = unsafe { crate::stats::TargetGuard::install(&*cell) };
+    // The lazy source's own counters and edges (a stream source's) and
+    // its allocations go to the source's row.
+    let _scope = StageScope::enter(cell.clone());
     // Dropped inside the scope, charged to the source.
     let (source, tx, input) = (source, tx, input);
     let mut blocked = 0u64;

@@ -16,7 +16,7 @@ use super::outbox::{Outbox, WorkerClock};
 use super::pacing::Pacing;
 use super::worker::{drain_discarding, guarded, Failure, StageEnd, WorkerCtx};
 use crate::error::BoxError;
-use crate::stats::{AllocScope, TargetGuard};
+use crate::stats::StageScope;
 
 /// The input of an iterator step in a threaded stage: the items that reach
 /// this worker, in the order it takes them. It sends what the worker has
@@ -189,10 +189,7 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     J: IntoIterator<Item = Result<Out, BoxError>>,
 {
     let cell = cx.cell.clone();
-    // SAFETY: `cell` outlives the guard (declared after it, dropped before).
-    let _counters = unsafe { TargetGuard::install(&*cell) };
-    // SAFETY: as above.
-    let _mem = unsafe { AllocScope::enter(&cell) };
+    let _scope = StageScope::enter(cell.clone());
     let skip = cx.policy.skips_at_last();
     let shared = cx.shared.clone();
     let mut outbox = outbox;

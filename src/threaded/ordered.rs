@@ -18,7 +18,7 @@ use super::channel::{recv, Cancel, EdgeRx, Msg, Recv};
 use super::outbox::{Outbox, WorkerClock};
 use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
-use crate::stats::{AllocScope, TargetGuard};
+use crate::stats::StageScope;
 use crate::sync::{Mutex, MutexGuard};
 
 /// Shared by the workers of one ordered stage.
@@ -226,10 +226,7 @@ where
     F: Fn(In) -> Result<Out, BoxError>,
 {
     let cell = cx.cell.clone();
-    // SAFETY: `cell` outlives the guard (declared after it, dropped before).
-    let _counters = unsafe { TargetGuard::install(&*cell) };
-    // SAFETY: as above.
-    let _mem = unsafe { AllocScope::enter(&cell) };
+    let _scope = StageScope::enter(cell.clone());
     // Dropped inside the scope (see `item_worker`).
     let (f, reorder, cx) = (f, reorder, cx);
     let mut clock = WorkerClock::start(cell.clone(), cx.info.index);

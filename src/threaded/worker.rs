@@ -16,7 +16,7 @@ use super::pull::SharedSource;
 use super::run::{panic_message, RunShared};
 use super::step::{idle_wait, Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
-use crate::stats::{AllocScope, StageCell, TargetGuard};
+use crate::stats::{StageCell, StageScope};
 use crate::sync::AtomicUsize;
 
 /// Why a call into user code did not succeed.
@@ -272,11 +272,7 @@ pub(crate) fn item_worker<'a, S: Step>(
     links: Option<Arc<Links<'a, S::Out>>>,
 ) {
     let cell = cx.cell.clone();
-    // SAFETY: `cell` outlives the guard: both live until this function
-    // returns or unwinds, and the guard is declared after it.
-    let _counters = unsafe { TargetGuard::install(&*cell) };
-    // SAFETY: as above.
-    let _mem = unsafe { AllocScope::enter(&cell) };
+    let _scope = StageScope::enter(cell.clone());
     // Moved into locals declared after the scope, so they are dropped (and
     // their memory freed) inside it, charged to this stage.
     let (mut step, cx, mut outbox) = (step, cx, outbox);
