@@ -407,7 +407,8 @@ fn the_callers_runtime_can_run_the_futures() {
 #[test]
 fn bad_settings_are_refused_naming_the_field() {
     let _serial = serial();
-    let refuse = |stage: Stage<'static, u32, u32>| Pipeline::<u32, u32>::new().then(stage).unwrap_err();
+    let refuse =
+        |stage: paipa::threaded::AsyncStage<'static, u32, u32>| Pipeline::<u32, u32>::new().then(stage).unwrap_err();
     let e = refuse(Stage::map_async("a", |x: u32| async move { x }).in_flight(0));
     assert_eq!(e.to_string(), "invalid in_flight: 0 (stage \"a\" needs at least 1)");
     let e = refuse(Stage::map_async("a", |x: u32| async move { x }).in_flight(paipa::threaded::MAX_IN_FLIGHT + 1));

@@ -154,6 +154,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
             x
         })
         .in_flight(4)
+        .into()
     } else {
         Stage::map("first", |x: u32| x).workers(case.workers)
     };

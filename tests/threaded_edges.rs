@@ -119,7 +119,10 @@ fn until(f: impl Fn() -> bool) {
 /// An async stage that starts each item's future, counts it, and sleeps an
 /// hour before answering.
 #[cfg(feature = "async")]
-fn napping(name: &str, started: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Stage<'static, u32, u32> {
+fn napping(
+    name: &str,
+    started: &std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> paipa::threaded::AsyncStage<'static, u32, u32> {
     let started = started.clone();
     Stage::map_async(name, move |x: u32| {
         let started = started.clone();

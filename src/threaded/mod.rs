@@ -34,60 +34,59 @@
 //! (`Duration::MAX`) given to a call that waits means "for ever": that
 //! call then waits as its untimed form does.
 
-#[cfg(all(feature = "async", not(loom)))]
-mod async_stage;
-#[cfg(all(feature = "async", not(loom)))]
-mod bridge;
-mod builder;
 mod cancel;
-mod chain;
-mod channel;
-mod chunk;
+mod edge;
 pub(crate) mod fate;
-mod fold;
-mod handle;
 mod input;
-mod iter_worker;
+mod kinds;
+mod limits;
 mod meta;
-mod ordered;
-mod outbox;
 mod pacing;
+mod pipeline;
+mod plan;
 mod policy;
-mod pull;
 mod run;
+mod running;
+mod source;
 mod stage;
 mod step;
+mod timed_chunk;
+#[cfg(all(feature = "async", not(loom)))]
+mod tokio;
 pub(crate) mod waiting;
 mod worker;
 
+pub use limits::{DEFAULT_CAPACITY, MAX_BACKOFF, MAX_CAPACITY, MAX_RETRIES, MAX_WORKERS};
+pub use pipeline::Pipeline;
 #[cfg(feature = "http")]
-pub(crate) use builder::StageDefaults;
-pub use builder::{Pipeline, DEFAULT_CAPACITY, MAX_CAPACITY};
+pub(crate) use plan::StageDefaults;
 
 /// What the loom model checks (src/loom_tests/) need from inside.
 #[cfg(all(test, loom))]
 pub(crate) mod loom_support {
-    pub(crate) use super::channel::{edge as edge_for_test, recv, send, Cancel, EdgeRx, EdgeTx, Layout, Msg, Recv};
-    pub(crate) use super::input::{Input, InputShared};
-    pub(crate) use super::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
-    pub(crate) use super::outbox::Outbox;
-    pub(crate) use super::pacing::{Cost, Pacing};
-    pub(crate) use super::policy::{AfterRetries, OnError};
-    pub(crate) use super::run::RunShared;
-    pub(crate) use super::step::WorkerInfo;
-    pub(crate) use super::worker::{Failure, StageEnd, WorkerCtx};
+    pub(crate) use crate::threaded::edge::{
+        edge as edge_for_test, recv, send, Cancel, EdgeRx, EdgeTx, Layout, Msg, Recv,
+    };
+    pub(crate) use crate::threaded::input::{Input, InputShared};
+    pub(crate) use crate::threaded::kinds::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
+    pub(crate) use crate::threaded::pacing::{Cost, Pacing};
+    pub(crate) use crate::threaded::policy::Failure;
+    pub(crate) use crate::threaded::policy::{AfterRetries, OnError};
+    pub(crate) use crate::threaded::run::RunShared;
+    pub(crate) use crate::threaded::step::WorkerInfo;
+    pub(crate) use crate::threaded::worker::{Outbox, StageEnd, WorkerCtx};
 }
 #[cfg(all(feature = "async", not(loom)))]
-pub use async_stage::{TimedOut, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT};
-#[cfg(all(feature = "async", not(loom)))]
-pub use bridge::{OutputStream, STREAM_BUFFER};
-pub use chunk::TimedChunk;
-#[cfg(all(feature = "signals", not(loom)))]
-pub use handle::SIGNAL_GRACE;
-pub use handle::{Outputs, Running, Summary, DROP_GRACE};
+pub use self::tokio::{
+    AsyncOptions, AsyncStage, OutputStream, TimedOut, DEFAULT_IN_FLIGHT, MAX_IN_FLIGHT, STREAM_BUFFER,
+};
 pub use input::{Closed, Input, PutError};
-pub use iter_worker::InputIter;
+pub use kinds::iter::InputIter;
 pub use meta::{Meta, MetaTypeError};
 pub use policy::{AfterRetries, OnError, Skipped};
-pub use stage::{Stage, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
+#[cfg(all(feature = "signals", not(loom)))]
+pub use running::SIGNAL_GRACE;
+pub use running::{Outputs, Running, Summary, DROP_GRACE};
+pub use stage::Stage;
 pub use step::{Output, Step, StepFactory, WorkerInfo, MIN_IDLE_TIMEOUT};
+pub use timed_chunk::TimedChunk;

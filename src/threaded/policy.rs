@@ -1,7 +1,11 @@
 //! What a stage does when its step fails.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
+
+use crate::error::BoxError;
+use crate::threaded::run::panic_message;
 
 /// An item a skip policy dropped, as handed to [`Stage::on_skip`](super::Stage::on_skip).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,5 +80,30 @@ impl OnError {
                     ..
                 }
         )
+    }
+}
+
+/// Why a call into user code did not succeed.
+pub(crate) enum Failure {
+    Error(BoxError),
+    Panic(String),
+}
+
+impl Failure {
+    /// The error's text (for a panic, `panicked: ` and its message).
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Failure::Error(e) => e.to_string(),
+            Failure::Panic(m) => format!("panicked: {m}"),
+        }
+    }
+}
+
+/// Calls user code, turning a panic into a `Failure`.
+pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, BoxError>) -> Result<R, Failure> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(Failure::Error(e)),
+        Err(p) => Err(Failure::Panic(panic_message(&*p))),
     }
 }

@@ -4,9 +4,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::channel::Cancel;
 use crate::error::RunError;
 use crate::sync::Mutex;
+use crate::threaded::edge::Cancel;
 
 /// Run-wide shared state.
 #[derive(Debug)]
@@ -129,4 +129,23 @@ pub(crate) fn execute<'scope, 'env: 'scope, R>(
         }
     }
     result
+}
+
+/// A worker thread. Whatever it runs outside the guards around user calls
+/// (`StepFactory::create`, say) cannot kill it silently: a panic fails the
+/// run, naming the stage and worker, which cancels every other thread.
+pub(crate) fn job<'a>(name: &str, index: usize, shared: Arc<RunShared>, run: impl FnOnce() + Send + 'a) -> Job<'a> {
+    let stage = name.to_string();
+    Job {
+        name: format!("paipa:{name}:{index}"),
+        run: Box::new(move || {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(run)) {
+                shared.fail(crate::error::RunError::Panic {
+                    stage,
+                    worker: index,
+                    message: panic_message(&*p),
+                });
+            }
+        }),
+    }
 }

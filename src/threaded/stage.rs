@@ -7,49 +7,71 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::chain::{Chained, Link, Links};
-use super::channel::{ByteWeigher, EdgeRx, EdgeTx};
-use super::iter_worker::{iter_worker, InputIter};
-use super::ordered::{ordered_worker, Reorder};
-use super::outbox::{Outbox, Weigher};
-use super::pacing::{Cost, Pacing};
-use super::policy::{AfterRetries, OnError, SkipHook, Skipped};
-use super::pull::SharedSource;
-use super::run::{panic_message, stage_hook, Job, RunShared};
-use super::step::{Output, Step, StepFactory, WorkerInfo};
-use super::worker::{item_worker, StageEnd, WorkerCtx};
-use crate::error::{BoxError, ConfigError};
-use crate::iter::BoxedStep;
+use crate::error::ConfigError;
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
+use crate::threaded::edge::{ByteWeigher, EdgeRx, EdgeTx};
+use crate::threaded::limits::{check_count, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
+use crate::threaded::pacing::{Cost, Pacing};
+use crate::threaded::policy::{AfterRetries, OnError, SkipHook, Skipped};
+use crate::threaded::run::{panic_message, Job, RunShared};
+use crate::threaded::source::SharedSource;
+use crate::threaded::step::WorkerInfo;
+use crate::threaded::worker::{Link, Links};
+use crate::threaded::worker::{Outbox, Weigher};
+use crate::threaded::worker::{StageEnd, WorkerCtx};
 
-/// The most worker threads a stage may have. Each worker is an OS thread
-/// with its own stack; past this many, a stage would fail to start its
-/// threads (or exhaust the machine) rather than go faster.
-pub const MAX_WORKERS: usize = 1024;
-
-/// The most retries a stage may make of one item.
-pub const MAX_RETRIES: u32 = 100;
-
-/// The longest wait a stage may make before its first retry of an item
-/// (one hour; later waits double from it, up to 2^16 times as long).
-pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-
-/// The step kinds, for validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Map,
-    /// A per-worker fold (see `fold.rs`): chained as a map is.
-    Fold,
-    Iter,
-    Step,
-    /// A step that returns a future (feature `async`, see `async_stage.rs`).
-    #[cfg(all(feature = "async", not(loom)))]
-    Async,
+/// What a stage kind declares about itself. The planner and the checks
+/// read these flags; no kind is named outside its own file in `kinds/`
+/// (or `tokio/`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Kind {
+    /// How errors name the kind's stages: "iterator stages".
+    pub(crate) name: &'static str,
+    /// Its workers cannot pull the lazy source themselves (they must see
+    /// a quiet input to run an idle hook): a source thread feeds its
+    /// input edge.
+    pub(crate) needs_source_thread: bool,
+    /// What ordered mode means for it.
+    pub(crate) orderable: Orderable,
+    /// It can try an item again (its retry policy is accepted).
+    pub(crate) retryable: bool,
+    /// It runs on one thread whatever its worker count (an async stage:
+    /// one row of worker times, no stage chained onto it).
+    pub(crate) one_thread: bool,
+    /// The name of its worker count setting, and its bound.
+    pub(crate) count: (&'static str, usize),
 }
 
-type Launcher<'a, In, Out> =
-    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> StagePlan<'a> + Send + 'a>;
+/// What [`Stage::ordered`] means for a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Orderable {
+    /// Output in input order with any number of workers.
+    Always,
+    /// Only with one worker (which keeps its input's order).
+    OneWorker,
+    /// Never, for the reason given.
+    Never(&'static str),
+}
+
+impl Kind {
+    /// A kind run by worker threads, with these capabilities.
+    pub(crate) const fn threads(name: &'static str, orderable: Orderable, retryable: bool) -> Self {
+        Kind {
+            name,
+            needs_source_thread: false,
+            orderable,
+            retryable,
+            one_thread: false,
+            count: ("workers", MAX_WORKERS),
+        }
+    }
+}
+
+/// Lays out a stage's threads, given its settings and its kind's own
+/// options (`X`: `()` for most kinds).
+type Launcher<'a, In, Out, X> =
+    Box<dyn FnOnce(&StageSettings<In, Out>, X, LaunchParts<'a, In, Out>) -> StagePlan<'a> + Send + 'a>;
 
 /// What a launcher produces: worker threads, and a hook to run before them.
 pub(crate) struct StagePlan<'a> {
@@ -108,12 +130,12 @@ pub(crate) struct StageSettings<In, Out> {
     pub(crate) weigh_run: Option<Arc<OnceLock<Arc<RunShared>>>>,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) kind: Kind,
-    /// May run chained to the stage before it (see `chain.rs`).
+    /// May run chained to the stage before it (see `worker/chain.rs`).
     pub(crate) chain: bool,
     pub(crate) on_skip: Option<SkipHook>,
-    /// An async stage's own settings (feature `async`).
-    #[cfg(all(feature = "async", not(loom)))]
-    pub(crate) asynk: super::async_stage::AsyncSettings,
+    /// Why the kind's own options were refused, for a stage whose options
+    /// were checked when its type was erased ([`Stage::into_plain`]).
+    pub(crate) refused: Option<ConfigError>,
 }
 
 /// A stage of a threaded pipeline, ready to be added with
@@ -134,10 +156,17 @@ pub(crate) struct StageSettings<In, Out> {
 /// assert_eq!(summary.snapshot.stage("check").unwrap().skipped, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// `X` holds the options only one kind of stage has: none (`()`) for the
+/// kinds on worker threads, [`AsyncOptions`](super::AsyncOptions) for an
+/// async stage (feature `async`), whose setters exist only there.
 #[must_use = "a stage does nothing until added to a pipeline"]
-pub struct Stage<'a, In, Out> {
+pub struct Stage<'a, In, Out, X = ()> {
     pub(crate) settings: StageSettings<In, Out>,
-    pub(crate) launch: Launcher<'a, In, Out>,
+    pub(crate) options: X,
+    /// Checks the kind's own options when the stage is added.
+    pub(crate) check: fn(&X, &str) -> Result<(), ConfigError>,
+    pub(crate) launch: Launcher<'a, In, Out, X>,
     /// Launches the stage chained to the one before it, on its threads
     /// (function stages only; see `chain.rs`).
     pub(crate) chain: Option<ChainLauncher<'a, In, Out>>,
@@ -147,21 +176,7 @@ pub struct Stage<'a, In, Out> {
 pub(crate) type ChainLauncher<'a, In, Out> =
     Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> Vec<Link<'a, In>> + Send + 'a>;
 
-impl<In, Out> StageSettings<In, Out> {
-    /// True for an async stage (feature `async`).
-    pub(crate) fn is_async(&self) -> bool {
-        #[cfg(all(feature = "async", not(loom)))]
-        {
-            self.kind == Kind::Async
-        }
-        #[cfg(not(all(feature = "async", not(loom))))]
-        {
-            false
-        }
-    }
-}
-
-impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
+impl<In, Out, X> fmt::Debug for Stage<'_, In, Out, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.settings;
         f.debug_struct("Stage")
@@ -174,7 +189,7 @@ impl<In, Out> fmt::Debug for Stage<'_, In, Out> {
 }
 
 /// The per-worker contexts and outboxes of a stage.
-fn workers<'a, In, Out>(
+pub(crate) fn contexts<'a, In, Out>(
     s: &StageSettings<In, Out>,
     p: LaunchParts<'a, In, Out>,
     after: Arc<dyn Fn() + Send + Sync + 'a>,
@@ -207,91 +222,48 @@ fn workers<'a, In, Out>(
         .collect()
 }
 
-/// The plan of a stage whose workers each run a step made by `make`, on
-/// threads of their own.
-pub(crate) fn item_plan<'a, S>(
-    s: &StageSettings<S::In, S::Out>,
-    p: LaunchParts<'a, S::In, S::Out>,
-    make: impl Fn() -> S,
-) -> StagePlan<'a>
-where
-    S: Step + 'a,
-    S::In: 'a,
-    S::Out: 'a,
-{
-    let links = p.links.clone();
-    let jobs = workers(s, p, Arc::new(|| {}))
-        .into_iter()
-        .enumerate()
-        .map(|(i, (cx, outbox))| {
-            let (step, shared, links) = (make(), cx.shared.clone(), links.clone());
-            job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
-        })
-        .collect();
-    StagePlan { before: None, jobs }
-}
-
-/// The workers of such a stage chained to the stage before (see
-/// `chain.rs`).
-pub(crate) fn chained_links<'a, S>(
-    s: &StageSettings<S::In, S::Out>,
-    p: LaunchParts<'a, S::In, S::Out>,
-    make: impl Fn() -> S,
-) -> Vec<Link<'a, S::In>>
-where
-    S: Step + 'a,
-    S::In: 'a,
-    S::Out: 'a,
-{
-    let links = p.links.clone();
-    workers(s, p, Arc::new(|| {}))
-        .into_iter()
-        .map(|(cx, outbox)| Box::new(Chained::new(make(), cx, outbox, links.clone())) as Link<'a, S::In>)
-        .collect()
-}
-
-/// A worker thread. Whatever it runs outside the guards around user calls
-/// (`StepFactory::create`, say) cannot kill it silently: a panic fails the
-/// run, naming the stage and worker, which cancels every other thread.
-pub(crate) fn job<'a>(name: &str, index: usize, shared: Arc<RunShared>, run: impl FnOnce() + Send + 'a) -> Job<'a> {
-    let stage = name.to_string();
-    Job {
-        name: format!("paipa:{name}:{index}"),
-        run: Box::new(move || {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(run)) {
-                shared.fail(crate::error::RunError::Panic {
-                    stage,
-                    worker: index,
-                    message: panic_message(&*p),
-                });
-            }
-        }),
-    }
-}
-
-/// A function step as a [`Step`].
-struct MapStep<F, In, Out> {
-    f: Arc<F>,
-    _types: std::marker::PhantomData<fn(In) -> Out>,
-}
-
-impl<F, In: Send, Out: Send> Step for MapStep<F, In, Out>
-where
-    F: Fn(In) -> Result<Out, BoxError> + Send + Sync,
-{
-    type In = In;
-    type Out = Out;
-
-    #[inline]
-    fn process(&mut self, item: In, out: &mut Output<'_, Out>) -> Result<(), BoxError> {
-        out.emit((self.f)(item)?);
-        Ok(())
-    }
-}
-
 impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
-    pub(crate) fn with(name: impl Into<String>, kind: Kind, launch: Launcher<'a, In, Out>) -> Self {
+    /// A stage of kind `kind` with no options of its own, laid out by
+    /// `launch`.
+    pub(crate) fn with(
+        name: impl Into<String>,
+        kind: Kind,
+        launch: impl FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> StagePlan<'a> + Send + 'a,
+    ) -> Self {
+        Self::with_options(name, kind, (), |_, _| Ok(()), Box::new(move |s, (), p| launch(s, p)))
+    }
+
+    /// Runs the stage on `n` worker threads (1 unless set; 0, or more than
+    /// [`MAX_WORKERS`], is refused when the stage is added).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.settings.workers = n;
+        self
+    }
+
+    /// Runs this stage on threads of its own, never chained to the stage
+    /// before it. By default a function stage with as many workers as the
+    /// stage before (at least 2, and more threads together than the machine
+    /// has cores) runs on that stage's threads, a batch going through both
+    /// by direct call; its own stats are kept either way.
+    pub fn unchained(mut self) -> Self {
+        self.settings.chain = false;
+        self
+    }
+}
+
+impl<'a, In: Send + 'a, Out: Send + 'a, X> Stage<'a, In, Out, X> {
+    /// A stage of kind `kind` with options `options` (checked by `check`
+    /// when it is added), laid out by `launch`.
+    pub(crate) fn with_options(
+        name: impl Into<String>,
+        kind: Kind,
+        options: X,
+        check: fn(&X, &str) -> Result<(), ConfigError>,
+        launch: Launcher<'a, In, Out, X>,
+    ) -> Self {
         Stage {
+            options,
+            check,
             settings: StageSettings {
                 name: name.into(),
                 workers: 1,
@@ -306,172 +278,39 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 kind,
                 chain: true,
                 on_skip: None,
-                #[cfg(all(feature = "async", not(loom)))]
-                asynk: Default::default(),
+                refused: None,
             },
             launch,
             chain: None,
         }
     }
 
-    /// A stage that applies a function to each item.
-    pub fn map<F>(name: impl Into<String>, f: F) -> Self
+    /// The same stage with its kind's options folded into its launcher,
+    /// as a plain `Stage<'a, In, Out>` (for a list of stages of different
+    /// kinds); the options are checked now, and a refusal is reported when
+    /// the stage is added.
+    #[cfg(all(feature = "async", not(loom)))]
+    pub(crate) fn into_plain(self) -> Stage<'a, In, Out>
     where
-        F: Fn(In) -> Out + Send + Sync + 'a,
+        X: Send + 'a,
     {
-        Self::try_map(name, move |x| Ok::<Out, BoxError>(f(x)))
-    }
-
-    /// A stage that applies a fallible function to each item; errors go to
-    /// the stage's policy.
-    pub fn try_map<F, E>(name: impl Into<String>, f: F) -> Self
-    where
-        F: Fn(In) -> Result<Out, E> + Send + Sync + 'a,
-        E: Into<BoxError>,
-    {
-        let f = Arc::new(move |x: In| f(x).map_err(Into::into));
-        let chained = f.clone();
-        let mut stage = Self::with(
-            name,
-            Kind::Map,
-            Box::new(move |s, p| {
-                if s.ordered && s.workers > 1 {
-                    let reorder = Reorder::new(
-                        Outbox::new(
-                            p.tx.clone(),
-                            p.pacing.clone(),
-                            p.cell.clone(),
-                            p.shared.clone(),
-                            s.weigh.clone(),
-                        ),
-                        2 * s.workers,
-                    );
-                    let jobs = workers(s, p, Arc::new(|| {}))
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, (cx, _))| {
-                            let (f, reorder, shared) = (f.clone(), reorder.clone(), cx.shared.clone());
-                            job(&s.name, i, shared, move || ordered_worker(f, reorder, cx))
-                        })
-                        .collect();
-                    return StagePlan { before: None, jobs };
-                }
-                item_plan(s, p, || MapStep {
-                    f: f.clone(),
-                    _types: std::marker::PhantomData,
-                })
-            }),
-        );
-        stage.chain = Some(Box::new(move |s, p| {
-            chained_links(s, p, || MapStep {
-                f: chained.clone(),
-                _types: std::marker::PhantomData,
-            })
-        }));
-        stage
-    }
-
-    /// A stage whose workers each run an iterator step over the stage's
-    /// input: any function from an iterator to an iterator, which may keep
-    /// state (a running count, a batch). Iterator-pipeline steps plug in
-    /// unchanged.
-    pub fn iter<F, J>(name: impl Into<String>, f: F) -> Self
-    where
-        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
-        J: IntoIterator<Item = Out>,
-    {
-        Self::try_iter(name, move |it| f(it).into_iter().map(Ok::<Out, BoxError>))
-    }
-
-    /// An iterator stage whose items are results; an error goes to the
-    /// stage's policy (fail, or skip that entry).
-    pub fn try_iter<F, J, E>(name: impl Into<String>, f: F) -> Self
-    where
-        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
-        J: IntoIterator<Item = Result<Out, E>>,
-        E: Into<BoxError>,
-    {
-        let f = Arc::new(f);
-        Self::with(
-            name,
-            Kind::Iter,
-            Box::new(move |s, p| {
-                let links = p.links.clone();
-                let jobs = workers(s, p, Arc::new(|| {}))
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (cx, outbox))| {
-                        let (f, shared, links) = (f.clone(), cx.shared.clone(), links.clone());
-                        job(&s.name, i, shared, move || {
-                            iter_worker(
-                                move |input| f(input).into_iter().map(|r| r.map_err(Into::into)),
-                                cx,
-                                outbox,
-                                links,
-                            )
-                        })
-                    })
-                    .collect();
-                StagePlan { before: None, jobs }
-            }),
-        )
-    }
-
-    /// A stage of [`Step`] types, one per worker, made by `make` (called
-    /// once per worker): `Stage::step_with("d", || Download)`. The short
-    /// form for a step that needs nothing from its [`WorkerInfo`]; a bare
-    /// closure given to [`Stage::step`] must name its argument's type
-    /// (`|_: &WorkerInfo| Download`), or Rust cannot tell that it takes a
-    /// borrow of any lifetime.
-    pub fn step_with<F, S>(name: impl Into<String>, make: F) -> Self
-    where
-        F: Fn() -> S + Send + Sync + 'a,
-        S: Step<In = In, Out = Out>,
-    {
-        Self::step(name, move |_: &WorkerInfo| make())
-    }
-
-    /// A stage of [`Step`] types, one per worker, made by `factory`, with
-    /// every lifecycle hook.
-    pub fn step<Fac>(name: impl Into<String>, factory: Fac) -> Self
-    where
-        Fac: StepFactory + 'a,
-        Fac::Step: Step<In = In, Out = Out>,
-    {
-        let factory = Arc::new(factory);
-        Self::with(
-            name,
-            Kind::Step,
-            Box::new(move |s, p| {
-                let after = {
-                    let (factory, shared, stage) = (factory.clone(), p.shared.clone(), s.name.clone());
-                    Arc::new(move || stage_hook(&shared, &stage, "after_stage", || factory.after_stage()))
-                };
-                let shared = p.shared.clone();
-                let links = p.links.clone();
-                let jobs = workers(s, p, after)
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (cx, outbox))| {
-                        let (factory, shared, links) = (factory.clone(), cx.shared.clone(), links.clone());
-                        job(&s.name, i, shared, move || {
-                            // A panic here fails the run (see `job`).
-                            let step = factory.create(&cx.info);
-                            item_worker(step, cx, outbox, links)
-                        })
-                    })
-                    .collect();
-                let before = {
-                    let (factory, stage) = (factory.clone(), s.name.clone());
-                    Box::new(move || stage_hook(&shared, &stage, "before_stage", || factory.before_stage()))
-                        as Box<dyn FnOnce() + Send + 'a>
-                };
-                StagePlan {
-                    before: Some(before),
-                    jobs,
-                }
-            }),
-        )
+        let Stage {
+            mut settings,
+            options,
+            check,
+            launch,
+            chain,
+        } = self;
+        if let Err(e) = check(&options, &settings.name) {
+            settings.refused.get_or_insert(e);
+        }
+        Stage {
+            settings,
+            options: (),
+            check: |_, _| Ok(()),
+            launch: Box::new(move |s, (), p| launch(s, options, p)),
+            chain,
+        }
     }
 
     /// Calls `hook` with every item the stage's skip policy drops (its
@@ -501,29 +340,12 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         self
     }
 
-    /// Runs the stage on `n` worker threads (1 unless set; 0, or more than
-    /// [`MAX_WORKERS`], is refused when the stage is added).
-    pub fn workers(mut self, n: usize) -> Self {
-        self.settings.workers = n;
-        self
-    }
-
-    /// Runs this stage on threads of its own, never chained to the stage
-    /// before it. By default a function stage with as many workers as the
-    /// stage before (at least 2, and more threads together than the machine
-    /// has cores) runs on that stage's threads, a batch going through both
-    /// by direct call; its own stats are kept either way.
-    pub fn unchained(mut self) -> Self {
-        self.settings.chain = false;
-        self
-    }
-
     /// Keeps the stage's output in input order across its workers, with a
-    /// bounded reorder window (function stages only). On an async stage
-    /// (feature `async`) results leave in input order too: at most
-    /// [`in_flight`](Stage::in_flight) items are between the oldest one not
-    /// yet handed on and the newest started, so results finished behind a
-    /// slow item wait for it, and no new item starts until it ends.
+    /// bounded reorder window (function stages, and stages of one worker).
+    /// On an async stage (feature `async`) results leave in input order
+    /// too: at most `in_flight` items are between the oldest one not yet
+    /// handed on and the newest started, so results finished behind a slow
+    /// item wait for it, and no new item starts until it ends.
     pub fn ordered(mut self) -> Self {
         self.settings.ordered = true;
         self
@@ -604,34 +426,25 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
         &self.settings.name
     }
 
+    /// Refuses settings out of their bounds, or that the stage's kind
+    /// cannot honour, naming the stage.
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.settings;
-        #[cfg(all(feature = "async", not(loom)))]
-        if s.kind == Kind::Async {
-            super::async_stage::validate(s)?;
-            return self.validate_policy();
+        let kind = s.kind;
+        if let Some(refused) = &s.refused {
+            return Err(refused.clone());
         }
-        check_count(&s.name, "workers", s.workers, MAX_WORKERS)?;
+        check_count(&s.name, kind.count.0, s.workers, kind.count.1)?;
         validate_edge(s)?;
-        if s.ordered && s.kind == Kind::Fold {
-            return Err(ConfigError::new(
-                "ordered",
-                true,
-                format!(
-                    "stage {:?}: a fold stage gives one result per worker, which have no input order",
-                    s.name
-                ),
-            ));
-        }
-        if s.ordered && s.kind != Kind::Map && s.workers > 1 {
-            return Err(ConfigError::new(
-                "ordered",
-                true,
-                format!(
-                    "stage {:?}: ordered mode with several workers needs a function stage",
-                    s.name
-                ),
-            ));
+        (self.check)(&self.options, &s.name)?;
+        let refuse_order = match kind.orderable {
+            Orderable::Always => None,
+            Orderable::OneWorker if s.workers > 1 => Some("ordered mode with several workers needs a function stage"),
+            Orderable::OneWorker => None,
+            Orderable::Never(why) => Some(why),
+        };
+        if let (true, Some(why)) = (s.ordered, refuse_order) {
+            return Err(ConfigError::new("ordered", true, format!("stage {:?}: {why}", s.name)));
         }
         self.validate_policy()
     }
@@ -655,13 +468,13 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                 ));
             }
         }
-        if s.policy.retries() > 0 && s.kind == Kind::Iter {
+        if s.policy.retries() > 0 && !s.kind.retryable {
             return Err(ConfigError::new(
                 "retry",
                 s.policy.retries(),
                 format!(
-                    "stage {:?}: iterator stages cannot retry an item; use skip or fail",
-                    s.name
+                    "stage {:?}: {} cannot retry an item; use skip or fail",
+                    s.name, s.kind.name
                 ),
             ));
         }
@@ -669,31 +482,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 }
 
-/// A boxed iterator step as a threaded stage of the step's name: the same
-/// [`BoxedStep`] runs in an iterator pipeline or, on each worker over the
-/// items that reach it, in a threaded one (as [`Stage::iter`] runs a step).
-///
-/// ```
-/// use paipa::iter::{boxed, BoxIter};
-/// use paipa::threaded::{Pipeline, Stage};
-///
-/// fn evens(it: BoxIter<'_, u32>) -> impl Iterator<Item = u32> + '_ { it.filter(|x| x % 2 == 0) }
-/// let summary = Pipeline::new()
-///     .source(0..100u32)
-///     .then(Stage::from(boxed(evens)).workers(2))?
-///     .run()?;
-/// assert_eq!(summary.items, 50);
-/// assert_eq!(summary.snapshot.stage("evens").unwrap().count_in, 100);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-impl<'a, T: Send + 'a> From<BoxedStep<'a, T>> for Stage<'a, T, T> {
-    fn from(step: BoxedStep<'a, T>) -> Self {
-        let name = step.name().to_owned();
-        Stage::iter(name, move |input: InputIter<'a, T>| step.apply(Box::new(input)))
-    }
-}
-
-impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
+impl<'a, In: Clone + Send + 'a, Out: Send + 'a, X> Stage<'a, In, Out, X> {
     /// Retries a failed item up to `times` more times, waiting `backoff`
     /// before the first retry and twice as long before each next one; then
     /// fails the run (see [`Stage::then_skip`]).
@@ -726,26 +515,11 @@ impl<'a, In: Clone + Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 }
 
-/// Refuses a count setting of stage `stage` outside `1..=max`, naming it.
-pub(crate) fn check_count(stage: &str, field: &'static str, value: usize, max: usize) -> Result<(), ConfigError> {
-    if value == 0 {
-        return Err(ConfigError::new(field, 0, format!("stage {stage:?} needs at least 1")));
-    }
-    if value > max {
-        return Err(ConfigError::new(
-            field,
-            value,
-            format!("stage {stage:?} takes at most {max}"),
-        ));
-    }
-    Ok(())
-}
-
 /// The output edge's settings every kind of stage shares: capacity, and
 /// the bound by weight.
 pub(crate) fn validate_edge<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
     if let Some(c) = s.capacity {
-        check_count(&s.name, "capacity", c, super::builder::MAX_CAPACITY)?;
+        check_count(&s.name, "capacity", c, crate::threaded::limits::MAX_CAPACITY)?;
     }
     if let Some((limit, _)) = &s.max_bytes {
         check_count(&s.name, "max_bytes", *limit, usize::MAX)?;

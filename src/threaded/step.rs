@@ -4,9 +4,9 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::meta::Meta;
-use super::outbox::Outbox;
 use crate::error::BoxError;
+use crate::threaded::meta::Meta;
+use crate::threaded::worker::Outbox;
 
 /// The shortest wait of an idle worker between two [`Step::on_idle`]
 /// calls: a shorter [`Step::idle_timeout`] counts as this.

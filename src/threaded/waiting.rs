@@ -28,9 +28,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::cancel::Cancel;
 use crate::stats::StageCell;
 use crate::sync::AtomicBool;
+use crate::threaded::cancel::Cancel;
 
 /// The longest a source that waits goes without looking at the run.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);

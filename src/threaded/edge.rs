@@ -35,10 +35,10 @@ use std::time::{Duration, Instant};
 
 use crate::sync::chan::{bounded, unbounded, Receiver, Select, Sender, TryRecvError, TrySendError};
 
-pub(crate) use super::cancel::Cancel;
-use super::meta::Meta;
 use crate::stats::clock;
 use crate::sync::AtomicUsize;
+pub(crate) use crate::threaded::cancel::Cancel;
+use crate::threaded::meta::Meta;
 
 /// What travels on an edge.
 pub(crate) enum Msg<T> {

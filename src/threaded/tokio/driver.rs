@@ -65,36 +65,21 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use super::channel::{recv_or_stop, try_recv, EdgeRx, Msg, Recv};
-use super::meta::Meta;
-use super::outbox::{weight, Outbox, Weigher};
-use super::pacing::Cost;
-use super::policy::{OnError, SkipHook, Skipped};
-use super::pull::SharedSource;
-use super::run::{panic_message, Job, RunShared};
-use super::stage::{job, Kind, Stage, StagePlan, StageSettings};
-use super::worker::Failure;
-use crate::error::{BoxError, ConfigError, RunError};
+use crate::error::{BoxError, RunError};
 use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration, StageCell, StageScope};
-use crate::sync::chan::{bounded, Receiver, Sender};
-
-/// Futures an async stage keeps in flight unless set with
-/// [`Stage::in_flight`].
-pub const DEFAULT_IN_FLIGHT: usize = 64;
-
-/// The most futures one async stage may keep in flight (2^20). Each waits
-/// in memory with its item; past a million, a stage holds more than a
-/// bounded pipeline should.
-pub const MAX_IN_FLIGHT: usize = 1 << 20;
-
-/// The longest per-item timeout (one day).
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+use crate::sync::chan::Sender;
+use crate::threaded::pacing::Cost;
+use crate::threaded::policy::Failure;
+use crate::threaded::policy::{OnError, SkipHook, Skipped};
+use crate::threaded::run::{panic_message, RunShared};
+use crate::threaded::tokio::feeder::Feed;
+use crate::threaded::worker::{weight, Outbox, Weigher};
 
 /// An async stage's item did not finish within the stage's
-/// [`timeout`](Stage::timeout): the error its policy sees.
+/// `timeout`: the error its policy sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimedOut(pub Duration);
 
@@ -106,332 +91,22 @@ impl std::fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
-/// The settings only async stages have.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AsyncSettings {
-    /// The caller's runtime, if the stage runs on it.
-    runtime: Option<Handle>,
-    /// Per-item timeout (each attempt).
-    timeout: Option<Duration>,
-}
-
-/// Checks an async stage's settings (the policy is checked as for others).
-pub(crate) fn validate<In, Out>(s: &StageSettings<In, Out>) -> Result<(), ConfigError> {
-    super::stage::check_count(&s.name, "in_flight", s.workers, MAX_IN_FLIGHT)?;
-    super::stage::validate_edge(s)?;
-    if let Some(t) = s.asynk.timeout {
-        if t.is_zero() || t > MAX_TIMEOUT {
-            return Err(ConfigError::new(
-                "timeout",
-                format!("{t:?}"),
-                format!("stage {:?} takes from 1 ns to {MAX_TIMEOUT:?}", s.name),
-            ));
-        }
-    }
-    if let Some(h) = &s.asynk.runtime {
-        if h.runtime_flavor() == RuntimeFlavor::CurrentThread {
-            return Err(ConfigError::new(
-                "runtime",
-                "current_thread",
-                format!(
-                    "stage {:?}: a current-thread runtime drives its timers and IO only inside its own \
-                     block_on; give the handle of a multi-thread runtime",
-                    s.name
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
-    /// An async stage: `f` turns each item into a future, and up to
-    /// [`in_flight`](Stage::in_flight) of them run at once (64 unless set)
-    /// on one thread that paipa owns, with a current-thread tokio runtime
-    /// ([`on_runtime`](Stage::on_runtime) for the caller's). Outputs come
-    /// out in the order the futures finish.
-    ///
-    /// The futures are polled on the stage's own thread: they need be
-    /// neither `Send` nor `'static`, and may use tokio's timers and IO.
-    /// Blocking inside one (a blocking call, heavy CPU work) holds up every
-    /// other future of the stage: put such work in a [`Stage::map`].
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use paipa::threaded::{Pipeline, Stage};
-    ///
-    /// let summary = Pipeline::new()
-    ///     .source(0..100u64)
-    ///     .then(Stage::map_async("fetch", |id: u64| async move {
-    ///         tokio::time::sleep(Duration::from_millis(10)).await; // a request
-    ///         id * 2
-    ///     })
-    ///     .in_flight(50))?
-    ///     .then(Stage::map("parse", |x: u64| x + 1))?
-    ///     .run()?;
-    /// assert_eq!(summary.items, 100);
-    /// assert_eq!(summary.snapshot.stage("fetch").unwrap().workers, 50);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn map_async<F, Fut>(name: impl Into<String>, f: F) -> Self
-    where
-        F: Fn(In) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Out> + 'a,
-    {
-        Self::try_map_async(name, move |x| f(x).map(Ok::<Out, BoxError>))
-    }
-
-    /// An async stage whose futures may fail: an error goes to the stage's
-    /// policy (fail the run, the default; [`skip_errors`](Stage::skip_errors);
-    /// [`retry`](Stage::retry), waiting with tokio's timer, so a stop
-    /// cancels the wait). A panic inside a future (or in `f`) counts as a
-    /// failure of that item, naming the stage.
-    ///
-    /// ```
-    /// use paipa::threaded::{Pipeline, Stage};
-    ///
-    /// let summary = Pipeline::new()
-    ///     .source(0..10u32)
-    ///     .then(Stage::try_map_async("check", |x: u32| async move {
-    ///         if x == 7 { Err("no 7") } else { Ok(x) }
-    ///     })
-    ///     .skip_errors())?
-    ///     .run()?;
-    /// assert_eq!(summary.items, 9);
-    /// assert_eq!(summary.snapshot.stage("check").unwrap().skipped, 1);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn try_map_async<F, Fut, E>(name: impl Into<String>, f: F) -> Self
-    where
-        F: Fn(In) -> Fut + Send + Sync + 'a,
-        Fut: Future<Output = Result<Out, E>> + 'a,
-        E: Into<BoxError>,
-    {
-        let f = move |x: In| f(x).map(|r| r.map_err(Into::into));
-        let mut stage = Self::with(
-            name,
-            Kind::Async,
-            Box::new(move |s, p| {
-                let mut jobs = Vec::new();
-                let outbox = p.outbox(s.weigh.clone());
-                let (want_tx, want_rx) = bounded::<()>(1);
-                let (feed_tx, feed_rx) = mpsc::unbounded_channel();
-                let feeder = Feeder {
-                    rx: p.rx,
-                    source: p.source.clone(),
-                    want: want_rx,
-                    to_stage: feed_tx,
-                    cell: p.cell.clone(),
-                    shared: p.shared.clone(),
-                    weigh_in: p.weigh_in.clone(),
-                };
-                jobs.push(Job {
-                    name: format!("paipa:{}:feed", s.name),
-                    ..job(&s.name, 0, p.shared.clone(), move || feeder.run())
-                });
-                let stage = AsyncStage {
-                    f,
-                    name: s.name.clone(),
-                    bound: s.workers,
-                    ordered: s.ordered,
-                    policy: s.policy,
-                    clone_in: s.clone_in,
-                    timeout: s.asynk.timeout,
-                    runtime: s.asynk.runtime.clone(),
-                    on_skip: s.on_skip.clone(),
-                    weigh_in: p.weigh_in,
-                    cell: p.cell,
-                    cost: p.cost,
-                    shared: p.shared.clone(),
-                };
-                jobs.push(job(&s.name, 0, p.shared, move || stage.run(outbox, want_tx, feed_rx)));
-                StagePlan { before: None, jobs }
-            }),
-        );
-        stage.settings.workers = DEFAULT_IN_FLIGHT;
-        stage
-    }
-
-    /// Keeps at most `n` futures of this async stage in flight (64 unless
-    /// set; 0, or more than [`MAX_IN_FLIGHT`], is refused when the stage is
-    /// added, naming the field `in_flight`). The stage counts as `n`
-    /// workers in the stats: one per future slot. On another kind of
-    /// stage, it sets the worker count, as [`workers`](Stage::workers) does.
-    pub fn in_flight(mut self, n: usize) -> Self {
-        self.settings.workers = n;
-        self
-    }
-
-    /// Runs this async stage's futures under the caller's tokio runtime (a
-    /// multi-thread one: its threads drive the timers and IO, while the
-    /// stage's own thread polls the futures with
-    /// [`Handle::block_on`]). A current-thread runtime's handle is refused
-    /// when the stage is added. Without it, the stage owns a current-thread
-    /// runtime on its thread. No effect on other kinds of stage.
-    ///
-    /// ```
-    /// use paipa::threaded::{Pipeline, Stage};
-    ///
-    /// let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    /// let summary = Pipeline::new()
-    ///     .source(0..10u32)
-    ///     .then(Stage::map_async("on_mine", |x: u32| async move { x + 1 }).on_runtime(rt.handle().clone()))?
-    ///     .run()?;
-    /// assert_eq!(summary.items, 10);
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn on_runtime(mut self, handle: Handle) -> Self {
-        self.settings.asynk.runtime = Some(handle);
-        self
-    }
-
-    /// Fails an attempt of an async stage's item that takes longer than
-    /// `limit` with [`TimedOut`], which goes to the stage's policy like any
-    /// error (from 1 ns to a day; checked when the stage is added). No
-    /// effect on other kinds of stage.
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use paipa::threaded::{Pipeline, Stage};
-    ///
-    /// let err = Pipeline::new()
-    ///     .source([1u64, 5_000])
-    ///     .then(Stage::map_async("slow", |ms: u64| async move {
-    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
-    ///         ms
-    ///     })
-    ///     .timeout(Duration::from_millis(100)))?
-    ///     .run()
-    ///     .unwrap_err();
-    /// assert!(err.to_string().contains("timed out after 100ms"), "{err}");
-    /// assert_eq!(err.stage(), Some("slow"));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn timeout(mut self, limit: Duration) -> Self {
-        self.settings.asynk.timeout = Some(limit);
-        self
-    }
-}
-
-/// What the feeder hands the stage thread.
-enum Feed<T> {
-    Items(Vec<T>),
-    Meta(Meta),
-    End,
-    Cancelled,
-}
-
-/// The thread that waits on an async stage's input edge.
-struct Feeder<'a, In> {
-    rx: EdgeRx<In>,
-    /// The lazy source, when this is the first stage: the feeder pulls it
-    /// itself (as the first stage's workers do, see `pull.rs`), so no
-    /// source thread is needed.
-    source: Option<Arc<SharedSource<'a, In>>>,
-    /// A request for one batch from the stage thread; disconnects when the
-    /// stage thread ends.
-    want: Receiver<()>,
-    to_stage: mpsc::UnboundedSender<Feed<In>>,
-    cell: Arc<StageCell>,
-    shared: Arc<RunShared>,
-    weigh_in: Option<Weigher<In>>,
-}
-
-impl<In> Feeder<'_, In> {
-    /// The next message: from the edge first (items put through input
-    /// handles), then from the source, then waiting on the edge.
-    fn next(&mut self) -> Option<Recv<In>> {
-        if let Some(got) = try_recv(&self.rx) {
-            if !matches!(got, Recv::End) || self.source.is_none() {
-                return Some(got);
-            }
-        }
-        if let Some(source) = &self.source {
-            match source.pull(source.pacing().limit()) {
-                Some((batch, _)) => return Some(Recv::Msg(Msg::Items(batch))),
-                // Done (or stopped): the edge ends once the input handles
-                // are gone too.
-                None => self.source = None,
-            }
-        }
-        recv_or_stop(&self.rx, &self.shared.cancel, &self.want)
-    }
-
-    fn run(mut self) {
-        let shared = self.shared.clone();
-        let cancel = &shared.cancel;
-        'wait: loop {
-            // Wait for a request (or a cancel) before taking input, so at
-            // most one batch is between the edge and the stage thread.
-            let mut sel = crate::sync::chan::Select::new();
-            let want = sel.recv(&self.want);
-            sel.recv(cancel.rx());
-            let op = sel.select();
-            if op.index() == want {
-                if op.recv(&self.want).is_err() {
-                    break; // the stage thread ended
-                }
-            } else {
-                let _ = op.recv(cancel.rx());
-                let _ = self.to_stage.send(Feed::Cancelled);
-                break;
-            }
-            loop {
-                match self.next() {
-                    None => break 'wait,
-                    Some(Recv::Msg(Msg::Items(batch))) => {
-                        self.cell.count_in.fetch_add(weight(&batch, &self.weigh_in), Relaxed);
-                        if let Err(mpsc::error::SendError(Feed::Items(batch))) = self.to_stage.send(Feed::Items(batch))
-                        {
-                            self.cell.discarded.fetch_add(weight(&batch, &self.weigh_in), Relaxed);
-                            break 'wait;
-                        }
-                        continue 'wait;
-                    }
-                    Some(Recv::Msg(Msg::Meta(meta))) => {
-                        if self.to_stage.send(Feed::Meta(meta)).is_err() {
-                            break 'wait;
-                        }
-                    }
-                    Some(Recv::End) => {
-                        let _ = self.to_stage.send(Feed::End);
-                        return;
-                    }
-                    Some(Recv::Cancelled | Recv::Idle) => {
-                        let _ = self.to_stage.send(Feed::Cancelled);
-                        break 'wait;
-                    }
-                }
-            }
-        }
-        // Stopped early: what waits on the edge is taken and discarded,
-        // as a worker's final drain does.
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Items(b) = msg {
-                let n = weight(&b, &self.weigh_in);
-                self.cell.count_in.fetch_add(n, Relaxed);
-                self.cell.discarded.fetch_add(n, Relaxed);
-            }
-        }
-    }
-}
-
 /// What the stage thread needs.
-struct AsyncStage<F, In> {
-    f: F,
-    name: String,
-    bound: usize,
+pub(crate) struct Driver<F, In> {
+    pub(crate) f: F,
+    pub(crate) name: String,
+    pub(crate) bound: usize,
     /// Results leave in input order (see [`Stage::ordered`]).
-    ordered: bool,
-    policy: OnError,
-    clone_in: Option<fn(&In) -> In>,
-    timeout: Option<Duration>,
-    runtime: Option<Handle>,
-    on_skip: Option<SkipHook>,
-    weigh_in: Option<Weigher<In>>,
-    cell: Arc<StageCell>,
-    cost: Arc<Cost>,
-    shared: Arc<RunShared>,
+    pub(crate) ordered: bool,
+    pub(crate) policy: OnError,
+    pub(crate) clone_in: Option<fn(&In) -> In>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) runtime: Option<Handle>,
+    pub(crate) on_skip: Option<SkipHook>,
+    pub(crate) weigh_in: Option<Weigher<In>>,
+    pub(crate) cell: Arc<StageCell>,
+    pub(crate) cost: Arc<Cost>,
+    pub(crate) shared: Arc<RunShared>,
 }
 
 /// A finished future: its number, its item's weight, and its result.
@@ -569,13 +244,13 @@ impl Books {
     }
 }
 
-impl<F, Fut, In, Out> AsyncStage<F, In>
+impl<F, Fut, In, Out> Driver<F, In>
 where
     F: Fn(In) -> Fut,
     Fut: Future<Output = Result<Out, BoxError>>,
 {
     /// The stage thread.
-    fn run(self, outbox: Outbox<Out>, want: Sender<()>, feed: mpsc::UnboundedReceiver<Feed<In>>) {
+    pub(crate) fn run(self, outbox: Outbox<Out>, want: Sender<()>, feed: mpsc::UnboundedReceiver<Feed<In>>) {
         let cell = self.cell.clone();
         // The futures are polled on this thread, so their counters and
         // allocations are this stage's.

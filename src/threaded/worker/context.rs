@@ -6,43 +6,18 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::chain::{feed, link_for, Links};
-use super::channel::{recv, try_recv, EdgeRx, Msg, Recv};
-use super::fate;
-use super::outbox::{weight, Outbox, Weigher, WorkerClock};
-use super::pacing::Cost;
-use super::policy::{OnError, SkipHook, Skipped};
-use super::pull::SharedSource;
-use super::run::{panic_message, RunShared};
-use super::step::{idle_wait, Output, Step, WorkerInfo};
 use crate::error::{BoxError, RunError};
-use crate::stats::{StageCell, StageScope};
+use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
-
-/// Why a call into user code did not succeed.
-pub(crate) enum Failure {
-    Error(BoxError),
-    Panic(String),
-}
-
-impl Failure {
-    /// The error's text (for a panic, `panicked: ` and its message).
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Failure::Error(e) => e.to_string(),
-            Failure::Panic(m) => format!("panicked: {m}"),
-        }
-    }
-}
-
-/// Calls user code, turning a panic into a `Failure`.
-pub(crate) fn guarded<R>(f: impl FnOnce() -> Result<R, BoxError>) -> Result<R, Failure> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(Ok(r)) => Ok(r),
-        Ok(Err(e)) => Err(Failure::Error(e)),
-        Err(p) => Err(Failure::Panic(panic_message(&*p))),
-    }
-}
+use crate::threaded::edge::{EdgeRx, Msg};
+use crate::threaded::fate;
+use crate::threaded::pacing::Cost;
+use crate::threaded::policy::{guarded, Failure};
+use crate::threaded::policy::{OnError, SkipHook, Skipped};
+use crate::threaded::run::{panic_message, RunShared};
+use crate::threaded::source::SharedSource;
+use crate::threaded::step::WorkerInfo;
+use crate::threaded::worker::{weight, Weigher, WorkerClock};
 
 /// Runs the stage's "after" hook when the last worker ends (also if a
 /// worker unwinds); the hook comes under its panic guard (see
@@ -262,140 +237,6 @@ impl<In> WorkerCtx<'_, In> {
         self.discard(items.as_slice());
         false
     }
-}
-
-/// The loop of one worker of an item stage.
-pub(crate) fn item_worker<'a, S: Step>(
-    step: S,
-    cx: WorkerCtx<'a, S::In>,
-    outbox: Outbox<S::Out>,
-    links: Option<Arc<Links<'a, S::Out>>>,
-) {
-    let cell = cx.cell.clone();
-    let _scope = StageScope::enter(cell.clone());
-    // Moved into locals declared after the scope, so they are dropped (and
-    // their memory freed) inside it, charged to this stage.
-    let (mut step, cx, mut outbox) = (step, cx, outbox);
-    // A chained next stage runs on this thread (see `chain.rs`).
-    let mut link = link_for(&links, cx.info.index, &mut outbox);
-    let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
-    let mut idle = None;
-    // The last batch's buffer, emptied: the next pull fills it.
-    let mut spare = Vec::new();
-    let mut ok = match guarded(|| {
-        idle = idle_wait(step.idle_timeout());
-        step.on_start(&cx.info)
-    }) {
-        Ok(()) => true,
-        Err(f) => {
-            cx.fatal(f);
-            false
-        }
-    };
-    while ok {
-        // The input edge first (items put through input handles), then
-        // the lazy source if this stage pulls it, then wait.
-        let holding = outbox.holds() || outbox.has_local();
-        let got = match try_recv(&cx.rx).or_else(|| {
-            cx.pull(&mut clock, &mut spare, holding)
-                .map(|b| Recv::Msg(Msg::Items(b)))
-        }) {
-            Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
-                // The source has nothing yet: send what this worker holds
-                // before it waits on the source again.
-                spare = empty;
-                outbox.flush();
-                feed(&mut outbox, &mut link, &mut clock);
-                if let Some(link) = link.as_mut() {
-                    link.idle();
-                }
-                continue;
-            }
-            Some(got) => got,
-            None => {
-                // The input ran dry: send what is ready, then wait.
-                if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                    break;
-                }
-                outbox.flush();
-                feed(&mut outbox, &mut link, &mut clock);
-                if let Some(link) = link.as_mut() {
-                    link.idle();
-                }
-                clock.mark(&mut outbox.blocked);
-                loop {
-                    match recv(&cx.rx, &cx.shared.cancel, idle, &mut clock.starved) {
-                        Recv::Idle => {
-                            if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
-                                cx.fatal(f);
-                                break Recv::Cancelled;
-                            }
-                            outbox.flush();
-                            feed(&mut outbox, &mut link, &mut clock);
-                        }
-                        got => break got,
-                    }
-                }
-            }
-        };
-        match got {
-            Recv::Msg(Msg::Items(mut batch)) => {
-                cx.take(&batch);
-                let n = batch.len();
-                let (out, step) = (&mut outbox, &mut step);
-                cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
-                ok = cx.process_batch(&mut batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
-                cx.cell.mark_busy(cx.info.index, 0);
-                spare = batch;
-                feed(&mut outbox, &mut link, &mut clock);
-                let busy = clock.mark(&mut outbox.blocked);
-                cx.cost.observe(busy, n);
-                outbox.repace();
-                feed(&mut outbox, &mut link, &mut clock);
-                ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
-            }
-            Recv::Msg(Msg::Meta(meta)) => {
-                if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                    ok = false;
-                }
-                feed(&mut outbox, &mut link, &mut clock);
-            }
-            // An input that ended because the run was cancelled (the
-            // stages before it stopped) is a stop, not an end: no
-            // `on_finish` (a sink would finish its producer in a failed run).
-            Recv::End if !cx.shared.cancel.is_cancelled() => {
-                if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                }
-                break;
-            }
-            Recv::End | Recv::Cancelled | Recv::Idle => break,
-        }
-    }
-    // What the step still holds unsent is abandoned (see `Step::held`).
-    match guarded(|| Ok(step.held())) {
-        Ok(n) => cx.discard_n(n),
-        Err(f) => cx.fatal(f),
-    }
-    if let Err(f) = guarded(|| {
-        step.on_shutdown();
-        Ok(())
-    }) {
-        cx.fatal(f);
-    }
-    if cx.shared.cancel.is_cancelled() || outbox.is_gone() {
-        outbox.discard_pending();
-        drain_discarding(&cx);
-    } else {
-        outbox.flush();
-    }
-    feed(&mut outbox, &mut link, &mut clock);
-    if let Some(link) = link {
-        link.finish();
-    }
-    clock.finish(&mut outbox.blocked);
 }
 
 /// When a stage stops early, counts what is still queued on its input as

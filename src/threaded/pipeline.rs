@@ -3,64 +3,19 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::chain::{worth_chaining, Links};
-use super::channel::{edge, edge_weighed, Cancel, EdgeRx, Layout, Msg};
-use super::handle::{Outputs, Prepared, Running, Summary};
-use super::input::{source_job, Closed, Input, InputShared};
-use super::meta::Meta;
-use super::outbox::Weigher;
-use super::pacing::{Cost, Pacing};
-use super::policy::{OnError, SkipHook};
-use super::pull::SharedSource;
-use super::run::{Job, RunShared};
-use super::stage::{Kind, LaunchParts, Stage};
 use crate::error::{ConfigError, RunError};
 use crate::stats::StageCell;
+use crate::threaded::edge::{edge, Cancel, EdgeRx, Layout, Msg};
+use crate::threaded::input::{Closed, Input, InputShared};
+use crate::threaded::limits::{DEFAULT_CAPACITY, MAX_CAPACITY};
+use crate::threaded::meta::Meta;
+use crate::threaded::plan::{Build, EdgeEnd, Planner, StageDefaults};
+use crate::threaded::run::{Job, RunShared};
+use crate::threaded::running::{Outputs, Prepared, Running, Summary};
+use crate::threaded::source::source_job;
+use crate::threaded::source::SharedSource;
+use crate::threaded::stage::Stage;
 use crate::Debugger;
-
-/// Items waiting on an edge unless set.
-pub const DEFAULT_CAPACITY: usize = 2048;
-
-/// The largest capacity an edge can have (2^30 items): an edge this large
-/// already holds more than memory can.
-pub const MAX_CAPACITY: usize = 1 << 30;
-
-/// Collects the threads and hooks of a run while the stages are laid out.
-pub(crate) struct Planner<'a> {
-    pub(crate) shared: Arc<RunShared>,
-    pub(crate) capacity: usize,
-    pub(crate) before: Vec<Box<dyn FnOnce() + Send + 'a>>,
-    pub(crate) jobs: Vec<Job<'a>>,
-    pub(crate) cells: Vec<(Arc<StageCell>, usize)>,
-    pub(crate) defaults: StageDefaults,
-}
-
-/// What a run gives every stage that did not choose for itself (the
-/// ingestion server sets these; a plain pipeline keeps `Fail` and no hook).
-#[derive(Clone, Default)]
-pub(crate) struct StageDefaults {
-    /// The policy of stages whose policy was not set (`Fail` or `Skip`:
-    /// a retry needs the stage's own type to clone its items).
-    pub(crate) policy: OnError,
-    /// Told of every item any stage skips, after the stage's own hook.
-    pub(crate) on_skip: Option<SkipHook>,
-}
-
-/// An edge as the next stage sees it: the receiver, how its items are
-/// weighed, and the cost its reader measures.
-/// The lazy source travels with the first edge until a stage's workers
-/// take it to pull themselves (see `pull.rs`); the links of the stage that
-/// writes the edge, with its worker count, say where a next stage could be
-/// chained to it (see `chain.rs`).
-type EdgeEnd<'a, T> = (
-    EdgeRx<T>,
-    Option<Weigher<T>>,
-    Arc<Cost>,
-    Option<(Arc<Links<'a, T>>, usize)>,
-    Option<Arc<SharedSource<'a, T>>>,
-);
-
-type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<'a, In>, &mut Planner<'a>) -> EdgeEnd<'a, Out> + Send + 'a>;
 
 /// A threaded pipeline: stages, each on its own pool of worker threads,
 /// joined by bounded channels that carry batches.
@@ -84,6 +39,13 @@ type Build<'a, In, Out> = Box<dyn FnOnce(EdgeEnd<'a, In>, &mut Planner<'a>) -> E
 /// ```
 #[must_use = "a pipeline does nothing until it is run"]
 pub struct Pipeline<'a, In, Out> {
+    head: Head<'a, In>,
+    build: Build<'a, In, Out>,
+}
+
+/// Everything of a pipeline but its stages' layout: what adding a stage
+/// hands on unchanged.
+struct Head<'a, In> {
     name: String,
     capacity: usize,
     debugger: Option<Debugger>,
@@ -95,7 +57,6 @@ pub struct Pipeline<'a, In, Out> {
     pending: Vec<Msg<In>>,
     sealed: bool,
     source: Option<Box<dyn Iterator<Item = In> + Send + 'a>>,
-    build: Build<'a, In, Out>,
     stages: Vec<String>,
     /// Stop on SIGINT/SIGTERM (see [`Pipeline::stop_on_signals`]).
     signals: bool,
@@ -105,9 +66,9 @@ pub struct Pipeline<'a, In, Out> {
 impl<In, Out> fmt::Debug for Pipeline<'_, In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
-            .field("name", &self.name)
-            .field("capacity", &self.capacity)
-            .field("stages", &self.stages)
+            .field("name", &self.head.name)
+            .field("capacity", &self.head.capacity)
+            .field("stages", &self.head.stages)
             .finish_non_exhaustive()
     }
 }
@@ -131,21 +92,23 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
         let (tx, rx) = edge(layout);
         let input = InputShared::new(tx, cancel.clone(), cell, layout);
         Pipeline {
-            name: "pipeline".into(),
-            capacity: DEFAULT_CAPACITY,
-            debugger: None,
-            cancel,
-            own_input: Some(Input::new(input.clone())),
-            input,
-            first_rx: rx,
-            handles_taken: false,
-            pending: Vec::new(),
-            sealed: false,
-            source: None,
+            head: Head {
+                name: "pipeline".into(),
+                capacity: DEFAULT_CAPACITY,
+                debugger: None,
+                cancel,
+                own_input: Some(Input::new(input.clone())),
+                input,
+                first_rx: rx,
+                handles_taken: false,
+                pending: Vec::new(),
+                sealed: false,
+                source: None,
+                stages: Vec::new(),
+                signals: false,
+                defaults: StageDefaults::default(),
+            },
             build: Box::new(|edge, _| edge),
-            stages: Vec::new(),
-            signals: false,
-            defaults: StageDefaults::default(),
         }
     }
 }
@@ -153,7 +116,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
 impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// Names the pipeline in reports.
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        self.head.name = name.into();
         self
     }
 
@@ -171,24 +134,24 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
                 format!("must be at most {MAX_CAPACITY}"),
             ));
         }
-        self.capacity = capacity;
-        if !self.handles_taken {
+        self.head.capacity = capacity;
+        if !self.head.handles_taken {
             let layout = Layout::for_capacity(capacity);
             let (tx, rx) = edge(layout);
-            let cell = self.input.cell.clone();
-            self.own_input = None;
-            self.input = InputShared::new(tx, self.cancel.clone(), cell, layout);
-            self.own_input = Some(Input::new(self.input.clone()));
-            self.first_rx = rx;
+            let cell = self.head.input.cell.clone();
+            self.head.own_input = None;
+            self.head.input = InputShared::new(tx, self.head.cancel.clone(), cell, layout);
+            self.head.own_input = Some(Input::new(self.head.input.clone()));
+            self.head.first_rx = rx;
         }
         Ok(self)
     }
 
     /// Reports through `debugger`'s reporters while running and at the end.
     pub fn debug(mut self, debugger: Debugger) -> Self {
-        self.name = debugger.name.clone();
-        self.input.cell.set_name(debugger.source.clone());
-        self.debugger = Some(debugger);
+        self.head.name = debugger.name.clone();
+        self.head.input.cell.set_name(debugger.source.clone());
+        self.head.debugger = Some(debugger);
         self
     }
 
@@ -199,18 +162,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         S: IntoIterator<Item = In>,
         S::IntoIter: Send + 'a,
     {
-        self.source = Some(Box::new(source.into_iter()));
+        self.head.source = Some(Box::new(source.into_iter()));
         self
     }
 
     /// Puts one item before the run (kept in memory until the run starts).
     pub fn put(&mut self, item: In) -> Result<(), Closed<In>> {
-        if self.sealed {
+        if self.head.sealed {
             return Err(Closed(item));
         }
-        match self.pending.last_mut() {
+        match self.head.pending.last_mut() {
             Some(Msg::Items(batch)) => batch.push(item),
-            _ => self.pending.push(Msg::Items(vec![item])),
+            _ => self.head.pending.push(Msg::Items(vec![item])),
         }
         Ok(())
     }
@@ -229,22 +192,23 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// assert_eq!(refused.into_inner(), 3..5);
     /// ```
     pub fn put_all<I: IntoIterator<Item = In>>(&mut self, items: I) -> Result<usize, Closed<I>> {
-        if self.sealed {
+        if self.head.sealed {
             return Err(Closed(items));
         }
         let before = self.pending_items();
         let mut items = items.into_iter().peekable();
         if items.peek().is_some() {
-            match self.pending.last_mut() {
+            match self.head.pending.last_mut() {
                 Some(Msg::Items(batch)) => batch.extend(items),
-                _ => self.pending.push(Msg::Items(items.collect())),
+                _ => self.head.pending.push(Msg::Items(items.collect())),
             }
         }
         Ok(self.pending_items() - before)
     }
 
     fn pending_items(&self) -> usize {
-        self.pending
+        self.head
+            .pending
             .iter()
             .map(|m| match m {
                 Msg::Items(b) => b.len(),
@@ -255,16 +219,16 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
 
     /// Puts a meta entry before the run, after the items put so far.
     pub fn put_meta(&mut self, meta: Meta) -> Result<(), Closed<Meta>> {
-        if self.sealed {
+        if self.head.sealed {
             return Err(Closed(meta));
         }
-        self.pending.push(Msg::Meta(meta));
+        self.head.pending.push(Msg::Meta(meta));
         Ok(())
     }
 
     /// Says nothing more will be put before the run; later puts are refused.
     pub fn finish(&mut self) {
-        self.sealed = true;
+        self.head.sealed = true;
     }
 
     /// A live input handle, cloneable and usable from other threads while
@@ -278,8 +242,8 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// in memory and sent first when the run starts, in the order put;
     /// timed puts ([`Input::put_timeout`]) still report a full pipeline.
     pub fn input(&mut self) -> Input<In> {
-        self.handles_taken = true;
-        Input::new(self.input.clone())
+        self.head.handles_taken = true;
+        Input::new(self.head.input.clone())
     }
 
     /// Adds a stage. Refuses a stage with zero workers, zero capacity, or
@@ -290,99 +254,19 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// let err = Pipeline::<u8, u8>::new().then(Stage::map("x", |x: u8| x).workers(0)).unwrap_err();
     /// assert_eq!(err.to_string(), "invalid workers: 0 (stage \"x\" needs at least 1)");
     /// ```
-    pub fn then<Next: Send + 'a>(mut self, stage: Stage<'a, Out, Next>) -> Result<Pipeline<'a, In, Next>, ConfigError> {
+    pub fn then<Next: Send + 'a, X: Send + 'a>(
+        mut self,
+        stage: Stage<'a, Out, Next, X>,
+    ) -> Result<Pipeline<'a, In, Next>, ConfigError> {
         stage.validate()?;
-        self.stages.push(stage.settings.name.clone());
+        self.head.stages.push(stage.settings.name.clone());
         let prev = self.build;
-        let build: Build<'a, In, Next> = Box::new(move |input, planner| {
-            let (mid, weigh_mid, cost, before, mut source) = prev(input, planner);
-            let mut settings = stage.settings;
-            if !settings.policy_set {
-                settings.policy = planner.defaults.policy;
-            }
-            if let Some(observer) = planner.defaults.on_skip.clone() {
-                settings.on_skip = Some(match settings.on_skip.take() {
-                    None => observer,
-                    Some(own) => Arc::new(move |skipped| {
-                        own(skipped);
-                        observer(skipped);
-                    }),
-                });
-            }
-            if (settings.ordered && settings.workers > 1) || settings.kind == Kind::Step {
-                // An ordered stage numbers its batches as they come off its
-                // input edge, and a `Step` stage's idle hook must run while
-                // its input is quiet (a worker waiting inside the source's
-                // `next()` never sees a quiet input: a timed chunk would
-                // not flush, a sink stage would hold its partial batch): a
-                // source thread feeds that edge.
-                if let Some(job) = source.take().and_then(SharedSource::thread_job) {
-                    planner.jobs.push(job);
-                }
-            }
-            if let Some(run) = &settings.weigh_run {
-                let _ = run.set(planner.shared.clone());
-            }
-            let out_layout = Layout::for_capacity(settings.capacity.unwrap_or(planner.capacity));
-            let (tx, out_rx) = edge_weighed::<Next>(out_layout, settings.max_bytes.take());
-            // An async stage runs on one thread (one row of worker times)
-            // and counts as `in_flight` workers (see `async_stage.rs`).
-            let rows = if settings.is_async() { 1 } else { settings.workers };
-            let cell = Arc::new(StageCell::with_workers(settings.name.clone(), rows));
-            planner.cells.push((cell.clone(), settings.workers));
-            let next_cost = Cost::new();
-            // Where a next stage may be chained to this one: unordered
-            // stages only (an ordered one hands its output over in order),
-            // and not async ones (their thread runs futures, not links).
-            let ordered = settings.ordered && settings.workers > 1;
-            let chainable = !ordered && !settings.is_async();
-            let links = chainable.then(Links::new);
-            let parts = LaunchParts {
-                rx: mid,
-                source,
-                links: links.clone(),
-                tx,
-                pacing: Pacing::new(Some(cost.clone()), next_cost.clone(), out_layout.batch),
-                cost,
-                cell,
-                shared: planner.shared.clone(),
-                weigh_in: weigh_mid,
-            };
-            let weigh_out = settings.weigh.clone();
-            let chain_to = before.filter(|(_, workers)| {
-                settings.chain
-                    && !settings.ordered
-                    && *workers == settings.workers
-                    && worth_chaining(settings.workers)
-                    && stage.chain.is_some()
-            });
-            match (chain_to, stage.chain) {
-                (Some((links_before, _)), Some(chain)) => links_before.fill(chain(&settings, parts)),
-                _ => {
-                    let plan = (stage.launch)(&settings, parts);
-                    planner.before.extend(plan.before);
-                    planner.jobs.extend(plan.jobs);
-                }
-            }
-            let links = links.map(|l| (l, settings.workers));
-            (out_rx, weigh_out, next_cost, links, None)
-        });
         Ok(Pipeline {
-            name: self.name,
-            capacity: self.capacity,
-            debugger: self.debugger,
-            cancel: self.cancel,
-            input: self.input,
-            own_input: self.own_input,
-            first_rx: self.first_rx,
-            handles_taken: self.handles_taken,
-            pending: self.pending,
-            sealed: self.sealed,
-            source: self.source,
-            build,
-            stages: self.stages,
-            signals: self.signals,
-            defaults: self.defaults,
+            head: self.head,
+            build: Box::new(move |input, planner| {
+                let mid = prev(input, planner);
+                planner.place(stage, mid)
+            }),
         })
     }
 
@@ -426,7 +310,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// run is laid out (see [`StageDefaults`]).
     #[cfg(feature = "http")]
     pub(crate) fn stage_defaults(mut self, defaults: StageDefaults) -> Self {
-        self.defaults = defaults;
+        self.head.defaults = defaults;
         self
     }
 
@@ -450,34 +334,34 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     /// ```
     #[cfg(all(feature = "signals", not(loom)))]
     pub fn stop_on_signals(mut self) -> Self {
-        self.signals = true;
+        self.head.signals = true;
         self
     }
 
     /// Lays out every thread of the run.
     pub(crate) fn prepare(mut self) -> Result<Prepared<'a, Out>, RunError> {
-        if self.pending.is_empty() && self.source.is_none() && !self.handles_taken {
+        if self.head.pending.is_empty() && self.head.source.is_none() && !self.head.handles_taken {
             return Err(RunError::NoInput);
         }
         #[cfg(all(feature = "signals", not(loom)))]
-        let signals = if self.signals {
+        let signals = if self.head.signals {
             Some(crate::signals::Listener::new(2, true).map_err(RunError::Signals)?)
         } else {
             None
         };
         #[cfg(not(all(feature = "signals", not(loom))))]
-        let _ = self.signals;
-        let shared = RunShared::new(self.cancel.clone());
+        let _ = self.head.signals;
+        let shared = RunShared::new(self.head.cancel.clone());
         let mut planner = Planner {
             shared: shared.clone(),
-            capacity: self.capacity,
+            capacity: self.head.capacity,
             before: Vec::new(),
             jobs: Vec::new(),
-            cells: vec![(self.input.cell.clone(), 1)],
-            defaults: self.defaults.clone(),
+            cells: vec![(self.head.input.cell.clone(), 1)],
+            defaults: self.head.defaults.clone(),
         };
         // What the source will give in all, when known: for progress bars.
-        let lazy = match &self.source {
+        let lazy = match &self.head.source {
             None => Some(0),
             Some(s) => match s.size_hint() {
                 (lo, Some(hi)) if lo == hi => Some(lo as u64),
@@ -485,19 +369,19 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             },
         };
         let expected = lazy
-            .filter(|_| !self.handles_taken)
+            .filter(|_| !self.head.handles_taken)
             .map(|n| n + self.pending_items() as u64);
-        self.input.cell.set_expected(expected);
-        let source = match (self.source.take(), self.input.sender()) {
+        self.head.input.cell.set_expected(expected);
+        let source = match (self.head.source.take(), self.head.input.sender()) {
             (Some(iter), Some(tx)) => Some(Arc::new(SharedSource::new(
                 iter,
                 tx,
-                self.input.clone(),
+                self.head.input.clone(),
                 shared.clone(),
             ))),
             _ => None,
         };
-        let pending = std::mem::take(&mut self.pending);
+        let pending = std::mem::take(&mut self.head.pending);
         // Items put before the run go first, through a source thread, which
         // then pulls the lazy source too; without them, the first stage's
         // workers pull it themselves.
@@ -506,21 +390,28 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         } else {
             (None, source)
         };
-        let first = (self.first_rx, None, self.input.next_cost.clone(), None, pulled);
-        let (rx_out, weigh_out, last_cost, _, unpulled) = (self.build)(first, &mut planner);
+        let first = EdgeEnd {
+            rx: self.head.first_rx,
+            weigh: None,
+            cost: self.head.input.next_cost.clone(),
+            links: None,
+            source: pulled,
+        };
+        let last = (self.build)(first, &mut planner);
         // The caller's consumer measures nothing: the last stage cuts its
         // batches by its own cost alone.
-        last_cost.no_reader();
-        if let Some(job) = unpulled.and_then(SharedSource::thread_job) {
+        last.cost.no_reader();
+        let (rx_out, weigh_out) = (last.rx, last.weigh);
+        if let Some(job) = last.source.and_then(SharedSource::thread_job) {
             // No stage: the source feeds the consumer directly.
             planner.jobs.push(job);
         }
         // Puts held back before the run (the input was full) are sent
         // first, by the source thread.
-        let held_back = self.input.start();
+        let held_back = self.head.input.start();
         if !pending.is_empty() || held_back {
-            if let Some(tx) = self.input.sender() {
-                let input = self.input.clone();
+            if let Some(tx) = self.head.input.sender() {
+                let input = self.head.input.clone();
                 planner.jobs.push(Job {
                     name: "paipa:source".into(),
                     run: Box::new(move || source_job(pending, threaded, tx, input)),
@@ -529,11 +420,11 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         }
         // The builder's own handle goes: from now on, the input ends when
         // the source is drained and every handle the caller took is dropped.
-        drop(self.own_input.take());
-        let input = self.input.clone();
+        drop(self.head.own_input.take());
+        let input = self.head.input.clone();
         Ok(Prepared {
-            name: self.name,
-            debugger: self.debugger,
+            name: self.head.name,
+            debugger: self.head.debugger,
             shared,
             before: planner.before,
             jobs: planner.jobs,

@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 
 use crate::sync::chan::{bounded, Receiver, Sender};
 
-use super::channel::{EdgeRx, Msg};
-use super::outbox::{weight, Weigher};
-use super::run::{execute, Job, RunShared};
 use crate::error::RunError;
 use crate::report::Schedule;
 use crate::stats::edge::{self, EdgeProbe};
 use crate::stats::heard::{self, Heard};
 use crate::stats::{clock, ticks_to_duration, OpenInputs, Outcome, Snapshot, StageCell, Stall};
 use crate::sync::deadline::deadline;
+use crate::threaded::edge::{EdgeRx, Msg};
+use crate::threaded::run::{execute, Job, RunShared};
+use crate::threaded::worker::{weight, Weigher};
 use crate::{Debugger, Stats};
 
 /// What a finished run reports.
@@ -449,7 +449,7 @@ impl<Out: Send + 'static> Prepared<'static, Out> {
 
     pub(crate) fn spawn_outputs(mut self) -> Result<Outputs<Out>, RunError> {
         let rx = self.rx_out.take().expect("outputs are taken once");
-        let (tx_keep, rx_keep) = super::channel::edge::<Out>(super::channel::Layout::for_capacity(1));
+        let (tx_keep, rx_keep) = crate::threaded::edge::edge::<Out>(crate::threaded::edge::Layout::for_capacity(1));
         drop(tx_keep);
         self.rx_out = Some(rx_keep);
         let stats = self.stats();
@@ -556,7 +556,7 @@ fn join_run(thread: RunThread) -> Result<Summary, RunError> {
         Err(RunError::Panic {
             stage: "pipeline".into(),
             worker: 0,
-            message: super::run::panic_message(&*p),
+            message: crate::threaded::run::panic_message(&*p),
         })
     })
 }

@@ -25,13 +25,11 @@
 
 use std::sync::Arc;
 
-use super::channel::Msg;
-use super::meta::Meta;
-use super::outbox::{Outbox, WorkerClock};
-use super::step::{Output, Step};
-use super::worker::{guarded, WorkerCtx};
-use crate::stats::{clock, thread_cpu_time, StageScope};
+use crate::stats::{clock, thread_cpu_time};
 use crate::sync::Mutex;
+use crate::threaded::edge::Msg;
+use crate::threaded::meta::Meta;
+use crate::threaded::worker::{Outbox, WorkerClock};
 
 /// A chained stage's worker, as the worker that feeds it sees it.
 pub(crate) trait Downstream<T> {
@@ -133,123 +131,4 @@ pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, wo
     let x = &mut worker_clock.excluded_cpu;
     x.0 += cpu1.0.saturating_sub(cpu0.0);
     x.1 += cpu1.1.saturating_sub(cpu0.1);
-}
-
-/// A worker of a chained stage: its step, context, outbox and clock, run
-/// on the feeding worker's thread.
-pub(crate) struct Chained<'a, S: Step> {
-    step: S,
-    cx: WorkerCtx<'a, S::In>,
-    outbox: Outbox<S::Out>,
-    clock: WorkerClock,
-    /// The stage after this one, if chained too.
-    links: Option<Arc<Links<'a, S::Out>>>,
-    link: Option<Link<'a, S::Out>>,
-    stopped: bool,
-}
-
-impl<'a, S: Step> Chained<'a, S> {
-    pub(crate) fn new(
-        step: S,
-        cx: WorkerCtx<'a, S::In>,
-        outbox: Outbox<S::Out>,
-        links: Option<Arc<Links<'a, S::Out>>>,
-    ) -> Self {
-        let mut clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
-        clock.own_calls_only();
-        Chained {
-            step,
-            cx,
-            outbox,
-            clock,
-            links,
-            link: None,
-            stopped: false,
-        }
-    }
-}
-
-impl<S: Step> Downstream<S::In> for Chained<'_, S> {
-    fn start(&mut self) {
-        self.link = link_for(&self.links.take(), self.cx.info.index, &mut self.outbox);
-        self.clock.resume();
-    }
-
-    fn batch(&mut self, batch: &mut Vec<S::In>) -> bool {
-        let cell = self.cx.cell.clone();
-        let _scope = StageScope::enter(cell.clone());
-        self.cx.take(batch);
-        if self.stopped || self.cx.shared.cancel.is_cancelled() {
-            self.cx.discard(batch);
-            batch.clear();
-            self.stopped = true;
-            return false;
-        }
-        self.clock.resume();
-        let n = batch.len();
-        let (out, step) = (&mut self.outbox, &mut self.step);
-        cell.mark_busy(self.cx.info.index, clock().raw());
-        let ok = self
-            .cx
-            .process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
-        cell.mark_busy(self.cx.info.index, 0);
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        let busy = self.clock.mark(&mut self.outbox.blocked);
-        self.cx.cost.observe(busy, n);
-        self.outbox.repace();
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        let ok = ok && !self.outbox.is_gone() && !self.cx.shared.cancel.is_cancelled();
-        self.stopped |= !ok;
-        ok
-    }
-
-    fn meta(&mut self, meta: Meta) -> bool {
-        if self.stopped {
-            return false;
-        }
-        let (out, step) = (&mut self.outbox, &mut self.step);
-        if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: out })) {
-            self.cx.fatal(f);
-            self.stopped = true;
-            return false;
-        }
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        true
-    }
-
-    fn idle(&mut self) {
-        self.clock.resume();
-        self.outbox.flush();
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        if let Some(link) = self.link.as_mut() {
-            link.idle();
-        }
-        self.clock.mark(&mut self.outbox.blocked);
-    }
-
-    fn finish(self: Box<Self>) {
-        let mut this = *self;
-        let cell = this.cx.cell.clone();
-        let _scope = StageScope::enter(cell.clone());
-        this.clock.resume();
-        if !this.stopped && !this.cx.shared.cancel.is_cancelled() && !this.outbox.is_gone() {
-            // The feeding worker ended without a stop: this worker's input
-            // ended, as `Recv::End` tells an unchained one.
-            let (out, step) = (&mut this.outbox, &mut this.step);
-            if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: out })) {
-                this.cx.fatal(f);
-            }
-        }
-        if this.cx.shared.cancel.is_cancelled() || this.outbox.is_gone() {
-            this.outbox.discard_pending();
-        } else {
-            this.outbox.flush();
-        }
-        feed(&mut this.outbox, &mut this.link, &mut this.clock);
-        if let Some(link) = this.link.take() {
-            link.finish();
-        }
-        this.clock.finish(&mut this.outbox.blocked);
-        // The context goes last: the stage-end latch counts this worker out.
-    }
 }

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::meta::Meta;
-use super::step::{Output, Step, WorkerInfo};
 use crate::error::{BoxError, ConfigError};
 use crate::iter::steps::{check_chunk_size, CHUNK_RESERVE};
+use crate::threaded::meta::Meta;
+use crate::threaded::step::{Output, Step, WorkerInfo};
 
 /// A step that groups items into `Vec`s of `size`. A partial batch is sent
 /// when no input has arrived for `timeout`, before a meta entry, and at the

@@ -23,18 +23,19 @@
 //! gone too.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{self, Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::channel::EdgeTx;
-use super::input::InputShared;
-use super::pacing::Pacing;
-use super::run::{panic_message, RunShared};
-use super::waiting::Pulling;
 use crate::error::RunError;
 use crate::stats::clock;
+use crate::stats::StageScope;
 use crate::sync::Mutex;
+use crate::threaded::edge::{send, EdgeTx, Msg};
+use crate::threaded::input::InputShared;
+use crate::threaded::pacing::Pacing;
+use crate::threaded::run::{panic_message, RunShared};
+use crate::threaded::waiting::Pulling;
 
 type Source<'a, T> = Box<dyn Iterator<Item = T> + Send + 'a>;
 
@@ -63,15 +64,15 @@ impl<'a, T> SharedSource<'a, T> {
 
     /// A thread that pulls the source and sends what it gets on the input
     /// edge, for a first stage that does not pull (an ordered one, or none).
-    pub(crate) fn thread_job(self: Arc<Self>) -> Option<super::run::Job<'a>>
+    pub(crate) fn thread_job(self: Arc<Self>) -> Option<crate::threaded::run::Job<'a>>
     where
         T: Send + 'a,
     {
         let tx = self.input.sender()?;
         let input = self.input.clone();
-        Some(super::run::Job {
+        Some(crate::threaded::run::Job {
             name: "paipa:source".into(),
-            run: Box::new(move || super::input::source_job(Vec::new(), Some(self), tx, input)),
+            run: Box::new(move || crate::threaded::source::source_job(Vec::new(), Some(self), tx, input)),
         })
     }
 
@@ -126,7 +127,7 @@ impl<'a, T> SharedSource<'a, T> {
         }
         let cell = &self.input.cell;
         let t0 = clock().raw();
-        let linger = super::input::source_linger_ticks();
+        let linger = crate::threaded::source::source_linger_ticks();
         let mut buf = spare;
         buf.clear();
         buf.reserve(n);
@@ -134,7 +135,7 @@ impl<'a, T> SharedSource<'a, T> {
         // The run's face to a source that waits (see `waiting.rs`).
         let pulling = Pulling::enter(cell, &self.shared.cancel, self.input.closed_flag());
         if holding {
-            pulling.holding_until(Instant::now() + super::input::SOURCE_LINGER);
+            pulling.holding_until(Instant::now() + crate::threaded::source::SOURCE_LINGER);
         }
         // The worker that pulls shows as busy on the source's row, so a
         // source stuck inside `next()` is what a stuck run names.
@@ -147,7 +148,7 @@ impl<'a, T> SharedSource<'a, T> {
                 match src.iter.next() {
                     Some(x) => {
                         if buf.is_empty() && !holding {
-                            pulling.holding_until(Instant::now() + super::input::SOURCE_LINGER);
+                            pulling.holding_until(Instant::now() + crate::threaded::source::SOURCE_LINGER);
                         }
                         buf.push(x)
                     }
@@ -192,4 +193,111 @@ impl<'a, T> SharedSource<'a, T> {
         cell.count.fetch_add(buf.len() as u64, Relaxed);
         Some((buf, spent))
     }
+}
+
+/// How long a source batch may wait for more items before it is sent.
+pub(crate) const SOURCE_LINGER: Duration = Duration::from_millis(1);
+
+/// [`SOURCE_LINGER`] in raw clock ticks.
+pub(crate) fn source_linger_ticks() -> u64 {
+    crate::stats::duration_to_ticks(SOURCE_LINGER)
+}
+
+/// Items in a message (0 for a meta entry).
+fn items_in<T>(msg: &Msg<T>) -> u64 {
+    msg.items() as u64
+}
+
+/// The source thread: sends the items put before the run, then pulls the
+/// lazy source only as fast as the first stage takes batches. What it holds
+/// when a send fails (the run stopped, or the first stage stopped taking
+/// input) is counted as the source's `discarded`: the piece that failed,
+/// every item put before the run and not yet sent, the batch pulled from the
+/// lazy source. A panic in the lazy source's `next()` fails the run (stage
+/// "source"), and the items pulled before it are discarded.
+pub(crate) fn source_job<T>(
+    pending: Vec<Msg<T>>,
+    source: Option<Arc<SharedSource<'_, T>>>,
+    tx: EdgeTx<T>,
+    input: Arc<InputShared<T>>,
+) {
+    let pacing = input.pacing();
+    let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
+    // The lazy source's own counters and edges (a stream source's) and
+    // its allocations go to the source's row.
+    let _scope = StageScope::enter(cell.clone());
+    // Dropped inside the scope, charged to the source.
+    let (source, tx, input) = (source, tx, input);
+    let mut blocked = 0u64;
+    // Puts held back before the run go first (they follow what the same
+    // handles put on the edge before it), as long as more keep coming.
+    'backlog: loop {
+        let mut msgs = input.take_backlog().into_iter();
+        if msgs.len() == 0 {
+            break;
+        }
+        while let Some(msg) = msgs.next() {
+            let n = items_in(&msg);
+            if let Err(msg) = send(&tx, msg, &cancel, &mut blocked) {
+                // The run stopped: what is left is discarded (the pending
+                // items below fail to send and are counted there).
+                let mut unsent = items_in(&msg) + msgs.map(|m| items_in(&m)).sum::<u64>();
+                loop {
+                    let more = input.take_backlog();
+                    if more.is_empty() {
+                        break;
+                    }
+                    unsent += more.iter().map(items_in).sum::<u64>();
+                }
+                cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                break 'backlog;
+            }
+            input.counted(n);
+        }
+    }
+    // Items put before the run are cut from the front as they are sent, each
+    // piece as large as the first stage's pacing allows at that moment:
+    // linear in the items, however small the first pieces are.
+    let mut pending = pending.into_iter();
+    while let Some(msg) = pending.next() {
+        let mut items = match msg {
+            Msg::Items(items) => items.into_iter(),
+            meta => {
+                if let Err(meta) = send(&tx, meta, &cancel, &mut blocked) {
+                    let unsent = items_in(&meta) + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+                    cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+                    return;
+                }
+                cell.metas.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        while items.len() > 0 {
+            let piece: Vec<T> = items.by_ref().take(pacing.limit()).collect();
+            let n = piece.len() as u64;
+            if let Err(piece) = send(&tx, Msg::Items(piece), &cancel, &mut blocked) {
+                let unsent =
+                    items_in(&piece) + items.len() as u64 + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+                cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+                return;
+            }
+            cell.count.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    // A lazy source nobody pulls: this thread pulls it and sends what it
+    // gets, as fast as the first stage takes it.
+    if let Some(src) = source {
+        while let Some((buf, _)) = src.pull(pacing.limit()) {
+            if let Err(m) = send(&tx, Msg::Items(buf), &cancel, &mut blocked) {
+                // Pulled and counted, never delivered.
+                let n = items_in(&m);
+                cell.count.fetch_sub(n, Ordering::Relaxed);
+                cell.discarded.fetch_add(n, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
 }

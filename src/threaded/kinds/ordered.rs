@@ -14,12 +14,12 @@ use std::sync::Arc;
 
 use crate::sync::chan::{bounded, Receiver, Select, Sender};
 
-use super::channel::{recv, Cancel, EdgeRx, Msg, Recv};
-use super::outbox::{Outbox, WorkerClock};
-use super::worker::{drain_discarding, WorkerCtx};
 use crate::error::BoxError;
 use crate::stats::StageScope;
 use crate::sync::{Mutex, MutexGuard};
+use crate::threaded::edge::{recv, Cancel, EdgeRx, Msg, Recv};
+use crate::threaded::worker::{drain_discarding, WorkerCtx};
+use crate::threaded::worker::{Outbox, WorkerClock};
 
 /// Shared by the workers of one ordered stage.
 pub(crate) struct Reorder<Out> {

@@ -8,9 +8,20 @@
 
 use std::sync::Arc;
 
-use super::stage::{chained_links, item_plan, Kind, Stage};
-use super::step::{Output, Step};
 use crate::error::BoxError;
+use crate::threaded::kinds::chained::chained_links;
+use crate::threaded::kinds::item::item_plan;
+use crate::threaded::stage::{Kind, Orderable, Stage};
+use crate::threaded::step::{Output, Step};
+
+/// A fold stage: never ordered (one result per worker has no input
+/// order), no retries (an item folded in cannot be taken out again),
+/// chained onto the stage before as a map is.
+const KIND: Kind = Kind::threads(
+    "fold stages",
+    Orderable::Never("a fold stage gives one result per worker, which have no input order"),
+    false,
+);
 
 /// A worker's accumulator and the functions that make and feed it.
 struct FoldStep<I, F, Acc, In> {
@@ -100,7 +111,7 @@ impl<'a, In: Send + 'a, Acc: Send + 'a> Stage<'a, In, Acc> {
             }
         };
         let chained = step.clone();
-        let mut stage = Self::with(name, Kind::Fold, Box::new(move |s, p| item_plan(s, p, step)));
+        let mut stage = Self::with(name, KIND, move |s, p| item_plan(s, p, step));
         stage.chain = Some(Box::new(move |s, p| chained_links(s, p, chained)));
         stage
     }

@@ -10,13 +10,17 @@ use std::sync::Arc;
 
 use crate::sync::AtomicUsize;
 
-use super::chain::{feed, link_for, Link, Links};
-use super::channel::{edge, recv, try_recv, Layout, Msg, Recv};
-use super::outbox::{Outbox, WorkerClock};
-use super::pacing::Pacing;
-use super::worker::{drain_discarding, guarded, Failure, StageEnd, WorkerCtx};
 use crate::error::BoxError;
+use crate::iter::BoxedStep;
 use crate::stats::StageScope;
+use crate::threaded::edge::{edge, recv, try_recv, Layout, Msg, Recv};
+use crate::threaded::pacing::Pacing;
+use crate::threaded::policy::{guarded, Failure};
+use crate::threaded::run::job;
+use crate::threaded::stage::{contexts, Kind, Orderable, Stage, StagePlan};
+use crate::threaded::worker::{drain_discarding, StageEnd, WorkerCtx};
+use crate::threaded::worker::{feed, link_for, Link, Links};
+use crate::threaded::worker::{Outbox, WorkerClock};
 
 /// The input of an iterator step in a threaded stage: the items that reach
 /// this worker, in the order it takes them. It sends what the worker has
@@ -317,5 +321,77 @@ fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
         last: side.last,
         handed: side.handed,
         link: side.link.take(),
+    }
+}
+
+/// An iterator stage: ordered with one worker only, no retries (the
+/// step holds its input iterator: an item cannot be handed to it again).
+const KIND: Kind = Kind::threads("iterator stages", Orderable::OneWorker, false);
+
+impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
+    /// A stage whose workers each run an iterator step over the stage's
+    /// input: any function from an iterator to an iterator, which may keep
+    /// state (a running count, a batch). Iterator-pipeline steps plug in
+    /// unchanged.
+    pub fn iter<F, J>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
+        J: IntoIterator<Item = Out>,
+    {
+        Self::try_iter(name, move |it| f(it).into_iter().map(Ok::<Out, BoxError>))
+    }
+
+    /// An iterator stage whose items are results; an error goes to the
+    /// stage's policy (fail, or skip that entry).
+    pub fn try_iter<F, J, E>(name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(InputIter<'a, In>) -> J + Send + Sync + 'a,
+        J: IntoIterator<Item = Result<Out, E>>,
+        E: Into<BoxError>,
+    {
+        let f = Arc::new(f);
+        Self::with(name, KIND, move |s, p| {
+            let links = p.links.clone();
+            let jobs = contexts(s, p, Arc::new(|| {}))
+                .into_iter()
+                .enumerate()
+                .map(|(i, (cx, outbox))| {
+                    let (f, shared, links) = (f.clone(), cx.shared.clone(), links.clone());
+                    job(&s.name, i, shared, move || {
+                        iter_worker(
+                            move |input| f(input).into_iter().map(|r| r.map_err(Into::into)),
+                            cx,
+                            outbox,
+                            links,
+                        )
+                    })
+                })
+                .collect();
+            StagePlan { before: None, jobs }
+        })
+    }
+}
+
+/// A boxed iterator step as a threaded stage of the step's name: the same
+/// [`BoxedStep`] runs in an iterator pipeline or, on each worker over the
+/// items that reach it, in a threaded one (as [`Stage::iter`] runs a step).
+///
+/// ```
+/// use paipa::iter::{boxed, BoxIter};
+/// use paipa::threaded::{Pipeline, Stage};
+///
+/// fn evens(it: BoxIter<'_, u32>) -> impl Iterator<Item = u32> + '_ { it.filter(|x| x % 2 == 0) }
+/// let summary = Pipeline::new()
+///     .source(0..100u32)
+///     .then(Stage::from(boxed(evens)).workers(2))?
+///     .run()?;
+/// assert_eq!(summary.items, 50);
+/// assert_eq!(summary.snapshot.stage("evens").unwrap().count_in, 100);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl<'a, T: Send + 'a> From<BoxedStep<'a, T>> for Stage<'a, T, T> {
+    fn from(step: BoxedStep<'a, T>) -> Self {
+        let name = step.name().to_owned();
+        Stage::iter(name, move |input: InputIter<'a, T>| step.apply(Box::new(input)))
     }
 }
