@@ -1,4 +1,4 @@
-//! The IO fan-out of issue 13 on an async stage: 10,000 requests of 20 ms
+//! An IO fan-out on an async stage: 10,000 requests of 20 ms
 //! with 200 in flight, then a CPU stage, then a file sink. Prints the wall
 //! time (the floor is 10,000 x 20 ms / 200 = 1.0 s), the most threads seen
 //! during the run and the peak RSS.

@@ -1,7 +1,9 @@
 //! Threaded pipelines against their baselines, all measured in this one run
 //! (median of 5 runs each).
 //!
-//! - `cargo run --release --example bench_threaded`: speed tables.
+//! - `cargo run --release --example bench_threaded`: speed tables;
+//!   `-- trivial [NAME]`, `-- cpu [NAME]` and `-- io` one table each
+//!   (with NAME, only the rows whose name contains it).
 //! - `cargo run --release --example bench_threaded -- rss N`: N items of
 //!   1 KiB through 3 stages; prints the process's peak RSS.
 //! - `... -- putall N`: N items put before the run against the same items
@@ -111,7 +113,13 @@ fn cpu_bound() {
         ("pipeliner, 2 threads", Box::new(|| workload::pipeliner_cpu(N, 2))),
         ("pipelines, Multiplex 2", Box::new(|| workload::pipelines_cpu(N, 2))),
     ];
+    // `cpu NAME`: only the rows whose name contains NAME (the 1-worker
+    // baseline always runs: every speed-up is over it).
+    let only: Option<String> = std::env::args().nth(2);
     for (name, f) in rows {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let t = median(5, f, expect);
         println!(
             "| {name} | {:.3} s | {:.2} |",

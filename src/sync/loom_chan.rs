@@ -376,8 +376,10 @@ impl<'a> Select<'a> {
         }
     }
 
-    /// As `select_timeout`. (Kept with the rest of crossbeam's API; paipa's
-    /// sends now wait with `ready`/`ready_deadline` instead.)
+    /// As `select_timeout` (time is not modelled: not ready at once means
+    /// timed out). The waits with a deadline in
+    /// `src/threaded/channel.rs` (for room, for a signal, for a batch) go
+    /// through it.
     #[allow(dead_code)]
     pub(crate) fn select_deadline(&mut self, _deadline: Instant) -> Result<SelectedOperation, SelectTimeoutError> {
         self.select_timeout(Duration::ZERO)
