@@ -415,6 +415,19 @@ fn bad_settings_are_refused_naming_the_field() {
     assert_eq!(e.field(), "in_flight");
     let e = refuse(Stage::map_async("a", |x: u32| async move { x }).timeout(Duration::ZERO));
     assert_eq!(e.field(), "timeout");
+    // As a plain stage (one type for a list of stages of every kind), the
+    // same settings are refused the same way when the stage is added.
+    let plain = |stage: paipa::threaded::AsyncStage<'static, u32, u32>| {
+        let stage: Stage<'static, u32, u32> = stage.into();
+        Pipeline::<u32, u32>::new().then(stage).unwrap_err()
+    };
+    let e = plain(Stage::map_async("a", |x: u32| async move { x }).timeout(Duration::ZERO));
+    assert_eq!(
+        e.to_string(),
+        "invalid timeout: 0ns (stage \"a\" takes from 1 ns to 86400s)"
+    );
+    let e = plain(Stage::map_async("a", |x: u32| async move { x }).in_flight(0));
+    assert_eq!(e.to_string(), "invalid in_flight: 0 (stage \"a\" needs at least 1)");
 }
 
 #[test]

@@ -48,7 +48,7 @@ fn format(headers: &HeaderMap) -> Result<bool, String> {
 }
 
 /// How a request's entries fared.
-enum Outcome {
+enum Fared {
     Accepted(usize),
     Full(usize),
     TooLarge(usize),
@@ -133,7 +133,7 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
     let total = entries.len();
     let input = shared.input.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let outcome = match input {
-        None => Outcome::Closed(total),
+        None => Fared::Closed(total),
         // One all-or-nothing hand-over: the request is in, or none of it
         // is, so a client may resend a refused request whole. Waiting for
         // room takes no thread of the runtime's (nor one per request): the
@@ -141,14 +141,14 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
         Some(input) => match input.put_batch_async(entries, config.full_wait).await {
             Ok(()) => {
                 shared.acknowledged.fetch_add(total as u64, Ordering::SeqCst);
-                Outcome::Accepted(total)
+                Fared::Accepted(total)
             }
             Err(PutError::Full(_)) => {
                 shared.refused_full.fetch_add(1, Ordering::SeqCst);
-                Outcome::Full(total)
+                Fared::Full(total)
             }
-            Err(PutError::TooLarge(_)) => Outcome::TooLarge(total),
-            Err(PutError::Closed(_)) => Outcome::Closed(total),
+            Err(PutError::TooLarge(_)) => Fared::TooLarge(total),
+            Err(PutError::Closed(_)) => Fared::Closed(total),
         },
     };
     let unavailable = |body: serde_json::Value| {
@@ -158,13 +158,13 @@ pub(crate) async fn ingest<T: DeserializeOwned + Send + 'static>(
         r
     };
     match outcome {
-        Outcome::Accepted(n) => json_response(StatusCode::OK, serde_json::json!({ "accepted": n })),
-        Outcome::TooLarge(n) => answer::error(
+        Fared::Accepted(n) => json_response(StatusCode::OK, serde_json::json!({ "accepted": n })),
+        Fared::TooLarge(n) => answer::error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{n} entries are more than the pipeline's capacity: send fewer per request"),
         ),
-        Outcome::Full(n) => unavailable(serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline is full" })),
-        Outcome::Closed(n) => {
+        Fared::Full(n) => unavailable(serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline is full" })),
+        Fared::Closed(n) => {
             unavailable(serde_json::json!({ "accepted": 0, "of": n, "error": "the pipeline no longer takes input" }))
         }
     }

@@ -141,7 +141,9 @@ fn cancel_wakes_a_worker_waiting_for_a_place_in_the_window() {
 fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
     use std::sync::atomic::Ordering::Relaxed;
 
-    use crate::threaded::loom_support::{AfterRetries, Failure, OnError, RunShared, StageEnd, WorkerCtx, WorkerInfo};
+    use crate::threaded::loom_support::{
+        AfterRetries, Failure, OnError, Policy, RunShared, StageEnd, WorkerCtx, WorkerInfo,
+    };
 
     model(|| {
         let (_tx, rx) = edge_for_test::<u32>(Layout::for_capacity(2));
@@ -156,14 +158,19 @@ fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
             rx,
             cell: cell.clone(),
             shared: shared.clone(),
-            policy: OnError::Retry {
-                times: 2,
-                backoff: std::time::Duration::from_secs(3600),
-                then: AfterRetries::Fail,
-            },
+            policy: Policy::new(
+                OnError::Retry {
+                    times: 2,
+                    backoff: std::time::Duration::from_secs(3600),
+                    then: AfterRetries::Fail,
+                },
+                None,
+                ("retrying".into(), 0),
+                cell.clone(),
+                shared.clone(),
+            ),
             clone_in: Some(|x: &u32| *x),
             weigh_in: None,
-            on_skip: None,
             cost: crate::threaded::loom_support::Cost::new(),
             source: None,
             end: StageEnd {
@@ -173,7 +180,8 @@ fn a_retry_waiting_in_its_backoff_stops_on_cancel_and_counts_its_item_once() {
         };
         // The real retry loop, on an item that always fails; the backoff
         // sleeps until cancelled (or, as time is not modelled, ends at once).
-        let worker = thread::spawn(move || cx.attempt(7, |_| Err(Failure::Error("always".into()))));
+        let worker =
+            thread::spawn(move || cx.attempt(7, 1, cx.clone_in.as_ref(), |_| Err(Failure::Error("always".into()))));
         shared.cancel.cancel();
         assert!(!worker.join().unwrap(), "the attempt stops the worker");
         let (failed, discarded) = (cell.failed.load(Relaxed), cell.discarded.load(Relaxed));

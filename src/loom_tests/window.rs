@@ -10,8 +10,8 @@ use super::{model, model_bounded, put};
 use crate::error::BoxError;
 use crate::stats::StageCell;
 use crate::threaded::loom_support::{
-    edge_for_test, ordered_worker, Cancel, EdgeRx, EdgeTx, Layout, Msg, OnError, Outbox, Reorder, RunShared, StageEnd,
-    Window, WorkerCtx, WorkerInfo,
+    edge_for_test, ordered_worker, Cancel, EdgeRx, EdgeTx, Layout, Msg, OnError, Outbox, Policy, Reorder, RunShared,
+    StageEnd, Window, WorkerCtx, WorkerInfo,
 };
 
 #[test]
@@ -87,10 +87,15 @@ fn ordered_stage(workers: usize, window: usize) -> OrderedStage {
                 rx: rx.clone(),
                 cell: cell.clone(),
                 shared: shared.clone(),
-                policy: OnError::default(),
+                policy: Policy::new(
+                    OnError::default(),
+                    None,
+                    ("ordered".into(), index),
+                    cell.clone(),
+                    shared.clone(),
+                ),
                 clone_in: None,
                 weigh_in: None,
-                on_skip: None,
                 cost: crate::threaded::loom_support::Cost::new(),
                 source: None,
                 end: StageEnd {

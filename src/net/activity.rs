@@ -150,19 +150,19 @@ pub(crate) fn canned_status(bytes: &[u8]) -> Option<u16> {
 /// A TCP stream that records its activity. The stream is shared with the
 /// connection's task, which takes it back to answer in JSON once hyper
 /// lets go of it (hyper's own error answers are held back here).
-pub(crate) struct Tracked {
+pub(crate) struct WatchedIo {
     pub(crate) io: Arc<Mutex<TcpStream>>,
     pub(crate) activity: Arc<Activity>,
 }
 
-impl Tracked {
+impl WatchedIo {
     fn with_io<R>(&self, f: impl FnOnce(Pin<&mut TcpStream>) -> R) -> R {
         let mut io = self.io.lock().unwrap_or_else(|e| e.into_inner());
         f(Pin::new(&mut io))
     }
 }
 
-impl AsyncRead for Tracked {
+impl AsyncRead for WatchedIo {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let r = self.with_io(|io| io.poll_read(cx, buf));
@@ -176,7 +176,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl AsyncWrite for WatchedIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         if !self.activity.busy() {
             if let Some(status) = canned_status(buf) {

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use super::activity::{Activity, Handling, Tracked};
+use super::activity::{Activity, Handling, WatchedIo};
 use super::answer;
 use super::connection::{self, last_words};
 use super::hosts::Hosts;
@@ -197,7 +197,7 @@ impl Serving {
         let activity = Arc::new(Activity::new());
         self.open.add(&activity);
         let io = Arc::new(Mutex::new(stream));
-        let tracked = Tracked {
+        let tracked = WatchedIo {
             io: io.clone(),
             activity: activity.clone(),
         };

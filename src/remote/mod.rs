@@ -25,7 +25,7 @@
 //!   [`Snapshot::edges`](crate::Snapshot::edges) then show its length and,
 //!   per group, pending entries, lag and consumers: read by a thread of
 //!   the edge's own before each report and at the end, never on the
-//!   pipeline's threads; a failed reading shows as stale (see `probe.rs`).
+//!   pipeline's threads; a failed reading shows as stale (see `info_probe.rs`).
 //!   One used by hand outside any stage (a loop over an iterator
 //!   pipeline, a `run_with` closure) is named on the debugger instead:
 //!   [`Debugger::edge`](crate::Debugger::edge).
@@ -71,8 +71,8 @@ mod error;
 mod handle;
 mod held;
 mod info;
+mod info_probe;
 mod link;
-mod probe;
 mod sink;
 mod sink_stage;
 mod source;

@@ -42,7 +42,7 @@
 //! On its first flush (a sink stage: as it starts), the sink registers its
 //! stream with the stage running on that thread: the pipeline's
 //! [`Snapshot::edges`](crate::Snapshot::edges) then show the stream's
-//! length and groups (see `probe.rs`).
+//! length and groups (see `info_probe.rs`).
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,8 +55,8 @@ use serde::Serialize;
 use super::config::EdgeConfig;
 use super::error::RemoteError;
 use super::info::trim_point;
+use super::info_probe::InfoProbe;
 use super::link::{ensure_group, int, Link};
-use super::probe::InfoProbe;
 use super::stats::{Counters, EdgeStats};
 use super::tracked::{Token, Tracked};
 

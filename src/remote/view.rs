@@ -63,7 +63,7 @@ impl crate::Debugger {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn edge(mut self, edge: &EdgeWatch) -> Self {
-        let probe = super::probe::InfoProbe::watched(edge.role, &edge.cfg);
+        let probe = super::info_probe::InfoProbe::watched(edge.role, &edge.cfg);
         self.edges.push(std::sync::Arc::new(probe));
         self
     }

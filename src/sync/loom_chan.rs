@@ -378,7 +378,7 @@ impl<'a> Select<'a> {
 
     /// As `select_timeout` (time is not modelled: not ready at once means
     /// timed out). The waits with a deadline in
-    /// `src/threaded/channel.rs` (for room, for a signal, for a batch) go
+    /// `src/threaded/edge.rs` (for room, for a signal, for a batch) go
     /// through it.
     #[allow(dead_code)]
     pub(crate) fn select_deadline(&mut self, _deadline: Instant) -> Result<SelectedOperation, SelectTimeoutError> {

@@ -2,7 +2,7 @@
 //! it observes the cancel.
 //!
 //! - A blocking wait selects over its channel and [`Cancel::rx`], which
-//!   disconnects on cancel (see `channel.rs`).
+//!   disconnects on cancel (see `edge.rs`).
 //! - A sleep is [`Cancel::sleep`].
 //! - A task polled on a runtime (an async stage's driver) polls
 //!   [`Cancel::poll_cancelled`], which wakes it on cancel: it does not

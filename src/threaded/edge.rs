@@ -253,6 +253,11 @@ impl<T> Msg<T> {
         }
     }
 
+    /// Items it carries, as a count.
+    pub(crate) fn count(&self) -> u64 {
+        self.items() as u64
+    }
+
     /// The room it takes in an edge's budget: its items, and at least one
     /// (a meta entry, or an empty batch, takes one item's room), so that
     /// the budget bounds the messages waiting as well as the items: the
@@ -443,7 +448,7 @@ impl<T> EdgeRx<T> {
     /// As [`EdgeRx::recv_blocking`], but gives up when `stop` becomes
     /// ready (its sender sends or goes away): `None` then. A stream of a
     /// run's outputs waits so on its forwarding thread, `stop` being held
-    /// by the stream (see `bridge.rs`).
+    /// by the stream (see `tokio/stream.rs`).
     #[cfg(all(feature = "async", not(loom)))]
     pub(crate) fn recv_blocking_or_stop<S>(
         &self,
@@ -614,7 +619,7 @@ pub(crate) fn recv<T>(edge: &EdgeRx<T>, cancel: &Cancel, timeout: Option<Duratio
 /// Waits for a message on `edge` unless the run is cancelled or `stop`
 /// becomes ready (its sender sends or goes away): `None` then. An async
 /// stage's feeder waits so, `stop` being the stage's request channel, so
-/// that it never outlives its stage (see `async_stage.rs`).
+/// that it never outlives its stage (see `tokio/driver.rs`).
 #[cfg(all(feature = "async", not(loom)))]
 pub(crate) fn recv_or_stop<T, S>(edge: &EdgeRx<T>, cancel: &Cancel, stop: &Receiver<S>) -> Option<Recv<T>> {
     if cancel.is_cancelled() {

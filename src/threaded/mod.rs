@@ -14,7 +14,7 @@
 //!   [`Pipeline::spawn`] (background, with a [`Running`] handle) or
 //!   [`Pipeline::outputs`] (background, outputs as an iterator).
 //!
-//! See `channel.rs` for the shutdown protocol and why it cannot deadlock.
+//! See `edge.rs` for the shutdown protocol and why it cannot deadlock.
 //!
 //! # What waits on your code for ever
 //!
@@ -34,6 +34,8 @@
 //! (`Duration::MAX`) given to a call that waits means "for ever": that
 //! call then waits as its untimed form does.
 
+#![warn(clippy::too_many_lines)]
+
 mod cancel;
 mod edge;
 pub(crate) mod fate;
@@ -45,6 +47,7 @@ mod pacing;
 mod pipeline;
 mod plan;
 mod policy;
+mod reorder;
 mod run;
 mod running;
 mod source;
@@ -64,14 +67,15 @@ pub(crate) use plan::StageDefaults;
 /// What the loom model checks (src/loom_tests/) need from inside.
 #[cfg(all(test, loom))]
 pub(crate) mod loom_support {
+    pub(crate) use super::kinds::ordered::{ordered_worker, Reorder, Window};
+    pub(crate) use super::reorder::ReorderBuffer;
     pub(crate) use crate::threaded::edge::{
         edge as edge_for_test, recv, send, Cancel, EdgeRx, EdgeTx, Layout, Msg, Recv,
     };
     pub(crate) use crate::threaded::input::{Input, InputShared};
-    pub(crate) use crate::threaded::kinds::ordered::{ordered_worker, Reorder, ReorderBuffer, Window};
     pub(crate) use crate::threaded::pacing::{Cost, Pacing};
-    pub(crate) use crate::threaded::policy::Failure;
     pub(crate) use crate::threaded::policy::{AfterRetries, OnError};
+    pub(crate) use crate::threaded::policy::{Failure, Policy};
     pub(crate) use crate::threaded::run::RunShared;
     pub(crate) use crate::threaded::step::WorkerInfo;
     pub(crate) use crate::threaded::worker::{Outbox, StageEnd, WorkerCtx};

@@ -63,6 +63,49 @@ struct Head<'a, In> {
     defaults: StageDefaults,
 }
 
+impl<'a, In: Send + 'a> Head<'a, In> {
+    /// The input as the run takes it: the items put before the run, and
+    /// the lazy source, either pulled by the first stage's workers (the
+    /// second) or, when items were put before the run, sent after them by
+    /// a source thread (the third). Tells progress views the total when it
+    /// is known.
+    #[allow(clippy::type_complexity)]
+    fn take_input(
+        &mut self,
+        shared: &Arc<RunShared>,
+    ) -> (
+        Vec<Msg<In>>,
+        Option<Arc<SharedSource<'a, In>>>,
+        Option<Arc<SharedSource<'a, In>>>,
+    ) {
+        let lazy = match &self.source {
+            None => Some(0),
+            Some(s) => match s.size_hint() {
+                (lo, Some(hi)) if lo == hi => Some(lo as u64),
+                _ => None,
+            },
+        };
+        let put: usize = self.pending.iter().map(Msg::items).sum();
+        let expected = lazy.filter(|_| !self.handles_taken).map(|n| n + put as u64);
+        self.input.cell.set_expected(expected);
+        let source = match (self.source.take(), self.input.sender()) {
+            (Some(iter), Some(tx)) => Some(Arc::new(SharedSource::new(
+                iter,
+                tx,
+                self.input.clone(),
+                shared.clone(),
+            ))),
+            _ => None,
+        };
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            (pending, source, None)
+        } else {
+            (pending, None, source)
+        }
+    }
+}
+
 impl<In, Out> fmt::Debug for Pipeline<'_, In, Out> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
@@ -84,7 +127,7 @@ impl<'a, T: Send + 'a> Pipeline<'a, T, T> {
     pub fn new() -> Self {
         let cancel = Cancel::new();
         // One busy slot: a source stuck inside `next()` is named by a stuck
-        // run and the watchdog (see `pull.rs`).
+        // run and the watchdog (see `source.rs`).
         let mut cell = StageCell::new("source");
         cell.busy_since = vec![std::sync::atomic::AtomicU64::new(0)];
         let cell = Arc::new(cell);
@@ -207,14 +250,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     }
 
     fn pending_items(&self) -> usize {
-        self.head
-            .pending
-            .iter()
-            .map(|m| match m {
-                Msg::Items(b) => b.len(),
-                Msg::Meta(_) => 0,
-            })
-            .sum()
+        self.head.pending.iter().map(Msg::items).sum()
     }
 
     /// Puts a meta entry before the run, after the items put so far.
@@ -360,36 +396,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
             cells: vec![(self.head.input.cell.clone(), 1)],
             defaults: self.head.defaults.clone(),
         };
-        // What the source will give in all, when known: for progress bars.
-        let lazy = match &self.head.source {
-            None => Some(0),
-            Some(s) => match s.size_hint() {
-                (lo, Some(hi)) if lo == hi => Some(lo as u64),
-                _ => None,
-            },
-        };
-        let expected = lazy
-            .filter(|_| !self.head.handles_taken)
-            .map(|n| n + self.pending_items() as u64);
-        self.head.input.cell.set_expected(expected);
-        let source = match (self.head.source.take(), self.head.input.sender()) {
-            (Some(iter), Some(tx)) => Some(Arc::new(SharedSource::new(
-                iter,
-                tx,
-                self.head.input.clone(),
-                shared.clone(),
-            ))),
-            _ => None,
-        };
-        let pending = std::mem::take(&mut self.head.pending);
-        // Items put before the run go first, through a source thread, which
-        // then pulls the lazy source too; without them, the first stage's
-        // workers pull it themselves.
-        let (pulled, threaded) = if pending.is_empty() {
-            (source, None)
-        } else {
-            (None, source)
-        };
+        let (pending, pulled, threaded) = self.head.take_input(&shared);
         let first = EdgeEnd {
             rx: self.head.first_rx,
             weigh: None,

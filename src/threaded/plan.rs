@@ -10,7 +10,7 @@ use crate::threaded::policy::{OnError, SkipHook};
 use crate::threaded::run::{Job, RunShared};
 use crate::threaded::source::SharedSource;
 use crate::threaded::stage::{LaunchParts, Stage, StageSettings};
-use crate::threaded::worker::{worth_chaining, Links, Weigher};
+use crate::threaded::worker::{worth_chaining, ChainLinks, Weigher};
 
 /// Collects the threads and hooks of a run while the stages are laid out.
 pub(crate) struct Planner<'a> {
@@ -43,7 +43,7 @@ pub(crate) struct EdgeEnd<'a, T> {
     pub(crate) cost: Arc<Cost>,
     /// Where a next stage could be chained onto the writer's threads, with
     /// the writer's worker count (see `worker/chain.rs`).
-    pub(crate) links: Option<(Arc<Links<'a, T>>, usize)>,
+    pub(crate) links: Option<(Arc<ChainLinks<'a, T>>, usize)>,
     /// The lazy source, which travels with the first edge until a stage's
     /// workers take it to pull themselves (see `source.rs`).
     pub(crate) source: Option<Arc<SharedSource<'a, T>>>,
@@ -91,7 +91,7 @@ impl<'a> Planner<'a> {
         let next_cost = Cost::new();
         // A next stage may be chained onto this one's threads unless it
         // hands its output over in order, or runs futures on one thread.
-        let links = (!ordered && !kind.one_thread).then(Links::new);
+        let links = (!ordered && !kind.one_thread).then(ChainLinks::new);
         let parts = LaunchParts {
             rx: input.rx,
             source: input.source,

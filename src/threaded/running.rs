@@ -188,6 +188,20 @@ impl ConsumerClock {
     }
 }
 
+/// The run's last report: the edges' last readings (a stream source's
+/// last acks go out first), the final report of every reporter, and the
+/// snapshot the summary carries.
+fn final_report(cells: &Cells, schedule: Option<Schedule>, snap: &dyn Fn(bool) -> Snapshot) -> Snapshot {
+    let probes = edge_probes(cells);
+    edge::refresh(&probes, edge::FINAL_WAIT, true);
+    if let Some(mut s) = schedule {
+        s.finish();
+    }
+    // No reports are made any more: the edges' reading threads end.
+    edge::close(&probes);
+    snap(true)
+}
+
 /// A laid-out run, ready to start.
 pub(crate) struct Prepared<'a, Out> {
     pub(crate) name: String,
@@ -285,54 +299,10 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
         let started = Instant::now();
         self.consumer_row();
         let cells: Cells = Arc::new(std::mem::take(&mut self.cells));
-        if let (Some(d), Some((source, _))) = (&self.debugger, cells.first()) {
-            // Edges named on the debugger are shown in the source's row.
-            d.edges.iter().for_each(|p| source.edges.add(p.clone()));
-        }
-        let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
-        let outcome: OutcomeSlot = Arc::default();
-        let snap = {
-            let (name, cells, outcome) = (self.name.clone(), cells.clone(), outcome.clone());
-            Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, Some(&outcome), is_final))
-        };
-        let edges = {
-            let cells = cells.clone();
-            Arc::new(move || edge_probes(&cells))
-        };
-        let mut schedule = self
-            .debugger
-            .take()
-            .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone(), edges));
+        let (snap, outcome, schedule) = self.start_reports(started, &cells);
         let rx = self.rx_out.take().expect("outputs are taken once");
         let shared = self.shared.clone();
-        #[cfg(all(feature = "signals", not(loom)))]
-        let signals = self.signals.take();
-        #[cfg(all(feature = "signals", not(loom)))]
-        let heard: Heard = signals.as_ref().map(crate::signals::Listener::handle);
-        #[cfg(not(all(feature = "signals", not(loom))))]
-        let heard: Heard = None;
-        let close_input = self.close_input.clone();
-        let result = std::thread::scope(|scope| {
-            #[cfg(all(feature = "signals", not(loom)))]
-            if let Some(bell) = signals.as_ref().and_then(crate::signals::Listener::doorbell) {
-                let (shared, heard) = (&shared, &heard);
-                let close_input = &close_input;
-                let cells = &cells;
-                let watcher = std::thread::Builder::new()
-                    .name("paipa:interrupt".into())
-                    .spawn_scoped(scope, move || {
-                        watch_signals(&bell, heard, shared, cells, &**close_input)
-                    });
-                if let Err(e) = watcher {
-                    tracing::warn!(target: "paipa", "cannot watch for signals: {e}");
-                }
-            }
-            let result = execute(scope, self.before, self.jobs, &shared, || consume(rx, &shared));
-            #[cfg(all(feature = "signals", not(loom)))]
-            drop(signals);
-            result
-        });
-        let _ = close_input;
+        let (result, heard) = self.run_threads(&cells, || consume(rx, &shared));
         if let [.., (last, _), (row, _)] = &cells[..] {
             consumer.settle(last, row);
         }
@@ -350,16 +320,7 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
                 Outcome::Finished
             }),
         });
-        // The edges' last readings, for the final report and the summary
-        // (a stream source's last acks go out first).
-        let probes = edge_probes(&cells);
-        edge::refresh(&probes, edge::FINAL_WAIT, true);
-        if let Some(s) = schedule.as_mut() {
-            s.finish();
-        }
-        // No reports are made any more: the edges' reading threads end.
-        edge::close(&probes);
-        let final_snap = snap(true);
+        let final_snap = final_report(&cells, schedule, &*snap);
         let summary = match shared.take_error() {
             Some(err) => Err(err),
             None => {
@@ -375,6 +336,75 @@ impl<'a, Out: Send + 'a> Prepared<'a, Out> {
             }
         };
         (result, summary)
+    }
+
+    /// Starts the periodic reports, if a debugger asked for them; returns
+    /// how a snapshot is made and where the run's outcome goes.
+    #[allow(clippy::type_complexity)]
+    fn start_reports(
+        &mut self,
+        started: Instant,
+        cells: &Cells,
+    ) -> (
+        Arc<dyn Fn(bool) -> Snapshot + Send + Sync>,
+        OutcomeSlot,
+        Option<Schedule>,
+    ) {
+        if let (Some(d), Some((source, _))) = (&self.debugger, cells.first()) {
+            // Edges named on the debugger are shown in the source's row.
+            d.edges.iter().for_each(|p| source.edges.add(p.clone()));
+        }
+        let watchdog = self.debugger.as_ref().and_then(|d| d.watchdog);
+        let outcome: OutcomeSlot = Arc::default();
+        let snap: Arc<dyn Fn(bool) -> Snapshot + Send + Sync> = {
+            let (name, cells, outcome) = (self.name.clone(), cells.clone(), outcome.clone());
+            Arc::new(move |is_final| snapshot(&name, started, &cells, watchdog, Some(&outcome), is_final))
+        };
+        let edges = {
+            let cells = cells.clone();
+            Arc::new(move || edge_probes(&cells))
+        };
+        let schedule = self
+            .debugger
+            .take()
+            .map(|d| Schedule::start(d.reporters, d.interval, d.watchdog, snap.clone(), edges));
+        (snap, outcome, schedule)
+    }
+
+    /// Starts every thread in a scope (and the signal watcher, if the run
+    /// listens), runs `consume` on this thread, and joins them all.
+    fn run_threads<R>(&mut self, cells: &Cells, consume: impl FnOnce() -> R) -> (R, Heard) {
+        let shared = self.shared.clone();
+        let (before, jobs) = (std::mem::take(&mut self.before), std::mem::take(&mut self.jobs));
+        #[cfg(all(feature = "signals", not(loom)))]
+        let signals = self.signals.take();
+        #[cfg(all(feature = "signals", not(loom)))]
+        let heard: Heard = signals.as_ref().map(crate::signals::Listener::handle);
+        #[cfg(not(all(feature = "signals", not(loom))))]
+        let heard: Heard = None;
+        #[cfg(not(all(feature = "signals", not(loom))))]
+        let _ = cells;
+        #[cfg(all(feature = "signals", not(loom)))]
+        let close_input = self.close_input.clone();
+        let result = std::thread::scope(|scope| {
+            #[cfg(all(feature = "signals", not(loom)))]
+            if let Some(bell) = signals.as_ref().and_then(crate::signals::Listener::doorbell) {
+                let (shared, heard, close_input) = (&shared, &heard, &close_input);
+                let watcher = std::thread::Builder::new()
+                    .name("paipa:interrupt".into())
+                    .spawn_scoped(scope, move || {
+                        watch_signals(&bell, heard, shared, cells, &**close_input)
+                    });
+                if let Err(e) = watcher {
+                    tracing::warn!(target: "paipa", "cannot watch for signals: {e}");
+                }
+            }
+            let result = execute(scope, before, jobs, &shared, consume);
+            #[cfg(all(feature = "signals", not(loom)))]
+            drop(signals);
+            result
+        });
+        (result, heard)
     }
 
     pub(crate) fn run_counting(mut self) -> Result<Summary, RunError> {
@@ -772,7 +802,7 @@ pub struct Outputs<T> {
     /// Measures the consumer in its own row.
     clock: ConsumerClock,
     /// Set by a bridge that reads these outputs on its own thread (see
-    /// `bridge.rs`): the books are settled when it lets go (`release`), not
+    /// `tokio/stream.rs`): the books are settled when it lets go (`release`), not
     /// when reading stops, for it may hand items back until then.
     hold: bool,
     /// Reading reached the end of the outputs.

@@ -127,7 +127,6 @@ impl<'a, T> SharedSource<'a, T> {
         }
         let cell = &self.input.cell;
         let t0 = clock().raw();
-        let linger = crate::threaded::source::source_linger_ticks();
         let mut buf = spare;
         buf.clear();
         buf.reserve(n);
@@ -135,7 +134,7 @@ impl<'a, T> SharedSource<'a, T> {
         // The run's face to a source that waits (see `waiting.rs`).
         let pulling = Pulling::enter(cell, &self.shared.cancel, self.input.closed_flag());
         if holding {
-            pulling.holding_until(Instant::now() + crate::threaded::source::SOURCE_LINGER);
+            pulling.holding_until(Instant::now() + SOURCE_LINGER);
         }
         // The worker that pulls shows as busy on the source's row, so a
         // source stuck inside `next()` is what a stuck run names.
@@ -144,25 +143,7 @@ impl<'a, T> SharedSource<'a, T> {
             b.store(t0.max(1), Relaxed);
         }
         let pulled = catch_unwind(AssertUnwindSafe(|| {
-            while buf.len() < n {
-                match src.iter.next() {
-                    Some(x) => {
-                        if buf.is_empty() && !holding {
-                            pulling.holding_until(Instant::now() + crate::threaded::source::SOURCE_LINGER);
-                        }
-                        buf.push(x)
-                    }
-                    None if pulling.take_yielded() => break,
-                    None => {
-                        ended = true;
-                        break;
-                    }
-                }
-                let k = buf.len();
-                if (k.is_power_of_two() || k.is_multiple_of(16)) && clock().raw().saturating_sub(t0) > linger {
-                    break;
-                }
-            }
+            ended = fill(&mut src.iter, &mut buf, n, &pulling, holding, t0);
         }));
         drop(pulling);
         if let Some(b) = busy {
@@ -195,17 +176,38 @@ impl<'a, T> SharedSource<'a, T> {
     }
 }
 
+/// Pulls up to `n` items from `iter` into `buf`, for at most the linger
+/// once it has some (read on the clock every 16 items and at powers of
+/// two, so a fast source pays for few clock reads). True once the source
+/// has ended; a source that hands control back to a puller that holds
+/// results (see `waiting.rs`) has not.
+fn fill<T>(iter: &mut Source<'_, T>, buf: &mut Vec<T>, n: usize, pulling: &Pulling, holding: bool, t0: u64) -> bool {
+    let linger = source_linger_ticks();
+    while buf.len() < n {
+        match iter.next() {
+            Some(x) => {
+                if buf.is_empty() && !holding {
+                    pulling.holding_until(Instant::now() + SOURCE_LINGER);
+                }
+                buf.push(x)
+            }
+            None if pulling.take_yielded() => return false,
+            None => return true,
+        }
+        let k = buf.len();
+        if (k.is_power_of_two() || k.is_multiple_of(16)) && clock().raw().saturating_sub(t0) > linger {
+            return false;
+        }
+    }
+    false
+}
+
 /// How long a source batch may wait for more items before it is sent.
 pub(crate) const SOURCE_LINGER: Duration = Duration::from_millis(1);
 
 /// [`SOURCE_LINGER`] in raw clock ticks.
 pub(crate) fn source_linger_ticks() -> u64 {
     crate::stats::duration_to_ticks(SOURCE_LINGER)
-}
-
-/// Items in a message (0 for a meta entry).
-fn items_in<T>(msg: &Msg<T>) -> u64 {
-    msg.items() as u64
 }
 
 /// The source thread: sends the items put before the run, then pulls the
@@ -221,53 +223,75 @@ pub(crate) fn source_job<T>(
     tx: EdgeTx<T>,
     input: Arc<InputShared<T>>,
 ) {
-    let pacing = input.pacing();
-    let (cancel, cell) = (input.cancel.clone(), input.cell.clone());
+    let cell = input.cell.clone();
     // The lazy source's own counters and edges (a stream source's) and
     // its allocations go to the source's row.
     let _scope = StageScope::enter(cell.clone());
     // Dropped inside the scope, charged to the source.
     let (source, tx, input) = (source, tx, input);
     let mut blocked = 0u64;
-    // Puts held back before the run go first (they follow what the same
-    // handles put on the edge before it), as long as more keep coming.
-    'backlog: loop {
+    if send_backlog(&tx, &input, &mut blocked) && send_pending(pending, &tx, &input, &mut blocked) {
+        // A lazy source nobody pulls: this thread pulls it and sends what
+        // it gets, as fast as the first stage takes it.
+        if let Some(src) = source {
+            while let Some((buf, _)) = src.pull(input.pacing().limit()) {
+                if let Err(m) = send(&tx, Msg::Items(buf), &input.cancel, &mut blocked) {
+                    // Pulled and counted, never delivered.
+                    let n = m.count();
+                    cell.count.fetch_sub(n, Ordering::Relaxed);
+                    cell.discarded.fetch_add(n, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+}
+
+/// Sends the puts held back before the run first (they follow what the
+/// same handles put on the edge before it), as long as more keep coming.
+/// Once a send fails (the run stopped), what is left is discarded: false.
+fn send_backlog<T>(tx: &EdgeTx<T>, input: &InputShared<T>, blocked: &mut u64) -> bool {
+    loop {
         let mut msgs = input.take_backlog().into_iter();
         if msgs.len() == 0 {
-            break;
+            return true;
         }
         while let Some(msg) = msgs.next() {
-            let n = items_in(&msg);
-            if let Err(msg) = send(&tx, msg, &cancel, &mut blocked) {
-                // The run stopped: what is left is discarded (the pending
-                // items below fail to send and are counted there).
-                let mut unsent = items_in(&msg) + msgs.map(|m| items_in(&m)).sum::<u64>();
+            let n = msg.count();
+            if let Err(msg) = send(tx, msg, &input.cancel, blocked) {
+                let mut unsent = msg.count() + msgs.map(|m| m.count()).sum::<u64>();
                 loop {
                     let more = input.take_backlog();
                     if more.is_empty() {
                         break;
                     }
-                    unsent += more.iter().map(items_in).sum::<u64>();
+                    unsent += more.iter().map(Msg::count).sum::<u64>();
                 }
-                cell.discarded.fetch_add(unsent, Ordering::Relaxed);
-                break 'backlog;
+                input.cell.discarded.fetch_add(unsent, Ordering::Relaxed);
+                // The pending items fail to send too, and are counted there.
+                return true;
             }
             input.counted(n);
         }
     }
-    // Items put before the run are cut from the front as they are sent, each
-    // piece as large as the first stage's pacing allows at that moment:
-    // linear in the items, however small the first pieces are.
+}
+
+/// Sends the items put before the run, cut from the front as they are
+/// sent, each piece as large as the first stage's pacing allows at that
+/// moment: linear in the items, however small the first pieces are. Once a
+/// send fails (the run stopped), what is left is discarded: false.
+fn send_pending<T>(pending: Vec<Msg<T>>, tx: &EdgeTx<T>, input: &InputShared<T>, blocked: &mut u64) -> bool {
+    let (cell, cancel, pacing) = (&input.cell, &input.cancel, input.pacing());
     let mut pending = pending.into_iter();
     while let Some(msg) = pending.next() {
         let mut items = match msg {
             Msg::Items(items) => items.into_iter(),
             meta => {
-                if let Err(meta) = send(&tx, meta, &cancel, &mut blocked) {
-                    let unsent = items_in(&meta) + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+                if let Err(meta) = send(tx, meta, cancel, blocked) {
+                    let unsent = meta.count() + pending.by_ref().map(|m| m.count()).sum::<u64>();
                     cell.discarded.fetch_add(unsent, Ordering::Relaxed);
-                    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
-                    return;
+                    return false;
                 }
                 cell.metas.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -276,28 +300,13 @@ pub(crate) fn source_job<T>(
         while items.len() > 0 {
             let piece: Vec<T> = items.by_ref().take(pacing.limit()).collect();
             let n = piece.len() as u64;
-            if let Err(piece) = send(&tx, Msg::Items(piece), &cancel, &mut blocked) {
-                let unsent =
-                    items_in(&piece) + items.len() as u64 + pending.by_ref().map(|m| items_in(&m)).sum::<u64>();
+            if let Err(piece) = send(tx, Msg::Items(piece), cancel, blocked) {
+                let unsent = piece.count() + items.len() as u64 + pending.by_ref().map(|m| m.count()).sum::<u64>();
                 cell.discarded.fetch_add(unsent, Ordering::Relaxed);
-                cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
-                return;
+                return false;
             }
             cell.count.fetch_add(n, Ordering::Relaxed);
         }
     }
-    // A lazy source nobody pulls: this thread pulls it and sends what it
-    // gets, as fast as the first stage takes it.
-    if let Some(src) = source {
-        while let Some((buf, _)) = src.pull(pacing.limit()) {
-            if let Err(m) = send(&tx, Msg::Items(buf), &cancel, &mut blocked) {
-                // Pulled and counted, never delivered.
-                let n = items_in(&m);
-                cell.count.fetch_sub(n, Ordering::Relaxed);
-                cell.discarded.fetch_add(n, Ordering::Relaxed);
-                break;
-            }
-        }
-    }
-    cell.blocked_ticks.fetch_add(blocked, Ordering::Relaxed);
+    true
 }

@@ -13,11 +13,11 @@ use crate::sync::AtomicUsize;
 use crate::threaded::edge::{ByteWeigher, EdgeRx, EdgeTx};
 use crate::threaded::limits::{check_count, MAX_BACKOFF, MAX_RETRIES, MAX_WORKERS};
 use crate::threaded::pacing::{Cost, Pacing};
-use crate::threaded::policy::{AfterRetries, OnError, SkipHook, Skipped};
+use crate::threaded::policy::{AfterRetries, OnError, Policy, SkipHook, Skipped};
 use crate::threaded::run::{panic_message, Job, RunShared};
 use crate::threaded::source::SharedSource;
 use crate::threaded::step::WorkerInfo;
-use crate::threaded::worker::{Link, Links};
+use crate::threaded::worker::{ChainLink, ChainLinks};
 use crate::threaded::worker::{Outbox, Weigher};
 use crate::threaded::worker::{StageEnd, WorkerCtx};
 
@@ -84,11 +84,11 @@ pub(crate) struct StagePlan<'a> {
 /// The run-time parts of a stage launch.
 pub(crate) struct LaunchParts<'a, In, Out> {
     pub(crate) rx: EdgeRx<In>,
-    /// The lazy source, if this stage's workers pull it (see `pull.rs`).
+    /// The lazy source, if this stage's workers pull it (see `source.rs`).
     pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
     /// Where the stage after this one is chained, if it is: each worker
     /// takes its link when it starts.
-    pub(crate) links: Option<Arc<Links<'a, Out>>>,
+    pub(crate) links: Option<Arc<ChainLinks<'a, Out>>>,
     pub(crate) tx: EdgeTx<Out>,
     /// How the stage's outboxes cut their batches.
     pub(crate) pacing: Pacing,
@@ -168,13 +168,13 @@ pub struct Stage<'a, In, Out, X = ()> {
     pub(crate) check: fn(&X, &str) -> Result<(), ConfigError>,
     pub(crate) launch: Launcher<'a, In, Out, X>,
     /// Launches the stage chained to the one before it, on its threads
-    /// (function stages only; see `chain.rs`).
+    /// (function stages only; see `worker/chain.rs`).
     pub(crate) chain: Option<ChainLauncher<'a, In, Out>>,
 }
 
 /// Makes a chained stage's workers, one per worker of the stage before.
 pub(crate) type ChainLauncher<'a, In, Out> =
-    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> Vec<Link<'a, In>> + Send + 'a>;
+    Box<dyn FnOnce(&StageSettings<In, Out>, LaunchParts<'a, In, Out>) -> Vec<ChainLink<'a, In>> + Send + 'a>;
 
 impl<In, Out, X> fmt::Debug for Stage<'_, In, Out, X> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -206,10 +206,15 @@ pub(crate) fn contexts<'a, In, Out>(
                 rx: p.rx.clone(),
                 cell: p.cell.clone(),
                 shared: p.shared.clone(),
-                policy: s.policy,
+                policy: Policy::new(
+                    s.policy,
+                    s.on_skip.clone(),
+                    (s.name.clone(), index),
+                    p.cell.clone(),
+                    p.shared.clone(),
+                ),
                 clone_in: s.clone_in,
                 weigh_in: p.weigh_in.clone(),
-                on_skip: s.on_skip.clone(),
                 cost: p.cost.clone(),
                 source: p.source.clone(),
                 end: StageEnd {

@@ -2,7 +2,7 @@
 //! learns of the run that pulls it: whether the run wants it to stop, and
 //! how long its puller may wait before it hands on the items it holds.
 //!
-//! The puller (`pull.rs`: a first stage's worker, a source thread, an async
+//! The puller (`source.rs`: a first stage's worker, a source thread, an async
 //! stage's feeder) opens a [`Pulling`] scope around its calls to `next()`.
 //! Inside it, a source about to wait asks [`wait`]:
 //! - [`Wait::Stop`]: the run was cancelled or its input closed (a stop, an
@@ -50,7 +50,7 @@ pub(crate) enum Wait {
 
 struct Scope {
     /// The source's row: a source that asks how to wait is waiting, not
-    /// stuck, so its busy mark is cleared (see `pull.rs`).
+    /// stuck, so its busy mark is cleared (see `source.rs`).
     cell: Arc<StageCell>,
     cancel: Arc<Cancel>,
     closed: Arc<AtomicBool>,

@@ -5,22 +5,22 @@
 use std::sync::Arc;
 
 use crate::stats::{clock, StageScope};
+use crate::threaded::kinds::item::Hand;
 use crate::threaded::meta::Meta;
 use crate::threaded::policy::guarded;
 use crate::threaded::stage::{contexts, LaunchParts, StageSettings};
 use crate::threaded::step::{Output, Step};
-use crate::threaded::worker::{feed, link_for, Downstream, Link, Links, Outbox, WorkerClock, WorkerCtx};
+use crate::threaded::worker::{ChainLink, ChainLinks, Downstream, Emitter, Outbox, WorkerClock, WorkerCtx};
 
-/// A worker of a chained stage: its step, context, outbox and clock, run
-/// on the feeding worker's thread.
+/// A worker of a chained stage: its step, context and way out, run on
+/// the feeding worker's thread.
 pub(crate) struct Chained<'a, S: Step> {
     step: S,
     cx: WorkerCtx<'a, S::In>,
-    outbox: Outbox<S::Out>,
-    clock: WorkerClock,
+    em: Emitter<'a, S::Out>,
+    hand: Hand<S>,
     /// The stage after this one, if chained too.
-    links: Option<Arc<Links<'a, S::Out>>>,
-    link: Option<Link<'a, S::Out>>,
+    links: Option<Arc<ChainLinks<'a, S::Out>>>,
     stopped: bool,
 }
 
@@ -29,17 +29,17 @@ impl<'a, S: Step> Chained<'a, S> {
         step: S,
         cx: WorkerCtx<'a, S::In>,
         outbox: Outbox<S::Out>,
-        links: Option<Arc<Links<'a, S::Out>>>,
+        links: Option<Arc<ChainLinks<'a, S::Out>>>,
+        hand: Hand<S>,
     ) -> Self {
         let mut clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
         clock.own_calls_only();
         Chained {
             step,
+            em: Emitter::new(outbox, clock, cx.cost.clone()),
             cx,
-            outbox,
-            clock,
+            hand,
             links,
-            link: None,
             stopped: false,
         }
     }
@@ -47,34 +47,26 @@ impl<'a, S: Step> Chained<'a, S> {
 
 impl<S: Step> Downstream<S::In> for Chained<'_, S> {
     fn start(&mut self) {
-        self.link = link_for(&self.links.take(), self.cx.info.index, &mut self.outbox);
-        self.clock.resume();
+        self.em.chain(&self.links.take(), self.cx.info.index);
+        self.em.clock.resume();
     }
 
     fn batch(&mut self, batch: &mut Vec<S::In>) -> bool {
-        let cell = self.cx.cell.clone();
-        let _scope = StageScope::enter(cell.clone());
-        self.cx.take(batch);
-        if self.stopped || self.cx.shared.cancel.is_cancelled() {
-            self.cx.discard(batch);
+        let _scope = StageScope::enter(self.cx.cell.clone());
+        let cx = &self.cx;
+        cx.take(batch);
+        if self.stopped || cx.shared.cancel.is_cancelled() {
+            cx.discard(batch);
             batch.clear();
             self.stopped = true;
             return false;
         }
-        self.clock.resume();
+        self.em.clock.resume();
         let n = batch.len();
-        let (out, step) = (&mut self.outbox, &mut self.step);
-        cell.mark_busy(self.cx.info.index, clock().raw());
-        let ok = self
-            .cx
-            .process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
-        cell.mark_busy(self.cx.info.index, 0);
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        let busy = self.clock.mark(&mut self.outbox.blocked);
-        self.cx.cost.observe(busy, n);
-        self.outbox.repace();
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        let ok = ok && !self.outbox.is_gone() && !self.cx.shared.cancel.is_cancelled();
+        cx.cell.mark_busy(cx.info.index, clock().raw());
+        let ok = (self.hand)(&mut self.step, cx, batch, &mut self.em.outbox);
+        cx.cell.mark_busy(cx.info.index, 0);
+        let ok = self.em.after_batch(n) && ok;
         self.stopped |= !ok;
         ok
     }
@@ -83,60 +75,54 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
         if self.stopped {
             return false;
         }
-        let (out, step) = (&mut self.outbox, &mut self.step);
+        let (out, step) = (&mut self.em.outbox, &mut self.step);
         if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: out })) {
-            self.cx.fatal(f);
+            self.cx.policy.fatal(f);
             self.stopped = true;
             return false;
         }
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
+        self.em.run_chained();
         true
     }
 
     fn idle(&mut self) {
-        self.clock.resume();
-        self.outbox.flush();
-        feed(&mut self.outbox, &mut self.link, &mut self.clock);
-        if let Some(link) = self.link.as_mut() {
-            link.idle();
-        }
-        self.clock.mark(&mut self.outbox.blocked);
+        self.em.clock.resume();
+        self.em.idle();
+        self.em.mark();
     }
 
-    fn finish(self: Box<Self>) {
-        let mut this = *self;
-        let cell = this.cx.cell.clone();
-        let _scope = StageScope::enter(cell.clone());
-        this.clock.resume();
-        if !this.stopped && !this.cx.shared.cancel.is_cancelled() && !this.outbox.is_gone() {
+    fn end(self: Box<Self>) {
+        let Chained {
+            mut step,
+            cx,
+            mut em,
+            stopped,
+            ..
+        } = *self;
+        let _scope = StageScope::enter(cx.cell.clone());
+        em.clock.resume();
+        if !stopped && !cx.shared.cancel.is_cancelled() && !em.outbox.is_gone() {
             // The feeding worker ended without a stop: this worker's input
             // ended, as `Recv::End` tells an unchained one.
-            let (out, step) = (&mut this.outbox, &mut this.step);
-            if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: out })) {
-                this.cx.fatal(f);
+            if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut em.outbox })) {
+                cx.policy.fatal(f);
             }
         }
-        if this.cx.shared.cancel.is_cancelled() || this.outbox.is_gone() {
-            this.outbox.discard_pending();
-        } else {
-            this.outbox.flush();
-        }
-        feed(&mut this.outbox, &mut this.link, &mut this.clock);
-        if let Some(link) = this.link.take() {
-            link.finish();
-        }
-        this.clock.finish(&mut this.outbox.blocked);
+        em.end();
         // The context goes last: the stage-end latch counts this worker out.
+        drop(step);
+        drop(cx);
     }
 }
 
 /// The workers of such a stage chained to the stage before (see
-/// `chain.rs`).
+/// `worker/chain.rs`).
 pub(crate) fn chained_links<'a, S>(
     s: &StageSettings<S::In, S::Out>,
     p: LaunchParts<'a, S::In, S::Out>,
     make: impl Fn() -> S,
-) -> Vec<Link<'a, S::In>>
+    hand: Hand<S>,
+) -> Vec<ChainLink<'a, S::In>>
 where
     S: Step + 'a,
     S::In: 'a,
@@ -145,6 +131,6 @@ where
     let links = p.links.clone();
     contexts(s, p, Arc::new(|| {}))
         .into_iter()
-        .map(|(cx, outbox)| Box::new(Chained::new(make(), cx, outbox, links.clone())) as Link<'a, S::In>)
+        .map(|(cx, outbox)| Box::new(Chained::new(make(), cx, outbox, links.clone(), hand)) as ChainLink<'a, S::In>)
         .collect()
 }

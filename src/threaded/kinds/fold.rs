@@ -3,14 +3,14 @@
 //! runs in parallel and only one partial result per worker crosses to the
 //! next stage (the consumer merges them), as rayon's `fold` then `reduce`
 //! does. Like a map, a fold stage with as many workers as the stage before
-//! runs on that stage's threads (see `chain.rs`): no item crosses a thread
+//! runs on that stage's threads (see `worker/chain.rs`): no item crosses a thread
 //! to be folded.
 
 use std::sync::Arc;
 
 use crate::error::BoxError;
 use crate::threaded::kinds::chained::chained_links;
-use crate::threaded::kinds::item::item_plan;
+use crate::threaded::kinds::item::{each_item, item_plan};
 use crate::threaded::stage::{Kind, Orderable, Stage};
 use crate::threaded::step::{Output, Step};
 
@@ -111,8 +111,8 @@ impl<'a, In: Send + 'a, Acc: Send + 'a> Stage<'a, In, Acc> {
             }
         };
         let chained = step.clone();
-        let mut stage = Self::with(name, KIND, move |s, p| item_plan(s, p, step));
-        stage.chain = Some(Box::new(move |s, p| chained_links(s, p, chained)));
+        let mut stage = Self::with(name, KIND, move |s, p| item_plan(s, p, step, each_item));
+        stage.chain = Some(Box::new(move |s, p| chained_links(s, p, chained, each_item)));
         stage
     }
 }

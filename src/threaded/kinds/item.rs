@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
+use crate::error::BoxError;
 use crate::stats::StageScope;
 use crate::threaded::edge::{recv, try_recv, Msg, Recv};
 use crate::threaded::policy::guarded;
 use crate::threaded::run::{job, stage_hook};
 use crate::threaded::stage::{contexts, Kind, LaunchParts, Orderable, Stage, StagePlan, StageSettings};
 use crate::threaded::step::{idle_wait, Output, Step, StepFactory, WorkerInfo};
-use crate::threaded::worker::{drain_discarding, feed, link_for, Links, Outbox, WorkerClock, WorkerCtx};
+use crate::threaded::worker::{drain_discarding, ChainLinks, Emitter, Outbox, WorkerClock, WorkerCtx};
 
 /// The plan of a stage whose workers each run a step made by `make`, on
 /// threads of their own.
@@ -20,6 +21,7 @@ pub(crate) fn item_plan<'a, S>(
     s: &StageSettings<S::In, S::Out>,
     p: LaunchParts<'a, S::In, S::Out>,
     make: impl Fn() -> S,
+    hand: Hand<S>,
 ) -> StagePlan<'a>
 where
     S: Step + 'a,
@@ -32,7 +34,7 @@ where
         .enumerate()
         .map(|(i, (cx, outbox))| {
             let (step, shared, links) = (make(), cx.shared.clone(), links.clone());
-            job(&s.name, i, shared, move || item_worker(step, cx, outbox, links))
+            job(&s.name, i, shared, move || item_worker(step, cx, outbox, links, hand))
         })
         .collect();
     StagePlan { before: None, jobs }
@@ -86,7 +88,7 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     job(&s.name, i, shared, move || {
                         // A panic here fails the run (see `job`).
                         let step = factory.create(&cx.info);
-                        item_worker(step, cx, outbox, links)
+                        item_worker(step, cx, outbox, links, each_item::<Fac::Step>)
                     })
                 })
                 .collect();
@@ -103,136 +105,189 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
     }
 }
 
-/// The loop of one worker of an item stage.
+/// How a worker of the item loop runs one hand-over through its step:
+/// item by item under the stage's policy ([`each_item`]), or whole (a
+/// batch map). Leaves the batch empty; false if the worker must stop.
+pub(crate) type Hand<S> = for<'c> fn(
+    &mut S,
+    &WorkerCtx<'c, <S as Step>::In>,
+    &mut Vec<<S as Step>::In>,
+    &mut Outbox<<S as Step>::Out>,
+) -> bool;
+
+/// Every item of the batch through `step.process`, under the policy.
+pub(crate) fn each_item<S: Step>(
+    step: &mut S,
+    cx: &WorkerCtx<'_, S::In>,
+    batch: &mut Vec<S::In>,
+    outbox: &mut Outbox<S::Out>,
+) -> bool {
+    cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *outbox }))
+}
+
+/// The loop of one worker of an item stage, on its own thread.
 pub(crate) fn item_worker<'a, S: Step>(
     step: S,
     cx: WorkerCtx<'a, S::In>,
     outbox: Outbox<S::Out>,
-    links: Option<Arc<Links<'a, S::Out>>>,
+    links: Option<Arc<ChainLinks<'a, S::Out>>>,
+    hand: Hand<S>,
 ) {
-    let cell = cx.cell.clone();
-    let _scope = StageScope::enter(cell.clone());
-    // Moved into locals declared after the scope, so they are dropped (and
-    // their memory freed) inside it, charged to this stage.
-    let (mut step, cx, mut outbox) = (step, cx, outbox);
-    // A chained next stage runs on this thread (see `chain.rs`).
-    let mut link = link_for(&links, cx.info.index, &mut outbox);
-    let mut clock = WorkerClock::start(cell.clone(), cx.info.index);
-    let mut idle = None;
-    // The last batch's buffer, emptied: the next pull fills it.
-    let mut spare = Vec::new();
-    let mut ok = match guarded(|| {
-        idle = idle_wait(step.idle_timeout());
-        step.on_start(&cx.info)
-    }) {
-        Ok(()) => true,
-        Err(f) => {
-            cx.fatal(f);
-            false
-        }
+    let _scope = StageScope::enter(cx.cell.clone());
+    // Moved in after the scope, so it is dropped (and its memory freed)
+    // inside it, charged to this stage.
+    let clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
+    let mut em = Emitter::new(outbox, clock, cx.cost.clone());
+    em.chain(&links, cx.info.index);
+    let mut worker = ItemWorker {
+        step,
+        cx,
+        em,
+        hand,
+        idle: None,
+        spare: Vec::new(),
     };
+    let mut ok = worker.start();
     while ok {
-        // The input edge first (items put through input handles), then
-        // the lazy source if this stage pulls it, then wait.
-        let holding = outbox.holds() || outbox.has_local();
-        let got = match try_recv(&cx.rx).or_else(|| {
-            cx.pull(&mut clock, &mut spare, holding)
-                .map(|b| Recv::Msg(Msg::Items(b)))
+        ok = match worker.next() {
+            Some(got) => worker.handle(got),
+            None => false,
+        };
+    }
+    worker.end();
+}
+
+/// One worker of the item loop: its step, context and way out.
+struct ItemWorker<'a, S: Step> {
+    step: S,
+    cx: WorkerCtx<'a, S::In>,
+    em: Emitter<'a, S::Out>,
+    hand: Hand<S>,
+    /// How long to wait between two `on_idle` calls (see `Step::idle_timeout`).
+    idle: Option<std::time::Duration>,
+    /// The last batch's buffer, emptied: the next pull fills it.
+    spare: Vec<S::In>,
+}
+
+impl<S: Step> ItemWorker<'_, S> {
+    /// Runs a call into the step with its output; a failure is fatal.
+    fn call(&mut self, f: impl FnOnce(&mut S, &mut Output<'_, S::Out>) -> Result<(), BoxError>) -> bool {
+        let (step, outbox) = (&mut self.step, &mut self.em.outbox);
+        match guarded(|| f(step, &mut Output { outbox })) {
+            Ok(()) => true,
+            Err(e) => {
+                self.cx.policy.fatal(e);
+                false
+            }
+        }
+    }
+
+    fn start(&mut self) -> bool {
+        let (step, info) = (&mut self.step, &self.cx.info);
+        let idle = &mut self.idle;
+        match guarded(|| {
+            *idle = idle_wait(step.idle_timeout());
+            step.on_start(info)
         }) {
-            Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
+            Ok(()) => true,
+            Err(f) => {
+                self.cx.policy.fatal(f);
+                false
+            }
+        }
+    }
+
+    /// The next message: the input edge first (items put through input
+    /// handles), then the lazy source if this stage pulls it, then a wait
+    /// on the edge (calling the step's idle hook while it stays quiet).
+    /// `None` if the idle hook failed.
+    fn next(&mut self) -> Option<Recv<S::In>> {
+        loop {
+            let holding = self.em.holds();
+            let pulled = try_recv(&self.cx.rx).or_else(|| {
+                let batch = self.cx.pull(&mut self.em.clock, &mut self.spare, holding)?;
+                Some(Recv::Msg(Msg::Items(batch)))
+            });
+            match pulled {
                 // The source has nothing yet: send what this worker holds
                 // before it waits on the source again.
-                spare = empty;
-                outbox.flush();
-                feed(&mut outbox, &mut link, &mut clock);
-                if let Some(link) = link.as_mut() {
-                    link.idle();
+                Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
+                    self.spare = empty;
+                    self.em.idle();
                 }
-                continue;
+                Some(got) => return Some(got),
+                None => return self.wait(),
             }
-            Some(got) => got,
-            None => {
-                // The input ran dry: send what is ready, then wait.
-                if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                    break;
-                }
-                outbox.flush();
-                feed(&mut outbox, &mut link, &mut clock);
-                if let Some(link) = link.as_mut() {
-                    link.idle();
-                }
-                clock.mark(&mut outbox.blocked);
-                loop {
-                    match recv(&cx.rx, &cx.shared.cancel, idle, &mut clock.starved) {
-                        Recv::Idle => {
-                            if let Err(f) = guarded(|| step.on_idle(&mut Output { outbox: &mut outbox })) {
-                                cx.fatal(f);
-                                break Recv::Cancelled;
-                            }
-                            outbox.flush();
-                            feed(&mut outbox, &mut link, &mut clock);
-                        }
-                        got => break got,
-                    }
-                }
+        }
+    }
+
+    /// The input ran dry: sends what is ready, then waits.
+    fn wait(&mut self) -> Option<Recv<S::In>> {
+        loop {
+            if !self.call(|step, out| step.on_idle(out)) {
+                return None;
             }
-        };
+            self.em.idle();
+            self.em.mark();
+            match recv(
+                &self.cx.rx,
+                &self.cx.shared.cancel,
+                self.idle,
+                &mut self.em.clock.starved,
+            ) {
+                Recv::Idle => continue,
+                got => return Some(got),
+            }
+        }
+    }
+
+    /// Handles one message; false when the worker must stop.
+    fn handle(&mut self, got: Recv<S::In>) -> bool {
+        let cx = &self.cx;
         match got {
             Recv::Msg(Msg::Items(mut batch)) => {
                 cx.take(&batch);
                 let n = batch.len();
-                let (out, step) = (&mut outbox, &mut step);
                 cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
-                ok = cx.process_batch(&mut batch, |item| step.process(item, &mut Output { outbox: &mut *out }));
+                let ok = (self.hand)(&mut self.step, cx, &mut batch, &mut self.em.outbox);
                 cx.cell.mark_busy(cx.info.index, 0);
-                spare = batch;
-                feed(&mut outbox, &mut link, &mut clock);
-                let busy = clock.mark(&mut outbox.blocked);
-                cx.cost.observe(busy, n);
-                outbox.repace();
-                feed(&mut outbox, &mut link, &mut clock);
-                ok = ok && !outbox.is_gone() && !cx.shared.cancel.is_cancelled();
+                self.spare = batch;
+                self.em.after_batch(n) && ok
             }
             Recv::Msg(Msg::Meta(meta)) => {
-                if let Err(f) = guarded(|| step.process_meta(meta, &mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                    ok = false;
-                }
-                feed(&mut outbox, &mut link, &mut clock);
+                let ok = self.call(|step, out| step.process_meta(meta, out));
+                self.em.run_chained();
+                ok
             }
             // An input that ended because the run was cancelled (the
             // stages before it stopped) is a stop, not an end: no
             // `on_finish` (a sink would finish its producer in a failed run).
             Recv::End if !cx.shared.cancel.is_cancelled() => {
-                if let Err(f) = guarded(|| step.on_finish(&mut Output { outbox: &mut outbox })) {
-                    cx.fatal(f);
-                }
-                break;
+                self.call(|step, out| step.on_finish(out));
+                false
             }
-            Recv::End | Recv::Cancelled | Recv::Idle => break,
+            Recv::End | Recv::Cancelled | Recv::Idle => false,
         }
     }
-    // What the step still holds unsent is abandoned (see `Step::held`).
-    match guarded(|| Ok(step.held())) {
-        Ok(n) => cx.discard_n(n),
-        Err(f) => cx.fatal(f),
+
+    /// The worker ends: what the step holds unsent is abandoned (see
+    /// `Step::held`), its shutdown hook runs, and after a stop what waits
+    /// on the input is counted as discarded.
+    fn end(self) {
+        let ItemWorker { mut step, cx, em, .. } = self;
+        match guarded(|| Ok(step.held())) {
+            Ok(n) => cx.discard_n(n),
+            Err(f) => cx.policy.fatal(f),
+        }
+        if let Err(f) = guarded(|| {
+            step.on_shutdown();
+            Ok(())
+        }) {
+            cx.policy.fatal(f);
+        }
+        if cx.shared.cancel.is_cancelled() || em.outbox.is_gone() {
+            drain_discarding(&cx);
+        }
+        em.end();
     }
-    if let Err(f) = guarded(|| {
-        step.on_shutdown();
-        Ok(())
-    }) {
-        cx.fatal(f);
-    }
-    if cx.shared.cancel.is_cancelled() || outbox.is_gone() {
-        outbox.discard_pending();
-        drain_discarding(&cx);
-    } else {
-        outbox.flush();
-    }
-    feed(&mut outbox, &mut link, &mut clock);
-    if let Some(link) = link {
-        link.finish();
-    }
-    clock.finish(&mut outbox.blocked);
 }

@@ -19,7 +19,7 @@ use crate::threaded::policy::{guarded, Failure};
 use crate::threaded::run::job;
 use crate::threaded::stage::{contexts, Kind, Orderable, Stage, StagePlan};
 use crate::threaded::worker::{drain_discarding, StageEnd, WorkerCtx};
-use crate::threaded::worker::{feed, link_for, Link, Links};
+use crate::threaded::worker::{ChainLinks, Emitter};
 use crate::threaded::worker::{Outbox, WorkerClock};
 
 /// The input of an iterator step in a threaded stage: the items that reach
@@ -86,8 +86,9 @@ trait Refill<T> {
 
 struct Side<'a, In, Out> {
     cx: WorkerCtx<'a, In>,
-    outbox: Rc<RefCell<Outbox<Out>>>,
-    clock: WorkerClock,
+    /// The worker's way out, shared with the loop that pushes the step's
+    /// results.
+    em: Rc<RefCell<Emitter<'a, Out>>>,
     ended: bool,
     /// This worker has taken at least one batch.
     took: bool,
@@ -95,23 +96,6 @@ struct Side<'a, In, Out> {
     last: usize,
     /// Items in the batches handed to the step.
     handed: u64,
-    /// A chained next stage, run on this thread (see `chain.rs`).
-    link: Option<Link<'a, Out>>,
-}
-
-impl<In, Out> Side<'_, In, Out> {
-    /// Runs what the outbox keeps locally through the chained stage.
-    fn feed(&mut self) {
-        let mut ob = self.outbox.borrow_mut();
-        feed(&mut ob, &mut self.link, &mut self.clock);
-    }
-
-    fn mark(&mut self) {
-        let mut ob = self.outbox.borrow_mut();
-        let busy = self.clock.mark(&mut ob.blocked);
-        self.cx.cost.observe(busy, std::mem::take(&mut self.last));
-        ob.repace();
-    }
 }
 
 impl<In, Out> Refill<In> for Side<'_, In, Out> {
@@ -122,38 +106,27 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             if self.ended {
                 return None;
             }
-            self.mark();
-            self.feed();
+            let mut em = self.em.borrow_mut();
+            em.after_batch(std::mem::take(&mut self.last));
             // Results kept in the outbox: a source that waits inside
             // `next()` hands control back within the linger (an empty
             // batch), so that they are sent instead of waiting with it.
-            let holding = {
-                let ob = self.outbox.borrow();
-                ob.holds() || ob.has_local()
-            };
+            let holding = em.holds();
             let got = match try_recv(&self.cx.rx).or_else(|| {
-                let batch = self.cx.pull(&mut self.clock, &mut spare, holding)?;
+                let batch = self.cx.pull(&mut em.clock, &mut spare, holding)?;
                 Some(Recv::Msg(Msg::Items(batch)))
             }) {
+                // The source has nothing yet: send what is held, then
+                // pull again.
                 Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
-                    // The source has nothing yet: send what is held, then
-                    // pull again.
                     spare = empty;
-                    self.outbox.borrow_mut().flush();
-                    self.feed();
-                    if let Some(link) = self.link.as_mut() {
-                        link.idle();
-                    }
+                    em.idle();
                     continue;
                 }
                 Some(got) => got,
                 None => {
-                    self.outbox.borrow_mut().flush();
-                    self.feed();
-                    if let Some(link) = self.link.as_mut() {
-                        link.idle();
-                    }
-                    recv(&self.cx.rx, &self.cx.shared.cancel, None, &mut self.clock.starved)
+                    em.idle();
+                    recv(&self.cx.rx, &self.cx.shared.cancel, None, &mut em.clock.starved)
                 }
             };
             match got {
@@ -166,8 +139,8 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
                     return Some(batch);
                 }
                 Recv::Msg(Msg::Meta(meta)) => {
-                    self.outbox.borrow_mut().meta(meta);
-                    self.feed();
+                    em.outbox.meta(meta);
+                    em.run_chained();
                 }
                 Recv::End | Recv::Cancelled | Recv::Idle => {
                     self.ended = true;
@@ -188,26 +161,25 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
     step: impl FnOnce(InputIter<'a, In>) -> J,
     cx: WorkerCtx<'a, In>,
     outbox: Outbox<Out>,
-    links: Option<Arc<Links<'a, Out>>>,
+    links: Option<Arc<ChainLinks<'a, Out>>>,
 ) where
     J: IntoIterator<Item = Result<Out, BoxError>>,
 {
-    let cell = cx.cell.clone();
-    let _scope = StageScope::enter(cell.clone());
-    let skip = cx.policy.skips_at_last();
-    let shared = cx.shared.clone();
-    let mut outbox = outbox;
-    let link = link_for(&links, cx.info.index, &mut outbox);
-    let outbox = Rc::new(RefCell::new(outbox));
+    let _scope = StageScope::enter(cx.cell.clone());
+    let mut em = Emitter::new(
+        outbox,
+        WorkerClock::start(cx.cell.clone(), cx.info.index),
+        cx.cost.clone(),
+    );
+    em.chain(&links, cx.info.index);
+    let em = Rc::new(RefCell::new(em));
     let side = Rc::new(RefCell::new(Side {
-        clock: WorkerClock::start(cell.clone(), cx.info.index),
         cx,
-        outbox: outbox.clone(),
+        em: em.clone(),
         ended: false,
         took: false,
         last: 0,
         handed: 0,
-        link,
     }));
     let pulled = Rc::new(Cell::new(0));
     let input = InputIter {
@@ -219,109 +191,98 @@ pub(crate) fn iter_worker<'a, In: 'a, Out: 'a, J>(
         for r in step(input) {
             match r {
                 Ok(x) => {
-                    let mut ob = outbox.borrow_mut();
-                    ob.push(x);
-                    if ob.has_local() {
-                        drop(ob);
-                        side.borrow_mut().feed();
-                    }
-                }
-                Err(e) if skip => {
-                    cell.skipped.fetch_add(1, Relaxed);
-                    if !side.borrow().cx.tell_skip(|| e.to_string()) {
-                        break;
+                    let mut em = em.borrow_mut();
+                    em.outbox.push(x);
+                    if em.outbox.has_local() {
+                        em.run_chained();
                     }
                 }
                 Err(e) => {
-                    cell.failed.fetch_add(1, Relaxed);
-                    return Err(e);
+                    // Skipped and told, or the run failed: counted once.
+                    if !side.borrow().cx.policy.give_up(1, Failure::Error(e)) {
+                        break;
+                    }
                 }
             }
-            if shared.cancel.is_cancelled() || outbox.borrow().is_gone() {
+            let em = em.borrow();
+            if em.outbox.is_cancelled() || em.outbox.is_gone() {
                 break;
             }
         }
         Ok(())
     });
-    // The step and its input iterator are gone: this worker owns the rest.
-    // A step that leaked its iterator (`mem::forget`, `Box::leak`) still
-    // shares the worker's side: take its parts out, so that the error is
-    // reported, the outbox flushed, and the edges released as usual.
-    let (side, outbox) = match Rc::try_unwrap(side) {
-        Ok(side) => (side.into_inner(), outbox),
-        Err(leaked) => {
-            let mut side = reclaim(&mut leaked.borrow_mut());
-            // What the leaked iterator held, never pulled.
-            side.cx.discard_n(side.handed.saturating_sub(pulled.get()));
-            let (dead_tx, _) = edge(Layout::for_capacity(1));
-            let stand_in = Outbox::new(dead_tx, Pacing::fixed(1), cell.clone(), shared.clone(), None);
-            let outbox = Rc::new(RefCell::new(std::mem::replace(&mut *outbox.borrow_mut(), stand_in)));
-            side.outbox = outbox.clone();
-            (side, outbox)
-        }
-    };
+    drop(em);
+    let Side {
+        cx, em, ended, took, ..
+    } = unshare(side, &pulled);
     if let Err(f) = result {
-        if matches!(f, Failure::Panic(_)) && side.took && !side.ended {
+        if matches!(f, Failure::Panic(_)) && took && !ended {
             // A panic while the input flows counts as one failed item (an
             // error already did): the one the step was working on, so a
             // one-for-one step keeps its books. A panic before the first
             // item or after the end held no item.
-            cell.failed.fetch_add(1, Relaxed);
+            cx.cell.failed.fetch_add(1, Relaxed);
         }
-        side.cx.fatal(f);
+        cx.policy.fatal(f);
     }
-    let mut ob = outbox.borrow_mut();
-    if shared.cancel.is_cancelled() || ob.is_gone() {
-        ob.discard_pending();
-    } else {
-        ob.flush();
-    }
-    if !side.ended {
+    if !ended {
         // The step stopped before its input ended (an error, a cancel, or
         // a step like `take(n)`): count what is queued, then drop the input,
         // which stops the stages upstream.
-        drain_discarding(&side.cx);
+        drain_discarding(&cx);
     }
-    let mut side = side;
-    feed(&mut ob, &mut side.link, &mut side.clock);
-    if let Some(link) = side.link.take() {
-        link.finish();
+    match Rc::try_unwrap(em) {
+        Ok(em) => em.into_inner().end(),
+        Err(_) => unreachable!("the worker holds the only handle on its emitter"),
     }
-    side.clock.finish(&mut ob.blocked);
 }
 
-/// Takes a leaked side's parts out, leaving stand-ins: its input receiver
-/// (so upstream sees this worker go), its share of the stage-end latch, and
-/// its clock.
-fn reclaim<'a, In, Out>(side: &mut Side<'a, In, Out>) -> Side<'a, In, Out> {
+/// The worker's side once the step and its input iterator are gone. A
+/// step that leaked its iterator (`mem::forget`, `Box::leak`) still shares
+/// it: its parts are taken out, leaving stand-ins (its input receiver, so
+/// upstream sees this worker go; its share of the stage-end latch; an
+/// emitter on a dead edge), so that the error is reported, the outbox
+/// flushed, and the edges released as usual.
+fn unshare<'a, In, Out>(side: Rc<RefCell<Side<'a, In, Out>>>, pulled: &Cell<u64>) -> Side<'a, In, Out> {
+    let leaked = match Rc::try_unwrap(side) {
+        Ok(side) => return side.into_inner(),
+        Err(leaked) => leaked,
+    };
+    let side = &mut *leaked.borrow_mut();
     let cx = &mut side.cx;
     let stand_in_end = StageEnd {
         remaining: Arc::new(AtomicUsize::new(usize::MAX)),
         after: Arc::new(|| {}),
     };
-    let clock = WorkerClock::start(cx.cell.clone(), cx.info.index);
-    Side {
+    let (dead_tx, _) = edge(Layout::for_capacity(1));
+    let stand_in = Emitter::new(
+        Outbox::new(dead_tx, Pacing::fixed(1), cx.cell.clone(), cx.shared.clone(), None),
+        WorkerClock::start(cx.cell.clone(), cx.info.index),
+        cx.cost.clone(),
+    );
+    let em = std::mem::replace(&mut *side.em.borrow_mut(), stand_in);
+    let reclaimed = Side {
         cx: WorkerCtx {
             info: cx.info.clone(),
             rx: std::mem::replace(&mut cx.rx, edge(Layout::for_capacity(1)).1),
             cell: cx.cell.clone(),
             shared: cx.shared.clone(),
-            policy: cx.policy,
+            policy: cx.policy.clone(),
             clone_in: cx.clone_in,
             weigh_in: cx.weigh_in.clone(),
-            on_skip: cx.on_skip.clone(),
             cost: cx.cost.clone(),
             source: cx.source.take(),
             end: std::mem::replace(&mut cx.end, stand_in_end),
         },
-        outbox: side.outbox.clone(),
-        clock: std::mem::replace(&mut side.clock, clock),
+        em: Rc::new(RefCell::new(em)),
         ended: side.ended,
         took: side.took,
         last: side.last,
         handed: side.handed,
-        link: side.link.take(),
-    }
+    };
+    // What the leaked iterator held, never pulled.
+    reclaimed.cx.discard_n(reclaimed.handed.saturating_sub(pulled.get()));
+    reclaimed
 }
 
 /// An iterator stage: ordered with one worker only, no retries (the

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::error::BoxError;
 use crate::threaded::kinds::chained::chained_links;
-use crate::threaded::kinds::item::item_plan;
+use crate::threaded::kinds::item::{each_item, item_plan};
 use crate::threaded::kinds::ordered::{ordered_worker, Reorder};
 use crate::threaded::run::job;
 use crate::threaded::stage::{contexts, Kind, Orderable, Stage, StagePlan};
@@ -78,16 +78,26 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out> {
                     .collect();
                 return StagePlan { before: None, jobs };
             }
-            item_plan(s, p, || MapStep {
-                f: f.clone(),
-                _types: std::marker::PhantomData,
-            })
+            item_plan(
+                s,
+                p,
+                || MapStep {
+                    f: f.clone(),
+                    _types: std::marker::PhantomData,
+                },
+                each_item,
+            )
         });
         stage.chain = Some(Box::new(move |s, p| {
-            chained_links(s, p, || MapStep {
-                f: chained.clone(),
-                _types: std::marker::PhantomData,
-            })
+            chained_links(
+                s,
+                p,
+                || MapStep {
+                    f: chained.clone(),
+                    _types: std::marker::PhantomData,
+                },
+                each_item,
+            )
         }));
         stage
     }

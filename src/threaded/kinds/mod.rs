@@ -3,6 +3,7 @@
 //! the capabilities it declares. Adding a kind is adding a file here and
 //! its line below (see docs/ARCHITECTURE.md).
 
+pub(crate) mod batch_map;
 pub(crate) mod chained;
 pub(crate) mod fold;
 pub(crate) mod item;

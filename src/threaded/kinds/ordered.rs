@@ -9,7 +9,6 @@
 //! counts toward backpressure. A stage that stops early closes its window,
 //! so no worker is left waiting for a place.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::sync::chan::{bounded, Receiver, Select, Sender};
@@ -18,6 +17,7 @@ use crate::error::BoxError;
 use crate::stats::StageScope;
 use crate::sync::{Mutex, MutexGuard};
 use crate::threaded::edge::{recv, Cancel, EdgeRx, Msg, Recv};
+use crate::threaded::reorder::ReorderBuffer;
 use crate::threaded::worker::{drain_discarding, WorkerCtx};
 use crate::threaded::worker::{Outbox, WorkerClock};
 
@@ -114,39 +114,6 @@ struct ReorderState<Out> {
     outbox: Outbox<Out>,
 }
 
-/// The ordering rule of the window: batches arrive numbered, in any order,
-/// and leave strictly by number.
-#[derive(Debug)]
-pub(crate) struct ReorderBuffer<M> {
-    next_out: u64,
-    waiting: BTreeMap<u64, M>,
-}
-
-impl<M> ReorderBuffer<M> {
-    pub(crate) fn new() -> Self {
-        ReorderBuffer {
-            next_out: 0,
-            waiting: BTreeMap::new(),
-        }
-    }
-
-    /// Takes batch `seq`; returns every batch that is now next, in order.
-    pub(crate) fn insert(&mut self, seq: u64, batch: M) -> Vec<M> {
-        self.waiting.insert(seq, batch);
-        let mut released = Vec::new();
-        while let Some(b) = self.waiting.remove(&self.next_out) {
-            released.push(b);
-            self.next_out += 1;
-        }
-        released
-    }
-
-    /// Everything still waiting (batches that can no longer go out in order).
-    pub(crate) fn take_waiting(&mut self) -> Vec<M> {
-        std::mem::take(&mut self.waiting).into_values().collect()
-    }
-}
-
 impl<Out> Reorder<Out> {
     pub(crate) fn new(outbox: Outbox<Out>, window: usize) -> Arc<Self> {
         Arc::new(Reorder {
@@ -168,7 +135,7 @@ impl<Out> Reorder<Out> {
     /// Batches processed but waiting for an earlier one.
     #[cfg(loom)]
     pub(crate) fn waiting(&self) -> usize {
-        self.state().buffer.waiting.len()
+        self.state().buffer.waiting()
     }
 
     /// Takes a place in the window, then the next batch from the input with
@@ -270,16 +237,7 @@ where
             reorder.window.close();
             st.outbox.discard_pending();
             // Batches that can no longer be sent in order.
-            let waiting: u64 = st
-                .buffer
-                .take_waiting()
-                .into_iter()
-                .flatten()
-                .map(|m| match m {
-                    Msg::Items(v) => v.len() as u64,
-                    Msg::Meta(_) => 0,
-                })
-                .sum();
+            let waiting: u64 = st.buffer.take_waiting().iter().flatten().map(Msg::count).sum();
             cx.discard_n(waiting);
         } else {
             st.outbox.flush();
@@ -289,5 +247,5 @@ where
     if cx.shared.cancel.is_cancelled() || reorder.state().outbox.is_gone() {
         drain_discarding(&cx);
     }
-    clock.finish(&mut blocked);
+    clock.last_mark(&mut blocked);
 }

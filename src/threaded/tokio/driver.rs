@@ -29,7 +29,7 @@
 //! caller. The IO fan-out of issue 13 (200 futures of 20 ms in flight)
 //! adds 2 threads, not 200.
 //!
-//! # Shutdown (the rules of `channel.rs`, kept)
+//! # Shutdown (the rules of `edge.rs`, kept)
 //! - End of input: the feeder sees the edge end and says so; the stage
 //!   thread finishes what is in flight, flushes and ends, which drops its
 //!   outbox's sender.
@@ -56,6 +56,8 @@
 //! future. [`in_flight`](crate::StageSnapshot::in_flight) is a gauge.
 
 use std::collections::{BTreeMap, VecDeque};
+
+use crate::threaded::reorder::ReorderBuffer;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
@@ -73,7 +75,7 @@ use crate::stats::{clock, duration_to_ticks, thread_cpu_time, ticks_to_duration,
 use crate::sync::chan::Sender;
 use crate::threaded::pacing::Cost;
 use crate::threaded::policy::Failure;
-use crate::threaded::policy::{OnError, SkipHook, Skipped};
+use crate::threaded::policy::Policy;
 use crate::threaded::run::{panic_message, RunShared};
 use crate::threaded::tokio::feeder::Feed;
 use crate::threaded::worker::{weight, Outbox, Weigher};
@@ -94,15 +96,13 @@ impl std::error::Error for TimedOut {}
 /// What the stage thread needs.
 pub(crate) struct Driver<F, In> {
     pub(crate) f: F,
-    pub(crate) name: String,
     pub(crate) bound: usize,
     /// Results leave in input order (see [`Stage::ordered`]).
     pub(crate) ordered: bool,
-    pub(crate) policy: OnError,
+    pub(crate) policy: Policy,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) runtime: Option<Handle>,
-    pub(crate) on_skip: Option<SkipHook>,
     pub(crate) weigh_in: Option<Weigher<In>>,
     pub(crate) cell: Arc<StageCell>,
     pub(crate) cost: Arc<Cost>,
@@ -238,7 +238,7 @@ impl Books {
         self.publish_level();
     }
 
-    fn finish(mut self, blocked: &mut u64) {
+    fn last_mark(mut self, blocked: &mut u64) {
         self.mark(blocked);
         self.sample_cpu();
     }
@@ -300,44 +300,6 @@ where
         self.cell.discarded.fetch_add(weight(items, &self.weigh_in), Relaxed);
     }
 
-    fn fatal(&self, failure: Failure) {
-        let stage = self.name.clone();
-        self.shared.fail(match failure {
-            Failure::Error(source) => RunError::Step {
-                stage,
-                worker: 0,
-                source,
-            },
-            Failure::Panic(message) => RunError::Panic {
-                stage,
-                worker: 0,
-                message,
-            },
-        });
-    }
-
-    /// Tells the skip hook; false if it panicked (the run then fails).
-    fn tell_skip(&self, failure: Failure) -> bool {
-        let Some(hook) = &self.on_skip else {
-            return true;
-        };
-        let skipped = Skipped {
-            stage: self.name.clone(),
-            worker: 0,
-            error: match failure {
-                Failure::Error(e) => e.to_string(),
-                Failure::Panic(m) => format!("panicked: {m}"),
-            },
-        };
-        match catch_unwind(AssertUnwindSafe(|| hook(&skipped))) {
-            Ok(()) => true,
-            Err(p) => {
-                self.fatal(Failure::Panic(format!("in its on_skip hook: {}", panic_message(&*p))));
-                false
-            }
-        }
-    }
-
     /// One attempt at an item: a panic in `f` or in its future, and the
     /// timeout, are failures of this attempt.
     async fn attempt(&self, item: In) -> Result<Out, Failure> {
@@ -368,14 +330,10 @@ where
     /// An item under the stage's retry policy; what is left of a failure
     /// goes to the stage thread (skip or fail).
     async fn item(&self, seq: u64, weight: u64, item: In) -> Done<Out> {
-        let retries = self.policy.retries();
         let run = async {
             let (mut item, mut retry) = (item, 0);
             loop {
-                let spare = match self.clone_in {
-                    Some(clone) if retry < retries => Some(clone(&item)),
-                    _ => None,
-                };
+                let spare = self.policy.spare(&item, retry, self.clone_in.as_ref())?;
                 let failure = match self.attempt(item).await {
                     Ok(v) => return Ok(v),
                     Err(f) => f,
@@ -384,8 +342,7 @@ where
                     return Err(failure);
                 };
                 retry += 1;
-                self.cell.retried.fetch_add(1, Relaxed);
-                Box::pin(tokio::time::sleep(self.policy.backoff(retry))).await;
+                Box::pin(tokio::time::sleep(self.policy.retrying(retry))).await;
                 item = again;
             }
         };
@@ -406,15 +363,7 @@ where
                 outbox.push(v);
                 true
             }
-            Err(f) if self.policy.skips_at_last() => {
-                self.cell.skipped.fetch_add(weight, Relaxed);
-                self.tell_skip(f)
-            }
-            Err(f) => {
-                self.cell.failed.fetch_add(weight, Relaxed);
-                self.fatal(f);
-                false
-            }
+            Err(f) => self.policy.give_up(weight, f),
         }
     }
 
@@ -423,39 +372,29 @@ where
         let cancel = &self.shared.cancel;
         let mut books = Books::new(self.cell.clone(), self.bound, self.cost.clone());
         let mut in_flight = FuturesUnordered::new();
-        // Weight of the items in flight, and items taken but not started.
-        let mut flying = 0u64;
-        let mut held: VecDeque<In> = VecDeque::new();
-        // Ordered mode: finished results waiting for an earlier one, and
-        // the number of the next result to hand on.
-        let mut ready: BTreeMap<u64, (u64, Result<Out, Failure>)> = BTreeMap::new();
-        let mut next_out = 0u64;
-        let (mut asked, mut input_open, mut seq) = (false, true, 0u64);
-        let mut ok = true;
-        while ok {
+        let mut st = Flight::new();
+        while st.ok {
             // Start what the bound allows (ordered: what the window allows,
             // `bound` items from the oldest not handed on).
-            let room = |flying: usize, seq: u64, next_out: u64| {
-                flying < self.bound && (!self.ordered || seq - next_out < self.bound as u64)
-            };
-            while room(in_flight.len(), seq, next_out) {
-                let Some(item) = held.pop_front() else { break };
+            while self.has_room(in_flight.len(), &st) {
+                let Some(item) = st.held.pop_front() else { break };
                 let w = self.weigh_in.as_ref().map_or(1, |f| f(&item));
                 let now = books.mark(&mut outbox.blocked);
-                books.started(seq, now);
-                flying += w;
-                in_flight.push(self.item(seq, w, item));
-                seq += 1;
+                books.started(st.seq, now);
+                st.flying += w;
+                in_flight.push(self.item(st.seq, w, item));
+                st.seq += 1;
             }
-            if input_open && !asked && held.len() < self.bound {
+            if st.input_open && !st.asked && st.held.len() < self.bound {
                 // Ahead of need: the next items are here when a slot frees.
                 // Taken by the feeder at once; it ends only after the
                 // channel it reads is closed by this thread.
-                asked = want.try_send(()).is_ok();
+                st.asked = want.try_send(()).is_ok();
             }
-            if !input_open && held.is_empty() && in_flight.is_empty() {
+            if !st.input_open && st.held.is_empty() && in_flight.is_empty() {
                 break;
             }
+            let input_open = st.input_open;
             let mut next = std::future::poll_fn(|cx| {
                 if cancel.poll_cancelled(cx).is_ready() {
                     return Poll::Ready(Event::Cancelled);
@@ -482,50 +421,99 @@ where
                     next.await
                 }
             };
-            match event {
-                Event::Done(Done {
-                    seq: done,
-                    weight,
-                    result,
-                }) => {
-                    let now = books.mark(&mut outbox.blocked);
-                    books.finished(done, now);
-                    flying -= weight;
-                    if self.ordered {
-                        ready.insert(done, (weight, result));
-                        while ok {
-                            let Some((weight, result)) = ready.remove(&next_out) else {
-                                break;
-                            };
-                            next_out += 1;
-                            ok = self.settle(outbox, weight, result);
-                        }
+            self.handle(event, &mut st, outbox, &mut books);
+            st.ok = st.ok && !outbox.is_gone() && !cancel.is_cancelled();
+        }
+        let stopped_early = !in_flight.is_empty();
+        // Stopped early: the futures in flight are dropped here (dropping a
+        // future is how async work is cancelled).
+        drop(in_flight);
+        self.discard_rest(st, stopped_early, outbox, &mut books);
+        books.last_mark(&mut outbox.blocked);
+    }
+
+    /// Room to start another item: under the bound, and in ordered mode
+    /// within `bound` items of the oldest not handed on.
+    fn has_room(&self, in_flight: usize, st: &Flight<In, Out>) -> bool {
+        in_flight < self.bound && (!self.ordered || st.seq - st.ready.next_out() < self.bound as u64)
+    }
+
+    /// What one event changes: a finished item is handed on (in order, if
+    /// asked), a batch from the feeder waits to start, the end of input or
+    /// a cancel is noted.
+    fn handle(&self, event: Event<In, Out>, st: &mut Flight<In, Out>, outbox: &mut Outbox<Out>, books: &mut Books) {
+        match event {
+            Event::Done(Done { seq, weight, result }) => {
+                let now = books.mark(&mut outbox.blocked);
+                books.finished(seq, now);
+                st.flying -= weight;
+                if !self.ordered {
+                    st.ok = self.settle(outbox, weight, result);
+                    return;
+                }
+                for (weight, result) in st.ready.insert(seq, (weight, result)) {
+                    if st.ok {
+                        st.ok = self.settle(outbox, weight, result);
                     } else {
-                        ok = self.settle(outbox, weight, result);
+                        st.unsent += weight;
                     }
                 }
-                Event::Feed(Some(Feed::Items(batch))) => {
-                    asked = false;
-                    held.extend(batch);
-                }
-                Event::Feed(Some(Feed::Meta(meta))) => outbox.meta(meta),
-                Event::Feed(Some(Feed::End) | None) => input_open = false,
-                Event::Feed(Some(Feed::Cancelled)) | Event::Cancelled => ok = false,
             }
-            ok = ok && !outbox.is_gone() && !cancel.is_cancelled();
+            Event::Feed(Some(Feed::Items(batch))) => {
+                st.asked = false;
+                st.held.extend(batch);
+            }
+            Event::Feed(Some(Feed::Meta(meta))) => outbox.meta(meta),
+            Event::Feed(Some(Feed::End) | None) => st.input_open = false,
+            Event::Feed(Some(Feed::Cancelled)) | Event::Cancelled => st.ok = false,
         }
-        let waiting: u64 = ready.values().map(|(w, _)| w).sum();
-        if !held.is_empty() || !in_flight.is_empty() || waiting > 0 {
-            // Stopped early: the futures in flight are dropped here, and
-            // their items, with the ones not started and the results held
-            // for order, are discarded.
-            drop(in_flight);
-            let held: Vec<In> = held.into();
+    }
+
+    /// After a stop: the items of the futures dropped in flight, the ones
+    /// not started and the results held for order are discarded.
+    fn discard_rest(&self, st: Flight<In, Out>, stopped_early: bool, outbox: &mut Outbox<Out>, books: &mut Books) {
+        let mut ready = st.ready;
+        let waiting: u64 = st.unsent + ready.take_waiting().iter().map(|(w, _)| w).sum::<u64>();
+        if !st.held.is_empty() || stopped_early || waiting > 0 {
+            let held: Vec<In> = st.held.into();
             self.cell
                 .discarded
-                .fetch_add(flying + waiting + weight(&held, &self.weigh_in), Relaxed);
+                .fetch_add(st.flying + waiting + weight(&held, &self.weigh_in), Relaxed);
             books.clear(&mut outbox.blocked);
         }
-        books.finish(&mut outbox.blocked);
+    }
+}
+
+/// The stage thread's state between events (besides the futures in
+/// flight).
+struct Flight<In, Out> {
+    /// Weight of the items in flight.
+    flying: u64,
+    /// Items taken but not started.
+    held: VecDeque<In>,
+    /// Ordered mode: finished results waiting for an earlier one.
+    ready: ReorderBuffer<(u64, Result<Out, Failure>)>,
+    /// Weight of results released in order after the stage stopped.
+    unsent: u64,
+    /// A batch was asked of the feeder and has not come.
+    asked: bool,
+    input_open: bool,
+    /// The number of the next item started.
+    seq: u64,
+    ok: bool,
+}
+
+impl<In, Out> Flight<In, Out> {
+    fn new() -> Self {
+        Flight {
+            flying: 0,
+            held: VecDeque::new(),
+            ready: ReorderBuffer::new(),
+            unsent: 0,
+            asked: false,
+            input_open: true,
+            seq: 0,
+            ok: true,
+        }
     }
 }

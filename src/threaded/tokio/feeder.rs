@@ -28,7 +28,7 @@ pub(crate) enum Feed<T> {
 pub(crate) struct Feeder<'a, In> {
     pub(crate) rx: EdgeRx<In>,
     /// The lazy source, when this is the first stage: the feeder pulls it
-    /// itself (as the first stage's workers do, see `pull.rs`), so no
+    /// itself (as the first stage's workers do, see `source.rs`), so no
     /// source thread is needed.
     pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
     /// A request for one batch from the stage thread; disconnects when the

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::error::{BoxError, ConfigError};
 use crate::sync::chan::bounded;
+use crate::threaded::policy::Policy;
 use crate::threaded::run::{job, Job};
 use crate::threaded::stage::{Kind, Orderable, Stage, StagePlan};
 use crate::threaded::tokio::driver::Driver;
@@ -170,14 +171,18 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Stage<'a, In, Out, AsyncOptions> {
                 });
                 let stage = Driver {
                     f,
-                    name: s.name.clone(),
                     bound: s.workers,
                     ordered: s.ordered,
-                    policy: s.policy,
+                    policy: Policy::new(
+                        s.policy,
+                        s.on_skip.clone(),
+                        (s.name.clone(), 0),
+                        p.cell.clone(),
+                        p.shared.clone(),
+                    ),
                     clone_in: s.clone_in,
                     timeout: options.timeout,
                     runtime: options.runtime,
-                    on_skip: s.on_skip.clone(),
                     weigh_in: p.weigh_in,
                     cell: p.cell,
                     cost: p.cost,

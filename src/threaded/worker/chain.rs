@@ -15,7 +15,7 @@
 //! time is left out of the first stage's. The first stage's starved time is
 //! the chain's; the chained stage is never starved (it never waits).
 //!
-//! Fold stages (`fold.rs`) chain as maps do; a chained worker runs its
+//! Fold stages (`kinds/fold.rs`) chain as maps do; a chained worker runs its
 //! step's `on_finish` when the worker feeding it ends without a stop.
 //!
 //! Not chained: ordered stages, stages of one worker (their only
@@ -44,32 +44,32 @@ pub(crate) trait Downstream<T> {
     /// The feeding worker's input ran dry: send what is ready.
     fn idle(&mut self);
     /// The feeding worker ends: send or discard what is left, and end.
-    fn finish(self: Box<Self>);
+    fn end(self: Box<Self>);
 }
 
 /// A chained stage's worker, boxed.
-pub(crate) type Link<'a, T> = Box<dyn Downstream<T> + Send + 'a>;
+pub(crate) type ChainLink<'a, T> = Box<dyn Downstream<T> + Send + 'a>;
 
 /// Per worker of a stage, the chained worker it feeds, if the next stage
 /// was chained to it. Filled while the run is laid out, taken when the
 /// workers start.
-pub(crate) struct Links<'a, T> {
-    slots: Mutex<Vec<Option<Link<'a, T>>>>,
+pub(crate) struct ChainLinks<'a, T> {
+    slots: Mutex<Vec<Option<ChainLink<'a, T>>>>,
 }
 
-impl<'a, T> Links<'a, T> {
+impl<'a, T> ChainLinks<'a, T> {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Links {
+        Arc::new(ChainLinks {
             slots: Mutex::new(Vec::new()),
         })
     }
 
-    pub(crate) fn fill(&self, links: Vec<Link<'a, T>>) {
+    pub(crate) fn fill(&self, links: Vec<ChainLink<'a, T>>) {
         *self.slots.lock().unwrap_or_else(|e| e.into_inner()) = links.into_iter().map(Some).collect();
     }
 
     /// Worker `index`'s link, if the next stage is chained.
-    pub(crate) fn take(&self, index: usize) -> Option<Link<'a, T>> {
+    pub(crate) fn take(&self, index: usize) -> Option<ChainLink<'a, T>> {
         self.slots
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -88,10 +88,10 @@ pub(crate) fn worth_chaining(workers: usize) -> bool {
 /// Starts a worker's link (if any): takes it from `links`, puts `outbox`
 /// in local mode, and starts the chained worker.
 pub(crate) fn link_for<'a, T>(
-    links: &Option<Arc<Links<'a, T>>>,
+    links: &Option<Arc<ChainLinks<'a, T>>>,
     index: usize,
     outbox: &mut Outbox<T>,
-) -> Option<Link<'a, T>> {
+) -> Option<ChainLink<'a, T>> {
     let mut link = links.as_ref()?.take(index)?;
     outbox.keep_locally();
     link.start();
@@ -100,7 +100,11 @@ pub(crate) fn link_for<'a, T>(
 
 /// Runs what `outbox` holds locally through `link`; the time is left out
 /// of the feeding worker's clock.
-pub(crate) fn feed<T>(outbox: &mut Outbox<T>, link: &mut Option<Link<'_, T>>, worker_clock: &mut WorkerClock) {
+pub(crate) fn run_chained<T>(
+    outbox: &mut Outbox<T>,
+    link: &mut Option<ChainLink<'_, T>>,
+    worker_clock: &mut WorkerClock,
+) {
     let Some(link) = link.as_mut() else {
         return;
     };

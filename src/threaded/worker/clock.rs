@@ -113,7 +113,7 @@ impl WorkerClock {
     }
 
     /// The last mark and CPU reading of a worker that is ending.
-    pub(crate) fn finish(mut self, blocked: &mut u64) {
+    pub(crate) fn last_mark(mut self, blocked: &mut u64) {
         self.mark(blocked);
         self.sample_cpu();
     }

@@ -1,20 +1,19 @@
-//! The worker loop for item steps (functions and [`Step`] types): receive a
-//! batch, process each item under the stage's error policy, send what is
-//! ready when the input runs dry.
+//! What one worker needs ([`WorkerCtx`]): its input, its stage's cell and
+//! policy, the lazy source it may pull; and the stage's error policy
+//! applied to a batch, item by item or whole.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use crate::error::{BoxError, RunError};
+use crate::error::BoxError;
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
 use crate::threaded::edge::{EdgeRx, Msg};
 use crate::threaded::fate;
 use crate::threaded::pacing::Cost;
 use crate::threaded::policy::{guarded, Failure};
-use crate::threaded::policy::{OnError, SkipHook, Skipped};
-use crate::threaded::run::{panic_message, RunShared};
+use crate::threaded::policy::{OnError, Policy};
+use crate::threaded::run::RunShared;
 use crate::threaded::source::SharedSource;
 use crate::threaded::step::WorkerInfo;
 use crate::threaded::worker::{weight, Weigher, WorkerClock};
@@ -46,16 +45,14 @@ pub(crate) struct WorkerCtx<'a, In> {
     pub(crate) rx: EdgeRx<In>,
     pub(crate) cell: Arc<StageCell>,
     pub(crate) shared: Arc<RunShared>,
-    pub(crate) policy: OnError,
+    pub(crate) policy: Policy,
     pub(crate) clone_in: Option<fn(&In) -> In>,
     pub(crate) weigh_in: Option<Weigher<In>>,
-    /// Told of every skipped item (`Stage::on_skip`).
-    pub(crate) on_skip: Option<SkipHook>,
     /// What an item costs this stage, measured per batch; the stage before
     /// sizes its batches by it (see `pacing.rs`).
     pub(crate) cost: Arc<Cost>,
     /// The lazy source, for the first stage's workers to pull themselves
-    /// when their input edge is empty (see `pull.rs`).
+    /// when their input edge is empty (see `source.rs`).
     pub(crate) source: Option<Arc<SharedSource<'a, In>>>,
     /// Held for its `Drop`: the last worker to end runs the stage's hook.
     #[allow(dead_code)]
@@ -77,81 +74,40 @@ impl<In> WorkerCtx<'_, In> {
         Some(batch)
     }
 
-    /// Records a fatal failure of this worker and stops the run.
-    pub(crate) fn fatal(&self, failure: Failure) {
-        let stage = self.info.stage.clone();
-        let worker = self.info.index;
-        self.shared.fail(match failure {
-            Failure::Error(source) => RunError::Step { stage, worker, source },
-            Failure::Panic(message) => RunError::Panic { stage, worker, message },
-        });
-    }
-
-    /// Tells the stage's skip hook (if any) that an item was skipped, under
-    /// a panic guard: a panicking hook fails the run (returns false).
-    pub(crate) fn tell_skip(&self, error: impl FnOnce() -> String) -> bool {
-        let Some(hook) = &self.on_skip else {
-            return true;
-        };
-        let skipped = Skipped {
-            stage: self.info.stage.clone(),
-            worker: self.info.index,
-            error: error(),
-        };
-        match catch_unwind(AssertUnwindSafe(|| hook(&skipped))) {
-            Ok(()) => true,
-            Err(p) => {
-                self.fatal(Failure::Panic(format!("in its on_skip hook: {}", panic_message(&*p))));
-                false
-            }
-        }
-    }
-
-    /// Processes one item under the stage's policy. Returns false if the
-    /// run must stop (a fatal failure, or cancellation during a backoff).
-    pub(crate) fn attempt(&self, item: In, mut call: impl FnMut(In) -> Result<(), Failure>) -> bool {
-        let retries = self.policy.retries();
-        let w = self.weight_of(&item);
-        let mut item = item;
-        let mut retry = 0;
+    /// Runs `call` on one unit of work weighing `w` (an item, or a whole
+    /// batch for a kind that takes batches) under the stage's policy: tried
+    /// again on a copy (made by `copy`) while the policy allows, then
+    /// skipped or failed. False if the worker must stop (a fatal failure,
+    /// or a cancel during a backoff, which discards the unit).
+    pub(crate) fn attempt<T>(
+        &self,
+        unit: T,
+        w: u64,
+        copy: Option<&impl Fn(&T) -> T>,
+        mut call: impl FnMut(T) -> Result<(), Failure>,
+    ) -> bool {
+        let (mut unit, mut retry) = (unit, 0);
         loop {
-            // The copy kept for a retry is user code too (`Clone`): a panic
-            // in it fails the item as a panic in the step would.
-            let spare = match self.clone_in {
-                Some(clone) if retry < retries => match catch_unwind(AssertUnwindSafe(|| clone(&item))) {
-                    Ok(copy) => Some(copy),
-                    Err(p) => {
-                        self.cell.failed.fetch_add(w, Relaxed);
-                        self.fatal(Failure::Panic(format!("in its item's Clone: {}", panic_message(&*p))));
-                        return false;
-                    }
-                },
-                _ => None,
+            let spare = match self.policy.spare(&unit, retry, copy) {
+                Ok(spare) => spare,
+                Err(f) => {
+                    self.policy.fail(w, f);
+                    return false;
+                }
             };
-            let failure = match call(item) {
+            let failure = match call(unit) {
                 Ok(()) => return true,
                 Err(f) => f,
             };
-            match spare {
-                Some(again) => {
-                    retry += 1;
-                    self.cell.retried.fetch_add(1, Relaxed);
-                    if !self.shared.cancel.sleep(self.policy.backoff(retry)) {
-                        self.cell.discarded.fetch_add(w, Relaxed);
-                        return false;
-                    }
-                    item = again;
-                }
-                None if self.policy.skips_at_last() => {
-                    self.cell.skipped.fetch_add(w, Relaxed);
-                    return self.tell_skip(|| failure.describe());
-                }
-                None => {
-                    self.cell.failed.fetch_add(w, Relaxed);
-                    self.fatal(failure);
-                    return false;
-                }
+            let Some(again) = spare else {
+                return self.policy.give_up(w, failure);
+            };
+            retry += 1;
+            if !self.shared.cancel.sleep(self.policy.retrying(retry)) {
+                self.cell.discarded.fetch_add(w, Relaxed);
+                return false;
             }
+            unit = again;
         }
     }
 
@@ -188,7 +144,7 @@ impl<In> WorkerCtx<'_, In> {
         // discarded after a failure is dropped outside the scope, given no
         // error.
         let _fate = fate::Batch::open();
-        if self.policy == OnError::Fail {
+        if self.policy.on_error == OnError::Fail {
             let mut current = 1;
             let cancel = &self.shared.cancel;
             let result = guarded(|| {
@@ -210,9 +166,8 @@ impl<In> WorkerCtx<'_, In> {
                 }
                 Err(f) => {
                     fate::failed(|| f.describe());
-                    self.cell.failed.fetch_add(current, Relaxed);
                     self.discard(items.as_slice());
-                    self.fatal(f);
+                    self.policy.fail(current, f);
                     false
                 }
             };
@@ -222,21 +177,47 @@ impl<In> WorkerCtx<'_, In> {
             let Some(item) = items.next() else {
                 return true;
             };
-            let call = |item| {
-                let result = guarded(|| call(item));
-                match &result {
-                    Ok(()) => fate::succeeded(),
-                    Err(f) => fate::failed(|| f.describe()),
-                }
-                result
-            };
-            if !self.attempt(item, call) {
+            let w = self.weight_of(&item);
+            if !self.attempt(item, w, self.clone_in.as_ref(), |item| told(|| call(item))) {
                 break;
             }
         }
         self.discard(items.as_slice());
         false
     }
+
+    /// Processes a whole batch as one call under the stage's policy (for
+    /// a kind that takes batches): a skip counts every item of it as
+    /// skipped, a retry calls again with a copy of the batch. False if
+    /// the worker must stop; the batch is left empty.
+    pub(crate) fn process_whole(
+        &self,
+        batch: &mut Vec<In>,
+        mut call: impl FnMut(Vec<In>) -> Result<(), BoxError>,
+    ) -> bool {
+        let unit = std::mem::take(batch);
+        if self.shared.cancel.is_cancelled() {
+            self.discard(&unit);
+            return false;
+        }
+        let w = weight(&unit, &self.weigh_in);
+        let _fate = fate::Batch::open();
+        let copy = self
+            .clone_in
+            .map(|c| move |b: &Vec<In>| b.iter().map(c).collect::<Vec<In>>());
+        self.attempt(unit, w, copy.as_ref(), |unit| told(|| call(unit)))
+    }
+}
+
+/// Runs one call into the step under a panic guard and tells what it
+/// dropped of its item how the call ended (see `fate.rs`).
+fn told(call: impl FnOnce() -> Result<(), BoxError>) -> Result<(), Failure> {
+    let result = guarded(call);
+    match &result {
+        Ok(()) => fate::succeeded(),
+        Err(f) => fate::failed(|| f.describe()),
+    }
+    result
 }
 
 /// When a stage stops early, counts what is still queued on its input as

@@ -37,7 +37,7 @@ pub(crate) struct Outbox<T> {
     /// Downstream is gone (cancelled, or the consumer stopped).
     gone: bool,
     /// Where batches wait for a chained stage on this thread, instead of
-    /// going on the edge (see `chain.rs`).
+    /// going on the edge (see `worker/chain.rs`).
     local: Option<VecDeque<Msg<T>>>,
     /// The edge's bound by weight, if any: a batch is sent once it weighs
     /// half of it, so batches never pile up past the bound.
@@ -197,7 +197,7 @@ impl<T> Outbox<T> {
                 Err(_) => {
                     // Cancelled, or nobody downstream receives any more: this
                     // stage stops taking input, which stops its upstream in
-                    // turn (see channel.rs).
+                    // turn (see edge.rs).
                     self.gone = true;
                 }
             }
