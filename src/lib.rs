@@ -324,6 +324,41 @@
 //! # fn main() {}
 //! ```
 //!
+//! ## Architecture
+//!
+//! Both pipeline kinds are a source, an ordered list of named stages and a
+//! sink, measured into one stats model (`stats`: a cell per stage, read
+//! into [`Snapshot`]s) and shown by one set of reporters (`report`). The
+//! iterator pipeline (`iter`) runs every stage on the caller's thread. The
+//! threaded core (`threaded`) is built in floors, each file using only
+//! files below it (`modgraph.py` finds no import circle):
+//!
+//! 1. values and rules: `Meta`, the limits, pacing (batch size from
+//!    measured cost), the cancel, a source's way of waiting;
+//! 2. the edge (`edge.rs`): bounded batches between stages, every send and
+//!    receive observing the cancel, the shutdown protocol;
+//! 3. the run and the error policy (`run.rs`, `policy.rs`): the first
+//!    error, the threads, one policy for every kind;
+//! 4. input and source: the live [`threaded::Input`], puts held back before
+//!    the run, a lazy source pulled by the first stage's workers;
+//! 5. the worker kit (`worker/`): a worker's context, clock, outbox, the
+//!    slots of a stage chained onto its threads, and the emitter every
+//!    loop sends through;
+//! 6. the step contract ([`threaded::Step`]) and the stage
+//!    ([`threaded::Stage`], with the capabilities each kind declares);
+//! 7. the kinds (`kinds/`: item, map, ordered, iterator, fold, chained,
+//!    batch map; `tokio/`: async), one file each;
+//! 8. the planner (`plan.rs`: edges, chaining, where the source is
+//!    pulled), the builder ([`threaded::Pipeline`]) and the running
+//!    pipeline (`running/`: [`threaded::Running`], [`threaded::Outputs`],
+//!    [`threaded::Summary`]);
+//! 9. the tokio bridges: outputs as a `Stream`, a `Stream` as a source.
+//!
+//! Above the core: `remote` (stages across machines on Redis Streams),
+//! `net` and `glue` (the HTTP connection layer and ingestion server).
+//! `docs/ARCHITECTURE.md` follows an item through the floors and shows
+//! how a stage kind is added.
+//!
 //! ## Errors and shutdown
 //!
 //! A step returns a `Result`; panics are caught and treated as errors. Each

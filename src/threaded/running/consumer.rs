@@ -73,7 +73,7 @@ impl ConsumerClock {
     }
 }
 
-/// What the consumer of a run's outputs took: filled in by [`Outputs`] when
+/// What the consumer of a run's outputs took: filled in by [`Outputs`](crate::threaded::Outputs) when
 /// it stops reading (its end, or dropped), read once every thread of the run
 /// has been joined (see [`Consumer::settle`]).
 pub(crate) struct Consumer {

@@ -13,7 +13,7 @@ use crate::Stats;
 /// A pipeline running in the background.
 ///
 /// Dropping it stops the run the way [`Running::stop`] does (input closed,
-/// everything drained and joined), but waits at most [`DROP_GRACE`]: a run
+/// everything drained and joined), but waits at most [`DROP_GRACE`](crate::threaded::DROP_GRACE): a run
 /// held longer by a step that does not return is left running, detached,
 /// with a warning naming the stage. [`Running::detach`] lets the process
 /// exit without waiting instead, losing what is in flight.
@@ -22,9 +22,9 @@ use crate::Stats;
 /// [`Running::wait`] and [`Running::abort`] join every thread of the run,
 /// so a step that never returns (blocked on I/O with no timeout, or
 /// retried for ever) keeps them waiting for ever; a cancel reaches a step
-/// only between items, or through [`Output::is_stopping`](super::Output::is_stopping).
-/// [`Running::stop_within`] and [`Running::abort_within`] give up at their
-/// deadline, and a drop after [`DROP_GRACE`].
+/// only between items, or through [`Output::is_stopping`](crate::threaded::Output::is_stopping).
+/// [`Running::stop_within`](crate::threaded::Running::stop_within) and [`Running::abort_within`] give up at their
+/// deadline, and a drop after [`DROP_GRACE`](crate::threaded::DROP_GRACE).
 pub struct Running {
     pub(crate) thread: Option<RunThread>,
     pub(crate) shared: Arc<RunShared>,
@@ -55,12 +55,12 @@ impl Running {
         self.stats.clone()
     }
 
-    /// Closes the input (every [`Input`](super::Input) handle is refused
+    /// Closes the input (every [`Input`](crate::threaded::Input) handle is refused
     /// from now on), lets everything put so far drain through, joins every
     /// thread, and returns the result.
     ///
     /// Waits for ever on a step that never returns: use
-    /// [`Running::stop_within`] to bound the wait.
+    /// [`Running::stop_within`](crate::threaded::Running::stop_within) to bound the wait.
     pub fn stop(mut self) -> Result<Summary, RunError> {
         (self.close_input)();
         self.join()
@@ -101,7 +101,7 @@ impl Running {
     }
 
     /// [`Running::abort`], but gives up after `deadline` as
-    /// [`Running::stop_within`] does (a step that never returns cannot see
+    /// [`Running::stop_within`](crate::threaded::Running::stop_within) does (a step that never returns cannot see
     /// the cancel): [`RunError::Stuck`], the threads detached. A deadline
     /// too long to land on the clock (`Duration::MAX`) never comes: this
     /// is then [`Running::abort`].
@@ -123,7 +123,7 @@ impl Running {
 }
 
 impl Drop for Running {
-    /// Stops the run as [`Running::stop_within`] with [`DROP_GRACE`] does,
+    /// Stops the run as [`Running::stop_within`](crate::threaded::Running::stop_within) with [`DROP_GRACE`](crate::threaded::DROP_GRACE) does,
     /// and logs what it could not join.
     fn drop(&mut self) {
         if self.thread.is_some() {

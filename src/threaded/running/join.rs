@@ -16,16 +16,16 @@ use crate::threaded::run::RunShared;
 
 pub(crate) type RunThread = JoinHandle<Result<Summary, RunError>>;
 
-/// How long dropping a [`Running`] (or a background [`Outputs`]) waits for
+/// How long dropping a [`Running`](crate::threaded::Running) (or a background [`Outputs`](crate::threaded::Outputs)) waits for
 /// its run to end. A run still going then, held by a step that does not
 /// return, is left running, detached, and a warning (target `paipa`)
 /// names the stage and worker busy the longest, as
-/// [`Running::stop_within`] reports it: a drop never waits for ever on
+/// [`Running::stop_within`](crate::threaded::Running::stop_within) reports it: a drop never waits for ever on
 /// user code.
 pub const DROP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a run that opted into signals
-/// ([`Pipeline::stop_on_signals`](super::Pipeline::stop_on_signals)) has
+/// ([`Pipeline::stop_on_signals`](crate::threaded::Pipeline::stop_on_signals)) has
 /// to end once the second signal aborted it. A run still going then, held
 /// by a step that does not return, cannot be detached (a scoped run's
 /// steps may borrow from its caller): a warning (target `paipa`) names the
@@ -37,7 +37,7 @@ pub const SIGNAL_GRACE: Duration = Duration::from_secs(10);
 /// Acts on each signal a listening run hears (the first closes the input,
 /// the second also cancels the run) until the run ends and its listener
 /// is dropped. Once the second signal aborted the run, it has
-/// [`SIGNAL_GRACE`] to end; a step that holds it longer ends the process
+/// [`SIGNAL_GRACE`](crate::threaded::SIGNAL_GRACE) to end; a step that holds it longer ends the process
 /// (see `signals::give_up`), naming the worker busy the longest.
 #[cfg(all(feature = "signals", not(loom)))]
 pub(crate) fn watch_signals(
@@ -143,7 +143,7 @@ pub(crate) fn stuck(cells: &Cells, waited: Duration) -> RunError {
 }
 
 /// What a dropped handle does with its run: joins it within
-/// [`DROP_GRACE`], else leaves it detached with a warning.
+/// [`DROP_GRACE`](crate::threaded::DROP_GRACE), else leaves it detached with a warning.
 pub(crate) fn join_on_drop(thread: &mut Option<RunThread>, cells: &Cells) {
     match join_run_within(thread, cells, DROP_GRACE) {
         Ok(_) => {}

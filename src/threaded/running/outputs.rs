@@ -16,7 +16,7 @@ use crate::threaded::edge::{EdgeRx, Msg};
 use crate::threaded::worker::{weight, Weigher};
 use crate::Stats;
 
-/// The run behind a background [`Outputs`].
+/// The run behind a background [`Outputs`](crate::threaded::Outputs).
 pub(crate) struct Background {
     pub(crate) thread: Option<RunThread>,
     pub(crate) stats: Stats,
@@ -151,7 +151,7 @@ impl<T> Outputs<T> {
     /// returns its result.
     ///
     /// Waits for ever on a step that never returns (dropping the outputs
-    /// instead waits at most [`DROP_GRACE`]).
+    /// instead waits at most [`DROP_GRACE`](crate::threaded::DROP_GRACE)).
     pub fn finish(mut self) -> Result<Summary, RunError> {
         self.release();
         match self.background.take() {
@@ -228,8 +228,8 @@ impl<T> Iterator for Outputs<T> {
 }
 
 impl<T> Drop for Outputs<T> {
-    /// Stops reading; a background run is joined within [`DROP_GRACE`],
-    /// as a dropped [`Running`] is.
+    /// Stops reading; a background run is joined within [`DROP_GRACE`](crate::threaded::DROP_GRACE),
+    /// as a dropped [`Running`](crate::threaded::Running) is.
     fn drop(&mut self) {
         self.release();
         if let Some(mut b) = self.background.take() {

@@ -13,7 +13,7 @@ use crate::stats::{clock, ticks_to_duration, OpenInputs, Outcome, Snapshot, Stag
 #[non_exhaustive]
 pub struct Summary {
     /// Items that came out of the last stage and reached the consumer (what
-    /// an [`Outputs`] dropped unread is counted as the last stage's
+    /// an [`Outputs`](crate::threaded::Outputs) dropped unread is counted as the last stage's
     /// `discarded` instead).
     pub items: u64,
     /// Meta entries that came out of the last stage.
