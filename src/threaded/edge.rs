@@ -186,6 +186,7 @@ impl<T> ByteBound<T> {
 }
 
 /// Why a sender could not reserve room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NoRoom {
     /// The run was cancelled.
     Cancelled,
@@ -528,27 +529,38 @@ pub(crate) fn wait_for_signal(signal: &Receiver<()>, cancel: &Cancel, deadline: 
     }
 }
 
-/// Sends `msg`, waiting for space unless the run is cancelled; time spent
+/// Sends `msg`, waiting for room until `deadline` (for ever if `None`)
+/// unless the run is cancelled; gives the message back, with why, if it
+/// could not be delivered. Cancel first: a send that starts after a cancel
+/// puts nothing on the edge, so what a stopping stage drains is all there
+/// is (see the module doc for the one race left, and how it is counted).
+pub(crate) fn send_within<T>(
+    edge: &EdgeTx<T>,
+    msg: Msg<T>,
+    cancel: &Cancel,
+    deadline: Option<Instant>,
+) -> Result<(), (Msg<T>, NoRoom)> {
+    if cancel.is_cancelled() {
+        return Err((msg, NoRoom::Cancelled));
+    }
+    let n = msg.room();
+    let w = match edge.reserve_msg(&msg, cancel, deadline) {
+        Ok(w) => w,
+        Err(why) => return Err((msg, why)),
+    };
+    edge.put_reserved(msg, w).map_err(|msg| {
+        edge.unreserve_msg(n, w);
+        (msg, NoRoom::Gone)
+    })
+}
+
+/// Sends `msg`, waiting for room unless the run is cancelled; time spent
 /// waiting is added to `blocked` (raw ticks). Gives the message back if it
 /// could not be delivered (cancelled, or nobody receives any more).
 pub(crate) fn send<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, blocked: &mut u64) -> Result<(), Msg<T>> {
-    // Cancel first: a send that starts after a cancel puts nothing on the
-    // edge, so what a stopping stage drains is all there is (see the module
-    // doc for the one race left, and how it is counted).
-    if cancel.is_cancelled() {
-        return Err(msg);
-    }
     let t0 = clock().raw();
-    let n = msg.room();
-    let Ok(w) = edge.reserve_msg(&msg, cancel, None) else {
-        *blocked += clock().raw().saturating_sub(t0);
-        return Err(msg);
-    };
-    let result = edge.put_reserved(msg, w);
+    let result = send_within(edge, msg, cancel, None).map_err(|(msg, _)| msg);
     *blocked += clock().raw().saturating_sub(t0);
-    if result.is_err() {
-        edge.unreserve_msg(n, w);
-    }
     result
 }
 

@@ -10,7 +10,7 @@ use crate::sync::chan::{bounded, Receiver, Sender};
 
 use crate::stats::StageCell;
 use crate::sync::{AtomicBool, AtomicUsize, Mutex, RwLock};
-use crate::threaded::edge::{send, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom};
+use crate::threaded::edge::{send, send_within, wait_for_signal, Cancel, EdgeTx, Layout, Msg, NoRoom};
 use crate::threaded::pacing::{Cost, Pacing};
 
 /// Shared by every handle on a pipeline's input.
@@ -238,17 +238,5 @@ impl<T> InputShared<T> {
 /// Sends before `deadline`, unless cancelled. The flag says whether the
 /// deadline passed (true) or the pipeline is gone (false).
 fn send_until<T>(edge: &EdgeTx<T>, msg: Msg<T>, cancel: &Cancel, deadline: Instant) -> Result<(), (Msg<T>, bool)> {
-    if cancel.is_cancelled() {
-        return Err((msg, false));
-    }
-    let n = msg.room();
-    let w = match edge.reserve_msg(&msg, cancel, Some(deadline)) {
-        Ok(w) => w,
-        Err(NoRoom::Timeout) => return Err((msg, true)),
-        Err(NoRoom::Cancelled | NoRoom::Gone) => return Err((msg, false)),
-    };
-    edge.put_reserved(msg, w).map_err(|msg| {
-        edge.unreserve_msg(n, w);
-        (msg, false)
-    })
+    send_within(edge, msg, cancel, Some(deadline)).map_err(|(msg, why)| (msg, why == NoRoom::Timeout))
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::stats::{clock, StageScope};
-use crate::threaded::kinds::item::Hand;
+use crate::stats::StageScope;
+use crate::threaded::kinds::item::{run_batch, Hand};
 use crate::threaded::meta::Meta;
 use crate::threaded::policy::guarded;
 use crate::threaded::stage::{contexts, LaunchParts, StageSettings};
@@ -62,11 +62,7 @@ impl<S: Step> Downstream<S::In> for Chained<'_, S> {
             return false;
         }
         self.em.clock.resume();
-        let n = batch.len();
-        cx.cell.mark_busy(cx.info.index, clock().raw());
-        let ok = (self.hand)(&mut self.step, cx, batch, &mut self.em.outbox);
-        cx.cell.mark_busy(cx.info.index, 0);
-        let ok = self.em.after_batch(n) && ok;
+        let ok = run_batch(cx, &mut self.step, self.hand, &mut self.em, batch);
         self.stopped |= !ok;
         ok
     }

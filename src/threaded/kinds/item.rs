@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::BoxError;
 use crate::stats::StageScope;
-use crate::threaded::edge::{recv, try_recv, Msg, Recv};
+use crate::threaded::edge::{Msg, Recv};
 use crate::threaded::policy::guarded;
 use crate::threaded::run::{job, stage_hook};
 use crate::threaded::stage::{contexts, Kind, LaunchParts, Orderable, Stage, StagePlan, StageSettings};
@@ -125,6 +125,23 @@ pub(crate) fn each_item<S: Step>(
     cx.process_batch(batch, |item| step.process(item, &mut Output { outbox: &mut *outbox }))
 }
 
+/// Runs one batch taken from the input through the step (the worker
+/// shows as busy since it started, for a stuck run to name) and hands on
+/// what is ready. False when the worker must stop.
+pub(crate) fn run_batch<S: Step>(
+    cx: &WorkerCtx<'_, S::In>,
+    step: &mut S,
+    hand: Hand<S>,
+    em: &mut Emitter<'_, S::Out>,
+    batch: &mut Vec<S::In>,
+) -> bool {
+    let n = batch.len();
+    cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
+    let ok = hand(step, cx, batch, &mut em.outbox);
+    cx.cell.mark_busy(cx.info.index, 0);
+    em.after_batch(n) && ok
+}
+
 /// The loop of one worker of an item stage, on its own thread.
 pub(crate) fn item_worker<'a, S: Step>(
     step: S,
@@ -197,48 +214,26 @@ impl<S: Step> ItemWorker<'_, S> {
         }
     }
 
-    /// The next message: the input edge first (items put through input
-    /// handles), then the lazy source if this stage pulls it, then a wait
-    /// on the edge (calling the step's idle hook while it stays quiet).
-    /// `None` if the idle hook failed.
+    /// The next message (see `WorkerCtx::next_input`), calling the
+    /// step's idle hook while the input is quiet; `None` if it failed.
     fn next(&mut self) -> Option<Recv<S::In>> {
-        loop {
-            let holding = self.em.holds();
-            let pulled = try_recv(&self.cx.rx).or_else(|| {
-                let batch = self.cx.pull(&mut self.em.clock, &mut self.spare, holding)?;
-                Some(Recv::Msg(Msg::Items(batch)))
-            });
-            match pulled {
-                // The source has nothing yet: send what this worker holds
-                // before it waits on the source again.
-                Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
-                    self.spare = empty;
-                    self.em.idle();
+        let ItemWorker {
+            step,
+            cx,
+            em,
+            idle,
+            spare,
+            ..
+        } = self;
+        cx.next_input(em, spare, *idle, |em| {
+            match guarded(|| step.on_idle(&mut Output { outbox: &mut em.outbox })) {
+                Ok(()) => true,
+                Err(f) => {
+                    cx.policy.fatal(f);
+                    false
                 }
-                Some(got) => return Some(got),
-                None => return self.wait(),
             }
-        }
-    }
-
-    /// The input ran dry: sends what is ready, then waits.
-    fn wait(&mut self) -> Option<Recv<S::In>> {
-        loop {
-            if !self.call(|step, out| step.on_idle(out)) {
-                return None;
-            }
-            self.em.idle();
-            self.em.mark();
-            match recv(
-                &self.cx.rx,
-                &self.cx.shared.cancel,
-                self.idle,
-                &mut self.em.clock.starved,
-            ) {
-                Recv::Idle => continue,
-                got => return Some(got),
-            }
-        }
+        })
     }
 
     /// Handles one message; false when the worker must stop.
@@ -247,12 +242,9 @@ impl<S: Step> ItemWorker<'_, S> {
         match got {
             Recv::Msg(Msg::Items(mut batch)) => {
                 cx.take(&batch);
-                let n = batch.len();
-                cx.cell.mark_busy(cx.info.index, crate::stats::clock().raw());
-                let ok = (self.hand)(&mut self.step, cx, &mut batch, &mut self.em.outbox);
-                cx.cell.mark_busy(cx.info.index, 0);
+                let ok = run_batch(cx, &mut self.step, self.hand, &mut self.em, &mut batch);
                 self.spare = batch;
-                self.em.after_batch(n) && ok
+                ok
             }
             Recv::Msg(Msg::Meta(meta)) => {
                 let ok = self.call(|step, out| step.process_meta(meta, out));

@@ -13,7 +13,7 @@ use crate::sync::AtomicUsize;
 use crate::error::BoxError;
 use crate::iter::BoxedStep;
 use crate::stats::StageScope;
-use crate::threaded::edge::{edge, recv, try_recv, Layout, Msg, Recv};
+use crate::threaded::edge::{edge, Layout, Msg, Recv};
 use crate::threaded::pacing::Pacing;
 use crate::threaded::policy::{guarded, Failure};
 use crate::threaded::run::job;
@@ -108,27 +108,10 @@ impl<In, Out> Refill<In> for Side<'_, In, Out> {
             }
             let mut em = self.em.borrow_mut();
             em.after_batch(std::mem::take(&mut self.last));
-            // Results kept in the outbox: a source that waits inside
-            // `next()` hands control back within the linger (an empty
-            // batch), so that they are sent instead of waiting with it.
-            let holding = em.holds();
-            let got = match try_recv(&self.cx.rx).or_else(|| {
-                let batch = self.cx.pull(&mut em.clock, &mut spare, holding)?;
-                Some(Recv::Msg(Msg::Items(batch)))
-            }) {
-                // The source has nothing yet: send what is held, then
-                // pull again.
-                Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
-                    spare = empty;
-                    em.idle();
-                    continue;
-                }
-                Some(got) => got,
-                None => {
-                    em.idle();
-                    recv(&self.cx.rx, &self.cx.shared.cancel, None, &mut em.clock.starved)
-                }
-            };
+            // Results kept in the outbox are sent before the worker waits:
+            // a source that waits inside `next()` hands control back
+            // within the linger (an empty batch), so that they are.
+            let got = self.cx.next_input(&mut em, &mut spare, None, |_| true)?;
             match got {
                 Recv::Msg(Msg::Items(batch)) => {
                     self.took = true;

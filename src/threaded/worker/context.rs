@@ -4,11 +4,12 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::BoxError;
 use crate::stats::StageCell;
 use crate::sync::AtomicUsize;
-use crate::threaded::edge::{EdgeRx, Msg};
+use crate::threaded::edge::{recv, try_recv, EdgeRx, Msg, Recv};
 use crate::threaded::fate;
 use crate::threaded::pacing::Cost;
 use crate::threaded::policy::{guarded, Failure};
@@ -16,7 +17,7 @@ use crate::threaded::policy::{OnError, Policy};
 use crate::threaded::run::RunShared;
 use crate::threaded::source::SharedSource;
 use crate::threaded::step::WorkerInfo;
-use crate::threaded::worker::{weight, Weigher, WorkerClock};
+use crate::threaded::worker::{weight, Emitter, Weigher, WorkerClock};
 
 /// Runs the stage's "after" hook when the last worker ends (also if a
 /// worker unwinds); the hook comes under its panic guard (see
@@ -72,6 +73,47 @@ impl<In> WorkerCtx<'_, In> {
         let (batch, spent) = source.pull_holding(source.pacing().limit(), std::mem::take(spare), holding)?;
         clock.starved += spent;
         Some(batch)
+    }
+
+    /// The worker's next message, by the rule every loop follows: the
+    /// input edge first (items put through input handles), then the lazy
+    /// source if this stage pulls it, then a wait on the edge. What the
+    /// worker holds is sent whenever the source has nothing yet and before
+    /// it waits. `quiet` runs each time the input is found dry, and again
+    /// every `idle` while it stays dry (a step's idle hook); `None` if it
+    /// says stop.
+    pub(crate) fn next_input<T>(
+        &self,
+        em: &mut Emitter<'_, T>,
+        spare: &mut Vec<In>,
+        idle: Option<Duration>,
+        mut quiet: impl FnMut(&mut Emitter<'_, T>) -> bool,
+    ) -> Option<Recv<In>> {
+        loop {
+            let holding = em.holds();
+            let pulled = try_recv(&self.rx).or_else(|| {
+                let batch = self.pull(&mut em.clock, spare, holding)?;
+                Some(Recv::Msg(Msg::Items(batch)))
+            });
+            match pulled {
+                Some(Recv::Msg(Msg::Items(empty))) if empty.is_empty() => {
+                    *spare = empty;
+                    em.idle();
+                }
+                Some(got) => return Some(got),
+                None => loop {
+                    if !quiet(em) {
+                        return None;
+                    }
+                    em.idle();
+                    em.mark();
+                    match recv(&self.rx, &self.shared.cancel, idle, &mut em.clock.starved) {
+                        Recv::Idle => continue,
+                        got => return Some(got),
+                    }
+                },
+            }
+        }
     }
 
     /// Runs `call` on one unit of work weighing `w` (an item, or a whole
