@@ -219,7 +219,7 @@ fn put_all_before(n: u64) {
             Box::new(move || {
                 let mut p = Pipeline::new().then(stage()).unwrap();
                 p.put_all(0..n).unwrap();
-                p.finish();
+                p.close_input();
                 p.run_with(|out| out.sum::<u64>()).unwrap().0
             }),
         ),

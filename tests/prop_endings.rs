@@ -195,7 +195,7 @@ fn run_case(case: Case) -> Result<(), TestCaseError> {
         }
         Source::PutBefore(n) => {
             prop_assert_eq!(p.put_all(0..n), Ok(n as usize));
-            p.finish();
+            p.close_input();
         }
         Source::Live(n, asynk) => {
             let input = p.input();

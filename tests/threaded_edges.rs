@@ -29,7 +29,7 @@ fn a_million_items_put_before_the_run_go_through_in_linear_time() {
     within(LIMIT, || {
         let mut p = Pipeline::new().then(Stage::map("double", |x: u64| x * 2)).unwrap();
         assert_eq!(p.put_all(0..1_000_000u64), Ok(1_000_000));
-        p.finish();
+        p.close_input();
         let (sum, summary) = p.run_with(|out| out.sum::<u64>()).unwrap();
         assert_eq!(sum, 999_999 * 1_000_000);
         assert_eq!(summary.items, 1_000_000);
@@ -346,7 +346,7 @@ fn a_panicking_clone_in_a_retrying_stage_fails_the_run_with_the_books_balanced()
             )
             .unwrap();
         p.put_all((0..4).map(Brittle)).unwrap();
-        p.finish();
+        p.close_input();
         match p.run() {
             Err(paipa::RunError::Panic { stage, message, .. }) => {
                 assert_eq!(stage, "fragile");
@@ -430,7 +430,7 @@ fn a_weigher_that_changes_its_mind_cannot_unbalance_the_bound_by_weight() {
             .then(Stage::map("take", |x: u32| x))
             .unwrap();
         p.put_all(0..2000u32).unwrap();
-        p.finish();
+        p.close_input();
         let (sum, s) = p.run_with(|out| out.map(u64::from).sum::<u64>()).unwrap();
         assert_eq!(sum, 1999 * 2000 / 2);
         assert_eq!(s.items, 2000);

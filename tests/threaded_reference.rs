@@ -85,7 +85,7 @@ fn reference_pipeline_fed_with_put_all_and_finish_gives_999() {
         let uploaded = Arc::new(AtomicUsize::new(0));
         let mut p = reference_pipeline(uploaded.clone());
         assert_eq!(p.put_all(0..1000u64), Ok(1000));
-        p.finish();
+        p.close_input();
         assert!(p.put(5).is_err(), "put after finish is refused");
         let summary = p.run().unwrap();
         check_reference_summary(&summary, &uploaded);

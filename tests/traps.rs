@@ -55,7 +55,7 @@ fn a_step_made_by_a_plain_closure() {
 fn put_all_after_finish_is_refused_like_put() {
     let mut p = Pipeline::<u32, u32>::new();
     assert_eq!(p.put_all(0..3), Ok(3));
-    p.finish();
+    p.close_input();
     let err = p.put_all(vec![7, 8]).unwrap_err();
     assert_eq!(err.to_string(), "the pipeline no longer takes input");
     assert_eq!(err.into_inner(), vec![7, 8]);

@@ -222,14 +222,14 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
     }
 
     /// Puts every item before the run. Returns how many; after
-    /// [`Pipeline::finish`] it is refused as [`Pipeline::put`] is, and the
+    /// [`Pipeline::close_input`] it is refused as [`Pipeline::put`] is, and the
     /// items are given back untouched.
     ///
     /// ```
     /// use paipa::threaded::Pipeline;
     /// let mut p = Pipeline::<u8, u8>::new();
     /// assert_eq!(p.put_all(0..3), Ok(3));
-    /// p.finish();
+    /// p.close_input();
     /// let refused = p.put_all(3..5).unwrap_err();
     /// assert_eq!(refused.to_string(), "the pipeline no longer takes input");
     /// assert_eq!(refused.into_inner(), 3..5);
@@ -262,9 +262,17 @@ impl<'a, In: Send + 'a, Out: Send + 'a> Pipeline<'a, In, Out> {
         Ok(())
     }
 
-    /// Says nothing more will be put before the run; later puts are refused.
-    pub fn finish(&mut self) {
+    /// Says nothing more will be put before the run; later puts are
+    /// refused. Live [`Input`] handles are not affected: the run's input
+    /// ends when they are dropped.
+    pub fn close_input(&mut self) {
         self.head.sealed = true;
+    }
+
+    /// The former name of [`Pipeline::close_input`].
+    #[deprecated(since = "0.1.0", note = "renamed `close_input`: `finish` named nine things")]
+    pub fn finish(&mut self) {
+        self.close_input();
     }
 
     /// A live input handle, cloneable and usable from other threads while
