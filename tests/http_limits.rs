@@ -23,6 +23,16 @@ fn stalled(addr: SocketAddr, sent: &[u8]) -> TcpStream {
     s
 }
 
+/// Whether the server has answered (or closed) `s` already, without
+/// waiting.
+fn answered(s: &TcpStream) -> bool {
+    s.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let answered = !matches!(s.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    s.set_nonblocking(false).unwrap();
+    answered
+}
+
 /// Reads until the server closes the connection (or 20 s pass: an error).
 fn read_until_closed(s: &mut TcpStream) -> std::io::Result<String> {
     let mut raw = Vec::new();
@@ -725,13 +735,18 @@ fn slow_senders_hold_only_the_bytes_they_sent_and_bodies_past_the_byte_bound_are
             "POST /ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1021\r\nConnection: close\r\n\r\n{body}"
         );
         let mut holder = stalled(addr, head.as_bytes());
-        // The holder's 60 bytes reach the server at some point: until then
-        // probes are taken (their entries count below).
+        // The holder's bytes reach the server at some point: until then
+        // probes are taken (their entries are left out below). A probe
+        // whose 5 bytes are held when the holder's arrive gets the holder
+        // refused instead (503, nothing taken): the holder is sent again.
         let deadline = Instant::now() + Duration::from_secs(20);
         let (status, head, reply) = loop {
             let r = post_ids(addr, &[100]);
             if r.0 != 200 || Instant::now() > deadline {
                 break r;
+            }
+            if answered(&holder) {
+                holder = stalled(addr, head.as_bytes());
             }
             std::thread::sleep(Duration::from_millis(10));
         };

@@ -36,7 +36,7 @@ thread_local! {
 /// Defers `verdict` until the end of the step call under way on this
 /// thread: it is then called with the call's error, or `None` if the call
 /// succeeded. Outside a call it is called at once with `None`.
-// Only stream tokens defer for now (feature `redis`).
+// Only stream tokens defer (feature `redis`).
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) fn defer(verdict: impl FnOnce(Option<&str>) + 'static) {
     if !OPEN.with(Cell::get) {

@@ -1,4 +1,7 @@
-//! A lazy source pulled by the first stage's own workers.
+//! The source side of a run: a lazy source pulled by the first stage's
+//! own workers ([`SharedSource`]), and the source thread ([`source_job`])
+//! that sends the puts held back before the run, the items put with
+//! `Pipeline::put`, then a lazy source that no stage pulls.
 //!
 //! A source thread that reads items and hands them over costs a hop per
 //! batch, and, worse, every item it allocates (a `String` per line read) is
@@ -7,8 +10,9 @@
 //! the first stage can take items in any order (not an ordered stage) and
 //! has no idle hook to run while its input is quiet (not a
 //! [`Step`](super::Step) stage: a worker waiting inside the source's
-//! `next()` never sees a quiet input), its workers pull the source themselves, one batch at a time under a lock,
-//! whenever their input edge is empty, as rayon's `par_bridge` and
+//! `next()` never sees a quiet input), its workers pull the source
+//! themselves, one batch at a time under a lock, whenever their input edge
+//! is empty, as rayon's `par_bridge` and
 //! morsel-driven engines do: the item is made, processed and freed on one
 //! thread. Items put through [`Input`](super::Input) handles still arrive on
 //! the edge, and workers look there first.
@@ -17,10 +21,9 @@
 //! pulling as its busy time; for the worker that pulled, the same time is
 //! starved time (it was waiting for its input, as it would wait for a
 //! source thread), so a slow source shows as one, with its first stage
-//! starved by it. When the
-//! source ends, is stopped, or panics, the pull state is dropped with its
-//! sender on the input edge, so the edge ends once the input handles are
-//! gone too.
+//! starved by it. When the source ends, is stopped, or panics, the pull
+//! state is dropped with its sender on the input edge, so the edge ends
+//! once the input handles are gone too.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::{self, Relaxed};

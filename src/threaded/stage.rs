@@ -1,6 +1,8 @@
-//! One stage of a threaded pipeline: its step, worker count, error policy,
-//! ordering and counting, before it is added with
-//! [`Pipeline::then`](super::Pipeline::then).
+//! One stage of a threaded pipeline: its settings (name, worker count,
+//! error policy, ordering, edge bounds, counting) before it is added with
+//! [`Pipeline::then`](super::Pipeline::then), the capabilities every kind
+//! declares ([`Kind`]), the checks that read them, and the parts a kind's
+//! launcher lays its threads out from.
 
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,6 +1,7 @@
-//! Feeding a threaded pipeline: the live input handle, cloneable and usable
-//! from any thread while the pipeline runs, and the source thread that
-//! drains items put before the run and a lazy iterator.
+//! What every input handle of a pipeline shares ([`InputShared`]): the
+//! input edge's sender, the count of open handles, and the puts held back
+//! before the run (a blocking put that found the edge full while nothing
+//! reads it yet), sent first by the source thread (`source.rs`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

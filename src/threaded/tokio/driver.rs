@@ -26,8 +26,8 @@
 //!
 //! The futures are polled on the stage thread, so they need not be `Send`
 //! or `'static`: like every step of a scoped run they may borrow from the
-//! caller. The IO fan-out of issue 13 (200 futures of 20 ms in flight)
-//! adds 2 threads, not 200.
+//! caller. An IO fan-out of 200 futures in flight adds 2 threads, not
+//! 200.
 //!
 //! # Shutdown (the rules of `edge.rs`, kept)
 //! - End of input: the feeder sees the edge end and says so; the stage

@@ -1,30 +1,16 @@
-//! Bridges for tokio programs (feature `async`): a run's outputs as a
-//! [`Stream`], an async put on a live [`Input`], and a [`Stream`] as a
-//! pipeline's source ([`Pipeline::source_stream`]).
-//!
-//! Neither blocks a runtime thread. Both wait on the pipeline's blocking
-//! channels from a small thread of their own, and talk to the async side
-//! through tokio channels:
-//! - [`OutputStream`]: a **forwarding thread** owns the [`Outputs`] and
-//!   sends each item into a bounded tokio channel ([`STREAM_BUFFER`]
-//!   items), which the stream polls. Dropping the stream closes that
-//!   channel, hands back to the forwarder what it held unread, and tells a
-//!   forwarder waiting on the last edge to stop; the forwarder then drops
-//!   the `Outputs`, which stops the run as dropping them anywhere does.
-//!   Every item the forwarder took and the stream never yielded is handed
-//!   back to the `Outputs` first ([`Outputs::give_back`]), so it is counted
-//!   as the last stage's `discarded`, as the rest of a batch an iterator
-//!   consumer did not read is.
-//! - [`Input::put_async`]: tries to put at once (no waiting, no thread);
-//!   when the pipeline is full, hands the item to the handle's **relay
-//!   thread**, started on the first put that has to wait, which puts it as
-//!   [`Input::put`] does and answers on a oneshot channel. One relay per
-//!   handle, ended when the handle is dropped: a `spawn_blocking` per put
-//!   would take a pool thread for every waiting put, and needs a runtime.
-//! - [`Pipeline::source_stream`]: the stream is polled on the pipeline's
-//!   **source thread** (the one a lazy iterator source has), which waits
-//!   for each item without taking a runtime thread; see the method for the
-//!   runtime its timers and IO run on.
+//! A run's outputs as a [`Stream`] (feature `async`): [`OutputStream`],
+//! from [`Outputs::into_stream`] or [`Pipeline::stream`]. It never blocks
+//! a runtime thread: a **forwarding thread** owns the [`Outputs`] and
+//! sends each item into a bounded tokio channel ([`STREAM_BUFFER`] items),
+//! which the stream polls. Dropping the stream closes that channel, hands
+//! back to the forwarder what it held unread, and tells a forwarder
+//! waiting on the last edge to stop; the forwarder then drops the
+//! `Outputs`, which stops the run as dropping them anywhere does. Every
+//! item the forwarder took and the stream never yielded is handed back to
+//! the `Outputs` first ([`Outputs::give_back`]), so it is counted as the
+//! last stage's `discarded`, as the rest of a batch an iterator consumer
+//! did not read is. (The async put is `input/relay.rs`; a `Stream` as a
+//! source is `source_stream.rs`.)
 
 use std::fmt;
 use std::pin::Pin;
