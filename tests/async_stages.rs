@@ -612,3 +612,35 @@ fn an_async_stage_at_its_bound_gets_the_raise_in_flight_hint() {
         assert!(hint.contains("of its bound of 2 in flight"), "{hint}");
     });
 }
+
+/// An item whose `Clone` panics when its retry copy is made.
+struct Brittle(u32);
+
+impl Clone for Brittle {
+    fn clone(&self) -> Self {
+        panic!("injected: cannot copy item {}", self.0)
+    }
+}
+
+#[test]
+fn a_panicking_retry_copy_is_named_as_the_items_clone_and_counted_once() {
+    let _serial = serial();
+    quiet_injected_panics();
+    within(LIMIT, || {
+        let err = Pipeline::new()
+            .source((0..3u32).map(Brittle))
+            .then(
+                Stage::try_map_async("fetch", |b: Brittle| async move { Ok::<u32, &str>(b.0) })
+                    .retry(2, Duration::from_millis(1)),
+            )
+            .unwrap()
+            .run()
+            .unwrap_err();
+        assert_eq!(err.stage(), Some("fetch"));
+        assert!(
+            err.to_string()
+                .contains("in its item's Clone: injected: cannot copy item"),
+            "{err}"
+        );
+    });
+}
